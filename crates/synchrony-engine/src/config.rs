@@ -1,0 +1,75 @@
+//! Engine configuration.
+
+use crate::id::ProcessId;
+use std::time::Duration;
+
+/// How one engine behaves. Every field has a default that suits a LAN or loopback.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Contact processes to join the cluster through (tried in turn). Empty, or only this
+    /// process itself, means: start a new cluster.
+    pub contacts: Vec<ProcessId>,
+    /// This process's weight in majority decisions (Isis: servers 1, clients 0).
+    pub weight: u32,
+    /// A view change also needs at least this much weight to accept it.
+    pub min_commit_weight: u32,
+    /// How often a heartbeat goes to each peer when nothing else does.
+    pub heartbeat_interval: Duration,
+    /// The least silence after which a peer is suspected. The detector adapts upward from
+    /// it when heartbeats arrive irregularly, up to `failure_timeout_max`.
+    pub failure_timeout: Duration,
+    /// The most the adaptive failure timeout grows to.
+    pub failure_timeout_max: Duration,
+    /// First retransmission timeout of the reliable link layer (it backs off).
+    pub retransmit_timeout: Duration,
+    /// How long a joining process waits for an answer before trying the next contact.
+    pub join_retry: Duration,
+    /// Largest packet the engine builds (bytes, before authentication).
+    pub packet_bytes_max: usize,
+    /// Largest chunk of state sent in one state-transfer message.
+    pub state_chunk_bytes: usize,
+    /// Messages buffered for a future view or a future link sequence number, per peer.
+    pub reorder_buffer_max: usize,
+    /// Decisions kept to bring lagging members up to date.
+    pub decision_log_max: usize,
+    /// A shared secret: when set, every packet carries an HMAC-SHA256 tag and packets
+    /// without a valid tag are dropped and counted.
+    pub secret: Option<Vec<u8>>,
+    /// Seed of the engine's random number generator (backoff jitter).
+    pub rng_seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            contacts: Vec::new(),
+            weight: 1,
+            min_commit_weight: 0,
+            heartbeat_interval: Duration::from_millis(100),
+            failure_timeout: Duration::from_millis(1000),
+            failure_timeout_max: Duration::from_millis(1500),
+            retransmit_timeout: Duration::from_millis(40),
+            join_retry: Duration::from_millis(500),
+            packet_bytes_max: 64 * 1024,
+            state_chunk_bytes: 256 * 1024,
+            reorder_buffer_max: 4096,
+            decision_log_max: 256,
+            secret: None,
+            rng_seed: 0,
+        }
+    }
+}
+
+impl Config {
+    /// Timeouts scaled for tests and simulation: 10 ms heartbeats, 100 ms suspicion.
+    pub fn fast() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_millis(10),
+            failure_timeout: Duration::from_millis(100),
+            failure_timeout_max: Duration::from_millis(200),
+            retransmit_timeout: Duration::from_millis(8),
+            join_retry: Duration::from_millis(60),
+            ..Self::default()
+        }
+    }
+}

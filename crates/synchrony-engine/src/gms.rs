@@ -1,0 +1,1054 @@
+//! The membership service (GMS): the cluster's process view and every group view change,
+//! decided one epoch at a time by the leader (the oldest member it does not suspect) with
+//! the consent of a majority by weight of the previous process view.
+//!
+//! A round is single-decree Paxos per epoch, with the flush folded into phase 1:
+//! `Prepare` (promise the ballot, freeze the listed groups, send flush reports) →
+//! `Promise` → the leader computes the decision (new process view, new group views, one
+//! cut per group) → `Accept` → `Accepted` from a majority → `Commit`. A leader that takes
+//! over after a failure re-proposes any decision a member already accepted, so at most one
+//! decision exists per epoch (G1, G10), whoever finishes the round.
+
+use crate::engine::{Engine, Status};
+use crate::event::{Event, PartitionReason};
+use crate::group::{compute_cut, GroupState, JoinState, Out};
+use crate::id::{Ballot, GroupName, MsgId, ProcessId, ViewId};
+use crate::link::Link;
+use crate::time::Instant;
+use crate::wire::{Ctl, DataMsg, Decision, GroupChange, GroupOp, GroupView, Msg, Report, Snapshot};
+use rand::Rng;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+/// A member's outstanding requests, as the leader holds them.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Requests {
+    suspects: Vec<ProcessId>,
+    ops: Vec<GroupOp>,
+    gbcasts: Vec<(GroupName, DataMsg)>,
+    leave: bool,
+}
+
+/// What a round changes, fixed when it starts.
+#[derive(Clone, Debug, Default)]
+struct Plan {
+    failed: BTreeSet<ProcessId>,
+    leaving: BTreeSet<ProcessId>,
+    joins: Vec<(ProcessId, u32)>,
+    group_joins: BTreeMap<GroupName, Vec<ProcessId>>,
+    group_leaves: BTreeMap<GroupName, BTreeSet<ProcessId>>,
+    gbcasts: BTreeMap<GroupName, Vec<DataMsg>>,
+    groups: BTreeSet<GroupName>,
+}
+
+#[derive(Debug)]
+enum Round {
+    Idle,
+    Preparing {
+        ballot: Ballot,
+        epoch: u64,
+        plan: Plan,
+        waiting: BTreeSet<ProcessId>,
+        promises: BTreeMap<ProcessId, (Option<(Ballot, Arc<Decision>)>, Vec<Report>)>,
+    },
+    Accepting {
+        ballot: Ballot,
+        decision: Arc<Decision>,
+        sent_to: BTreeSet<ProcessId>,
+        accepted: BTreeSet<ProcessId>,
+    },
+}
+
+/// Membership state of one process.
+pub(crate) struct Gms {
+    pub(crate) epoch: u64,
+    pub(crate) members: Vec<(ProcessId, u32)>,
+    pub(crate) removed: BTreeSet<ProcessId>,
+    promised: Option<Ballot>,
+    accepted: Option<(Ballot, Arc<Decision>)>,
+    log: VecDeque<Arc<Decision>>,
+    pub(crate) suspects: BTreeSet<ProcessId>,
+    max_round: u64,
+    // This process's own requests.
+    ops: Vec<GroupOp>,
+    pub(crate) gbcasts: Vec<(GroupName, DataMsg)>,
+    pub(crate) leave: bool,
+    pub(crate) requests_dirty: bool,
+    requests_sent_to: Option<ProcessId>,
+    /// Non-member sends waiting for their relay's acknowledgement: (group, relay, message).
+    pub(crate) forwards: Vec<(GroupName, ProcessId, DataMsg)>,
+    // Leader state.
+    round: Round,
+    backoff_until: Instant,
+    requests: BTreeMap<ProcessId, Requests>,
+    join_requests: BTreeMap<ProcessId, u32>,
+    gbcast_done: BTreeSet<MsgId>,
+    gbcast_done_order: VecDeque<MsgId>,
+}
+
+impl Gms {
+    pub(crate) fn new(now: Instant) -> Self {
+        Self {
+            epoch: 0,
+            members: Vec::new(),
+            removed: BTreeSet::new(),
+            promised: None,
+            accepted: None,
+            log: VecDeque::new(),
+            suspects: BTreeSet::new(),
+            max_round: 0,
+            ops: Vec::new(),
+            gbcasts: Vec::new(),
+            leave: false,
+            requests_dirty: false,
+            requests_sent_to: None,
+            forwards: Vec::new(),
+            round: Round::Idle,
+            backoff_until: now,
+            requests: BTreeMap::new(),
+            join_requests: BTreeMap::new(),
+            gbcast_done: BTreeSet::new(),
+            gbcast_done_order: VecDeque::new(),
+        }
+    }
+
+    pub(crate) fn found(&mut self, me: &ProcessId, weight: u32) {
+        self.epoch = 1;
+        self.members = vec![(me.clone(), weight)];
+    }
+
+    pub(crate) fn leader(&self) -> Option<&ProcessId> {
+        self.members
+            .iter()
+            .map(|(p, _)| p)
+            .find(|p| !self.suspects.contains(*p))
+    }
+
+    pub(crate) fn request_op(&mut self, op: GroupOp) {
+        let opposite = match &op {
+            GroupOp::Join(g) => GroupOp::Leave(g.clone()),
+            GroupOp::Leave(g) => GroupOp::Join(g.clone()),
+        };
+        self.ops.retain(|o| *o != opposite);
+        if !self.ops.contains(&op) {
+            self.ops.push(op);
+        }
+        self.requests_dirty = true;
+    }
+
+    fn weight_of<'a>(&self, ps: impl Iterator<Item = &'a ProcessId>) -> u64 {
+        let set: BTreeSet<&ProcessId> = ps.collect();
+        self.members
+            .iter()
+            .filter(|(p, _)| set.contains(p))
+            .map(|(_, w)| *w as u64)
+            .sum()
+    }
+
+    fn total_weight(&self) -> u64 {
+        self.members.iter().map(|(_, w)| *w as u64).sum()
+    }
+
+    /// Whether `ps` carry a majority (by weight) of the current view and the minimum
+    /// commit weight. With all weights zero, a plain majority of heads counts.
+    fn quorum<'a>(&self, ps: impl Iterator<Item = &'a ProcessId> + Clone, min_commit: u32) -> bool {
+        let total = self.total_weight();
+        if total == 0 {
+            let n = ps
+                .clone()
+                .filter(|p| self.members.iter().any(|(m, _)| m == *p))
+                .count();
+            return 2 * n > self.members.len();
+        }
+        let w = self.weight_of(ps);
+        2 * w > total && w >= min_commit as u64
+    }
+
+    fn remember_gbcast(&mut self, id: MsgId) {
+        if self.gbcast_done.insert(id.clone()) {
+            self.gbcast_done_order.push_back(id);
+            if self.gbcast_done_order.len() > 65536 {
+                if let Some(old) = self.gbcast_done_order.pop_front() {
+                    self.gbcast_done.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+impl Engine {
+    pub(crate) fn on_join_cluster(&mut self, _now: Instant, from: &ProcessId, weight: u32) {
+        if self.status != Status::Member {
+            return;
+        }
+        if self.gms.members.iter().any(|(p, _)| p == from) {
+            // It is in, but missed its commit (its leader failed): send the latest again.
+            if let Some(d) = self.gms.log.back().cloned() {
+                let snapshot = Some(Arc::new(self.snapshot()));
+                self.send_to(
+                    from,
+                    Msg::Commit {
+                        decision: d,
+                        snapshot,
+                    },
+                );
+            }
+            return;
+        }
+        match self.gms.leader().cloned() {
+            Some(l) if l == self.me => {
+                self.gms.join_requests.insert(from.clone(), weight);
+            }
+            Some(l) => {
+                self.send_to(
+                    &l,
+                    Msg::JoinRequest {
+                        who: from.clone(),
+                        weight,
+                    },
+                );
+                self.ctl_queue(from, Ctl::Redirect { leader: l });
+            }
+            None => {}
+        }
+    }
+
+    fn ctl_queue(&mut self, to: &ProcessId, ctl: Ctl) {
+        // Control messages ride in the next frame to that peer.
+        self.ctl_out.entry(to.clone()).or_default().push(ctl);
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            groups: self
+                .views
+                .iter()
+                .map(|(n, v)| (n.clone(), v.clone()))
+                .collect(),
+        }
+    }
+
+    /// Suspects silent members; stops when the majority is out of reach.
+    pub(crate) fn detect_failures(&mut self, now: Instant) {
+        let members: Vec<ProcessId> = self.gms.members.iter().map(|(p, _)| p.clone()).collect();
+        let config = self.config.clone();
+        for p in members {
+            if p == self.me || self.gms.suspects.contains(&p) {
+                continue;
+            }
+            let link = self
+                .links
+                .entry(p.clone())
+                .or_insert_with(|| Link::new(&config));
+            let last = *link.last_heard.get_or_insert(now);
+            if now - last > link.failure_timeout(&config) {
+                tracing::info!(me = %self.me, suspect = %p, "suspecting a silent member");
+                self.gms.suspects.insert(p);
+                self.gms.requests_dirty = true;
+            }
+        }
+        let alive: Vec<ProcessId> = self
+            .gms
+            .members
+            .iter()
+            .map(|(p, _)| p)
+            .filter(|p| !self.gms.suspects.contains(*p))
+            .cloned()
+            .collect();
+        if !self.gms.quorum(alive.iter(), self.config.min_commit_weight) {
+            self.stop(PartitionReason::LostMajority);
+        }
+    }
+
+    pub(crate) fn on_gms(&mut self, now: Instant, from: &ProcessId, msg: Msg) {
+        match msg {
+            Msg::JoinRequest { who, weight } => {
+                if self.gms.leader() == Some(&self.me) && !self.gms.removed.contains(&who) {
+                    self.gms.join_requests.insert(who, weight);
+                }
+            }
+            Msg::Requests {
+                suspects,
+                ops,
+                gbcasts,
+                leave,
+            } => {
+                self.gms.requests.insert(
+                    from.clone(),
+                    Requests {
+                        suspects,
+                        ops,
+                        gbcasts,
+                        leave,
+                    },
+                );
+            }
+            Msg::Prepare {
+                ballot,
+                epoch,
+                groups,
+            } => self.on_prepare(from, ballot, epoch, groups),
+            Msg::Promise {
+                ballot,
+                committed,
+                accepted,
+                reports,
+            } => self.on_promise(from, ballot, committed, accepted, reports),
+            Msg::Nack { promised } => {
+                self.gms.max_round = self.gms.max_round.max(promised.round);
+                if !matches!(self.gms.round, Round::Idle) {
+                    self.gms.round = Round::Idle;
+                    let jitter = self
+                        .rng
+                        .gen_range(0..=self.config.failure_timeout.as_micros() as u64 / 2);
+                    self.gms.backoff_until = now + std::time::Duration::from_micros(jitter);
+                }
+            }
+            Msg::Accept { ballot, decision } => {
+                if self.gms.promised.as_ref().is_some_and(|p| *p > ballot) {
+                    let promised = self.gms.promised.clone().expect("checked");
+                    self.send_to(from, Msg::Nack { promised });
+                    return;
+                }
+                if decision.epoch != self.gms.epoch + 1 {
+                    return;
+                }
+                self.gms.max_round = self.gms.max_round.max(ballot.round);
+                self.gms.promised = Some(ballot.clone());
+                let epoch = decision.epoch;
+                self.gms.accepted = Some((ballot.clone(), decision));
+                self.send_to(from, Msg::Accepted { ballot, epoch });
+            }
+            Msg::Accepted { ballot, epoch } => {
+                if let Round::Accepting {
+                    ballot: b,
+                    decision,
+                    accepted,
+                    ..
+                } = &mut self.gms.round
+                {
+                    if *b == ballot && decision.epoch == epoch {
+                        accepted.insert(from.clone());
+                    }
+                }
+            }
+            Msg::Commit { decision, snapshot } => self.apply_decision(now, decision, snapshot),
+            _ => {}
+        }
+    }
+
+    fn on_prepare(&mut self, from: &ProcessId, ballot: Ballot, epoch: u64, groups: Vec<GroupName>) {
+        if self.status != Status::Member {
+            return;
+        }
+        if epoch <= self.gms.epoch {
+            // The proposer is behind: send it what it missed.
+            let missing: Vec<Arc<Decision>> = self
+                .gms
+                .log
+                .iter()
+                .filter(|d| d.epoch >= epoch)
+                .cloned()
+                .collect();
+            for d in missing {
+                self.send_to(
+                    from,
+                    Msg::Commit {
+                        decision: d,
+                        snapshot: None,
+                    },
+                );
+            }
+            return;
+        }
+        if self.gms.promised.as_ref().is_some_and(|p| *p > ballot) {
+            let promised = self.gms.promised.clone().expect("checked");
+            self.send_to(from, Msg::Nack { promised });
+            return;
+        }
+        self.gms.max_round = self.gms.max_round.max(ballot.round);
+        self.gms.promised = Some(ballot.clone());
+        let committed = self.gms.epoch;
+        if epoch > committed + 1 {
+            // Behind: the leader will send the missing commits and ask again.
+            self.send_to(
+                from,
+                Msg::Promise {
+                    ballot,
+                    committed,
+                    accepted: None,
+                    reports: Vec::new(),
+                },
+            );
+            return;
+        }
+        let mut reports = Vec::new();
+        for g in &groups {
+            if let Some(gs) = self.groups.get_mut(g) {
+                gs.frozen = Some(epoch);
+                reports.push(gs.report());
+            }
+        }
+        let accepted = self.gms.accepted.clone().filter(|(_, d)| d.epoch == epoch);
+        self.send_to(
+            from,
+            Msg::Promise {
+                ballot,
+                committed,
+                accepted,
+                reports,
+            },
+        );
+    }
+
+    fn on_promise(
+        &mut self,
+        from: &ProcessId,
+        ballot: Ballot,
+        committed: u64,
+        accepted: Option<(Ballot, Arc<Decision>)>,
+        reports: Vec<Report>,
+    ) {
+        let my_epoch = self.gms.epoch;
+        let Round::Preparing {
+            ballot: b,
+            epoch,
+            promises,
+            waiting,
+            ..
+        } = &mut self.gms.round
+        else {
+            return;
+        };
+        if *b != ballot || !waiting.contains(from) {
+            return;
+        }
+        if committed + 1 < *epoch {
+            // Bring it up to date, then ask again (FIFO links keep the order).
+            let (e, g) = (*epoch, self.prepare_groups());
+            let missing: Vec<Arc<Decision>> = self
+                .gms
+                .log
+                .iter()
+                .filter(|d| d.epoch > committed && d.epoch <= my_epoch)
+                .cloned()
+                .collect();
+            if missing.first().is_none_or(|d| d.epoch != committed + 1) {
+                // Too far behind to catch up: it will be excluded as it cannot follow.
+                self.gms.suspects.insert(from.clone());
+                return;
+            }
+            for d in missing {
+                self.send_to(
+                    from,
+                    Msg::Commit {
+                        decision: d,
+                        snapshot: None,
+                    },
+                );
+            }
+            self.send_to(
+                from,
+                Msg::Prepare {
+                    ballot,
+                    epoch: e,
+                    groups: g,
+                },
+            );
+            return;
+        }
+        promises.insert(from.clone(), (accepted, reports));
+    }
+
+    fn prepare_groups(&self) -> Vec<GroupName> {
+        match &self.gms.round {
+            Round::Preparing { plan, .. } => plan.groups.iter().cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The suspicions the leader acts on: its own, and those of members it trusts that do
+    /// not suspect a majority (those will stop by themselves).
+    fn effective_suspects(&self) -> BTreeSet<ProcessId> {
+        let mut s = self.gms.suspects.clone();
+        let n = self.gms.members.len();
+        for (p, r) in &self.gms.requests {
+            if self.gms.suspects.contains(p) || !self.gms.members.iter().any(|(m, _)| m == p) {
+                continue;
+            }
+            if 2 * r.suspects.len() < n {
+                s.extend(r.suspects.iter().filter(|x| **x != self.me).cloned());
+            }
+        }
+        s.retain(|p| self.gms.members.iter().any(|(m, _)| m == p));
+        s
+    }
+
+    fn plan(&self) -> Plan {
+        let mut plan = Plan {
+            failed: self.effective_suspects(),
+            ..Plan::default()
+        };
+        let member = |p: &ProcessId| self.gms.members.iter().any(|(m, _)| m == p);
+        for (p, r) in &self.gms.requests {
+            if !member(p) || plan.failed.contains(p) {
+                continue;
+            }
+            if r.leave {
+                plan.leaving.insert(p.clone());
+            }
+            for op in &r.ops {
+                match op {
+                    GroupOp::Join(g) => {
+                        let inside = self.views.get(g).is_some_and(|v| v.members.contains(p));
+                        if !inside && !r.leave {
+                            plan.group_joins
+                                .entry(g.clone())
+                                .or_default()
+                                .push(p.clone());
+                        }
+                    }
+                    GroupOp::Leave(g) => {
+                        if self.views.get(g).is_some_and(|v| v.members.contains(p)) {
+                            plan.group_leaves
+                                .entry(g.clone())
+                                .or_default()
+                                .insert(p.clone());
+                        }
+                    }
+                }
+            }
+            for (g, m) in &r.gbcasts {
+                if !self.gms.gbcast_done.contains(&m.id)
+                    && self.views.get(g).is_some_and(|v| !v.members.is_empty())
+                {
+                    let list = plan.gbcasts.entry(g.clone()).or_default();
+                    if !list.iter().any(|x| x.id == m.id) {
+                        list.push(m.clone());
+                    }
+                }
+            }
+        }
+        for (p, w) in &self.gms.join_requests {
+            if !member(p) && !self.gms.removed.contains(p) {
+                plan.joins.push((p.clone(), *w));
+            }
+        }
+        let gone: BTreeSet<&ProcessId> = plan.failed.iter().chain(plan.leaving.iter()).collect();
+        for (g, v) in &self.views {
+            if v.members.iter().any(|m| gone.contains(m)) {
+                plan.groups.insert(g.clone());
+            }
+        }
+        plan.groups.extend(plan.group_joins.keys().cloned());
+        plan.groups.extend(plan.group_leaves.keys().cloned());
+        plan.groups.extend(plan.gbcasts.keys().cloned());
+        plan
+    }
+
+    fn plan_is_empty(plan: &Plan) -> bool {
+        plan.failed.is_empty()
+            && plan.leaving.is_empty()
+            && plan.joins.is_empty()
+            && plan.groups.is_empty()
+    }
+
+    /// The leader's side of rounds, and every member's request forwarding.
+    pub(crate) fn gms_drive(&mut self, now: Instant) {
+        if self.status != Status::Member {
+            return;
+        }
+        // Resend requests when they changed or the leader changed.
+        let leader = self.gms.leader().cloned();
+        if leader.is_some() && (self.gms.requests_dirty || self.gms.requests_sent_to != leader) {
+            let l = leader.clone().expect("checked");
+            self.gms.requests_dirty = false;
+            self.gms.requests_sent_to = Some(l.clone());
+            let msg = Msg::Requests {
+                suspects: self.gms.suspects.iter().cloned().collect(),
+                ops: self.gms.ops.clone(),
+                gbcasts: self.gms.gbcasts.clone(),
+                leave: self.gms.leave,
+            };
+            self.send_to(&l, msg);
+        }
+        if leader.as_ref() != Some(&self.me) {
+            self.gms.round = Round::Idle;
+            return;
+        }
+        match &self.gms.round {
+            Round::Idle => {
+                if now < self.gms.backoff_until || !self.local.is_empty() {
+                    return;
+                }
+                let plan = self.plan();
+                if Self::plan_is_empty(&plan) {
+                    return;
+                }
+                self.gms.max_round += 1;
+                let ballot = Ballot {
+                    round: self.gms.max_round,
+                    leader: self.me.clone(),
+                };
+                let epoch = self.gms.epoch + 1;
+                let waiting: BTreeSet<ProcessId> = self
+                    .gms
+                    .members
+                    .iter()
+                    .map(|(p, _)| p)
+                    .filter(|p| !plan.failed.contains(*p))
+                    .cloned()
+                    .collect();
+                let groups: Vec<GroupName> = plan.groups.iter().cloned().collect();
+                self.stats.rounds += 1;
+                tracing::debug!(me = %self.me, epoch, ?plan.failed, joins = plan.joins.len(), groups = groups.len(), "starting a membership round");
+                for p in waiting.clone() {
+                    self.send_to(
+                        &p,
+                        Msg::Prepare {
+                            ballot: ballot.clone(),
+                            epoch,
+                            groups: groups.clone(),
+                        },
+                    );
+                }
+                self.gms.round = Round::Preparing {
+                    ballot,
+                    epoch,
+                    plan,
+                    waiting,
+                    promises: BTreeMap::new(),
+                };
+            }
+            Round::Preparing {
+                waiting,
+                promises,
+                plan,
+                ..
+            } => {
+                let now_failed = self.effective_suspects();
+                if waiting.iter().any(|p| now_failed.contains(p))
+                    || now_failed.iter().any(|p| !plan.failed.contains(p))
+                {
+                    self.gms.round = Round::Idle; // restart with the new suspicions
+                    return;
+                }
+                if promises.len() < waiting.len() {
+                    return;
+                }
+                self.decide();
+            }
+            Round::Accepting {
+                accepted,
+                decision,
+                sent_to,
+                ..
+            } => {
+                let now_failed = self.effective_suspects();
+                let reachable = sent_to.iter().filter(|p| !now_failed.contains(*p));
+                if !self.gms.quorum(reachable, self.config.min_commit_weight) {
+                    self.gms.round = Round::Idle;
+                    return;
+                }
+                if !self
+                    .gms
+                    .quorum(accepted.iter(), self.config.min_commit_weight)
+                {
+                    return;
+                }
+                let decision = decision.clone();
+                let snapshot_needed: Vec<ProcessId> = decision
+                    .members
+                    .iter()
+                    .map(|(p, _)| p)
+                    .filter(|p| !self.gms.members.iter().any(|(m, _)| m == *p))
+                    .cloned()
+                    .collect();
+                let olds: Vec<ProcessId> = self
+                    .gms
+                    .members
+                    .iter()
+                    .map(|(p, _)| p.clone())
+                    .filter(|p| *p != self.me)
+                    .collect();
+                for p in olds {
+                    self.send_to(
+                        &p,
+                        Msg::Commit {
+                            decision: decision.clone(),
+                            snapshot: None,
+                        },
+                    );
+                }
+                if !snapshot_needed.is_empty() {
+                    let mut views = self.views.clone();
+                    for gc in &decision.groups {
+                        if let Some(v) = &gc.new_view {
+                            if v.members.is_empty() {
+                                views.remove(&gc.group);
+                            } else {
+                                views.insert(gc.group.clone(), v.clone());
+                            }
+                        }
+                    }
+                    let snap = Arc::new(Snapshot {
+                        groups: views.into_iter().collect(),
+                    });
+                    for p in snapshot_needed {
+                        self.send_to(
+                            &p,
+                            Msg::Commit {
+                                decision: decision.clone(),
+                                snapshot: Some(snap.clone()),
+                            },
+                        );
+                    }
+                }
+                self.gms.round = Round::Idle;
+                self.apply_decision(now, decision, None);
+            }
+        }
+    }
+
+    /// Phase 1 is complete: re-propose an accepted decision, or compute a new one.
+    fn decide(&mut self) {
+        let Round::Preparing {
+            ballot,
+            epoch,
+            plan,
+            promises,
+            ..
+        } = std::mem::replace(&mut self.gms.round, Round::Idle)
+        else {
+            return;
+        };
+        if !self
+            .gms
+            .quorum(promises.keys(), self.config.min_commit_weight)
+        {
+            return; // not enough weight alive; the failure detector will stop this process
+        }
+        let prior = promises
+            .values()
+            .filter_map(|(a, _)| a.clone())
+            .filter(|(_, d)| d.epoch == epoch)
+            .max_by(|a, b| a.0.cmp(&b.0));
+        let decision = match prior {
+            Some((_, d)) => d,
+            None => Arc::new(self.compute_decision(epoch, &plan, &promises)),
+        };
+        let sent_to: BTreeSet<ProcessId> = promises.keys().cloned().collect();
+        for p in &sent_to {
+            self.send_to(
+                p,
+                Msg::Accept {
+                    ballot: ballot.clone(),
+                    decision: decision.clone(),
+                },
+            );
+        }
+        self.gms.round = Round::Accepting {
+            ballot,
+            decision,
+            sent_to,
+            accepted: BTreeSet::new(),
+        };
+    }
+
+    fn compute_decision(
+        &self,
+        epoch: u64,
+        plan: &Plan,
+        promises: &BTreeMap<ProcessId, (Option<(Ballot, Arc<Decision>)>, Vec<Report>)>,
+    ) -> Decision {
+        let gone: BTreeSet<&ProcessId> = plan.failed.iter().chain(plan.leaving.iter()).collect();
+        let mut members: Vec<(ProcessId, u32)> = self
+            .gms
+            .members
+            .iter()
+            .filter(|(p, _)| !gone.contains(p))
+            .cloned()
+            .collect();
+        members.extend(plan.joins.iter().cloned());
+        let mut groups = Vec::new();
+        for g in &plan.groups {
+            let old = self.views.get(g).cloned().unwrap_or(GroupView {
+                id: ViewId(0),
+                members: Vec::new(),
+            });
+            let reports: Vec<&Report> = old
+                .members
+                .iter()
+                .filter(|m| !plan.failed.contains(*m))
+                .filter_map(|m| promises.get(m))
+                .flat_map(|(_, rs)| rs.iter().filter(|r| r.group == *g && r.view == old.id))
+                .collect();
+            let cut = compute_cut(&old, &reports);
+            let leavers: Vec<ProcessId> = old
+                .members
+                .iter()
+                .filter(|m| {
+                    plan.leaving.contains(*m)
+                        || plan.group_leaves.get(g).is_some_and(|l| l.contains(*m))
+                })
+                .cloned()
+                .collect();
+            let mut new_members: Vec<ProcessId> = old
+                .members
+                .iter()
+                .filter(|m| !gone.contains(m) && !leavers.contains(m))
+                .cloned()
+                .collect();
+            for j in plan.group_joins.get(g).into_iter().flatten() {
+                if !new_members.contains(j) && members.iter().any(|(m, _)| m == j) {
+                    new_members.push(j.clone());
+                }
+            }
+            let gbcasts = if old.members.is_empty() {
+                Vec::new()
+            } else {
+                plan.gbcasts.get(g).cloned().unwrap_or_default()
+            };
+            let new_view = (new_members != old.members).then(|| GroupView {
+                id: ViewId(old.id.0 + 1),
+                members: new_members,
+            });
+            if new_view.is_none() && gbcasts.is_empty() {
+                continue;
+            }
+            groups.push(GroupChange {
+                group: g.clone(),
+                old_view: old.id,
+                new_view,
+                cut,
+                gbcasts,
+                leavers,
+            });
+        }
+        Decision {
+            epoch,
+            members,
+            removed: gone.into_iter().cloned().collect(),
+            groups,
+        }
+    }
+
+    /// Applies a committed decision: cuts, gbcasts, new views, the new process view.
+    pub(crate) fn apply_decision(
+        &mut self,
+        now: Instant,
+        decision: Arc<Decision>,
+        snapshot: Option<Arc<Snapshot>>,
+    ) {
+        if self.status == Status::Joining {
+            let Some(snap) = snapshot else { return };
+            if !decision.members.iter().any(|(p, _)| *p == self.me) {
+                return;
+            }
+            self.gms.epoch = decision.epoch;
+            self.gms.members = decision.members.clone();
+            self.gms.removed.extend(decision.removed.iter().cloned());
+            self.views = snap.groups.iter().cloned().collect();
+            self.gms.log.push_back(decision);
+            self.status = Status::Member;
+            self.gms.requests_dirty = true;
+            self.push_event(Event::Joined);
+            tracing::info!(me = %self.me, "joined the cluster");
+            return;
+        }
+        if self.status != Status::Member || decision.epoch != self.gms.epoch + 1 {
+            return;
+        }
+        let d = decision.clone();
+        let mut touched = Vec::new();
+        for gc in &d.groups {
+            self.apply_group_change(now, gc);
+            touched.push(gc.group.clone());
+            for m in &gc.gbcasts {
+                self.gms.remember_gbcast(m.id.clone());
+            }
+        }
+        self.gms.epoch = d.epoch;
+        self.gms.members = d.members.clone();
+        self.gms.accepted = None;
+        let stale = match &self.gms.round {
+            Round::Idle => false,
+            Round::Preparing { epoch, .. } => *epoch <= d.epoch,
+            Round::Accepting { decision, .. } => decision.epoch <= d.epoch,
+        };
+        if stale {
+            self.gms.round = Round::Idle;
+        }
+        self.gms.log.push_back(decision);
+        while self.gms.log.len() > self.config.decision_log_max {
+            self.gms.log.pop_front();
+        }
+        for p in &d.removed {
+            self.gms.removed.insert(p.clone());
+            self.gms.suspects.remove(p);
+            self.gms.requests.remove(p);
+            self.gms.join_requests.remove(p);
+            self.forget(p);
+        }
+        for (p, _) in &d.members {
+            self.gms.join_requests.remove(p);
+            if *p != self.me {
+                let config = &self.config;
+                let link = self
+                    .links
+                    .entry(p.clone())
+                    .or_insert_with(|| Link::new(config));
+                link.last_heard.get_or_insert(now);
+            }
+        }
+        // Groups frozen for this epoch that the decision did not touch go on.
+        let frozen: Vec<GroupName> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.frozen.is_some_and(|e| e <= d.epoch))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for g in frozen {
+            self.with_group(&g, |gs, out| {
+                gs.frozen = None;
+                gs.release_queued(out);
+                gs.try_deliver(out);
+            });
+        }
+        // Requests now satisfied.
+        let before = (self.gms.ops.len(), self.gms.gbcasts.len());
+        let groups = &self.groups;
+        self.gms.ops.retain(|op| match op {
+            GroupOp::Join(g) => !groups.contains_key(g),
+            GroupOp::Leave(g) => groups.contains_key(g),
+        });
+        let done = &self.gms.gbcast_done;
+        self.gms.gbcasts.retain(|(_, m)| !done.contains(&m.id));
+        if before != (self.gms.ops.len(), self.gms.gbcasts.len()) {
+            self.gms.requests_dirty = true;
+        }
+        // Non-member sends whose relay is no longer the group's oldest member go again.
+        let mut resend = Vec::new();
+        for (g, relay, m) in &mut self.gms.forwards {
+            match self.views.get(g).and_then(|v| v.members.first()) {
+                Some(first) if first != relay => {
+                    *relay = first.clone();
+                    resend.push((first.clone(), g.clone(), m.clone()));
+                }
+                _ => {}
+            }
+        }
+        for (to, group, msg) in resend {
+            self.send_to(&to, Msg::Forward { group, msg });
+        }
+        for g in touched {
+            self.replay_future(now, &g);
+        }
+        if !d.members.iter().any(|(p, _)| *p == self.me) {
+            if self.gms.leave {
+                self.status = Status::Left;
+            } else {
+                self.stop(PartitionReason::Excluded);
+            }
+        }
+    }
+
+    fn apply_group_change(&mut self, _now: Instant, gc: &GroupChange) {
+        let g = &gc.group;
+        let me = self.me.clone();
+        let was_member = self.groups.get(g).is_some_and(|s| s.view.id == gc.old_view);
+        match &gc.new_view {
+            Some(v) if v.members.is_empty() => {
+                self.views.remove(g);
+            }
+            Some(v) => {
+                self.views.insert(g.clone(), v.clone());
+            }
+            None => {}
+        }
+        if was_member {
+            let mut out = Out::default();
+            let gs = self.groups.get_mut(g).expect("member");
+            let missing = gs.apply_cut(&gc.cut, &gc.gbcasts, &mut out);
+            if missing > 0 {
+                self.stats.cut_anomalies += missing as u64;
+                tracing::error!(me = %self.me, group = %g, missing, "cut not fully delivered");
+            }
+            match &gc.new_view {
+                None => {
+                    gs.next_epoch(&mut out);
+                    self.absorb(g, out);
+                }
+                Some(v) if v.members.contains(&me) => {
+                    self.absorb(g, out);
+                    let old = self.groups.remove(g).expect("member");
+                    let joiners: Vec<ProcessId> = v
+                        .members
+                        .iter()
+                        .filter(|m| !old.view.members.contains(m))
+                        .cloned()
+                        .collect();
+                    let mut next = old.succeed(v.clone(), &me);
+                    next.epoch = 0;
+                    self.groups.insert(g.clone(), next);
+                    if !joiners.is_empty() {
+                        self.expect_checkpoint(g, v.id, joiners);
+                    }
+                    self.stats.views += 1;
+                    self.push_event(Event::View {
+                        group: g.clone(),
+                        view: v.clone(),
+                    });
+                    self.transfer_view_changed(g);
+                    self.queries_view_changed(g);
+                    self.with_group(g, |gs, out| {
+                        gs.release_queued(out);
+                        gs.try_deliver(out);
+                    });
+                }
+                Some(_) => {
+                    self.absorb(g, out);
+                    self.groups.remove(g);
+                    self.fail_queries_of(g);
+                    self.push_event(Event::Left { group: g.clone() });
+                }
+            }
+        } else if let Some(v) = gc.new_view.as_ref().filter(|v| v.members.contains(&me)) {
+            // Joining: the view now, the state when a provider sends it.
+            let providers: Vec<ProcessId> = v
+                .members
+                .iter()
+                .filter(|m| {
+                    **m != me
+                        && gc.old_view.0 > 0
+                        && !gc.cut.streams.is_empty()
+                        && gc.cut.streams.iter().any(|(o, _)| o == *m)
+                })
+                .cloned()
+                .collect();
+            let mut gs = GroupState::new(g.clone(), v.clone(), &me);
+            if !providers.is_empty() {
+                gs.join = JoinState::Waiting {
+                    view: v.id,
+                    providers,
+                    idx: 0,
+                    buf: Vec::new(),
+                    retry_at: None,
+                };
+            }
+            let waiting = matches!(gs.join, JoinState::Waiting { .. });
+            self.groups.insert(g.clone(), gs);
+            self.stats.views += 1;
+            self.push_event(Event::View {
+                group: g.clone(),
+                view: v.clone(),
+            });
+            if waiting {
+                self.gate(g);
+                self.start_fetch(g);
+            }
+        } else if gc.new_view.is_some() {
+            self.queries_view_changed(g);
+        }
+    }
+}

@@ -1,0 +1,714 @@
+//! One group at one member: streams, ordering, delivery, stability, flush reports and cuts.
+//!
+//! Each member multicasts on its own stream (seq 1, 2, ...) in the current view; links are
+//! FIFO so a stream arrives in order. A message is delivered when it heads its stream and
+//! its class allows: causal (and total, safe) messages wait until their vector timestamp is
+//! covered; total and safe messages wait for their position in the sequencer's order (the
+//! sequencer is the view's oldest member); safe messages also wait until every member holds
+//! the message and its order position. Members acknowledge to each stream's owner, which
+//! announces its stable prefix; stable, delivered messages are dropped.
+//!
+//! A membership round freezes the group (no delivery, no acknowledgement, no sending): the
+//! member reports what it holds, the leader computes one [`Cut`] from all reports, and each
+//! survivor delivers exactly the cut before the next view or gbcast (G4, G8).
+
+use crate::id::{GroupName, MsgId, ProcessId, ViewId};
+use crate::order::Order;
+use crate::time::Instant;
+use crate::wire::{Cut, DataMsg, GroupView, Msg, OrderEntry, Report};
+use bytes::Bytes;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Outputs of group operations, drained by the engine.
+#[derive(Default)]
+pub(crate) struct Out {
+    pub(crate) sends: Vec<(ProcessId, Msg)>,
+    pub(crate) delivered: Vec<Delivered>,
+    pub(crate) flushed: usize,
+}
+
+/// A delivery, before the engine turns it into an event.
+pub(crate) struct Delivered {
+    pub(crate) view: ViewId,
+    pub(crate) msg: DataMsg,
+}
+
+/// One member's stream as seen here.
+#[derive(Debug)]
+pub(crate) struct Stream {
+    pub(crate) owner: ProcessId,
+    /// Seq of `msgs[0]`.
+    base: u64,
+    msgs: VecDeque<DataMsg>,
+    /// Highest seq held (contiguous).
+    pub(crate) received: u64,
+    /// Highest seq delivered.
+    pub(crate) delivered: u64,
+    /// Highest seq every member holds, as its owner announced.
+    pub(crate) stable: u64,
+}
+
+impl Stream {
+    fn new(owner: ProcessId) -> Self {
+        Self {
+            owner,
+            base: 1,
+            msgs: VecDeque::new(),
+            received: 0,
+            delivered: 0,
+            stable: 0,
+        }
+    }
+
+    fn get(&self, seq: u64) -> Option<&DataMsg> {
+        seq.checked_sub(self.base)
+            .and_then(|i| self.msgs.get(i as usize))
+    }
+
+    fn push(&mut self, msg: DataMsg) -> bool {
+        if msg.seq != self.received + 1 {
+            return false;
+        }
+        if self.msgs.is_empty() {
+            self.base = msg.seq;
+        }
+        self.received = msg.seq;
+        self.msgs.push_back(msg);
+        true
+    }
+
+    fn gc(&mut self) {
+        let upto = self.delivered.min(self.stable);
+        while self.msgs.front().is_some_and(|m| m.seq <= upto) {
+            self.msgs.pop_front();
+            self.base += 1;
+        }
+    }
+
+    fn truncate(&mut self, hi: u64) {
+        while self.msgs.back().is_some_and(|m| m.seq > hi) {
+            self.msgs.pop_back();
+        }
+        self.received = self.received.min(hi);
+    }
+}
+
+/// An application send waiting for the group to be unfrozen.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    pub(crate) id: MsgId,
+    pub(crate) order: Order,
+    pub(crate) query: bool,
+    pub(crate) payload: Bytes,
+}
+
+/// Where a joiner stands with its initial state.
+#[derive(Debug)]
+pub(crate) enum JoinState {
+    /// It has its state (or founded the group).
+    Ready,
+    /// It waits for the state of `view` from one of `providers`.
+    Waiting {
+        view: ViewId,
+        providers: Vec<ProcessId>,
+        idx: usize,
+        buf: Vec<u8>,
+        retry_at: Option<Instant>,
+    },
+}
+
+/// A checkpoint held for joiners of a view.
+#[derive(Debug)]
+pub(crate) struct Checkpoint {
+    /// The application's state; None until it answers the state request.
+    pub(crate) state: Option<Bytes>,
+    /// Joiners that have not said they are done.
+    pub(crate) joiners: BTreeSet<ProcessId>,
+}
+
+/// One group at this member.
+#[derive(Debug)]
+pub(crate) struct GroupState {
+    pub(crate) name: GroupName,
+    pub(crate) view: GroupView,
+    pub(crate) rank: usize,
+    pub(crate) epoch: u32,
+    /// Frozen by the membership round for this epoch.
+    pub(crate) frozen: Option<u64>,
+    pub(crate) streams: Vec<Stream>,
+    /// Position of `order[0]` in the view's total order.
+    order_base: u64,
+    /// Known order entries not yet both delivered and stable.
+    order: VecDeque<OrderEntry>,
+    /// Next position to deliver.
+    pub(crate) delivered_total: u64,
+    /// Positions every member holds (from the sequencer).
+    order_stable: u64,
+    /// Sequencer: tokens not yet sent, and how much of the order each member acknowledged.
+    seq_pending: Vec<OrderEntry>,
+    seq_pending_first: u64,
+    seq_acks: Vec<u64>,
+    /// Own stream: next seq, acks by member, what was last announced stable.
+    next_seq: u64,
+    acks: Vec<u64>,
+    stable_sent: (u64, u64),
+    ack_dirty: Vec<bool>,
+    pub(crate) queued: VecDeque<Queued>,
+    /// Flush calls waiting: the last own counter each covers.
+    pub(crate) flushes: Vec<u64>,
+    /// Own messages sent and not yet stable: (seq, counter).
+    own_unstable: VecDeque<(u64, u64)>,
+    pub(crate) join: JoinState,
+    pub(crate) checkpoints: BTreeMap<ViewId, Checkpoint>,
+    /// Whether the next delivery pass is a cut (ignore stability, no new tokens).
+    cut_mode: bool,
+}
+
+impl GroupState {
+    pub(crate) fn new(name: GroupName, view: GroupView, me: &ProcessId) -> Self {
+        let n = view.members.len();
+        let rank = view
+            .members
+            .iter()
+            .position(|p| p == me)
+            .expect("a member installs only views that contain it");
+        Self {
+            name,
+            streams: view.members.iter().cloned().map(Stream::new).collect(),
+            view,
+            rank,
+            epoch: 0,
+            frozen: None,
+            order_base: 0,
+            order: VecDeque::new(),
+            delivered_total: 0,
+            order_stable: 0,
+            seq_pending: Vec::new(),
+            seq_pending_first: 0,
+            seq_acks: vec![0; n],
+            next_seq: 1,
+            acks: vec![0; n],
+            stable_sent: (0, 0),
+            ack_dirty: vec![false; n],
+            queued: VecDeque::new(),
+            flushes: Vec::new(),
+            own_unstable: VecDeque::new(),
+            join: JoinState::Ready,
+            checkpoints: BTreeMap::new(),
+            cut_mode: false,
+        }
+    }
+
+    /// Carries what outlives a view into the state for the next one.
+    pub(crate) fn succeed(mut self, view: GroupView, me: &ProcessId) -> Self {
+        let mut next = GroupState::new(self.name.clone(), view, me);
+        next.queued = std::mem::take(&mut self.queued);
+        next.flushes = std::mem::take(&mut self.flushes);
+        next.join = std::mem::replace(&mut self.join, JoinState::Ready);
+        next.checkpoints = std::mem::take(&mut self.checkpoints);
+        next
+    }
+
+    fn is_sequencer(&self) -> bool {
+        self.rank == 0
+    }
+
+    fn known_end(&self) -> u64 {
+        self.order_base + self.order.len() as u64
+    }
+
+    pub(crate) fn rank_of(&self, p: &ProcessId) -> Option<usize> {
+        self.view.members.iter().position(|m| m == p)
+    }
+
+    fn others(&self) -> impl Iterator<Item = &ProcessId> + '_ {
+        let me = self.rank;
+        self.view
+            .members
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| *i != me)
+            .map(|(_, p)| p)
+    }
+
+    fn broadcast(&self, msg: Msg, out: &mut Out) {
+        for p in self.others() {
+            out.sends.push((p.clone(), msg.clone()));
+        }
+    }
+
+    /// The application sends (or a queued send is released).
+    pub(crate) fn send(&mut self, q: Queued, out: &mut Out) {
+        if self.frozen.is_some() {
+            self.queued.push_back(q);
+            return;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let vt = if q.order.is_causal() {
+            let mut vt: Vec<u64> = self.streams.iter().map(|s| s.delivered).collect();
+            vt[self.rank] = seq;
+            vt
+        } else {
+            Vec::new()
+        };
+        let msg = DataMsg {
+            id: q.id,
+            seq,
+            order: q.order,
+            vt,
+            query: q.query,
+            payload: q.payload,
+        };
+        self.own_unstable.push_back((seq, msg.id.counter));
+        let wire = Msg::Data {
+            group: self.name.clone(),
+            view: self.view.id,
+            epoch: self.epoch,
+            msg: msg.clone(),
+        };
+        self.broadcast(wire, out);
+        let me = self.rank;
+        self.on_data(me, msg);
+        self.try_deliver(out);
+    }
+
+    /// Releases sends queued while frozen.
+    pub(crate) fn release_queued(&mut self, out: &mut Out) {
+        while self.frozen.is_none() {
+            let Some(q) = self.queued.pop_front() else {
+                break;
+            };
+            self.send(q, out);
+        }
+    }
+
+    /// A multicast from the member at `rank` (current view and epoch).
+    pub(crate) fn on_data(&mut self, rank: usize, msg: DataMsg) {
+        let total = msg.order.is_total();
+        let seq = msg.seq;
+        if !self.streams[rank].push(msg) {
+            return;
+        }
+        if self.frozen.is_none() {
+            if rank != self.rank {
+                self.ack_dirty[rank] = true;
+            }
+            if total && self.is_sequencer() {
+                let entry = (rank as u32, seq);
+                if self.seq_pending.is_empty() {
+                    self.seq_pending_first = self.known_end();
+                }
+                self.seq_pending.push(entry);
+                self.order.push_back(entry);
+            }
+        }
+    }
+
+    /// Order tokens from the sequencer.
+    pub(crate) fn on_order(&mut self, first: u64, entries: Vec<OrderEntry>) {
+        let end = self.known_end();
+        if first > end {
+            return; // cannot happen on a FIFO link; ignore rather than corrupt the order
+        }
+        let skip = (end - first) as usize;
+        let n = self.streams.len() as u32;
+        for e in entries.into_iter().skip(skip) {
+            if e.0 >= n {
+                return;
+            }
+            self.order.push_back(e);
+        }
+        if self.frozen.is_none() && self.rank != 0 {
+            self.ack_dirty[0] = true;
+        }
+    }
+
+    pub(crate) fn on_ack(&mut self, rank: usize, received: u64, order_len: u64) {
+        self.acks[rank] = self.acks[rank].max(received.min(self.next_seq - 1));
+        self.seq_acks[rank] = self.seq_acks[rank].max(order_len.min(self.known_end()));
+    }
+
+    pub(crate) fn on_stable(&mut self, rank: usize, seq: u64, order_len: u64) {
+        let s = &mut self.streams[rank];
+        s.stable = s.stable.max(seq.min(s.received));
+        if rank == 0 {
+            self.order_stable = self.order_stable.max(order_len);
+        }
+    }
+
+    fn deliverable(&self, r: usize, msg: &DataMsg) -> bool {
+        if msg.order.is_causal() {
+            if msg.vt.len() != self.streams.len() {
+                return true; // malformed: deliver rather than block forever; counted by decode checks
+            }
+            for (j, s) in self.streams.iter().enumerate() {
+                if j != r && s.delivered < msg.vt[j] {
+                    return false;
+                }
+            }
+        }
+        if msg.order.is_total() {
+            let pos = self.delivered_total;
+            let Some(&(er, es)) = pos
+                .checked_sub(self.order_base)
+                .and_then(|i| self.order.get(i as usize))
+            else {
+                return false;
+            };
+            if er as usize != r || es != msg.seq {
+                return false;
+            }
+            if msg.order == Order::Safe
+                && !self.cut_mode
+                && (self.streams[r].stable < msg.seq || self.order_stable <= pos)
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Delivers whatever the rules allow.
+    pub(crate) fn try_deliver(&mut self, out: &mut Out) {
+        if self.frozen.is_some() && !self.cut_mode {
+            return;
+        }
+        loop {
+            let mut progress = false;
+            for r in 0..self.streams.len() {
+                loop {
+                    let next = self.streams[r].delivered + 1;
+                    let Some(msg) = self.streams[r].get(next) else {
+                        break;
+                    };
+                    if !self.deliverable(r, msg) {
+                        break;
+                    }
+                    let msg = msg.clone();
+                    self.streams[r].delivered = next;
+                    if msg.order.is_total() {
+                        self.delivered_total += 1;
+                    }
+                    out.delivered.push(Delivered {
+                        view: self.view.id,
+                        msg,
+                    });
+                    progress = true;
+                }
+            }
+            if !progress {
+                break;
+            }
+        }
+        self.gc();
+    }
+
+    fn gc(&mut self) {
+        for s in &mut self.streams {
+            s.gc();
+        }
+        let upto = self.delivered_total.min(self.order_stable);
+        while self.order_base < upto && !self.order.is_empty() {
+            self.order.pop_front();
+            self.order_base += 1;
+        }
+    }
+
+    /// Sends owed acks, stability announcements and order tokens; completes flushes.
+    pub(crate) fn housekeeping(&mut self, out: &mut Out) {
+        if !self.seq_pending.is_empty() {
+            let entries = std::mem::take(&mut self.seq_pending);
+            let m = Msg::Order {
+                group: self.name.clone(),
+                view: self.view.id,
+                epoch: self.epoch,
+                first: self.seq_pending_first,
+                entries,
+            };
+            self.broadcast(m, out);
+        }
+        if self.frozen.is_some() {
+            return;
+        }
+        let order_len = self.known_end();
+        for r in 0..self.ack_dirty.len() {
+            if std::mem::take(&mut self.ack_dirty[r]) {
+                let m = Msg::Ack {
+                    group: self.name.clone(),
+                    view: self.view.id,
+                    received: self.streams[r].received,
+                    order_len,
+                };
+                out.sends.push((self.view.members[r].clone(), m));
+            }
+        }
+        let me = self.rank;
+        let own_stable = (0..self.acks.len())
+            .filter(|&j| j != me)
+            .map(|j| self.acks[j])
+            .min()
+            .unwrap_or(self.next_seq - 1);
+        let order_stable = if self.is_sequencer() {
+            (0..self.seq_acks.len())
+                .filter(|&j| j != me)
+                .map(|j| self.seq_acks[j])
+                .min()
+                .unwrap_or(order_len)
+        } else {
+            0
+        };
+        if (own_stable, order_stable) > self.stable_sent
+            && (own_stable > self.stable_sent.0 || order_stable > self.stable_sent.1)
+        {
+            self.stable_sent = (
+                own_stable.max(self.stable_sent.0),
+                order_stable.max(self.stable_sent.1),
+            );
+            let m = Msg::Stable {
+                group: self.name.clone(),
+                view: self.view.id,
+                seq: self.stable_sent.0,
+                order_len: self.stable_sent.1,
+            };
+            self.broadcast(m, out);
+            self.on_stable(me, self.stable_sent.0, self.stable_sent.1);
+            while self
+                .own_unstable
+                .front()
+                .is_some_and(|&(s, _)| s <= own_stable)
+            {
+                self.own_unstable.pop_front();
+            }
+            self.try_deliver(out);
+        }
+        self.check_flushes(out);
+    }
+
+    /// Completes the flush calls whose messages are all stable.
+    pub(crate) fn check_flushes(&mut self, out: &mut Out) {
+        if self.flushes.is_empty() {
+            return;
+        }
+        let lowest_pending = self
+            .own_unstable
+            .front()
+            .map(|&(_, c)| c)
+            .into_iter()
+            .chain(self.queued.iter().map(|q| q.id.counter))
+            .min();
+        let before = self.flushes.len();
+        self.flushes
+            .retain(|&c| lowest_pending.is_some_and(|l| l <= c));
+        out.flushed += before - self.flushes.len();
+    }
+
+    /// The flush report for a membership round.
+    pub(crate) fn report(&self) -> Report {
+        Report {
+            group: self.name.clone(),
+            view: self.view.id,
+            streams: self
+                .streams
+                .iter()
+                .map(|s| (s.owner.clone(), s.msgs.iter().cloned().collect()))
+                .collect(),
+            delivered: self
+                .streams
+                .iter()
+                .map(|s| (s.owner.clone(), s.delivered))
+                .collect(),
+            order_base: self.order_base,
+            order: self.order.iter().copied().collect(),
+            delivered_total: self.delivered_total,
+        }
+    }
+
+    /// Delivers exactly the cut, then the gbcasts. Returns how many cut messages could not
+    /// be delivered (always 0 unless the protocol is broken).
+    pub(crate) fn apply_cut(&mut self, cut: &Cut, gbcasts: &[DataMsg], out: &mut Out) -> usize {
+        for (owner, hi) in &cut.streams {
+            let Some(r) = self.rank_of(owner) else {
+                continue;
+            };
+            let mut add: Vec<&DataMsg> = cut
+                .msgs
+                .iter()
+                .filter(|(o, m)| o == owner && m.seq > self.streams[r].received && m.seq <= *hi)
+                .map(|(_, m)| m)
+                .collect();
+            add.sort_by_key(|m| m.seq);
+            for m in add {
+                self.streams[r].push(m.clone());
+            }
+            self.streams[r].truncate(*hi);
+        }
+        if let Some(skip) = self.delivered_total.checked_sub(cut.order_base) {
+            self.order = cut.order.iter().skip(skip as usize).copied().collect();
+            self.order_base = self.delivered_total;
+        }
+        self.cut_mode = true;
+        self.try_deliver(out);
+        self.cut_mode = false;
+        let mut missing = 0;
+        for (owner, hi) in &cut.streams {
+            if let Some(r) = self.rank_of(owner) {
+                missing += hi.saturating_sub(self.streams[r].delivered) as usize;
+            }
+        }
+        for g in gbcasts {
+            out.delivered.push(Delivered {
+                view: self.view.id,
+                msg: g.clone(),
+            });
+        }
+        // Everything of this epoch is now delivered everywhere that survives: own messages
+        // count as stable for flush().
+        self.own_unstable.clear();
+        missing
+    }
+
+    /// After a gbcast-only round: the view goes on in a new epoch.
+    pub(crate) fn next_epoch(&mut self, out: &mut Out) {
+        self.epoch += 1;
+        self.frozen = None;
+        for s in &mut self.streams {
+            s.stable = s.stable.max(s.delivered);
+        }
+        self.order_stable = self.order_stable.max(self.delivered_total);
+        self.order.clear();
+        self.order_base = self.delivered_total;
+        if self.is_sequencer() {
+            self.seq_pending.clear();
+        }
+        let me = self.rank;
+        self.acks = self.streams.iter().map(|s| s.delivered).collect();
+        self.seq_acks = vec![self.delivered_total; self.streams.len()];
+        self.stable_sent = (self.streams[me].delivered, self.delivered_total);
+        self.gc();
+        self.check_flushes(out);
+        self.release_queued(out);
+    }
+}
+
+/// Computes a group's cut from the flush reports of every surviving member.
+///
+/// The cut holds, per stream, everything any survivor holds, minus messages whose FIFO or
+/// causal predecessors no survivor has (nobody can have delivered those); total and safe
+/// messages get the longest known order, then the rest in a causal-consistent order
+/// (vector timestamp sum, then rank, then seq) that every survivor computes alike.
+pub(crate) fn compute_cut(old: &GroupView, reports: &[&Report]) -> Cut {
+    let n = old.members.len();
+    let rank = |p: &ProcessId| old.members.iter().position(|m| m == p);
+    let mut low = vec![u64::MAX; n];
+    let mut msgs: Vec<BTreeMap<u64, DataMsg>> = vec![BTreeMap::new(); n];
+    for rep in reports {
+        for (owner, d) in &rep.delivered {
+            if let Some(r) = rank(owner) {
+                low[r] = low[r].min(*d);
+            }
+        }
+        for (owner, ms) in &rep.streams {
+            if let Some(r) = rank(owner) {
+                for m in ms {
+                    msgs[r].entry(m.seq).or_insert_with(|| m.clone());
+                }
+            }
+        }
+    }
+    for l in &mut low {
+        if *l == u64::MAX {
+            *l = 0;
+        }
+    }
+    // hi: the contiguous prefix that survivors hold together.
+    let mut hi: Vec<u64> = (0..n)
+        .map(|r| {
+            let mut h = low[r];
+            let max_delivered = reports
+                .iter()
+                .flat_map(|rep| rep.delivered.iter())
+                .filter(|(o, _)| rank(o) == Some(r))
+                .map(|(_, d)| *d)
+                .max()
+                .unwrap_or(0);
+            h = h.max(max_delivered);
+            while msgs[r].contains_key(&(h + 1)) {
+                h += 1;
+            }
+            h
+        })
+        .collect();
+    // Causal pruning to a fixpoint.
+    loop {
+        let mut changed = false;
+        for r in 0..n {
+            let mut seq = low[r] + 1;
+            while seq <= hi[r] {
+                if let Some(m) = msgs[r].get(&seq) {
+                    if m.order.is_causal()
+                        && m.vt.len() == n
+                        && (0..n).any(|j| j != r && m.vt[j] > hi[j])
+                    {
+                        hi[r] = seq - 1;
+                        changed = true;
+                        break;
+                    }
+                }
+                seq += 1;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    // The order: longest known, then the rest deterministically.
+    let base = reports.iter().map(|r| r.delivered_total).min().unwrap_or(0);
+    let mut known: BTreeMap<u64, OrderEntry> = BTreeMap::new();
+    for rep in reports {
+        for (i, e) in rep.order.iter().enumerate() {
+            known.entry(rep.order_base + i as u64).or_insert(*e);
+        }
+    }
+    let mut order = Vec::new();
+    let mut in_order = BTreeSet::new();
+    let mut pos = base;
+    while let Some(e) = known.get(&pos) {
+        let (r, s) = (e.0 as usize, e.1);
+        if r < n && s <= hi[r] && in_order.insert(*e) {
+            order.push(*e);
+        }
+        pos += 1;
+    }
+    let mut rest: Vec<(u64, u32, u64)> = Vec::new();
+    for r in 0..n {
+        for (&s, m) in msgs[r].range(low[r] + 1..=hi[r]) {
+            if m.order.is_total() && !in_order.contains(&(r as u32, s)) {
+                // Messages already delivered by some survivor are in the known order; the
+                // rest are undelivered everywhere.
+                let already = reports.iter().any(|rep| {
+                    rep.delivered
+                        .iter()
+                        .any(|(o, d)| rank(o) == Some(r) && *d >= s)
+                });
+                if !already {
+                    rest.push((m.vt.iter().sum(), r as u32, s));
+                }
+            }
+        }
+    }
+    rest.sort();
+    order.extend(rest.into_iter().map(|(_, r, s)| (r, s)));
+    let mut cut_msgs = Vec::new();
+    for r in 0..n {
+        for (_, m) in msgs[r].range(low[r] + 1..=hi[r]) {
+            cut_msgs.push((old.members[r].clone(), m.clone()));
+        }
+    }
+    Cut {
+        streams: (0..n).map(|r| (old.members[r].clone(), hi[r])).collect(),
+        msgs: cut_msgs,
+        order_base: base,
+        order,
+    }
+}

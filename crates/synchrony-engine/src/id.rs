@@ -1,0 +1,125 @@
+//! Identifiers: processes, groups, messages, ballots.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::sync::Arc;
+
+/// A process: a name (an address in real runs, `n3` in simulation) and an incarnation.
+///
+/// A restarted process gets a higher incarnation and counts as a new process: an excluded
+/// incarnation never comes back. Incarnation 0 means "whoever answers at this name" and is
+/// only used to address contact points.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ProcessId {
+    /// The process's name, unique in the cluster.
+    pub name: Arc<str>,
+    /// The incarnation, from 1.
+    pub incarnation: u64,
+}
+
+impl ProcessId {
+    /// Builds a process id.
+    pub fn new(name: impl Into<Arc<str>>, incarnation: u64) -> Self {
+        Self {
+            name: name.into(),
+            incarnation,
+        }
+    }
+
+    /// The contact address form of a name: any incarnation.
+    pub fn contact(name: impl Into<Arc<str>>) -> Self {
+        Self::new(name, 0)
+    }
+
+    /// Whether this id addresses any incarnation at its name.
+    pub fn is_contact(&self) -> bool {
+        self.incarnation == 0
+    }
+}
+
+impl fmt::Display for ProcessId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}#{}", self.name, self.incarnation)
+    }
+}
+
+impl fmt::Debug for ProcessId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// The name of a process group.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct GroupName(pub Arc<str>);
+
+impl GroupName {
+    /// Builds a group name.
+    pub fn new(name: impl Into<Arc<str>>) -> Self {
+        Self(name.into())
+    }
+
+    /// The name as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for GroupName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for GroupName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", &*self.0)
+    }
+}
+
+impl From<&str> for GroupName {
+    fn from(s: &str) -> Self {
+        Self::new(s)
+    }
+}
+
+/// A group view's id: views of one group are numbered 1, 2, 3, ...
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub struct ViewId(pub u64);
+
+impl fmt::Display for ViewId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A multicast's id, unique in the run: the sending process and its counter.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct MsgId {
+    /// The process that handed the message to the system.
+    pub sender: ProcessId,
+    /// That process's counter, from 0.
+    pub counter: u64,
+}
+
+impl fmt::Display for MsgId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.sender, self.counter)
+    }
+}
+
+impl fmt::Debug for MsgId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// A membership round's ballot: higher ballots win; ties cannot happen because the
+/// proposer's id is part of it.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub struct Ballot {
+    /// The round counter.
+    pub round: u64,
+    /// The proposing leader.
+    pub leader: ProcessId,
+}

@@ -1,0 +1,534 @@
+//! The wire format: what engines say to each other, and its versioned, authenticated framing.
+//!
+//! A frame is `b"SY"`, a version byte, a flags byte, the postcard-encoded [`Packet`], and,
+//! when a cluster secret is set, a 32-byte HMAC-SHA256 tag over everything before it.
+//! Decoding never panics: every failure is a [`DecodeError`] that the engine counts and
+//! drops (see [`crate::Stats`]).
+
+use crate::id::{Ballot, GroupName, MsgId, ProcessId, ViewId};
+use crate::order::Order;
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use std::sync::Arc;
+
+/// The wire version this engine speaks.
+pub const WIRE_VERSION: u8 = 1;
+const MAGIC: &[u8; 2] = b"SY";
+const FLAG_TAG: u8 = 1;
+const TAG_LEN: usize = 32;
+
+/// One packet between two engines.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Packet {
+    /// The sender.
+    pub from: ProcessId,
+    /// The addressee (incarnation 0: whoever is at that name).
+    pub to: ProcessId,
+    /// Link acknowledgement: how many reliable messages from `to` the sender has received
+    /// in order.
+    pub ack: u64,
+    /// Link sequence number of `msgs[0]`.
+    pub seq: u64,
+    /// Reliable messages, FIFO per pair of processes, retransmitted until acknowledged.
+    pub msgs: Vec<Msg>,
+    /// Unreliable control messages.
+    pub ctl: Vec<Ctl>,
+}
+
+/// Unreliable control messages (lost ones are simply repeated later).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Ctl {
+    /// A process asks to join the cluster.
+    JoinCluster {
+        /// Its weight.
+        weight: u32,
+    },
+    /// The answer of a contact that is not the leader: ask this one.
+    Redirect {
+        /// The current leader.
+        leader: ProcessId,
+    },
+    /// "You were excluded from the cluster": the addressee must stop (G10).
+    Excluded,
+}
+
+/// A multicast as it travels in its sender's stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataMsg {
+    /// The run-wide id (the origin's process and counter).
+    pub id: MsgId,
+    /// Position in the stream of the member that multicast it, from 1.
+    pub seq: u64,
+    /// Order class.
+    pub order: Order,
+    /// Vector timestamp by view rank (causal, total and safe only; empty otherwise):
+    /// entry j counts the messages from member j the sender had delivered, and the
+    /// sender's own entry is `seq`.
+    pub vt: Vec<u64>,
+    /// Whether the sender waits for replies (group RPC).
+    pub query: bool,
+    /// The application's bytes.
+    pub payload: Bytes,
+}
+
+/// One position of the total order: (rank of the stream's owner in the view, seq).
+pub type OrderEntry = (u32, u64);
+
+/// A group view: id and members, oldest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupView {
+    /// The view id.
+    pub id: ViewId,
+    /// Members, oldest first.
+    pub members: Vec<ProcessId>,
+}
+
+/// What a member holds of one group when a flush asks (its flush report).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Report {
+    /// The group.
+    pub group: GroupName,
+    /// The reporter's view of it.
+    pub view: ViewId,
+    /// Per stream owner: every message still buffered (undelivered, or not yet stable).
+    pub streams: Vec<(ProcessId, Vec<DataMsg>)>,
+    /// How many messages of each stream the reporter delivered.
+    pub delivered: Vec<(ProcessId, u64)>,
+    /// Position of `order[0]` in the view's total order.
+    pub order_base: u64,
+    /// The known part of the total order not yet delivered and stable.
+    pub order: Vec<OrderEntry>,
+    /// The next order position the reporter would deliver.
+    pub delivered_total: u64,
+}
+
+/// The agreed end of a group epoch: every survivor delivers exactly this.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cut {
+    /// Per stream owner, the last seq delivered in the epoch.
+    pub streams: Vec<(ProcessId, u64)>,
+    /// Messages some survivor may lack.
+    pub msgs: Vec<(ProcessId, DataMsg)>,
+    /// Position of `order[0]`.
+    pub order_base: u64,
+    /// The final total order from `order_base` on.
+    pub order: Vec<OrderEntry>,
+}
+
+/// One group's part of a membership decision.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupChange {
+    /// The group.
+    pub group: GroupName,
+    /// The view the change ends (`ViewId(0)` when the group is new).
+    pub old_view: ViewId,
+    /// The new view; `None` when only gbcasts are delivered and the view goes on.
+    pub new_view: Option<GroupView>,
+    /// Where the old epoch ends.
+    pub cut: Cut,
+    /// Gbcasts delivered after the cut, in this order.
+    pub gbcasts: Vec<DataMsg>,
+    /// Members that left voluntarily.
+    pub leavers: Vec<ProcessId>,
+}
+
+/// A membership decision: the cluster's next configuration, agreed by a majority.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// The configuration number it makes.
+    pub epoch: u64,
+    /// Members of the cluster (process view), oldest first, with weights.
+    pub members: Vec<(ProcessId, u32)>,
+    /// Processes excluded by this decision (failed, or left the cluster).
+    pub removed: Vec<ProcessId>,
+    /// Group changes.
+    pub groups: Vec<GroupChange>,
+}
+
+/// The whole configuration, for a process joining the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Every group's current view.
+    pub groups: Vec<(GroupName, GroupView)>,
+}
+
+/// A group operation a member asks the leader for.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum GroupOp {
+    /// Join the group.
+    Join(GroupName),
+    /// Leave the group.
+    Leave(GroupName),
+}
+
+/// Reliable messages.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Msg {
+    // ---- membership ----
+    /// A contact forwards a joiner to the leader.
+    JoinRequest {
+        /// The joiner.
+        who: ProcessId,
+        /// Its weight.
+        weight: u32,
+    },
+    /// A member's outstanding requests to the leader (the whole set each time).
+    Requests {
+        /// Processes it suspects.
+        suspects: Vec<ProcessId>,
+        /// Group joins and leaves it asks for.
+        ops: Vec<GroupOp>,
+        /// Gbcasts it wants delivered.
+        gbcasts: Vec<(GroupName, DataMsg)>,
+        /// It wants to leave the cluster.
+        leave: bool,
+    },
+    /// Phase 1: promise ballot, stop the listed groups and report them.
+    Prepare {
+        /// The ballot.
+        ballot: Ballot,
+        /// The epoch to be decided.
+        epoch: u64,
+        /// Groups to flush.
+        groups: Vec<GroupName>,
+    },
+    /// Phase 1 answer.
+    Promise {
+        /// The ballot promised.
+        ballot: Ballot,
+        /// The promiser's committed epoch.
+        committed: u64,
+        /// A decision it accepted for `committed + 1`, with its ballot.
+        accepted: Option<(Ballot, Arc<Decision>)>,
+        /// Flush reports for the listed groups it belongs to.
+        reports: Vec<Report>,
+    },
+    /// Phase 1 or 2 refusal: a higher ballot was promised.
+    Nack {
+        /// That ballot.
+        promised: Ballot,
+    },
+    /// Phase 2: accept this decision.
+    Accept {
+        /// The ballot.
+        ballot: Ballot,
+        /// The decision.
+        decision: Arc<Decision>,
+    },
+    /// Phase 2 answer.
+    Accepted {
+        /// The ballot.
+        ballot: Ballot,
+        /// The decision's epoch.
+        epoch: u64,
+    },
+    /// The decision is chosen: apply it.
+    Commit {
+        /// The decision.
+        decision: Arc<Decision>,
+        /// The full configuration after it, for processes that join with it.
+        snapshot: Option<Arc<Snapshot>>,
+    },
+    // ---- groups ----
+    /// A multicast.
+    Data {
+        /// Group.
+        group: GroupName,
+        /// Sender's view.
+        view: ViewId,
+        /// Epoch in the view (bumped by each gbcast).
+        epoch: u32,
+        /// The message.
+        msg: DataMsg,
+    },
+    /// Total order tokens from the sequencer.
+    Order {
+        /// Group.
+        group: GroupName,
+        /// View.
+        view: ViewId,
+        /// Epoch.
+        epoch: u32,
+        /// Position of `entries[0]`.
+        first: u64,
+        /// Positions.
+        entries: Vec<OrderEntry>,
+    },
+    /// A receiver tells a stream's owner how much of it it holds (and the sequencer how
+    /// much of the order).
+    Ack {
+        /// Group.
+        group: GroupName,
+        /// View.
+        view: ViewId,
+        /// Messages received from the addressee's stream.
+        received: u64,
+        /// Order positions received (meaningful to the sequencer).
+        order_len: u64,
+    },
+    /// A stream's owner says every member holds its stream up to `seq`; the sequencer also
+    /// says every member holds the order up to `order_len`.
+    Stable {
+        /// Group.
+        group: GroupName,
+        /// View.
+        view: ViewId,
+        /// Stable prefix of the sender's stream.
+        seq: u64,
+        /// Stable prefix of the order (sequencer only).
+        order_len: u64,
+    },
+    /// A group RPC reply (None: a null reply).
+    Reply {
+        /// The query.
+        query: MsgId,
+        /// The answer.
+        payload: Option<Bytes>,
+    },
+    /// A non-member's multicast, to be relayed by a member.
+    Forward {
+        /// Group.
+        group: GroupName,
+        /// Message (seq unused).
+        msg: DataMsg,
+    },
+    /// The relay multicast it.
+    ForwardAck {
+        /// The message.
+        id: MsgId,
+    },
+    /// A joiner asks for state from `offset`.
+    StateFetch {
+        /// Group.
+        group: GroupName,
+        /// The joiner's first view.
+        view: ViewId,
+        /// Byte offset.
+        offset: u64,
+    },
+    /// A piece of state.
+    StateChunk {
+        /// Group.
+        group: GroupName,
+        /// The joiner's first view.
+        view: ViewId,
+        /// Byte offset.
+        offset: u64,
+        /// Total length.
+        total: u64,
+        /// The bytes.
+        data: Bytes,
+    },
+    /// The provider has no checkpoint yet; ask again later.
+    StateNotReady {
+        /// Group.
+        group: GroupName,
+        /// View.
+        view: ViewId,
+    },
+    /// The joiner has the whole state; providers may drop their checkpoint.
+    StateDone {
+        /// Group.
+        group: GroupName,
+        /// View.
+        view: ViewId,
+    },
+}
+
+impl Msg {
+    /// A cheap estimate of the encoded size, to fill packets.
+    pub fn approx_size(&self) -> usize {
+        match self {
+            Msg::Data { msg, .. } | Msg::Forward { msg, .. } => {
+                48 + msg.payload.len() + 8 * msg.vt.len()
+            }
+            Msg::StateChunk { data, .. } => 48 + data.len(),
+            Msg::Reply { payload, .. } => 48 + payload.as_ref().map_or(0, |p| p.len()),
+            Msg::Order { entries, .. } => 32 + 12 * entries.len(),
+            Msg::Promise {
+                reports, accepted, ..
+            } => {
+                64 + reports
+                    .iter()
+                    .flat_map(|r| r.streams.iter())
+                    .flat_map(|(_, m)| m.iter())
+                    .map(|m| 48 + m.payload.len())
+                    .sum::<usize>()
+                    + accepted.as_ref().map_or(0, |(_, d)| decision_size(d))
+            }
+            Msg::Accept { decision, .. } | Msg::Commit { decision, .. } => {
+                64 + decision_size(decision)
+            }
+            _ => 64,
+        }
+    }
+}
+
+fn decision_size(d: &Decision) -> usize {
+    64 + d
+        .groups
+        .iter()
+        .map(|g| {
+            64 + g
+                .cut
+                .msgs
+                .iter()
+                .map(|(_, m)| 48 + m.payload.len())
+                .sum::<usize>()
+        })
+        .sum::<usize>()
+}
+
+/// Why a frame was rejected.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Shorter than a header.
+    #[error("frame too short ({0} bytes)")]
+    TooShort(usize),
+    /// Not a synchrony frame.
+    #[error("bad magic")]
+    BadMagic,
+    /// A version this engine does not speak.
+    #[error("unsupported wire version {0}")]
+    Version(u8),
+    /// A secret is set and the frame has no tag, or the tag is wrong.
+    #[error("authentication failed")]
+    Auth,
+    /// The body does not decode.
+    #[error("malformed body: {0}")]
+    Body(String),
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn mac(secret: &[u8]) -> HmacSha256 {
+    // HMAC accepts keys of any length, so this cannot fail.
+    <HmacSha256 as Mac>::new_from_slice(secret).expect("hmac takes any key length")
+}
+
+/// Encodes a packet into a frame, with a tag when `secret` is set.
+pub fn encode(packet: &Packet, secret: Option<&[u8]>) -> Bytes {
+    let mut out = Vec::with_capacity(128);
+    out.extend_from_slice(MAGIC);
+    out.push(WIRE_VERSION);
+    out.push(if secret.is_some() { FLAG_TAG } else { 0 });
+    let mut out = postcard::to_extend(packet, out).expect("encoding into a Vec cannot fail");
+    if let Some(secret) = secret {
+        let mut m = mac(secret);
+        m.update(&out);
+        out.extend_from_slice(&m.finalize().into_bytes());
+    }
+    Bytes::from(out)
+}
+
+/// Decodes a frame. With `secret` set, a frame without a valid tag is rejected.
+pub fn decode(frame: &[u8], secret: Option<&[u8]>) -> Result<Packet, DecodeError> {
+    if frame.len() < 4 {
+        return Err(DecodeError::TooShort(frame.len()));
+    }
+    if &frame[..2] != MAGIC {
+        return Err(DecodeError::BadMagic);
+    }
+    if frame[2] != WIRE_VERSION {
+        return Err(DecodeError::Version(frame[2]));
+    }
+    let tagged = frame[3] & FLAG_TAG != 0;
+    let body = match (secret, tagged) {
+        (Some(secret), true) => {
+            if frame.len() < 4 + TAG_LEN {
+                return Err(DecodeError::Auth);
+            }
+            let (signed, tag) = frame.split_at(frame.len() - TAG_LEN);
+            let mut m = mac(secret);
+            m.update(signed);
+            m.verify_slice(tag).map_err(|_| DecodeError::Auth)?;
+            &signed[4..]
+        }
+        (Some(_), false) => return Err(DecodeError::Auth),
+        (None, true) => &frame[4..frame.len().saturating_sub(TAG_LEN).max(4)],
+        (None, false) => &frame[4..],
+    };
+    postcard::from_bytes(body).map_err(|e| DecodeError::Body(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample() -> Packet {
+        Packet {
+            from: ProcessId::new("a", 1),
+            to: ProcessId::new("b", 2),
+            ack: 3,
+            seq: 4,
+            msgs: vec![Msg::Data {
+                group: GroupName::new("g"),
+                view: ViewId(1),
+                epoch: 0,
+                msg: DataMsg {
+                    id: MsgId {
+                        sender: ProcessId::new("a", 1),
+                        counter: 9,
+                    },
+                    seq: 1,
+                    order: Order::Causal,
+                    vt: vec![1, 0],
+                    query: false,
+                    payload: Bytes::from_static(b"hello"),
+                },
+            }],
+            ctl: vec![Ctl::JoinCluster { weight: 1 }],
+        }
+    }
+
+    #[test]
+    fn round_trip_plain_and_tagged() {
+        let p = sample();
+        let f = encode(&p, None);
+        let q = decode(&f, None).unwrap();
+        assert_eq!(format!("{q:?}"), format!("{p:?}"));
+        let f = encode(&p, Some(b"secret"));
+        assert!(decode(&f, Some(b"secret")).is_ok());
+        assert_eq!(decode(&f, Some(b"other")).unwrap_err(), DecodeError::Auth);
+        assert_eq!(
+            decode(&encode(&p, None), Some(b"secret")).unwrap_err(),
+            DecodeError::Auth
+        );
+    }
+
+    #[test]
+    fn flipped_bit_fails_authentication() {
+        let f = encode(&sample(), Some(b"k")).to_vec();
+        for i in 4..f.len() {
+            let mut g = f.clone();
+            g[i] ^= 0x10;
+            assert!(decode(&g, Some(b"k")).is_err(), "byte {i}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode(&bytes, None);
+            let _ = decode(&bytes, Some(b"k"));
+        }
+
+        #[test]
+        fn decode_never_panics_on_mutated_frames(
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+            cut in any::<usize>(),
+        ) {
+            let mut f = encode(&sample(), None).to_vec();
+            for (i, b) in flips {
+                let n = f.len();
+                f[i % n] = b;
+            }
+            let keep = 4 + cut % (f.len() - 3);
+            let _ = decode(&f[..keep.min(f.len())], None);
+            let _ = decode(&f, None);
+        }
+    }
+}
