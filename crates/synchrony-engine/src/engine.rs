@@ -149,6 +149,11 @@ impl Engine {
         self.groups.keys()
     }
 
+    /// A one-line dump of a group's internal state, for debugging and `synchrony status`.
+    pub fn debug_group(&self, group: &GroupName) -> Option<String> {
+        self.groups.get(group).map(|g| format!("{g:?}"))
+    }
+
     /// The current leader of the cluster, as this process sees it.
     pub fn leader(&self) -> Option<&ProcessId> {
         self.gms.leader()
@@ -194,10 +199,7 @@ impl Engine {
         }
         if self.gms.removed.contains(&p.from) {
             self.stats.from_excluded += 1;
-            let due = self
-                .excluded_replied
-                .get(&p.from)
-                .is_none_or(|&t| now - t >= self.config.heartbeat_interval);
+            let due = self.excluded_replied.get(&p.from).is_none_or(|&t| now - t >= self.config.heartbeat_interval);
             if due {
                 self.excluded_replied.insert(p.from.clone(), now);
                 self.ctl_out.entry(p.from).or_default().push(Ctl::Excluded);
@@ -214,10 +216,7 @@ impl Engine {
         }
         let window = self.config.reorder_buffer_max;
         let config = self.config.clone();
-        let link = self
-            .links
-            .entry(from.clone())
-            .or_insert_with(|| Link::new(&config));
+        let link = self.links.entry(from.clone()).or_insert_with(|| Link::new(&config));
         link.heard(now);
         link.on_ack(now, p.ack, &config);
         let mut inorder = Vec::new();
@@ -235,12 +234,7 @@ impl Engine {
             Ctl::JoinCluster { weight } => self.on_join_cluster(now, from, weight),
             Ctl::Redirect { leader } => {
                 if self.status == Status::Joining {
-                    self.ctl_out
-                        .entry(leader)
-                        .or_default()
-                        .push(Ctl::JoinCluster {
-                            weight: self.config.weight,
-                        });
+                    self.ctl_out.entry(leader).or_default().push(Ctl::JoinCluster { weight: self.config.weight });
                     self.join_next_try = now + self.config.join_retry;
                 }
             }
@@ -281,12 +275,7 @@ impl Engine {
                     self.join_attempt += 1;
                     self.join_next_try = now + self.config.join_retry;
                     if contact.name != self.me.name {
-                        self.ctl_out
-                            .entry(contact)
-                            .or_default()
-                            .push(Ctl::JoinCluster {
-                                weight: self.config.weight,
-                            });
+                        self.ctl_out.entry(contact).or_default().push(Ctl::JoinCluster { weight: self.config.weight });
                     }
                 }
             }
@@ -301,10 +290,7 @@ impl Engine {
     // ------------------------------------------------------------------ commands
 
     fn next_id(&mut self) -> MsgId {
-        let id = MsgId {
-            sender: self.me.clone(),
-            counter: self.counter,
-        };
+        let id = MsgId { sender: self.me.clone(), counter: self.counter };
         self.counter += 1;
         id
     }
@@ -347,13 +333,7 @@ impl Engine {
 
     /// Multicasts to a group. Members send on their own stream; gbcasts go through the
     /// membership leader. Returns the message id the trace uses.
-    pub fn send(
-        &mut self,
-        now: Instant,
-        group: GroupName,
-        order: Order,
-        payload: Bytes,
-    ) -> Result<MsgId, SendError> {
+    pub fn send(&mut self, now: Instant, group: GroupName, order: Order, payload: Bytes) -> Result<MsgId, SendError> {
         self.send_inner(now, group, order, payload, Replies::None)
     }
 
@@ -382,32 +362,19 @@ impl Engine {
             Status::Joining => return Err(SendError::NotJoined),
             _ => return Err(SendError::Stopped),
         }
-        let limit = self
-            .config
-            .packet_bytes_max
-            .max(self.config.state_chunk_bytes);
+        let limit = self.config.packet_bytes_max.max(self.config.state_chunk_bytes);
         if payload.len() > limit {
             return Err(SendError::TooLarge(payload.len()));
         }
         let member = self.groups.contains_key(&group);
         if !member && order != Order::Gbcast {
             // Non-members relay through the group's oldest member; it multicasts for them.
-            let Some(v) = self
-                .views
-                .get(&group)
-                .filter(|v| !v.members.is_empty())
-                .cloned()
-            else {
+            let Some(v) = self.views.get(&group).filter(|v| !v.members.is_empty()).cloned() else {
                 return Err(SendError::NoSuchGroup(group));
             };
             let relay = v.members[0].clone();
             let id = self.next_id();
-            self.track_query(
-                &id,
-                &group,
-                replies,
-                Some(v.members.iter().cloned().collect()),
-            );
+            self.track_query(&id, &group, replies, Some(v.members.iter().cloned().collect()));
             let msg = wire::DataMsg {
                 id: id.clone(),
                 seq: 0,
@@ -416,9 +383,7 @@ impl Engine {
                 query: replies != Replies::None,
                 payload,
             };
-            self.gms
-                .forwards
-                .push((group.clone(), relay.clone(), msg.clone()));
+            self.gms.forwards.push((group.clone(), relay.clone(), msg.clone()));
             self.send_to(&relay, Msg::Forward { group, msg });
             self.stats.sent += 1;
             self.after_input(now);
@@ -427,7 +392,7 @@ impl Engine {
         let id = self.next_id();
         self.stats.sent += 1;
         self.track_query(&id, &group, replies, None);
-        if order == Order::Gbcast {
+        if order == Order::Gbcast && !member {
             let msg = wire::DataMsg {
                 id: id.clone(),
                 seq: 0,
@@ -439,25 +404,14 @@ impl Engine {
             self.gms.gbcasts.push((group, msg));
             self.gms.requests_dirty = true;
         } else {
-            let q = Queued {
-                id: id.clone(),
-                order,
-                query: replies != Replies::None,
-                payload,
-            };
+            let q = Queued { id: id.clone(), order, query: replies != Replies::None, payload };
             self.with_group(&group, |g, out| g.send(q, out));
         }
         self.after_input(now);
         Ok(id)
     }
 
-    fn track_query(
-        &mut self,
-        id: &MsgId,
-        group: &GroupName,
-        replies: Replies,
-        expected: Option<BTreeSet<ProcessId>>,
-    ) {
+    fn track_query(&mut self, id: &MsgId, group: &GroupName, replies: Replies, expected: Option<BTreeSet<ProcessId>>) {
         let wanted = match replies {
             Replies::None => return,
             Replies::One => 1,
@@ -485,13 +439,7 @@ impl Engine {
         if query.sender == self.me {
             self.on_reply(&self.me.clone(), query.clone(), payload);
         } else {
-            self.send_to(
-                &query.sender.clone(),
-                Msg::Reply {
-                    query: query.clone(),
-                    payload,
-                },
-            );
+            self.send_to(&query.sender.clone(), Msg::Reply { query: query.clone(), payload });
         }
         self.after_input(now);
     }
@@ -565,10 +513,7 @@ impl Engine {
             return;
         }
         let config = &self.config;
-        self.links
-            .entry(to.clone())
-            .or_insert_with(|| Link::new(config))
-            .push(msg);
+        self.links.entry(to.clone()).or_insert_with(|| Link::new(config)).push(msg);
     }
 
     pub(crate) fn stop(&mut self, reason: PartitionReason) {
@@ -641,12 +586,14 @@ impl Engine {
         for (to, m) in out.sends {
             self.send_to(&to, m);
         }
+        for m in out.gbcasts {
+            self.gms.gbcasts.push((group.clone(), m));
+            self.gms.requests_dirty = true;
+        }
         for d in out.delivered {
             self.stats.delivered += 1;
             if d.msg.query && d.msg.id.sender == self.me {
-                if let (Some(q), Some(v)) =
-                    (self.queries.get_mut(&d.msg.id), self.groups.get(group))
-                {
+                if let (Some(q), Some(v)) = (self.queries.get_mut(&d.msg.id), self.groups.get(group)) {
                     if q.expected.is_none() {
                         q.expected = Some(v.view.members.iter().cloned().collect());
                     }
@@ -665,10 +612,7 @@ impl Engine {
         if out.flushed > 0 {
             if let Some(view) = self.groups.get(group).map(|g| g.view.id) {
                 for _ in 0..out.flushed {
-                    self.push_event(Event::Flushed {
-                        group: group.clone(),
-                        view,
-                    });
+                    self.push_event(Event::Flushed { group: group.clone(), view });
                 }
             }
         }
@@ -676,36 +620,16 @@ impl Engine {
 
     fn on_msg(&mut self, now: Instant, from: &ProcessId, msg: Msg) {
         match msg {
-            Msg::Data {
-                ref group,
-                view,
-                epoch,
-                ..
-            }
-            | Msg::Order {
-                ref group,
-                view,
-                epoch,
-                ..
-            } => {
+            Msg::Data { ref group, view, epoch, .. } | Msg::Order { ref group, view, epoch, .. } => {
                 let group = group.clone();
                 self.route(now, from, &group, view, Some(epoch), msg)
             }
-            Msg::Ack {
-                ref group, view, ..
-            }
-            | Msg::Stable {
-                ref group, view, ..
-            } => {
+            Msg::Ack { ref group, view, .. } | Msg::Stable { ref group, view, .. } => {
                 let group = group.clone();
                 self.route(now, from, &group, view, None, msg)
             }
-            Msg::StateFetch {
-                ref group, view, ..
-            }
-            | Msg::StateChunk {
-                ref group, view, ..
-            }
+            Msg::StateFetch { ref group, view, .. }
+            | Msg::StateChunk { ref group, view, .. }
             | Msg::StateNotReady { ref group, view }
             | Msg::StateDone { ref group, view } => {
                 let group = group.clone();
@@ -741,10 +665,7 @@ impl Engine {
                 return;
             }
             self.future_len += 1;
-            self.future
-                .entry(group.clone())
-                .or_default()
-                .push((from.clone(), msg));
+            self.future.entry(group.clone()).or_default().push((from.clone(), msg));
             return;
         }
         let from = from.clone();
@@ -761,11 +682,7 @@ impl Engine {
                         g.try_deliver(out);
                     }
                 }
-                Msg::Ack {
-                    received,
-                    order_len,
-                    ..
-                } => g.on_ack(r, received, order_len),
+                Msg::Ack { received, order_len, .. } => g.on_ack(r, received, order_len),
                 Msg::Stable { seq, order_len, .. } => {
                     g.on_stable(r, seq, order_len);
                     g.try_deliver(out);
@@ -781,9 +698,7 @@ impl Engine {
             self.future_len -= msgs.len();
             for (from, m) in msgs {
                 let (view, epoch) = match &m {
-                    Msg::Data { view, epoch, .. } | Msg::Order { view, epoch, .. } => {
-                        (*view, Some(*epoch))
-                    }
+                    Msg::Data { view, epoch, .. } | Msg::Order { view, epoch, .. } => (*view, Some(*epoch)),
                     Msg::Ack { view, .. } | Msg::Stable { view, .. } => (*view, None),
                     _ => continue,
                 };
@@ -796,12 +711,7 @@ impl Engine {
         if !self.groups.contains_key(&group) || msg.id.sender != *from {
             return; // the sender will retry with the group's new oldest member
         }
-        let q = Queued {
-            id: msg.id.clone(),
-            order: msg.order,
-            query: msg.query,
-            payload: msg.payload,
-        };
+        let q = Queued { id: msg.id.clone(), order: msg.order, query: msg.query, payload: msg.payload };
         self.with_group(&group, |g, out| g.send(q, out));
         self.send_to(from, Msg::ForwardAck { id: msg.id });
     }
@@ -830,18 +740,14 @@ impl Engine {
         };
         let satisfied = q.replies.len() >= q.wanted;
         let exhausted = q.expected.as_ref().is_some_and(|e| {
-            e.iter().all(|p| {
-                q.replies.iter().any(|(r, _)| r == p) || q.nulls.contains(p) || q.failed.contains(p)
-            })
+            e.iter().all(|p| q.replies.iter().any(|(r, _)| r == p) || q.nulls.contains(p) || q.failed.contains(p))
         });
         if satisfied || exhausted {
             let q = self.queries.remove(id).expect("present");
             let outcome = QueryOutcome {
                 id: id.clone(),
                 group: q.group,
-                satisfied: q.replies.len()
-                    >= q.wanted
-                        .min(q.expected.as_ref().map_or(usize::MAX, |e| e.len())),
+                satisfied: q.replies.len() >= q.wanted.min(q.expected.as_ref().map_or(usize::MAX, |e| e.len())),
                 replies: q.replies,
                 nulls: q.nulls.into_iter().collect(),
                 failed: q.failed.into_iter().collect(),
@@ -852,25 +758,15 @@ impl Engine {
 
     /// Members no longer in the group will not answer.
     pub(crate) fn queries_view_changed(&mut self, group: &GroupName) {
-        let members: BTreeSet<ProcessId> = self
-            .views
-            .get(group)
-            .map(|v| v.members.iter().cloned().collect())
-            .unwrap_or_default();
-        let ids: Vec<MsgId> = self
-            .queries
-            .iter()
-            .filter(|(_, q)| q.group == *group)
-            .map(|(id, _)| id.clone())
-            .collect();
+        let members: BTreeSet<ProcessId> =
+            self.views.get(group).map(|v| v.members.iter().cloned().collect()).unwrap_or_default();
+        let ids: Vec<MsgId> =
+            self.queries.iter().filter(|(_, q)| q.group == *group).map(|(id, _)| id.clone()).collect();
         for id in ids {
             if let Some(q) = self.queries.get_mut(&id) {
                 if let Some(e) = &q.expected {
                     for p in e {
-                        if !members.contains(p)
-                            && !q.nulls.contains(p)
-                            && !q.replies.iter().any(|(r, _)| r == p)
-                        {
+                        if !members.contains(p) && !q.nulls.contains(p) && !q.replies.iter().any(|(r, _)| r == p) {
                             q.failed.insert(p.clone());
                         }
                     }
@@ -881,12 +777,8 @@ impl Engine {
     }
 
     pub(crate) fn fail_queries_of(&mut self, group: &GroupName) {
-        let ids: Vec<MsgId> = self
-            .queries
-            .iter()
-            .filter(|(_, q)| q.group == *group)
-            .map(|(id, _)| id.clone())
-            .collect();
+        let ids: Vec<MsgId> =
+            self.queries.iter().filter(|(_, q)| q.group == *group).map(|(id, _)| id.clone()).collect();
         for id in ids {
             if let Some(q) = self.queries.get_mut(&id) {
                 let e = q.expected.get_or_insert_with(BTreeSet::new).clone();
@@ -911,49 +803,20 @@ impl Engine {
     // ------------------------------------------------------------------ state transfer
 
     /// A provider records the checkpoint it will serve (filled by `provide_state`).
-    pub(crate) fn expect_checkpoint(
-        &mut self,
-        group: &GroupName,
-        view: ViewId,
-        joiners: Vec<ProcessId>,
-    ) {
+    pub(crate) fn expect_checkpoint(&mut self, group: &GroupName, view: ViewId, joiners: Vec<ProcessId>) {
         if let Some(g) = self.groups.get_mut(group) {
-            g.checkpoints.insert(
-                view,
-                Checkpoint {
-                    state: None,
-                    joiners: joiners.iter().cloned().collect(),
-                },
-            );
+            g.checkpoints.insert(view, Checkpoint { state: None, joiners: joiners.iter().cloned().collect() });
         }
-        self.push_event(Event::StateRequest {
-            group: group.clone(),
-            view,
-            joiners,
-        });
+        self.push_event(Event::StateRequest { group: group.clone(), view, joiners });
     }
 
     pub(crate) fn start_fetch(&mut self, group: &GroupName) {
         let Some(g) = self.groups.get(group) else {
             return;
         };
-        if let JoinState::Waiting {
-            view,
-            providers,
-            idx,
-            buf,
-            ..
-        } = &g.join
-        {
+        if let JoinState::Waiting { view, providers, idx, buf, .. } = &g.join {
             let (view, to, offset) = (*view, providers[*idx].clone(), buf.len() as u64);
-            self.send_to(
-                &to,
-                Msg::StateFetch {
-                    group: group.clone(),
-                    view,
-                    offset,
-                },
-            );
+            self.send_to(&to, Msg::StateFetch { group: group.clone(), view, offset });
         }
     }
 
@@ -967,13 +830,7 @@ impl Engine {
             cp.joiners.retain(|j| members.contains(j));
         }
         g.checkpoints.retain(|_, cp| !cp.joiners.is_empty());
-        let JoinState::Waiting {
-            providers,
-            idx,
-            buf,
-            ..
-        } = &mut g.join
-        else {
+        let JoinState::Waiting { providers, idx, buf, .. } = &mut g.join else {
             return;
         };
         if members.contains(&providers[*idx]) {
@@ -989,9 +846,7 @@ impl Engine {
             tracing::warn!(me = %self.me, %group, "state transfer failed: no provider left");
             self.gates.remove(group);
             self.groups.remove(group);
-            self.push_event(Event::StateLost {
-                group: group.clone(),
-            });
+            self.push_event(Event::StateLost { group: group.clone() });
             self.gms.request_op(wire::GroupOp::Leave(group.clone()));
             return;
         }
@@ -1003,29 +858,18 @@ impl Engine {
         let due: Vec<GroupName> = self
             .groups
             .iter()
-            .filter(
-                |(_, g)| matches!(g.join, JoinState::Waiting { retry_at: Some(t), .. } if t <= now),
-            )
+            .filter(|(_, g)| matches!(g.join, JoinState::Waiting { retry_at: Some(t), .. } if t <= now))
             .map(|(n, _)| n.clone())
             .collect();
         for g in due {
-            if let Some(JoinState::Waiting { retry_at, .. }) =
-                self.groups.get_mut(&g).map(|g| &mut g.join)
-            {
+            if let Some(JoinState::Waiting { retry_at, .. }) = self.groups.get_mut(&g).map(|g| &mut g.join) {
                 *retry_at = None;
             }
             self.start_fetch(&g);
         }
     }
 
-    fn on_transfer(
-        &mut self,
-        now: Instant,
-        from: &ProcessId,
-        group: &GroupName,
-        view: ViewId,
-        msg: Msg,
-    ) {
+    fn on_transfer(&mut self, now: Instant, from: &ProcessId, group: &GroupName, view: ViewId, msg: Msg) {
         let chunk_max = self.config.state_chunk_bytes;
         let retry = now + self.config.heartbeat_interval;
         let Some(g) = self.groups.get_mut(group) else {
@@ -1045,41 +889,19 @@ impl Engine {
                             data: state.slice(start..end),
                         }
                     }
-                    _ => Msg::StateNotReady {
-                        group: group.clone(),
-                        view,
-                    },
+                    _ => Msg::StateNotReady { group: group.clone(), view },
                 };
                 self.send_to(from, reply);
             }
             Msg::StateNotReady { .. } => {
-                if let JoinState::Waiting {
-                    view: v,
-                    providers,
-                    idx,
-                    retry_at,
-                    ..
-                } = &mut g.join
-                {
+                if let JoinState::Waiting { view: v, providers, idx, retry_at, .. } = &mut g.join {
                     if *v == view && providers[*idx] == *from {
                         *retry_at = Some(retry);
                     }
                 }
             }
-            Msg::StateChunk {
-                offset,
-                total,
-                data,
-                ..
-            } => {
-                let JoinState::Waiting {
-                    view: v,
-                    providers,
-                    idx,
-                    buf,
-                    ..
-                } = &mut g.join
-                else {
+            Msg::StateChunk { offset, total, data, .. } => {
+                let JoinState::Waiting { view: v, providers, idx, buf, .. } = &mut g.join else {
                     return;
                 };
                 if *v != view || providers[*idx] != *from || offset != buf.len() as u64 {
@@ -1095,21 +917,11 @@ impl Engine {
                 g.join = JoinState::Ready;
                 let members: BTreeSet<ProcessId> = g.view.members.iter().cloned().collect();
                 for p in providers.iter().filter(|p| members.contains(*p)) {
-                    self.send_to(
-                        p,
-                        Msg::StateDone {
-                            group: group.clone(),
-                            view,
-                        },
-                    );
+                    self.send_to(p, Msg::StateDone { group: group.clone(), view });
                 }
                 // The state goes ahead of everything held for the group.
                 let gate = self.gates.entry(group.clone()).or_default();
-                gate.held.push_front(Event::State {
-                    group: group.clone(),
-                    view,
-                    state,
-                });
+                gate.held.push_front(Event::State { group: group.clone(), view, state });
                 let ev = gate.held.pop_front().expect("just pushed");
                 self.events.push_back(ev);
                 self.ungate(group);
@@ -1164,13 +976,11 @@ impl Engine {
         let secret = self.config.secret.clone();
         let hb = self.config.heartbeat_interval;
         let max = self.config.packet_bytes_max;
-        let members: BTreeSet<ProcessId> =
-            self.gms.members.iter().map(|(p, _)| p.clone()).collect();
+        let members: BTreeSet<ProcessId> = self.gms.members.iter().map(|(p, _)| p.clone()).collect();
         let mut ctl_out = std::mem::take(&mut self.ctl_out);
         for (peer, link) in self.links.iter_mut() {
-            let heartbeat = self.status == Status::Member
-                && members.contains(peer)
-                && link.last_sent.is_none_or(|t| now - t >= hb);
+            let heartbeat =
+                self.status == Status::Member && members.contains(peer) && link.last_sent.is_none_or(|t| now - t >= hb);
             let mut ctl = ctl_out.remove(peer).unwrap_or_default();
             if !(link.has_unsent() || link.ack_dirty || heartbeat || !ctl.is_empty()) {
                 continue;
@@ -1199,10 +1009,8 @@ impl Engine {
                     msgs,
                     ctl: std::mem::take(&mut ctl),
                 };
-                self.transmits.push_back(Transmit {
-                    to: peer.clone(),
-                    frame: wire::encode(&packet, secret.as_deref()),
-                });
+                self.transmits
+                    .push_back(Transmit { to: peer.clone(), frame: wire::encode(&packet, secret.as_deref()) });
                 self.stats.frames_out += 1;
                 link.sent(now, end);
                 if !link.has_unsent() {
@@ -1211,18 +1019,8 @@ impl Engine {
             }
         }
         for (peer, ctl) in ctl_out {
-            let packet = Packet {
-                from: self.me.clone(),
-                to: peer.clone(),
-                ack: 0,
-                seq: 0,
-                msgs: Vec::new(),
-                ctl,
-            };
-            self.transmits.push_back(Transmit {
-                to: peer,
-                frame: wire::encode(&packet, secret.as_deref()),
-            });
+            let packet = Packet { from: self.me.clone(), to: peer.clone(), ack: 0, seq: 0, msgs: Vec::new(), ctl };
+            self.transmits.push_back(Transmit { to: peer, frame: wire::encode(&packet, secret.as_deref()) });
             self.stats.frames_out += 1;
         }
     }

@@ -118,10 +118,7 @@ impl Gms {
     }
 
     pub(crate) fn leader(&self) -> Option<&ProcessId> {
-        self.members
-            .iter()
-            .map(|(p, _)| p)
-            .find(|p| !self.suspects.contains(*p))
+        self.members.iter().map(|(p, _)| p).find(|p| !self.suspects.contains(*p))
     }
 
     pub(crate) fn request_op(&mut self, op: GroupOp) {
@@ -138,11 +135,7 @@ impl Gms {
 
     fn weight_of<'a>(&self, ps: impl Iterator<Item = &'a ProcessId>) -> u64 {
         let set: BTreeSet<&ProcessId> = ps.collect();
-        self.members
-            .iter()
-            .filter(|(p, _)| set.contains(p))
-            .map(|(_, w)| *w as u64)
-            .sum()
+        self.members.iter().filter(|(p, _)| set.contains(p)).map(|(_, w)| *w as u64).sum()
     }
 
     fn total_weight(&self) -> u64 {
@@ -154,10 +147,7 @@ impl Gms {
     fn quorum<'a>(&self, ps: impl Iterator<Item = &'a ProcessId> + Clone, min_commit: u32) -> bool {
         let total = self.total_weight();
         if total == 0 {
-            let n = ps
-                .clone()
-                .filter(|p| self.members.iter().any(|(m, _)| m == *p))
-                .count();
+            let n = ps.clone().filter(|p| self.members.iter().any(|(m, _)| m == *p)).count();
             return 2 * n > self.members.len();
         }
         let w = self.weight_of(ps);
@@ -185,13 +175,7 @@ impl Engine {
             // It is in, but missed its commit (its leader failed): send the latest again.
             if let Some(d) = self.gms.log.back().cloned() {
                 let snapshot = Some(Arc::new(self.snapshot()));
-                self.send_to(
-                    from,
-                    Msg::Commit {
-                        decision: d,
-                        snapshot,
-                    },
-                );
+                self.send_to(from, Msg::Commit { decision: d, snapshot });
             }
             return;
         }
@@ -200,13 +184,7 @@ impl Engine {
                 self.gms.join_requests.insert(from.clone(), weight);
             }
             Some(l) => {
-                self.send_to(
-                    &l,
-                    Msg::JoinRequest {
-                        who: from.clone(),
-                        weight,
-                    },
-                );
+                self.send_to(&l, Msg::JoinRequest { who: from.clone(), weight });
                 self.ctl_queue(from, Ctl::Redirect { leader: l });
             }
             None => {}
@@ -219,13 +197,7 @@ impl Engine {
     }
 
     fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            groups: self
-                .views
-                .iter()
-                .map(|(n, v)| (n.clone(), v.clone()))
-                .collect(),
-        }
+        Snapshot { groups: self.views.iter().map(|(n, v)| (n.clone(), v.clone())).collect() }
     }
 
     /// Suspects silent members; stops when the majority is out of reach.
@@ -236,10 +208,7 @@ impl Engine {
             if p == self.me || self.gms.suspects.contains(&p) {
                 continue;
             }
-            let link = self
-                .links
-                .entry(p.clone())
-                .or_insert_with(|| Link::new(&config));
+            let link = self.links.entry(p.clone()).or_insert_with(|| Link::new(&config));
             let last = *link.last_heard.get_or_insert(now);
             if now - last > link.failure_timeout(&config) {
                 tracing::info!(me = %self.me, suspect = %p, "suspecting a silent member");
@@ -247,14 +216,8 @@ impl Engine {
                 self.gms.requests_dirty = true;
             }
         }
-        let alive: Vec<ProcessId> = self
-            .gms
-            .members
-            .iter()
-            .map(|(p, _)| p)
-            .filter(|p| !self.gms.suspects.contains(*p))
-            .cloned()
-            .collect();
+        let alive: Vec<ProcessId> =
+            self.gms.members.iter().map(|(p, _)| p).filter(|p| !self.gms.suspects.contains(*p)).cloned().collect();
         if !self.gms.quorum(alive.iter(), self.config.min_commit_weight) {
             self.stop(PartitionReason::LostMajority);
         }
@@ -267,40 +230,18 @@ impl Engine {
                     self.gms.join_requests.insert(who, weight);
                 }
             }
-            Msg::Requests {
-                suspects,
-                ops,
-                gbcasts,
-                leave,
-            } => {
-                self.gms.requests.insert(
-                    from.clone(),
-                    Requests {
-                        suspects,
-                        ops,
-                        gbcasts,
-                        leave,
-                    },
-                );
+            Msg::Requests { suspects, ops, gbcasts, leave } => {
+                self.gms.requests.insert(from.clone(), Requests { suspects, ops, gbcasts, leave });
             }
-            Msg::Prepare {
-                ballot,
-                epoch,
-                groups,
-            } => self.on_prepare(from, ballot, epoch, groups),
-            Msg::Promise {
-                ballot,
-                committed,
-                accepted,
-                reports,
-            } => self.on_promise(from, ballot, committed, accepted, reports),
+            Msg::Prepare { ballot, epoch, groups } => self.on_prepare(from, ballot, epoch, groups),
+            Msg::Promise { ballot, committed, accepted, reports } => {
+                self.on_promise(from, ballot, committed, accepted, reports)
+            }
             Msg::Nack { promised } => {
                 self.gms.max_round = self.gms.max_round.max(promised.round);
                 if !matches!(self.gms.round, Round::Idle) {
                     self.gms.round = Round::Idle;
-                    let jitter = self
-                        .rng
-                        .gen_range(0..=self.config.failure_timeout.as_micros() as u64 / 2);
+                    let jitter = self.rng.gen_range(0..=self.config.failure_timeout.as_micros() as u64 / 2);
                     self.gms.backoff_until = now + std::time::Duration::from_micros(jitter);
                 }
             }
@@ -320,13 +261,7 @@ impl Engine {
                 self.send_to(from, Msg::Accepted { ballot, epoch });
             }
             Msg::Accepted { ballot, epoch } => {
-                if let Round::Accepting {
-                    ballot: b,
-                    decision,
-                    accepted,
-                    ..
-                } = &mut self.gms.round
-                {
+                if let Round::Accepting { ballot: b, decision, accepted, .. } = &mut self.gms.round {
                     if *b == ballot && decision.epoch == epoch {
                         accepted.insert(from.clone());
                     }
@@ -343,21 +278,9 @@ impl Engine {
         }
         if epoch <= self.gms.epoch {
             // The proposer is behind: send it what it missed.
-            let missing: Vec<Arc<Decision>> = self
-                .gms
-                .log
-                .iter()
-                .filter(|d| d.epoch >= epoch)
-                .cloned()
-                .collect();
+            let missing: Vec<Arc<Decision>> = self.gms.log.iter().filter(|d| d.epoch >= epoch).cloned().collect();
             for d in missing {
-                self.send_to(
-                    from,
-                    Msg::Commit {
-                        decision: d,
-                        snapshot: None,
-                    },
-                );
+                self.send_to(from, Msg::Commit { decision: d, snapshot: None });
             }
             return;
         }
@@ -371,15 +294,7 @@ impl Engine {
         let committed = self.gms.epoch;
         if epoch > committed + 1 {
             // Behind: the leader will send the missing commits and ask again.
-            self.send_to(
-                from,
-                Msg::Promise {
-                    ballot,
-                    committed,
-                    accepted: None,
-                    reports: Vec::new(),
-                },
-            );
+            self.send_to(from, Msg::Promise { ballot, committed, accepted: None, reports: Vec::new() });
             return;
         }
         let mut reports = Vec::new();
@@ -390,15 +305,7 @@ impl Engine {
             }
         }
         let accepted = self.gms.accepted.clone().filter(|(_, d)| d.epoch == epoch);
-        self.send_to(
-            from,
-            Msg::Promise {
-                ballot,
-                committed,
-                accepted,
-                reports,
-            },
-        );
+        self.send_to(from, Msg::Promise { ballot, committed, accepted, reports });
     }
 
     fn on_promise(
@@ -410,14 +317,7 @@ impl Engine {
         reports: Vec<Report>,
     ) {
         let my_epoch = self.gms.epoch;
-        let Round::Preparing {
-            ballot: b,
-            epoch,
-            promises,
-            waiting,
-            ..
-        } = &mut self.gms.round
-        else {
+        let Round::Preparing { ballot: b, epoch, promises, waiting, .. } = &mut self.gms.round else {
             return;
         };
         if *b != ballot || !waiting.contains(from) {
@@ -426,35 +326,17 @@ impl Engine {
         if committed + 1 < *epoch {
             // Bring it up to date, then ask again (FIFO links keep the order).
             let (e, g) = (*epoch, self.prepare_groups());
-            let missing: Vec<Arc<Decision>> = self
-                .gms
-                .log
-                .iter()
-                .filter(|d| d.epoch > committed && d.epoch <= my_epoch)
-                .cloned()
-                .collect();
+            let missing: Vec<Arc<Decision>> =
+                self.gms.log.iter().filter(|d| d.epoch > committed && d.epoch <= my_epoch).cloned().collect();
             if missing.first().is_none_or(|d| d.epoch != committed + 1) {
                 // Too far behind to catch up: it will be excluded as it cannot follow.
                 self.gms.suspects.insert(from.clone());
                 return;
             }
             for d in missing {
-                self.send_to(
-                    from,
-                    Msg::Commit {
-                        decision: d,
-                        snapshot: None,
-                    },
-                );
+                self.send_to(from, Msg::Commit { decision: d, snapshot: None });
             }
-            self.send_to(
-                from,
-                Msg::Prepare {
-                    ballot,
-                    epoch: e,
-                    groups: g,
-                },
-            );
+            self.send_to(from, Msg::Prepare { ballot, epoch: e, groups: g });
             return;
         }
         promises.insert(from.clone(), (accepted, reports));
@@ -485,10 +367,7 @@ impl Engine {
     }
 
     fn plan(&self) -> Plan {
-        let mut plan = Plan {
-            failed: self.effective_suspects(),
-            ..Plan::default()
-        };
+        let mut plan = Plan { failed: self.effective_suspects(), ..Plan::default() };
         let member = |p: &ProcessId| self.gms.members.iter().any(|(m, _)| m == p);
         for (p, r) in &self.gms.requests {
             if !member(p) || plan.failed.contains(p) {
@@ -502,26 +381,18 @@ impl Engine {
                     GroupOp::Join(g) => {
                         let inside = self.views.get(g).is_some_and(|v| v.members.contains(p));
                         if !inside && !r.leave {
-                            plan.group_joins
-                                .entry(g.clone())
-                                .or_default()
-                                .push(p.clone());
+                            plan.group_joins.entry(g.clone()).or_default().push(p.clone());
                         }
                     }
                     GroupOp::Leave(g) => {
                         if self.views.get(g).is_some_and(|v| v.members.contains(p)) {
-                            plan.group_leaves
-                                .entry(g.clone())
-                                .or_default()
-                                .insert(p.clone());
+                            plan.group_leaves.entry(g.clone()).or_default().insert(p.clone());
                         }
                     }
                 }
             }
             for (g, m) in &r.gbcasts {
-                if !self.gms.gbcast_done.contains(&m.id)
-                    && self.views.get(g).is_some_and(|v| !v.members.is_empty())
-                {
+                if !self.gms.gbcast_done.contains(&m.id) && self.views.get(g).is_some_and(|v| !v.members.is_empty()) {
                     let list = plan.gbcasts.entry(g.clone()).or_default();
                     if !list.iter().any(|x| x.id == m.id) {
                         list.push(m.clone());
@@ -547,10 +418,7 @@ impl Engine {
     }
 
     fn plan_is_empty(plan: &Plan) -> bool {
-        plan.failed.is_empty()
-            && plan.leaving.is_empty()
-            && plan.joins.is_empty()
-            && plan.groups.is_empty()
+        plan.failed.is_empty() && plan.leaving.is_empty() && plan.joins.is_empty() && plan.groups.is_empty()
     }
 
     /// The leader's side of rounds, and every member's request forwarding.
@@ -586,49 +454,21 @@ impl Engine {
                     return;
                 }
                 self.gms.max_round += 1;
-                let ballot = Ballot {
-                    round: self.gms.max_round,
-                    leader: self.me.clone(),
-                };
+                let ballot = Ballot { round: self.gms.max_round, leader: self.me.clone() };
                 let epoch = self.gms.epoch + 1;
-                let waiting: BTreeSet<ProcessId> = self
-                    .gms
-                    .members
-                    .iter()
-                    .map(|(p, _)| p)
-                    .filter(|p| !plan.failed.contains(*p))
-                    .cloned()
-                    .collect();
+                let waiting: BTreeSet<ProcessId> =
+                    self.gms.members.iter().map(|(p, _)| p).filter(|p| !plan.failed.contains(*p)).cloned().collect();
                 let groups: Vec<GroupName> = plan.groups.iter().cloned().collect();
                 self.stats.rounds += 1;
                 tracing::debug!(me = %self.me, epoch, ?plan.failed, joins = plan.joins.len(), groups = groups.len(), "starting a membership round");
                 for p in waiting.clone() {
-                    self.send_to(
-                        &p,
-                        Msg::Prepare {
-                            ballot: ballot.clone(),
-                            epoch,
-                            groups: groups.clone(),
-                        },
-                    );
+                    self.send_to(&p, Msg::Prepare { ballot: ballot.clone(), epoch, groups: groups.clone() });
                 }
-                self.gms.round = Round::Preparing {
-                    ballot,
-                    epoch,
-                    plan,
-                    waiting,
-                    promises: BTreeMap::new(),
-                };
+                self.gms.round = Round::Preparing { ballot, epoch, plan, waiting, promises: BTreeMap::new() };
             }
-            Round::Preparing {
-                waiting,
-                promises,
-                plan,
-                ..
-            } => {
+            Round::Preparing { waiting, promises, plan, .. } => {
                 let now_failed = self.effective_suspects();
-                if waiting.iter().any(|p| now_failed.contains(p))
-                    || now_failed.iter().any(|p| !plan.failed.contains(p))
+                if waiting.iter().any(|p| now_failed.contains(p)) || now_failed.iter().any(|p| !plan.failed.contains(p))
                 {
                     self.gms.round = Round::Idle; // restart with the new suspicions
                     return;
@@ -638,22 +478,14 @@ impl Engine {
                 }
                 self.decide();
             }
-            Round::Accepting {
-                accepted,
-                decision,
-                sent_to,
-                ..
-            } => {
+            Round::Accepting { accepted, decision, sent_to, .. } => {
                 let now_failed = self.effective_suspects();
                 let reachable = sent_to.iter().filter(|p| !now_failed.contains(*p));
                 if !self.gms.quorum(reachable, self.config.min_commit_weight) {
                     self.gms.round = Round::Idle;
                     return;
                 }
-                if !self
-                    .gms
-                    .quorum(accepted.iter(), self.config.min_commit_weight)
-                {
+                if !self.gms.quorum(accepted.iter(), self.config.min_commit_weight) {
                     return;
                 }
                 let decision = decision.clone();
@@ -664,21 +496,10 @@ impl Engine {
                     .filter(|p| !self.gms.members.iter().any(|(m, _)| m == *p))
                     .cloned()
                     .collect();
-                let olds: Vec<ProcessId> = self
-                    .gms
-                    .members
-                    .iter()
-                    .map(|(p, _)| p.clone())
-                    .filter(|p| *p != self.me)
-                    .collect();
+                let olds: Vec<ProcessId> =
+                    self.gms.members.iter().map(|(p, _)| p.clone()).filter(|p| *p != self.me).collect();
                 for p in olds {
-                    self.send_to(
-                        &p,
-                        Msg::Commit {
-                            decision: decision.clone(),
-                            snapshot: None,
-                        },
-                    );
+                    self.send_to(&p, Msg::Commit { decision: decision.clone(), snapshot: None });
                 }
                 if !snapshot_needed.is_empty() {
                     let mut views = self.views.clone();
@@ -691,17 +512,9 @@ impl Engine {
                             }
                         }
                     }
-                    let snap = Arc::new(Snapshot {
-                        groups: views.into_iter().collect(),
-                    });
+                    let snap = Arc::new(Snapshot { groups: views.into_iter().collect() });
                     for p in snapshot_needed {
-                        self.send_to(
-                            &p,
-                            Msg::Commit {
-                                decision: decision.clone(),
-                                snapshot: Some(snap.clone()),
-                            },
-                        );
+                        self.send_to(&p, Msg::Commit { decision: decision.clone(), snapshot: Some(snap.clone()) });
                     }
                 }
                 self.gms.round = Round::Idle;
@@ -712,20 +525,12 @@ impl Engine {
 
     /// Phase 1 is complete: re-propose an accepted decision, or compute a new one.
     fn decide(&mut self) {
-        let Round::Preparing {
-            ballot,
-            epoch,
-            plan,
-            promises,
-            ..
-        } = std::mem::replace(&mut self.gms.round, Round::Idle)
+        let Round::Preparing { ballot, epoch, plan, promises, .. } =
+            std::mem::replace(&mut self.gms.round, Round::Idle)
         else {
             return;
         };
-        if !self
-            .gms
-            .quorum(promises.keys(), self.config.min_commit_weight)
-        {
+        if !self.gms.quorum(promises.keys(), self.config.min_commit_weight) {
             return; // not enough weight alive; the failure detector will stop this process
         }
         let prior = promises
@@ -739,20 +544,9 @@ impl Engine {
         };
         let sent_to: BTreeSet<ProcessId> = promises.keys().cloned().collect();
         for p in &sent_to {
-            self.send_to(
-                p,
-                Msg::Accept {
-                    ballot: ballot.clone(),
-                    decision: decision.clone(),
-                },
-            );
+            self.send_to(p, Msg::Accept { ballot: ballot.clone(), decision: decision.clone() });
         }
-        self.gms.round = Round::Accepting {
-            ballot,
-            decision,
-            sent_to,
-            accepted: BTreeSet::new(),
-        };
+        self.gms.round = Round::Accepting { ballot, decision, sent_to, accepted: BTreeSet::new() };
     }
 
     fn compute_decision(
@@ -762,20 +556,12 @@ impl Engine {
         promises: &BTreeMap<ProcessId, (Option<(Ballot, Arc<Decision>)>, Vec<Report>)>,
     ) -> Decision {
         let gone: BTreeSet<&ProcessId> = plan.failed.iter().chain(plan.leaving.iter()).collect();
-        let mut members: Vec<(ProcessId, u32)> = self
-            .gms
-            .members
-            .iter()
-            .filter(|(p, _)| !gone.contains(p))
-            .cloned()
-            .collect();
+        let mut members: Vec<(ProcessId, u32)> =
+            self.gms.members.iter().filter(|(p, _)| !gone.contains(p)).cloned().collect();
         members.extend(plan.joins.iter().cloned());
         let mut groups = Vec::new();
         for g in &plan.groups {
-            let old = self.views.get(g).cloned().unwrap_or(GroupView {
-                id: ViewId(0),
-                members: Vec::new(),
-            });
+            let old = self.views.get(g).cloned().unwrap_or(GroupView { id: ViewId(0), members: Vec::new() });
             let reports: Vec<&Report> = old
                 .members
                 .iter()
@@ -787,59 +573,30 @@ impl Engine {
             let leavers: Vec<ProcessId> = old
                 .members
                 .iter()
-                .filter(|m| {
-                    plan.leaving.contains(*m)
-                        || plan.group_leaves.get(g).is_some_and(|l| l.contains(*m))
-                })
+                .filter(|m| plan.leaving.contains(*m) || plan.group_leaves.get(g).is_some_and(|l| l.contains(*m)))
                 .cloned()
                 .collect();
-            let mut new_members: Vec<ProcessId> = old
-                .members
-                .iter()
-                .filter(|m| !gone.contains(m) && !leavers.contains(m))
-                .cloned()
-                .collect();
+            let mut new_members: Vec<ProcessId> =
+                old.members.iter().filter(|m| !gone.contains(m) && !leavers.contains(m)).cloned().collect();
             for j in plan.group_joins.get(g).into_iter().flatten() {
                 if !new_members.contains(j) && members.iter().any(|(m, _)| m == j) {
                     new_members.push(j.clone());
                 }
             }
-            let gbcasts = if old.members.is_empty() {
-                Vec::new()
-            } else {
-                plan.gbcasts.get(g).cloned().unwrap_or_default()
-            };
-            let new_view = (new_members != old.members).then(|| GroupView {
-                id: ViewId(old.id.0 + 1),
-                members: new_members,
-            });
+            let gbcasts =
+                if old.members.is_empty() { Vec::new() } else { plan.gbcasts.get(g).cloned().unwrap_or_default() };
+            let new_view =
+                (new_members != old.members).then(|| GroupView { id: ViewId(old.id.0 + 1), members: new_members });
             if new_view.is_none() && gbcasts.is_empty() {
                 continue;
             }
-            groups.push(GroupChange {
-                group: g.clone(),
-                old_view: old.id,
-                new_view,
-                cut,
-                gbcasts,
-                leavers,
-            });
+            groups.push(GroupChange { group: g.clone(), old_view: old.id, new_view, cut, gbcasts, leavers });
         }
-        Decision {
-            epoch,
-            members,
-            removed: gone.into_iter().cloned().collect(),
-            groups,
-        }
+        Decision { epoch, members, removed: gone.into_iter().cloned().collect(), groups }
     }
 
     /// Applies a committed decision: cuts, gbcasts, new views, the new process view.
-    pub(crate) fn apply_decision(
-        &mut self,
-        now: Instant,
-        decision: Arc<Decision>,
-        snapshot: Option<Arc<Snapshot>>,
-    ) {
+    pub(crate) fn apply_decision(&mut self, now: Instant, decision: Arc<Decision>, snapshot: Option<Arc<Snapshot>>) {
         if self.status == Status::Joining {
             let Some(snap) = snapshot else { return };
             if !decision.members.iter().any(|(p, _)| *p == self.me) {
@@ -894,10 +651,7 @@ impl Engine {
             self.gms.join_requests.remove(p);
             if *p != self.me {
                 let config = &self.config;
-                let link = self
-                    .links
-                    .entry(p.clone())
-                    .or_insert_with(|| Link::new(config));
+                let link = self.links.entry(p.clone()).or_insert_with(|| Link::new(config));
                 link.last_heard.get_or_insert(now);
             }
         }
@@ -982,12 +736,8 @@ impl Engine {
                 Some(v) if v.members.contains(&me) => {
                     self.absorb(g, out);
                     let old = self.groups.remove(g).expect("member");
-                    let joiners: Vec<ProcessId> = v
-                        .members
-                        .iter()
-                        .filter(|m| !old.view.members.contains(m))
-                        .cloned()
-                        .collect();
+                    let joiners: Vec<ProcessId> =
+                        v.members.iter().filter(|m| !old.view.members.contains(m)).cloned().collect();
                     let mut next = old.succeed(v.clone(), &me);
                     next.epoch = 0;
                     self.groups.insert(g.clone(), next);
@@ -995,10 +745,7 @@ impl Engine {
                         self.expect_checkpoint(g, v.id, joiners);
                     }
                     self.stats.views += 1;
-                    self.push_event(Event::View {
-                        group: g.clone(),
-                        view: v.clone(),
-                    });
+                    self.push_event(Event::View { group: g.clone(), view: v.clone() });
                     self.transfer_view_changed(g);
                     self.queries_view_changed(g);
                     self.with_group(g, |gs, out| {
@@ -1028,21 +775,12 @@ impl Engine {
                 .collect();
             let mut gs = GroupState::new(g.clone(), v.clone(), &me);
             if !providers.is_empty() {
-                gs.join = JoinState::Waiting {
-                    view: v.id,
-                    providers,
-                    idx: 0,
-                    buf: Vec::new(),
-                    retry_at: None,
-                };
+                gs.join = JoinState::Waiting { view: v.id, providers, idx: 0, buf: Vec::new(), retry_at: None };
             }
             let waiting = matches!(gs.join, JoinState::Waiting { .. });
             self.groups.insert(g.clone(), gs);
             self.stats.views += 1;
-            self.push_event(Event::View {
-                group: g.clone(),
-                view: v.clone(),
-            });
+            self.push_event(Event::View { group: g.clone(), view: v.clone() });
             if waiting {
                 self.gate(g);
                 self.start_fetch(g);

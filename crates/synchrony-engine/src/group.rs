@@ -25,6 +25,8 @@ pub(crate) struct Out {
     pub(crate) sends: Vec<(ProcessId, Msg)>,
     pub(crate) delivered: Vec<Delivered>,
     pub(crate) flushed: usize,
+    /// Gbcasts released from the queue: they go to the membership leader.
+    pub(crate) gbcasts: Vec<DataMsg>,
 }
 
 /// A delivery, before the engine turns it into an event.
@@ -50,19 +52,11 @@ pub(crate) struct Stream {
 
 impl Stream {
     fn new(owner: ProcessId) -> Self {
-        Self {
-            owner,
-            base: 1,
-            msgs: VecDeque::new(),
-            received: 0,
-            delivered: 0,
-            stable: 0,
-        }
+        Self { owner, base: 1, msgs: VecDeque::new(), received: 0, delivered: 0, stable: 0 }
     }
 
     fn get(&self, seq: u64) -> Option<&DataMsg> {
-        seq.checked_sub(self.base)
-            .and_then(|i| self.msgs.get(i as usize))
+        seq.checked_sub(self.base).and_then(|i| self.msgs.get(i as usize))
     }
 
     fn push(&mut self, msg: DataMsg) -> bool {
@@ -108,13 +102,7 @@ pub(crate) enum JoinState {
     /// It has its state (or founded the group).
     Ready,
     /// It waits for the state of `view` from one of `providers`.
-    Waiting {
-        view: ViewId,
-        providers: Vec<ProcessId>,
-        idx: usize,
-        buf: Vec<u8>,
-        retry_at: Option<Instant>,
-    },
+    Waiting { view: ViewId, providers: Vec<ProcessId>, idx: usize, buf: Vec<u8>, retry_at: Option<Instant> },
 }
 
 /// A checkpoint held for joiners of a view.
@@ -162,16 +150,14 @@ pub(crate) struct GroupState {
     pub(crate) checkpoints: BTreeMap<ViewId, Checkpoint>,
     /// Whether the next delivery pass is a cut (ignore stability, no new tokens).
     cut_mode: bool,
+    /// A gbcast of this member not yet delivered: later sends wait for it (G5).
+    pub(crate) hold: Option<MsgId>,
 }
 
 impl GroupState {
     pub(crate) fn new(name: GroupName, view: GroupView, me: &ProcessId) -> Self {
         let n = view.members.len();
-        let rank = view
-            .members
-            .iter()
-            .position(|p| p == me)
-            .expect("a member installs only views that contain it");
+        let rank = view.members.iter().position(|p| p == me).expect("a member installs only views that contain it");
         Self {
             name,
             streams: view.members.iter().cloned().map(Stream::new).collect(),
@@ -196,6 +182,7 @@ impl GroupState {
             join: JoinState::Ready,
             checkpoints: BTreeMap::new(),
             cut_mode: false,
+            hold: None,
         }
     }
 
@@ -206,6 +193,7 @@ impl GroupState {
         next.flushes = std::mem::take(&mut self.flushes);
         next.join = std::mem::replace(&mut self.join, JoinState::Ready);
         next.checkpoints = std::mem::take(&mut self.checkpoints);
+        next.hold = self.hold.take();
         next
     }
 
@@ -223,12 +211,7 @@ impl GroupState {
 
     fn others(&self) -> impl Iterator<Item = &ProcessId> + '_ {
         let me = self.rank;
-        self.view
-            .members
-            .iter()
-            .enumerate()
-            .filter(move |(i, _)| *i != me)
-            .map(|(_, p)| p)
+        self.view.members.iter().enumerate().filter(move |(i, _)| *i != me).map(|(_, p)| p)
     }
 
     fn broadcast(&self, msg: Msg, out: &mut Out) {
@@ -239,8 +222,22 @@ impl GroupState {
 
     /// The application sends (or a queued send is released).
     pub(crate) fn send(&mut self, q: Queued, out: &mut Out) {
-        if self.frozen.is_some() {
+        if self.frozen.is_some() || self.hold.is_some() {
             self.queued.push_back(q);
+            return;
+        }
+        if q.order == Order::Gbcast {
+            // Gbcasts go through the membership leader; this stream waits until it is
+            // delivered so that later sends stay behind it.
+            self.hold = Some(q.id.clone());
+            out.gbcasts.push(DataMsg {
+                id: q.id,
+                seq: 0,
+                order: q.order,
+                vt: Vec::new(),
+                query: q.query,
+                payload: q.payload,
+            });
             return;
         }
         let seq = self.next_seq;
@@ -252,21 +249,9 @@ impl GroupState {
         } else {
             Vec::new()
         };
-        let msg = DataMsg {
-            id: q.id,
-            seq,
-            order: q.order,
-            vt,
-            query: q.query,
-            payload: q.payload,
-        };
+        let msg = DataMsg { id: q.id, seq, order: q.order, vt, query: q.query, payload: q.payload };
         self.own_unstable.push_back((seq, msg.id.counter));
-        let wire = Msg::Data {
-            group: self.name.clone(),
-            view: self.view.id,
-            epoch: self.epoch,
-            msg: msg.clone(),
-        };
+        let wire = Msg::Data { group: self.name.clone(), view: self.view.id, epoch: self.epoch, msg: msg.clone() };
         self.broadcast(wire, out);
         let me = self.rank;
         self.on_data(me, msg);
@@ -275,10 +260,8 @@ impl GroupState {
 
     /// Releases sends queued while frozen.
     pub(crate) fn release_queued(&mut self, out: &mut Out) {
-        while self.frozen.is_none() {
-            let Some(q) = self.queued.pop_front() else {
-                break;
-            };
+        while self.frozen.is_none() && self.hold.is_none() {
+            let Some(q) = self.queued.pop_front() else { break };
             self.send(q, out);
         }
     }
@@ -350,10 +333,7 @@ impl GroupState {
         }
         if msg.order.is_total() {
             let pos = self.delivered_total;
-            let Some(&(er, es)) = pos
-                .checked_sub(self.order_base)
-                .and_then(|i| self.order.get(i as usize))
-            else {
+            let Some(&(er, es)) = pos.checked_sub(self.order_base).and_then(|i| self.order.get(i as usize)) else {
                 return false;
             };
             if er as usize != r || es != msg.seq {
@@ -390,10 +370,7 @@ impl GroupState {
                     if msg.order.is_total() {
                         self.delivered_total += 1;
                     }
-                    out.delivered.push(Delivered {
-                        view: self.view.id,
-                        msg,
-                    });
+                    out.delivered.push(Delivered { view: self.view.id, msg });
                     progress = true;
                 }
             }
@@ -444,27 +421,17 @@ impl GroupState {
             }
         }
         let me = self.rank;
-        let own_stable = (0..self.acks.len())
-            .filter(|&j| j != me)
-            .map(|j| self.acks[j])
-            .min()
-            .unwrap_or(self.next_seq - 1);
+        let own_stable =
+            (0..self.acks.len()).filter(|&j| j != me).map(|j| self.acks[j]).min().unwrap_or(self.next_seq - 1);
         let order_stable = if self.is_sequencer() {
-            (0..self.seq_acks.len())
-                .filter(|&j| j != me)
-                .map(|j| self.seq_acks[j])
-                .min()
-                .unwrap_or(order_len)
+            (0..self.seq_acks.len()).filter(|&j| j != me).map(|j| self.seq_acks[j]).min().unwrap_or(order_len)
         } else {
             0
         };
         if (own_stable, order_stable) > self.stable_sent
             && (own_stable > self.stable_sent.0 || order_stable > self.stable_sent.1)
         {
-            self.stable_sent = (
-                own_stable.max(self.stable_sent.0),
-                order_stable.max(self.stable_sent.1),
-            );
+            self.stable_sent = (own_stable.max(self.stable_sent.0), order_stable.max(self.stable_sent.1));
             let m = Msg::Stable {
                 group: self.name.clone(),
                 view: self.view.id,
@@ -473,11 +440,7 @@ impl GroupState {
             };
             self.broadcast(m, out);
             self.on_stable(me, self.stable_sent.0, self.stable_sent.1);
-            while self
-                .own_unstable
-                .front()
-                .is_some_and(|&(s, _)| s <= own_stable)
-            {
+            while self.own_unstable.front().is_some_and(|&(s, _)| s <= own_stable) {
                 self.own_unstable.pop_front();
             }
             self.try_deliver(out);
@@ -498,8 +461,7 @@ impl GroupState {
             .chain(self.queued.iter().map(|q| q.id.counter))
             .min();
         let before = self.flushes.len();
-        self.flushes
-            .retain(|&c| lowest_pending.is_some_and(|l| l <= c));
+        self.flushes.retain(|&c| lowest_pending.is_some_and(|l| l <= c));
         out.flushed += before - self.flushes.len();
     }
 
@@ -508,16 +470,8 @@ impl GroupState {
         Report {
             group: self.name.clone(),
             view: self.view.id,
-            streams: self
-                .streams
-                .iter()
-                .map(|s| (s.owner.clone(), s.msgs.iter().cloned().collect()))
-                .collect(),
-            delivered: self
-                .streams
-                .iter()
-                .map(|s| (s.owner.clone(), s.delivered))
-                .collect(),
+            streams: self.streams.iter().map(|s| (s.owner.clone(), s.msgs.iter().cloned().collect())).collect(),
+            delivered: self.streams.iter().map(|s| (s.owner.clone(), s.delivered)).collect(),
             order_base: self.order_base,
             order: self.order.iter().copied().collect(),
             delivered_total: self.delivered_total,
@@ -557,10 +511,10 @@ impl GroupState {
             }
         }
         for g in gbcasts {
-            out.delivered.push(Delivered {
-                view: self.view.id,
-                msg: g.clone(),
-            });
+            if self.hold.as_ref() == Some(&g.id) {
+                self.hold = None;
+            }
+            out.delivered.push(Delivered { view: self.view.id, msg: g.clone() });
         }
         // Everything of this epoch is now delivered everywhere that survives: own messages
         // count as stable for flush().
@@ -582,7 +536,7 @@ impl GroupState {
             self.seq_pending.clear();
         }
         let me = self.rank;
-        self.acks = self.streams.iter().map(|s| s.delivered).collect();
+        self.acks = vec![self.streams[me].delivered; self.streams.len()];
         self.seq_acks = vec![self.delivered_total; self.streams.len()];
         self.stable_sent = (self.streams[me].delivered, self.delivered_total);
         self.gc();
@@ -646,10 +600,7 @@ pub(crate) fn compute_cut(old: &GroupView, reports: &[&Report]) -> Cut {
             let mut seq = low[r] + 1;
             while seq <= hi[r] {
                 if let Some(m) = msgs[r].get(&seq) {
-                    if m.order.is_causal()
-                        && m.vt.len() == n
-                        && (0..n).any(|j| j != r && m.vt[j] > hi[j])
-                    {
+                    if m.order.is_causal() && m.vt.len() == n && (0..n).any(|j| j != r && m.vt[j] > hi[j]) {
                         hi[r] = seq - 1;
                         changed = true;
                         break;
@@ -682,15 +633,15 @@ pub(crate) fn compute_cut(old: &GroupView, reports: &[&Report]) -> Cut {
     }
     let mut rest: Vec<(u64, u32, u64)> = Vec::new();
     for r in 0..n {
+        if hi[r] <= low[r] {
+            continue;
+        }
         for (&s, m) in msgs[r].range(low[r] + 1..=hi[r]) {
             if m.order.is_total() && !in_order.contains(&(r as u32, s)) {
                 // Messages already delivered by some survivor are in the known order; the
                 // rest are undelivered everywhere.
-                let already = reports.iter().any(|rep| {
-                    rep.delivered
-                        .iter()
-                        .any(|(o, d)| rank(o) == Some(r) && *d >= s)
-                });
+                let already =
+                    reports.iter().any(|rep| rep.delivered.iter().any(|(o, d)| rank(o) == Some(r) && *d >= s));
                 if !already {
                     rest.push((m.vt.iter().sum(), r as u32, s));
                 }
@@ -701,14 +652,12 @@ pub(crate) fn compute_cut(old: &GroupView, reports: &[&Report]) -> Cut {
     order.extend(rest.into_iter().map(|(_, r, s)| (r, s)));
     let mut cut_msgs = Vec::new();
     for r in 0..n {
+        if hi[r] <= low[r] {
+            continue;
+        }
         for (_, m) in msgs[r].range(low[r] + 1..=hi[r]) {
             cut_msgs.push((old.members[r].clone(), m.clone()));
         }
     }
-    Cut {
-        streams: (0..n).map(|r| (old.members[r].clone(), hi[r])).collect(),
-        msgs: cut_msgs,
-        order_base: base,
-        order,
-    }
+    Cut { streams: (0..n).map(|r| (old.members[r].clone(), hi[r])).collect(), msgs: cut_msgs, order_base: base, order }
 }

@@ -20,10 +20,7 @@ pub struct ProcessId {
 impl ProcessId {
     /// Builds a process id.
     pub fn new(name: impl Into<Arc<str>>, incarnation: u64) -> Self {
-        Self {
-            name: name.into(),
-            incarnation,
-        }
+        Self { name: name.into(), incarnation }
     }
 
     /// The contact address form of a name: any incarnation.

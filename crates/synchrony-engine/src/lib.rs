@@ -53,8 +53,7 @@ pub mod wire;
 pub use config::Config;
 pub use engine::{Engine, Status};
 pub use event::{
-    Delivery, Event, FlushError, MembershipError, PartitionReason, QueryOutcome, Replies,
-    SendError, Stats, Transmit,
+    Delivery, Event, FlushError, MembershipError, PartitionReason, QueryOutcome, Replies, SendError, Stats, Transmit,
 };
 pub use id::{Ballot, GroupName, MsgId, ProcessId, ViewId};
 pub use order::{Order, ParseOrderError};

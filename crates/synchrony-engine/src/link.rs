@@ -79,11 +79,7 @@ impl Link {
             self.acked = ack;
             self.sent_upto = self.sent_upto.max(ack);
             self.rto = config.retransmit_timeout;
-            self.retransmit_at = if self.unacked.is_empty() {
-                None
-            } else {
-                Some(now + self.rto)
-            };
+            self.retransmit_at = if self.unacked.is_empty() { None } else { Some(now + self.rto) };
         }
     }
 

@@ -24,14 +24,8 @@ pub enum Order {
 
 impl Order {
     /// Every order class, weakest first.
-    pub const ALL: [Order; 6] = [
-        Order::Unordered,
-        Order::Fifo,
-        Order::Causal,
-        Order::Total,
-        Order::Safe,
-        Order::Gbcast,
-    ];
+    pub const ALL: [Order; 6] =
+        [Order::Unordered, Order::Fifo, Order::Causal, Order::Total, Order::Safe, Order::Gbcast];
 
     /// The name used in traces and on the command line.
     pub fn as_str(self) -> &'static str {
@@ -70,9 +64,6 @@ pub struct ParseOrderError(String);
 impl FromStr for Order {
     type Err = ParseOrderError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Order::ALL
-            .into_iter()
-            .find(|o| o.as_str() == s)
-            .ok_or_else(|| ParseOrderError(s.to_string()))
+        Order::ALL.into_iter().find(|o| o.as_str() == s).ok_or_else(|| ParseOrderError(s.to_string()))
     }
 }

@@ -341,15 +341,11 @@ impl Msg {
     /// A cheap estimate of the encoded size, to fill packets.
     pub fn approx_size(&self) -> usize {
         match self {
-            Msg::Data { msg, .. } | Msg::Forward { msg, .. } => {
-                48 + msg.payload.len() + 8 * msg.vt.len()
-            }
+            Msg::Data { msg, .. } | Msg::Forward { msg, .. } => 48 + msg.payload.len() + 8 * msg.vt.len(),
             Msg::StateChunk { data, .. } => 48 + data.len(),
             Msg::Reply { payload, .. } => 48 + payload.as_ref().map_or(0, |p| p.len()),
             Msg::Order { entries, .. } => 32 + 12 * entries.len(),
-            Msg::Promise {
-                reports, accepted, ..
-            } => {
+            Msg::Promise { reports, accepted, .. } => {
                 64 + reports
                     .iter()
                     .flat_map(|r| r.streams.iter())
@@ -358,9 +354,7 @@ impl Msg {
                     .sum::<usize>()
                     + accepted.as_ref().map_or(0, |(_, d)| decision_size(d))
             }
-            Msg::Accept { decision, .. } | Msg::Commit { decision, .. } => {
-                64 + decision_size(decision)
-            }
+            Msg::Accept { decision, .. } | Msg::Commit { decision, .. } => 64 + decision_size(decision),
             _ => 64,
         }
     }
@@ -370,14 +364,7 @@ fn decision_size(d: &Decision) -> usize {
     64 + d
         .groups
         .iter()
-        .map(|g| {
-            64 + g
-                .cut
-                .msgs
-                .iter()
-                .map(|(_, m)| 48 + m.payload.len())
-                .sum::<usize>()
-        })
+        .map(|g| 64 + g.cut.msgs.iter().map(|(_, m)| 48 + m.payload.len()).sum::<usize>())
         .sum::<usize>()
 }
 
@@ -469,10 +456,7 @@ mod tests {
                 view: ViewId(1),
                 epoch: 0,
                 msg: DataMsg {
-                    id: MsgId {
-                        sender: ProcessId::new("a", 1),
-                        counter: 9,
-                    },
+                    id: MsgId { sender: ProcessId::new("a", 1), counter: 9 },
                     seq: 1,
                     order: Order::Causal,
                     vt: vec![1, 0],
@@ -493,10 +477,7 @@ mod tests {
         let f = encode(&p, Some(b"secret"));
         assert!(decode(&f, Some(b"secret")).is_ok());
         assert_eq!(decode(&f, Some(b"other")).unwrap_err(), DecodeError::Auth);
-        assert_eq!(
-            decode(&encode(&p, None), Some(b"secret")).unwrap_err(),
-            DecodeError::Auth
-        );
+        assert_eq!(decode(&encode(&p, None), Some(b"secret")).unwrap_err(), DecodeError::Auth);
     }
 
     #[test]

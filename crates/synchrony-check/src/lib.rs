@@ -1,0 +1,19 @@
+//! # synchrony-check
+//!
+//! The trace format of synchrony (`shared/TRACE.md`) and a checker of the guarantees G1 to
+//! G13 over traces, simulated or real. `synchrony check TRACE...` is its command.
+//!
+//! Choices where the guarantees leave room, made explicit here:
+//! - G6 (causal) is checked within a group: happens-before through the group's own sends and
+//!   deliveries, as vector timestamps per view implement it.
+//! - G7 (total) compares every pair of processes; a process that does not survive a view
+//!   (crashes or is partitioned before the next) is exempt for its `total` messages of that
+//!   view, because non-uniform total order may differ at a failing process. `safe` messages
+//!   are compared everywhere.
+//! - G11 recomputes each joiner's state from its provider's history with [`digest`].
+
+mod check;
+mod trace;
+
+pub use check::{check, Options, Report, Violation};
+pub use trace::{digest, parse, ParseError, TraceEvent};

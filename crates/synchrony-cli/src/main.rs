@@ -1,0 +1,165 @@
+//! The `synchrony` command.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant as WallClock;
+use synchrony_check::{check, parse, Options};
+use synchrony_sim::{run, Profile, SimConfig};
+
+mod demo;
+
+/// Virtual synchrony for Rust: process groups whose members see the same events in the
+/// same order.
+#[derive(Parser)]
+#[command(name = "synchrony", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run seeded simulations of a faulty cluster and check every trace (G1 to G13).
+    Sim {
+        /// How many seeds to run.
+        #[arg(long, default_value_t = 100)]
+        seeds: u64,
+        /// The first seed.
+        #[arg(long, default_value_t = 0)]
+        start: u64,
+        /// Run exactly this seed (overrides --seeds/--start).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Fault profile: calm, lossy, churn, partition, leader-crash, pause, chaos.
+        #[arg(long, default_value = "chaos")]
+        profile: String,
+        /// Processes in the cluster.
+        #[arg(long, default_value_t = 5)]
+        nodes: usize,
+        /// Groups.
+        #[arg(long, default_value_t = 3)]
+        groups: usize,
+        /// Write the trace of the run (with --seed) to this file.
+        #[arg(long)]
+        trace_out: Option<PathBuf>,
+        /// Worker threads (default: the number of cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Check traces (JSON Lines, TRACE.md format) for the guarantees G1 to G13.
+    Check {
+        /// The run ended quiescent: also check liveness (G13).
+        #[arg(long)]
+        quiescent: bool,
+        /// Trace files, merged.
+        #[arg(required = true)]
+        traces: Vec<PathBuf>,
+    },
+    /// Show the model at work: a cluster with crashes, a joiner and a paused member,
+    /// narrated, then checked.
+    Demo {
+        /// The seed of the run.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Sim { seeds, start, seed, profile, nodes, groups, trace_out, threads } => {
+            let prof = Profile::named(&profile)
+                .with_context(|| format!("unknown profile {profile:?}; known: {}", Profile::NAMES.join(", ")))?;
+            let shape = move |s: u64| SimConfig { nodes, groups, ..SimConfig::new(s, prof.clone()) };
+            if let Some(s) = seed {
+                let out = run(shape(s));
+                if let Some(path) = trace_out {
+                    std::fs::write(&path, out.trace_jsonl()).with_context(|| format!("writing {}", path.display()))?;
+                    println!("trace of seed {s} written to {} ({} events)", path.display(), out.trace.len());
+                }
+                for v in &out.report.violations {
+                    print!("{v}");
+                }
+                if out.anomalies > 0 {
+                    println!("engine anomalies: {}", out.anomalies);
+                }
+                println!("{} passed, {} failed", u64::from(out.passed()), u64::from(!out.passed()));
+                if !out.passed() {
+                    std::process::exit(1);
+                }
+                return Ok(());
+            }
+            let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+            let next = Arc::new(AtomicU64::new(start));
+            let failed = Arc::new(Mutex::new(Vec::new()));
+            let events = Arc::new(AtomicU64::new(0));
+            let clock = WallClock::now();
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    let (next, failed, events, shape) = (next.clone(), failed.clone(), events.clone(), shape.clone());
+                    std::thread::spawn(move || loop {
+                        let s = next.fetch_add(1, Ordering::SeqCst);
+                        if s >= start + seeds {
+                            break;
+                        }
+                        let out = run(shape(s));
+                        events.fetch_add(out.trace.len() as u64, Ordering::Relaxed);
+                        if !out.passed() {
+                            let first = out
+                                .report
+                                .violations
+                                .first()
+                                .map(|v| v.to_string())
+                                .unwrap_or_else(|| format!("{} engine anomalies", out.anomalies));
+                            failed.lock().expect("lock").push((s, first));
+                        }
+                    })
+                })
+                .collect();
+            for w in workers {
+                w.join().expect("worker panicked");
+            }
+            let mut failed = failed.lock().expect("lock").clone();
+            failed.sort();
+            for (s, why) in &failed {
+                println!("seed {s} failed: replay with `synchrony sim --seed {s} --profile {profile} --nodes {nodes} --groups {groups}`");
+                print!("    {}", why.lines().next().unwrap_or(""));
+                println!();
+            }
+            println!(
+                "profile {profile}: {seeds} seeds, {} trace events, {:.1} s",
+                events.load(Ordering::Relaxed),
+                clock.elapsed().as_secs_f64()
+            );
+            println!("{} passed, {} failed", seeds - failed.len() as u64, failed.len());
+            if !failed.is_empty() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Cmd::Check { quiescent, traces } => {
+            let mut all = Vec::new();
+            for t in &traces {
+                let text = std::fs::read_to_string(t).with_context(|| format!("reading {}", t.display()))?;
+                all.extend(parse(&text).with_context(|| format!("parsing {}", t.display()))?);
+            }
+            let report = check(&all, &Options { quiescent, crash_bound_us: None });
+            for v in &report.violations {
+                print!("{v}");
+            }
+            println!(
+                "{} events from {} processes: {} violations",
+                report.events,
+                report.processes,
+                report.violations.len()
+            );
+            if !report.violations.is_empty() {
+                bail!("the traces break the guarantees");
+            }
+            Ok(())
+        }
+        Cmd::Demo { seed } => demo::run_demo(seed),
+    }
+}

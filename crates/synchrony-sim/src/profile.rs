@@ -1,0 +1,71 @@
+//! Named fault profiles.
+
+use std::time::Duration;
+
+/// What goes wrong in a simulated run, and how often.
+#[derive(Clone, Debug)]
+pub struct Profile {
+    /// The profile's name.
+    pub name: &'static str,
+    /// Probability a packet is lost.
+    pub loss: f64,
+    /// Probability a packet is duplicated.
+    pub dup: f64,
+    /// Packet latency range (a range reorders packets).
+    pub latency: (Duration, Duration),
+    /// Mean time between crashes (of any process).
+    pub crash_every: Option<Duration>,
+    /// Whether crashes pick the leader (the oldest member).
+    pub crash_leader: bool,
+    /// Mean time between partitions.
+    pub partition_every: Option<Duration>,
+    /// Mean time between pauses (a process stops past the failure timeout, then wakes).
+    pub pause_every: Option<Duration>,
+    /// Mean time between group joins and leaves.
+    pub churn_every: Option<Duration>,
+}
+
+const US: fn(u64) -> Duration = Duration::from_micros;
+const MS: fn(u64) -> Duration = Duration::from_millis;
+
+impl Profile {
+    /// Every profile's name.
+    pub const NAMES: [&'static str; 7] = ["calm", "lossy", "churn", "partition", "leader-crash", "pause", "chaos"];
+
+    /// The profile called `name`.
+    pub fn named(name: &str) -> Option<Profile> {
+        let base = Profile {
+            name: "calm",
+            loss: 0.0,
+            dup: 0.0,
+            latency: (US(50), US(300)),
+            crash_every: None,
+            crash_leader: false,
+            partition_every: None,
+            pause_every: None,
+            churn_every: None,
+        };
+        Some(match name {
+            "calm" => base,
+            "lossy" => Profile { name: "lossy", loss: 0.08, dup: 0.03, latency: (US(50), MS(3)), ..base },
+            "churn" => Profile { name: "churn", churn_every: Some(MS(40)), crash_every: Some(MS(600)), ..base },
+            "partition" => {
+                Profile { name: "partition", partition_every: Some(MS(500)), latency: (US(50), MS(1)), ..base }
+            }
+            "leader-crash" => Profile { name: "leader-crash", crash_every: Some(MS(400)), crash_leader: true, ..base },
+            "pause" => Profile { name: "pause", pause_every: Some(MS(500)), ..base },
+            "chaos" => Profile {
+                name: "chaos",
+                loss: 0.05,
+                dup: 0.02,
+                latency: (US(50), MS(2)),
+                crash_every: Some(MS(500)),
+                crash_leader: false,
+                partition_every: Some(MS(900)),
+                pause_every: Some(MS(900)),
+                churn_every: Some(MS(80)),
+            },
+            _ => return None,
+        })
+    }
+}
