@@ -63,6 +63,8 @@ pub struct Engine {
     /// Messages for views or epochs not installed here yet.
     future: BTreeMap<GroupName, Vec<(ProcessId, Msg)>>,
     future_len: usize,
+    /// Non-member sends, per group, in send order.
+    pub(crate) outbox: BTreeMap<GroupName, VecDeque<crate::outbox::Pending>>,
     /// Messages to this process itself, handled after the current input.
     pub(crate) local: VecDeque<Msg>,
     dirty: BTreeSet<GroupName>,
@@ -97,6 +99,7 @@ impl Engine {
             groups: BTreeMap::new(),
             future: BTreeMap::new(),
             future_len: 0,
+            outbox: BTreeMap::new(),
             local: VecDeque::new(),
             dirty: BTreeSet::new(),
             counter: 0,
@@ -367,43 +370,23 @@ impl Engine {
             return Err(SendError::TooLarge(payload.len()));
         }
         let member = self.groups.contains_key(&group);
-        if !member && order != Order::Gbcast {
-            // Non-members relay through the group's oldest member; it multicasts for them.
+        if !member {
+            // Non-members send through the group's oldest member (see outbox.rs).
             let Some(v) = self.views.get(&group).filter(|v| !v.members.is_empty()).cloned() else {
                 return Err(SendError::NoSuchGroup(group));
             };
-            let relay = v.members[0].clone();
             let id = self.next_id();
-            self.track_query(&id, &group, replies, Some(v.members.iter().cloned().collect()));
-            let msg = wire::DataMsg {
-                id: id.clone(),
-                seq: 0,
-                order,
-                vt: Vec::new(),
-                query: replies != Replies::None,
-                payload,
-            };
-            self.gms.forwards.push((group.clone(), relay.clone(), msg.clone()));
-            self.send_to(&relay, Msg::Forward { group, msg });
             self.stats.sent += 1;
+            self.track_query(&id, &group, replies, Some(v.members.iter().cloned().collect()));
+            let msg = wire::DataMsg { id: id.clone(), seq: 0, order, vt: Vec::new(), query: replies != Replies::None, payload };
+            self.outbox_push(group, msg);
             self.after_input(now);
             return Ok(id);
         }
         let id = self.next_id();
         self.stats.sent += 1;
         self.track_query(&id, &group, replies, None);
-        if order == Order::Gbcast && !member {
-            let msg = wire::DataMsg {
-                id: id.clone(),
-                seq: 0,
-                order,
-                vt: Vec::new(),
-                query: replies != Replies::None,
-                payload,
-            };
-            self.gms.gbcasts.push((group, msg));
-            self.gms.requests_dirty = true;
-        } else {
+        {
             let q = Queued { id: id.clone(), order, query: replies != Replies::None, payload };
             self.with_group(&group, |g, out| g.send(q, out));
         }
@@ -472,7 +455,12 @@ impl Engine {
     pub fn provide_state(&mut self, now: Instant, group: &GroupName, view: ViewId, state: Bytes) {
         if let Some(g) = self.groups.get_mut(group) {
             if let Some(cp) = g.checkpoints.get_mut(&view) {
-                cp.state = Some(state);
+                // The engine's part of the state (captured at the join point) goes first.
+                let mut all = Vec::with_capacity(4 + cp.engine_part.len() + state.len());
+                all.extend_from_slice(&(cp.engine_part.len() as u32).to_le_bytes());
+                all.extend_from_slice(&cp.engine_part);
+                all.extend_from_slice(&state);
+                cp.state = Some(Bytes::from(all));
             }
         }
         self.ungate(group);
@@ -637,7 +625,7 @@ impl Engine {
             }
             Msg::Reply { query, payload } => self.on_reply(from, query, payload),
             Msg::Forward { group, msg } => self.on_forward(from, group, msg),
-            Msg::ForwardAck { id } => self.gms.forwards.retain(|(_, _, m)| m.id != id),
+            Msg::ForwardAck { id } => self.outbox_acked(&id),
             other => self.on_gms(now, from, other),
         }
     }
@@ -707,14 +695,6 @@ impl Engine {
         }
     }
 
-    fn on_forward(&mut self, from: &ProcessId, group: GroupName, msg: wire::DataMsg) {
-        if !self.groups.contains_key(&group) || msg.id.sender != *from {
-            return; // the sender will retry with the group's new oldest member
-        }
-        let q = Queued { id: msg.id.clone(), order: msg.order, query: msg.query, payload: msg.payload };
-        self.with_group(&group, |g, out| g.send(q, out));
-        self.send_to(from, Msg::ForwardAck { id: msg.id });
-    }
 
     // ------------------------------------------------------------------ queries
 
@@ -805,7 +785,9 @@ impl Engine {
     /// A provider records the checkpoint it will serve (filled by `provide_state`).
     pub(crate) fn expect_checkpoint(&mut self, group: &GroupName, view: ViewId, joiners: Vec<ProcessId>) {
         if let Some(g) = self.groups.get_mut(group) {
-            g.checkpoints.insert(view, Checkpoint { state: None, joiners: joiners.iter().cloned().collect() });
+            let table: Vec<(ProcessId, u64)> = g.external.iter().map(|(p, c)| (p.clone(), *c)).collect();
+            let engine_part = postcard::to_allocvec(&table).expect("encoding into a Vec cannot fail");
+            g.checkpoints.insert(view, Checkpoint { state: None, engine_part, joiners: joiners.iter().cloned().collect() });
         }
         self.push_event(Event::StateRequest { group: group.clone(), view, joiners });
     }
@@ -912,7 +894,14 @@ impl Engine {
                     self.start_fetch(group);
                     return;
                 }
-                let state = Bytes::from(std::mem::take(buf));
+                let all = Bytes::from(std::mem::take(buf));
+                let Some((external, state)) = split_state(&all) else {
+                    self.stats.rejected_malformed += 1;
+                    tracing::warn!(me = %self.me, %group, "malformed state received; asking again");
+                    self.start_fetch(group);
+                    return;
+                };
+                g.external = external;
                 let providers = std::mem::take(providers);
                 g.join = JoinState::Ready;
                 let members: BTreeSet<ProcessId> = g.view.members.iter().cloned().collect();
@@ -1029,4 +1018,11 @@ impl Engine {
     pub(crate) fn forget(&mut self, p: &ProcessId) {
         self.links.remove(p);
     }
+}
+
+/// Splits a transferred state into the engine's part and the application's.
+fn split_state(all: &Bytes) -> Option<(BTreeMap<ProcessId, u64>, Bytes)> {
+    let len = u32::from_le_bytes(all.get(..4)?.try_into().ok()?) as usize;
+    let table: Vec<(ProcessId, u64)> = postcard::from_bytes(all.get(4..4usize.checked_add(len)?)?).ok()?;
+    Some((table.into_iter().collect(), all.slice(4 + len..)))
 }

@@ -75,14 +75,12 @@ pub(crate) struct Gms {
     pub(crate) leave: bool,
     pub(crate) requests_dirty: bool,
     requests_sent_to: Option<ProcessId>,
-    /// Non-member sends waiting for their relay's acknowledgement: (group, relay, message).
-    pub(crate) forwards: Vec<(GroupName, ProcessId, DataMsg)>,
     // Leader state.
     round: Round,
     backoff_until: Instant,
     requests: BTreeMap<ProcessId, Requests>,
     join_requests: BTreeMap<ProcessId, u32>,
-    gbcast_done: BTreeSet<MsgId>,
+    pub(crate) gbcast_done: BTreeSet<MsgId>,
     gbcast_done_order: VecDeque<MsgId>,
 }
 
@@ -102,7 +100,6 @@ impl Gms {
             leave: false,
             requests_dirty: false,
             requests_sent_to: None,
-            forwards: Vec::new(),
             round: Round::Idle,
             backoff_until: now,
             requests: BTreeMap::new(),
@@ -681,20 +678,7 @@ impl Engine {
         if before != (self.gms.ops.len(), self.gms.gbcasts.len()) {
             self.gms.requests_dirty = true;
         }
-        // Non-member sends whose relay is no longer the group's oldest member go again.
-        let mut resend = Vec::new();
-        for (g, relay, m) in &mut self.gms.forwards {
-            match self.views.get(g).and_then(|v| v.members.first()) {
-                Some(first) if first != relay => {
-                    *relay = first.clone();
-                    resend.push((first.clone(), g.clone(), m.clone()));
-                }
-                _ => {}
-            }
-        }
-        for (to, group, msg) in resend {
-            self.send_to(&to, Msg::Forward { group, msg });
-        }
+        self.outbox_decided();
         for g in touched {
             self.replay_future(now, &g);
         }

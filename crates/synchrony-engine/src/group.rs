@@ -110,6 +110,8 @@ pub(crate) enum JoinState {
 pub(crate) struct Checkpoint {
     /// The application's state; None until it answers the state request.
     pub(crate) state: Option<Bytes>,
+    /// The engine's own part, captured at the join point.
+    pub(crate) engine_part: Vec<u8>,
     /// Joiners that have not said they are done.
     pub(crate) joiners: BTreeSet<ProcessId>,
 }
@@ -152,6 +154,10 @@ pub(crate) struct GroupState {
     cut_mode: bool,
     /// A gbcast of this member not yet delivered: later sends wait for it (G5).
     pub(crate) hold: Option<MsgId>,
+    /// Non-members' messages this member relayed and has not yet acknowledged: (seq, id).
+    relayed: VecDeque<(u64, MsgId)>,
+    /// Per non-member origin, the highest counter delivered (drops relay duplicates).
+    pub(crate) external: BTreeMap<ProcessId, u64>,
 }
 
 impl GroupState {
@@ -183,6 +189,8 @@ impl GroupState {
             checkpoints: BTreeMap::new(),
             cut_mode: false,
             hold: None,
+            relayed: VecDeque::new(),
+            external: BTreeMap::new(),
         }
     }
 
@@ -194,6 +202,7 @@ impl GroupState {
         next.join = std::mem::replace(&mut self.join, JoinState::Ready);
         next.checkpoints = std::mem::take(&mut self.checkpoints);
         next.hold = self.hold.take();
+        next.external = std::mem::take(&mut self.external);
         next
     }
 
@@ -250,7 +259,11 @@ impl GroupState {
             Vec::new()
         };
         let msg = DataMsg { id: q.id, seq, order: q.order, vt, query: q.query, payload: q.payload };
-        self.own_unstable.push_back((seq, msg.id.counter));
+        if msg.id.sender == self.view.members[self.rank] {
+            self.own_unstable.push_back((seq, msg.id.counter));
+        } else {
+            self.relayed.push_back((seq, msg.id.clone()));
+        }
         let wire = Msg::Data { group: self.name.clone(), view: self.view.id, epoch: self.epoch, msg: msg.clone() };
         self.broadcast(wire, out);
         let me = self.rank;
@@ -370,6 +383,14 @@ impl GroupState {
                     if msg.order.is_total() {
                         self.delivered_total += 1;
                     }
+                    if msg.id.sender != self.streams[r].owner {
+                        // Relayed for a non-member: a resend through a new relay may repeat it.
+                        let seen = self.external.entry(msg.id.sender.clone()).or_default();
+                        if msg.id.counter < *seen {
+                            continue;
+                        }
+                        *seen = msg.id.counter + 1;
+                    }
                     out.delivered.push(Delivered { view: self.view.id, msg });
                     progress = true;
                 }
@@ -443,6 +464,7 @@ impl GroupState {
             while self.own_unstable.front().is_some_and(|&(s, _)| s <= own_stable) {
                 self.own_unstable.pop_front();
             }
+            self.ack_relayed(own_stable, out);
             self.try_deliver(out);
         }
         self.check_flushes(out);
@@ -519,7 +541,16 @@ impl GroupState {
         // Everything of this epoch is now delivered everywhere that survives: own messages
         // count as stable for flush().
         self.own_unstable.clear();
+        self.ack_relayed(u64::MAX, out);
         missing
+    }
+
+    /// Tells non-members that their relayed messages up to `seq` are stable.
+    fn ack_relayed(&mut self, seq: u64, out: &mut Out) {
+        while self.relayed.front().is_some_and(|(s, _)| *s <= seq) {
+            let (_, id) = self.relayed.pop_front().expect("checked");
+            out.sends.push((id.sender.clone(), Msg::ForwardAck { id }));
+        }
     }
 
     /// After a gbcast-only round: the view goes on in a new epoch.

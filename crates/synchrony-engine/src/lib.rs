@@ -47,6 +47,7 @@ mod group;
 mod id;
 mod link;
 mod order;
+mod outbox;
 mod time;
 pub mod wire;
 
