@@ -297,7 +297,9 @@ pub fn check(events: &[TraceEvent], opts: &Options) -> Report {
                         }
                         "deliver" => {
                             let m = e.msg.as_deref().unwrap_or("");
-                            if sends.contains_key(m) {
+                            // Only causal-class messages carry their sender's past along.
+                            let carries = e.order.as_deref().is_some_and(|o| CAUSAL.contains(&o) || o == "gbcast");
+                            if carries && sends.contains_key(m) {
                                 let Some(mc) = vc_of.get(m).cloned() else { break };
                                 let c = clock.entry((g, p)).or_default();
                                 for (s, i) in mc {

@@ -769,6 +769,7 @@ impl Engine {
                 self.gate(g);
                 self.start_fetch(g);
             }
+            self.outbox_to_stream(g);
         } else if gc.new_view.is_some() {
             self.queries_view_changed(g);
         }

@@ -235,6 +235,11 @@ impl GroupState {
             self.queued.push_back(q);
             return;
         }
+        if q.id.sender != self.view.members[self.rank] && self.rank_of(&q.id.sender).is_some() {
+            // The origin became a member: it sends this itself now, in its own stream,
+            // so that its later messages stay behind it (G5).
+            return;
+        }
         if q.order == Order::Gbcast {
             // Gbcasts go through the membership leader; this stream waits until it is
             // delivered so that later sends stay behind it.
@@ -383,13 +388,13 @@ impl GroupState {
                     if msg.order.is_total() {
                         self.delivered_total += 1;
                     }
+                    // A non-member's message may come twice: through a new relay, or from
+                    // the origin itself once it joined. The first delivery counts.
+                    if self.external.get(&msg.id.sender).is_some_and(|&seen| msg.id.counter < seen) {
+                        continue;
+                    }
                     if msg.id.sender != self.streams[r].owner {
-                        // Relayed for a non-member: a resend through a new relay may repeat it.
-                        let seen = self.external.entry(msg.id.sender.clone()).or_default();
-                        if msg.id.counter < *seen {
-                            continue;
-                        }
-                        *seen = msg.id.counter + 1;
+                        self.external.insert(msg.id.sender.clone(), msg.id.counter + 1);
                     }
                     out.delivered.push(Delivered { view: self.view.id, msg });
                     progress = true;

@@ -89,6 +89,24 @@ impl Engine {
         }
     }
 
+    /// This process joined the group: what it sent as a non-member and is not yet
+    /// acknowledged goes out again in its own stream, ahead of anything new.
+    pub(crate) fn outbox_to_stream(&mut self, group: &GroupName) {
+        let Some(queue) = self.outbox.remove(group) else { return };
+        let me = self.me.clone();
+        self.with_group(group, |g, out| {
+            for p in queue {
+                if p.msg.order == Order::Gbcast && p.relay.as_ref() == Some(&me) {
+                    // Already asked of the leader: later sends wait for its delivery.
+                    g.hold = Some(p.msg.id.clone());
+                    continue;
+                }
+                let m = p.msg;
+                g.send(crate::group::Queued { id: m.id, order: m.order, query: m.query, payload: m.payload }, out);
+            }
+        });
+    }
+
     /// The relay's side: multicast a non-member's message in this member's stream.
     pub(crate) fn on_forward(&mut self, from: &ProcessId, group: GroupName, msg: DataMsg) {
         if msg.id.sender != *from || msg.order == Order::Gbcast {
