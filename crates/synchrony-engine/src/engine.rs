@@ -901,15 +901,20 @@ impl Engine {
                     self.start_fetch(group);
                     return;
                 };
-                g.external = external;
                 let providers = std::mem::take(providers);
                 g.join = JoinState::Ready;
+                let mut dups = g.settle_unchecked(external).into_iter();
                 let members: BTreeSet<ProcessId> = g.view.members.iter().cloned().collect();
                 for p in providers.iter().filter(|p| members.contains(*p)) {
                     self.send_to(p, Msg::StateDone { group: group.clone(), view });
                 }
-                // The state goes ahead of everything held for the group.
+                // The state goes ahead of everything held for the group; deliveries that the
+                // table shows were duplicates are dropped.
                 let gate = self.gates.entry(group.clone()).or_default();
+                gate.held.retain(|ev| match ev {
+                    Event::Deliver(d) if d.group == *group => !dups.next().unwrap_or(false),
+                    _ => true,
+                });
                 gate.held.push_front(Event::State { group: group.clone(), view, state });
                 let ev = gate.held.pop_front().expect("just pushed");
                 self.events.push_back(ev);

@@ -502,11 +502,7 @@ impl Engine {
                     let mut views = self.views.clone();
                     for gc in &decision.groups {
                         if let Some(v) = &gc.new_view {
-                            if v.members.is_empty() {
-                                views.remove(&gc.group);
-                            } else {
-                                views.insert(gc.group.clone(), v.clone());
-                            }
+                            views.insert(gc.group.clone(), v.clone());
                         }
                     }
                     let snap = Arc::new(Snapshot { groups: views.into_iter().collect() });
@@ -695,14 +691,10 @@ impl Engine {
         let g = &gc.group;
         let me = self.me.clone();
         let was_member = self.groups.get(g).is_some_and(|s| s.view.id == gc.old_view);
-        match &gc.new_view {
-            Some(v) if v.members.is_empty() => {
-                self.views.remove(g);
-            }
-            Some(v) => {
-                self.views.insert(g.clone(), v.clone());
-            }
-            None => {}
+        // An emptied group keeps its last (empty) view, so that a group created again
+        // under the same name goes on numbering its views (G1).
+        if let Some(v) = &gc.new_view {
+            self.views.insert(g.clone(), v.clone());
         }
         if was_member {
             let mut out = Out::default();
@@ -760,6 +752,7 @@ impl Engine {
             let mut gs = GroupState::new(g.clone(), v.clone(), &me);
             if !providers.is_empty() {
                 gs.join = JoinState::Waiting { view: v.id, providers, idx: 0, buf: Vec::new(), retry_at: None };
+                gs.unchecked = Some(Default::default());
             }
             let waiting = matches!(gs.join, JoinState::Waiting { .. });
             self.groups.insert(g.clone(), gs);

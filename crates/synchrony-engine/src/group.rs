@@ -158,6 +158,9 @@ pub(crate) struct GroupState {
     relayed: VecDeque<(u64, MsgId)>,
     /// Per non-member origin, the highest counter delivered (drops relay duplicates).
     pub(crate) external: BTreeMap<ProcessId, u64>,
+    /// While a joiner waits for its state: its deliveries, to check against the table that
+    /// comes with the state (id, relayed).
+    pub(crate) unchecked: Option<VecDeque<(MsgId, bool)>>,
 }
 
 impl GroupState {
@@ -191,6 +194,7 @@ impl GroupState {
             hold: None,
             relayed: VecDeque::new(),
             external: BTreeMap::new(),
+            unchecked: None,
         }
     }
 
@@ -203,6 +207,7 @@ impl GroupState {
         next.checkpoints = std::mem::take(&mut self.checkpoints);
         next.hold = self.hold.take();
         next.external = std::mem::take(&mut self.external);
+        next.unchecked = self.unchecked.take();
         next
     }
 
@@ -389,12 +394,18 @@ impl GroupState {
                         self.delivered_total += 1;
                     }
                     // A non-member's message may come twice: through a new relay, or from
-                    // the origin itself once it joined. The first delivery counts.
-                    if self.external.get(&msg.id.sender).is_some_and(|&seen| msg.id.counter < seen) {
-                        continue;
-                    }
-                    if msg.id.sender != self.streams[r].owner {
-                        self.external.insert(msg.id.sender.clone(), msg.id.counter + 1);
+                    // the origin itself once it joined. The first delivery counts. A joiner
+                    // without its state yet decides when the state (and table) arrive.
+                    let relayed = msg.id.sender != self.streams[r].owner;
+                    if let Some(u) = &mut self.unchecked {
+                        u.push_back((msg.id.clone(), relayed));
+                    } else {
+                        if self.external.get(&msg.id.sender).is_some_and(|&seen| msg.id.counter < seen) {
+                            continue;
+                        }
+                        if relayed {
+                            self.external.insert(msg.id.sender.clone(), msg.id.counter + 1);
+                        }
                     }
                     out.delivered.push(Delivered { view: self.view.id, msg });
                     progress = true;
@@ -548,6 +559,21 @@ impl GroupState {
         self.own_unstable.clear();
         self.ack_relayed(u64::MAX, out);
         missing
+    }
+
+    /// The joiner's state arrived with the duplicate table: settles the deliveries made
+    /// meanwhile. Returns, in order, whether each was a duplicate.
+    pub(crate) fn settle_unchecked(&mut self, table: BTreeMap<ProcessId, u64>) -> Vec<bool> {
+        self.external = table;
+        let mut dups = Vec::new();
+        for (id, relayed) in self.unchecked.take().unwrap_or_default() {
+            let dup = self.external.get(&id.sender).is_some_and(|&seen| id.counter < seen);
+            if !dup && relayed {
+                self.external.insert(id.sender.clone(), id.counter + 1);
+            }
+            dups.push(dup);
+        }
+        dups
     }
 
     /// Tells non-members that their relayed messages up to `seq` are stable.
