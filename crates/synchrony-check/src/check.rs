@@ -491,7 +491,8 @@ pub fn check(events: &[TraceEvent], opts: &Options) -> Report {
                 m != p
                     && eps
                         .get(&(g, m.as_str()))
-                        .is_some_and(|l| l.iter().any(|e| e.join_view < view && !e.segs.is_empty()))
+                        // Some other member came from the previous view: there is a state to give.
+                        .is_some_and(|l| l.iter().any(|e| e.join_view < view && e.segs.iter().any(|s| s.view == view)))
             })
         });
         let mut set: BTreeSet<&str> = BTreeSet::new();
@@ -570,9 +571,14 @@ pub fn check(events: &[TraceEvent], opts: &Options) -> Report {
             let g = g_of(k);
             let Some(&vk) = views.get(&(g, e.view.unwrap_or(0))) else { continue };
             let members = ev[vk].members.clone().unwrap_or_default();
+            // The caller's messages since it (last) joined the group.
+            let joined = eps
+                .get(&(g, *p))
+                .and_then(|l| l.iter().rev().find(|ep| ev[ep.join_ev].i <= e.i))
+                .map_or(0, |ep| ev[ep.join_ev].i);
             for &sk in &list[..n] {
                 let s = &ev[sk];
-                if s.ev != "send" || s.group.as_deref() != Some(g) {
+                if s.ev != "send" || s.group.as_deref() != Some(g) || s.i < joined {
                     continue;
                 }
                 let m = s.msg.as_deref().unwrap_or("");
