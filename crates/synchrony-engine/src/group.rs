@@ -344,6 +344,12 @@ impl GroupState {
     }
 
     fn deliverable(&self, r: usize, msg: &DataMsg) -> bool {
+        // A relayed message may also travel through another relay after a view change; it
+        // is delivered only once stable, so a relay that was excluded without knowing it
+        // cannot deliver it in the old view while the others do so in the new one (G3).
+        if msg.id.sender != self.streams[r].owner && !self.cut_mode && self.streams[r].stable < msg.seq {
+            return false;
+        }
         if msg.order.is_causal() {
             if msg.vt.len() != self.streams.len() {
                 return true; // malformed: deliver rather than block forever; counted by decode checks
