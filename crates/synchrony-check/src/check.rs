@@ -624,10 +624,25 @@ pub fn check(events: &[TraceEvent], opts: &Options) -> Report {
         }
         let left: BTreeSet<(&str, &str)> =
             ev.iter().filter(|e| e.ev == "leave").map(|e| (e.group.as_deref().unwrap_or(""), e.p.as_str())).collect();
+        // A group whose members all failed starts over with no state (recovery from total
+        // failure is the durability layer's job): messages delivered before its last fresh
+        // start are not owed to its final members.
+        let mut fresh: BTreeMap<&str, u64> = BTreeMap::new();
+        for (&(g, id), &k) in &views {
+            let before = views.get(&(g, id.wrapping_sub(1))).and_then(|&pk| ev[pk].members.as_ref());
+            let members = ev[k].members.as_deref().unwrap_or(&[]);
+            if !before.is_some_and(|b| members.iter().any(|m| b.contains(m))) {
+                fresh.insert(g, id);
+            }
+        }
         for (m, &(sk, _)) in &sends {
             let s = &ev[sk];
             let g = g_of(sk);
             if !alive(&s.p) || left.contains(&(g, s.p.as_str())) {
+                continue;
+            }
+            let start = fresh.get(g).copied().unwrap_or(0);
+            if view_of.get(m).is_some_and(|&d| ev[d].view.unwrap_or(0) < start) {
                 continue;
             }
             for (q, _) in finals.get(g).into_iter().flatten() {

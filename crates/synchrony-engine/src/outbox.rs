@@ -72,18 +72,14 @@ impl Engine {
     }
 
     /// After a decision: gbcasts delivered leave the queue; a new relay gets what the old
-    /// one did not acknowledge.
+    /// one did not acknowledge. While the group has no members the messages wait: a group
+    /// is addressed by name, and whoever forms it next receives them.
     pub(crate) fn outbox_decided(&mut self) {
         let groups: Vec<GroupName> = self.outbox.keys().cloned().collect();
         for g in groups {
             let done = &self.gms.gbcast_done;
             if let Some(q) = self.outbox.get_mut(&g) {
                 q.retain(|p| !(p.msg.order == Order::Gbcast && done.contains(&p.msg.id)));
-            }
-            if self.views.get(&g).is_none_or(|v| v.members.is_empty()) {
-                // Nobody is left to deliver them.
-                self.outbox.remove(&g);
-                continue;
             }
             self.outbox_pump(&g);
         }
