@@ -185,8 +185,21 @@ impl Engine {
                 return;
             }
         };
+        self.wake_check(now);
+        if !self.alive() {
+            return;
+        }
         self.on_packet(now, packet);
         self.after_input(now);
+    }
+
+    /// A process that was stopped (SIGSTOP, a long pause) past the failure timeout must
+    /// assume it was excluded: it runs failure detection before it handles anything that
+    /// arrived meanwhile, so it cannot deliver in a view the others have left (G3, G10).
+    fn wake_check(&mut self, now: Instant) {
+        if self.status == Status::Member && now > self.next_tick + self.config.failure_timeout {
+            self.detect_failures(now);
+        }
     }
 
     fn on_packet(&mut self, now: Instant, p: Packet) {
@@ -252,6 +265,7 @@ impl Engine {
 
     /// Timers: call when [`Engine::poll_timeout`] is reached (calling early is harmless).
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.wake_check(now);
         if !self.alive() {
             return;
         }
