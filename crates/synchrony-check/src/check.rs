@@ -627,12 +627,13 @@ pub fn check(events: &[TraceEvent], opts: &Options) -> Report {
         // A group whose members all failed starts over with no state (recovery from total
         // failure is the durability layer's job): messages delivered before its last fresh
         // start are not owed to its final members.
-        let mut fresh: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut fresh: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
         for (&(g, id), &k) in &views {
             let before = views.get(&(g, id.wrapping_sub(1))).and_then(|&pk| ev[pk].members.as_ref());
             let members = ev[k].members.as_deref().unwrap_or(&[]);
             if !before.is_some_and(|b| members.iter().any(|m| b.contains(m))) {
-                fresh.insert(g, id);
+                let t = ev.iter().filter(|e| e.ev == "view" && e.group.as_deref() == Some(g) && e.view == Some(id));
+                fresh.insert(g, (id, t.map(|e| e.t).min().unwrap_or(0)));
             }
         }
         for (m, &(sk, _)) in &sends {
@@ -641,8 +642,10 @@ pub fn check(events: &[TraceEvent], opts: &Options) -> Report {
             if !alive(&s.p) || left.contains(&(g, s.p.as_str())) {
                 continue;
             }
-            let start = fresh.get(g).copied().unwrap_or(0);
-            if view_of.get(m).is_some_and(|&d| ev[d].view.unwrap_or(0) < start) {
+            // Messages to an earlier lineage are not owed to this one: delivered there, or
+            // reported lost to their sender when it died.
+            let (start, since) = fresh.get(g).copied().unwrap_or((0, 0));
+            if view_of.get(m).is_some_and(|&d| ev[d].view.unwrap_or(0) < start) || (start > 1 && s.t < since) {
                 continue;
             }
             for (q, _) in finals.get(g).into_iter().flatten() {

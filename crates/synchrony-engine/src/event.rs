@@ -115,6 +115,14 @@ pub enum Event {
         /// The group.
         group: GroupName,
     },
+    /// A non-member's message to a group whose members all failed or left before it was
+    /// known to be delivered: it may or may not have been delivered.
+    SendLost {
+        /// The group.
+        group: GroupName,
+        /// The message.
+        id: MsgId,
+    },
     /// This incarnation stopped for good (G10). A restart must use a new incarnation.
     Partitioned {
         /// Why.
@@ -131,7 +139,8 @@ impl Event {
             | Event::State { group, .. }
             | Event::Flushed { group, .. }
             | Event::Left { group }
-            | Event::StateLost { group } => Some(group),
+            | Event::StateLost { group }
+            | Event::SendLost { group, .. } => Some(group),
             Event::Deliver(d) => Some(&d.group),
             Event::QueryDone(q) => Some(&q.group),
             Event::Joined | Event::Partitioned { .. } => None,

@@ -8,6 +8,7 @@
 //! later sends wait for the gbcast, so its messages stay in send order (G5).
 
 use crate::engine::Engine;
+use crate::event::Event;
 use crate::id::{GroupName, MsgId, ProcessId};
 use crate::order::Order;
 use crate::wire::{DataMsg, Msg};
@@ -72,14 +73,21 @@ impl Engine {
     }
 
     /// After a decision: gbcasts delivered leave the queue; a new relay gets what the old
-    /// one did not acknowledge. While the group has no members the messages wait: a group
-    /// is addressed by name, and whoever forms it next receives them.
+    /// one did not acknowledge.
     pub(crate) fn outbox_decided(&mut self) {
         let groups: Vec<GroupName> = self.outbox.keys().cloned().collect();
         for g in groups {
             let done = &self.gms.gbcast_done;
             if let Some(q) = self.outbox.get_mut(&g) {
                 q.retain(|p| !(p.msg.order == Order::Gbcast && done.contains(&p.msg.id)));
+            }
+            if self.views.get(&g).is_none_or(|v| v.members.is_empty()) {
+                // Every member failed or left: the group's lineage (and whatever it delivered)
+                // is gone. A message in flight may or may not have been delivered; say so.
+                for p in self.outbox.remove(&g).unwrap_or_default() {
+                    self.push_event(Event::SendLost { group: g.clone(), id: p.msg.id });
+                }
+                continue;
             }
             self.outbox_pump(&g);
         }
