@@ -648,16 +648,22 @@ impl Engine {
                 link.last_heard.get_or_insert(now);
             }
         }
-        // Groups frozen for this epoch that the decision did not touch go on.
+        // Groups frozen for this epoch that the decision did not touch go on; so do groups
+        // whose held gbcast was delivered (possibly before this process joined them).
+        let done = &self.gms.gbcast_done;
         let frozen: Vec<GroupName> = self
             .groups
             .iter()
-            .filter(|(_, g)| g.frozen.is_some_and(|e| e <= d.epoch))
+            .filter(|(_, g)| g.frozen.is_some_and(|e| e <= d.epoch) || g.hold.as_ref().is_some_and(|h| done.contains(h)))
             .map(|(n, _)| n.clone())
             .collect();
         for g in frozen {
+            let done = self.gms.gbcast_done.clone();
             self.with_group(&g, |gs, out| {
-                gs.frozen = None;
+                if gs.hold.as_ref().is_some_and(|h| done.contains(h)) {
+                    gs.hold = None;
+                }
+                gs.frozen = gs.frozen.filter(|e| *e > d.epoch);
                 gs.release_queued(out);
                 gs.try_deliver(out);
             });
