@@ -299,6 +299,7 @@ impl Engine {
             Status::Member => {
                 self.detect_failures(now);
                 self.retry_state_fetches(now);
+                self.outbox_tick();
             }
             _ => {}
         }

@@ -19,11 +19,13 @@ pub(crate) struct Pending {
     msg: DataMsg,
     /// The relay it went to, once sent.
     relay: Option<ProcessId>,
+    /// Ticks since it was sent without an acknowledgement.
+    waited: u32,
 }
 
 impl Engine {
     pub(crate) fn outbox_push(&mut self, group: GroupName, msg: DataMsg) {
-        self.outbox.entry(group.clone()).or_default().push_back(Pending { msg, relay: None });
+        self.outbox.entry(group.clone()).or_default().push_back(Pending { msg, relay: None, waited: 0 });
         self.outbox_pump(&group);
     }
 
@@ -45,6 +47,7 @@ impl Engine {
             match (&relay, &p.relay) {
                 (Some(r), sent) if sent.as_ref() != Some(r) => {
                     p.relay = Some(r.clone());
+                    p.waited = 0;
                     sends.push((r.clone(), p.msg.clone()));
                 }
                 _ => {}
@@ -59,6 +62,26 @@ impl Engine {
         if let Some(m) = gbcast {
             self.gms.gbcasts.push((group.clone(), m));
             self.gms.requests_dirty = true;
+        }
+    }
+
+    /// Sends that waited too long go again (the relay may not have known the group yet);
+    /// members drop the duplicates.
+    pub(crate) fn outbox_tick(&mut self) {
+        let patience = (self.config.failure_timeout.as_micros() / self.config.heartbeat_interval.as_micros().max(1) * 2) as u32;
+        let mut due = Vec::new();
+        for (g, q) in &mut self.outbox {
+            for p in q.iter_mut().filter(|p| p.msg.order != Order::Gbcast && p.relay.is_some()) {
+                p.waited += 1;
+                if p.waited > patience {
+                    p.relay = None;
+                    due.push(g.clone());
+                }
+            }
+        }
+        due.dedup();
+        for g in due {
+            self.outbox_pump(&g);
         }
     }
 
