@@ -64,7 +64,9 @@ pub struct Engine {
     future: BTreeMap<GroupName, Vec<(ProcessId, Msg)>>,
     future_len: usize,
     /// Non-member sends, per group, in send order.
-    pub(crate) outbox: BTreeMap<GroupName, VecDeque<crate::outbox::Pending>>,
+    pub(crate) outbox: BTreeMap<GroupName, crate::outbox::Outbox>,
+    /// Relay side: non-members' forwards per (group, origin), released in order.
+    pub(crate) relay_in: BTreeMap<(GroupName, ProcessId), crate::outbox::RelayIn>,
     /// Messages to this process itself, handled after the current input.
     pub(crate) local: VecDeque<Msg>,
     dirty: BTreeSet<GroupName>,
@@ -100,6 +102,7 @@ impl Engine {
             future: BTreeMap::new(),
             future_len: 0,
             outbox: BTreeMap::new(),
+            relay_in: BTreeMap::new(),
             local: VecDeque::new(),
             dirty: BTreeSet::new(),
             counter: 0,
@@ -154,7 +157,12 @@ impl Engine {
 
     /// A one-line dump of a group's internal state, for debugging and `synchrony status`.
     pub fn debug_group(&self, group: &GroupName) -> Option<String> {
-        self.groups.get(group).map(|g| format!("{g:?}"))
+        let outbox = self.outbox.get(group).map(|q| format!(" outbox: {q:?}")).unwrap_or_default();
+        match self.groups.get(group) {
+            Some(g) => Some(format!("{g:?}{outbox}")),
+            None if !outbox.is_empty() => Some(outbox),
+            None => None,
+        }
     }
 
     /// The current leader of the cluster, as this process sees it.
@@ -639,7 +647,7 @@ impl Engine {
                 self.on_transfer(now, from, &group, view, msg)
             }
             Msg::Reply { query, payload } => self.on_reply(from, query, payload),
-            Msg::Forward { group, msg } => self.on_forward(from, group, msg),
+            Msg::Forward { group, fseq, acked, msg } => self.on_forward(from, group, fseq, acked, msg),
             Msg::ForwardAck { id } => self.outbox_acked(&id),
             other => self.on_gms(now, from, other),
         }

@@ -291,6 +291,10 @@ pub enum Msg {
     Forward {
         /// Group.
         group: GroupName,
+        /// The origin's sequence number of its sends to this group (from 0).
+        fseq: u64,
+        /// Every send of the origin below this was acknowledged by some relay.
+        acked: u64,
         /// Message (seq unused).
         msg: DataMsg,
     },
