@@ -409,9 +409,7 @@ impl GroupState {
                         if self.external.get(&msg.id.sender).is_some_and(|&seen| msg.id.counter < seen) {
                             continue;
                         }
-                        if relayed {
-                            self.external.insert(msg.id.sender.clone(), msg.id.counter + 1);
-                        }
+                        self.note_delivered(&msg.id, relayed);
                     }
                     out.delivered.push(Delivered { view: self.view.id, msg });
                     progress = true;
@@ -574,12 +572,22 @@ impl GroupState {
         let mut dups = Vec::new();
         for (id, relayed) in self.unchecked.take().unwrap_or_default() {
             let dup = self.external.get(&id.sender).is_some_and(|&seen| id.counter < seen);
-            if !dup && relayed {
-                self.external.insert(id.sender.clone(), id.counter + 1);
+            if !dup {
+                self.note_delivered(&id, relayed);
             }
             dups.push(dup);
         }
         dups
+    }
+
+    /// Records a delivery in the duplicate table: relayed messages, and messages of an
+    /// origin that was relayed before (it may have joined and resent them itself).
+    fn note_delivered(&mut self, id: &MsgId, relayed: bool) {
+        if relayed {
+            self.external.insert(id.sender.clone(), id.counter + 1);
+        } else if let Some(seen) = self.external.get_mut(&id.sender) {
+            *seen = (*seen).max(id.counter + 1);
+        }
     }
 
     /// Tells non-members that their relayed messages up to `seq` are stable.

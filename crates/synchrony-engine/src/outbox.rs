@@ -73,7 +73,9 @@ impl Engine {
                 break;
             }
             match (&relay, &p.relay) {
-                (Some(r), sent) if sent.as_ref() != Some(r) => {
+                // Never its own relay: if the view names it, it is about to be a member and
+                // will send these itself.
+                (Some(r), sent) if sent.as_ref() != Some(r) && *r != self.me => {
                     p.relay = Some(r.clone());
                     p.waited = 0;
                     sends.push((r.clone(), p.fseq, p.msg.clone()));
@@ -180,7 +182,7 @@ impl Engine {
 
     /// The relay's side: take a non-member's message, in the origin's order.
     pub(crate) fn on_forward(&mut self, from: &ProcessId, group: GroupName, fseq: u64, acked: u64, msg: DataMsg) {
-        if msg.id.sender != *from || msg.order == Order::Gbcast {
+        if msg.id.sender != *from || *from == self.me || msg.order == Order::Gbcast {
             return;
         }
         let r = self.relay_in.entry((group.clone(), from.clone())).or_default();
