@@ -40,7 +40,7 @@ pub(crate) struct QueryState {
 /// Events held back per group: while a joiner waits for its state, and while the
 /// application has not answered a state request.
 #[derive(Default)]
-struct Gate {
+pub(crate) struct Gate {
     count: usize,
     held: VecDeque<Event>,
 }
@@ -73,7 +73,7 @@ pub struct Engine {
     counter: u64,
     pub(crate) queries: BTreeMap<MsgId, QueryState>,
     events: VecDeque<Event>,
-    gates: BTreeMap<GroupName, Gate>,
+    pub(crate) gates: BTreeMap<GroupName, Gate>,
     transmits: VecDeque<Transmit>,
     pub(crate) ctl_out: BTreeMap<ProcessId, Vec<Ctl>>,
     excluded_replied: BTreeMap<ProcessId, Instant>,

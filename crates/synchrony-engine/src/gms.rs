@@ -737,7 +737,11 @@ impl Engine {
                 }
                 Some(_) => {
                     self.absorb(g, out);
-                    self.groups.remove(g);
+                    let old = self.groups.remove(g);
+                    if old.is_some_and(|o| matches!(o.join, JoinState::Waiting { .. })) {
+                        // It leaves before its state came: what it held was never its to see.
+                        self.gates.remove(g);
+                    }
                     self.fail_queries_of(g);
                     self.push_event(Event::Left { group: g.clone() });
                 }
