@@ -701,6 +701,10 @@ impl Engine {
         // under the same name goes on numbering its views (G1).
         if let Some(v) = &gc.new_view {
             self.views.insert(g.clone(), v.clone());
+            if !v.members.iter().any(|m| gc.cut.streams.iter().any(|(o, _)| o == m)) {
+                // No member goes on from the old view: the group starts over with no state.
+                self.outbox_lineage_died(g);
+            }
         }
         if was_member {
             let mut out = Out::default();

@@ -136,15 +136,6 @@ impl Engine {
             if let Some(ob) = self.outbox.get_mut(&g) {
                 ob.queue.retain(|p| !(p.msg.order == Order::Gbcast && done.contains(&p.msg.id)));
             }
-            if self.views.get(&g).is_none_or(|v| v.members.is_empty()) {
-                // Every member failed or left: the group's lineage (and whatever it delivered)
-                // is gone. A message in flight may or may not have been delivered; say so.
-                let lost: Vec<Pending> = self.outbox.get_mut(&g).map(|ob| ob.queue.drain(..).collect()).unwrap_or_default();
-                for p in lost {
-                    self.push_event(Event::SendLost { group: g.clone(), id: p.msg.id });
-                }
-                continue;
-            }
             self.outbox_pump(&g);
         }
         let keys: Vec<(GroupName, ProcessId)> = self.relay_in.keys().cloned().collect();
@@ -155,6 +146,16 @@ impl Engine {
                 // Not a member after all: the origin moves on to the real relay.
                 self.relay_in.remove(&(g, origin));
             }
+        }
+    }
+
+    /// Every member of the group failed or left (the new view, if any, has nobody from the
+    /// old one): the group's lineage, and whatever it delivered, is gone. A message in
+    /// flight may or may not have been delivered; the sender is told.
+    pub(crate) fn outbox_lineage_died(&mut self, group: &GroupName) {
+        let lost: Vec<Pending> = self.outbox.get_mut(group).map(|ob| ob.queue.drain(..).collect()).unwrap_or_default();
+        for p in lost {
+            self.push_event(Event::SendLost { group: group.clone(), id: p.msg.id });
         }
     }
 
