@@ -535,8 +535,12 @@ impl Engine {
         self.status = Status::Partitioned;
         self.fail_all_queries();
         // Events already queued stand; nothing more is delivered.
-        for (_, gate) in std::mem::take(&mut self.gates) {
-            self.events.extend(gate.held);
+        for (g, gate) in std::mem::take(&mut self.gates) {
+            // A joiner still waiting for its state never sees what it held.
+            let waiting = self.groups.get(&g).is_some_and(|gs| matches!(gs.join, JoinState::Waiting { .. }));
+            if !waiting {
+                self.events.extend(gate.held);
+            }
         }
         self.events.push_back(Event::Partitioned { reason });
         self.transmits.clear();
