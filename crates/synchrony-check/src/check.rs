@@ -576,7 +576,15 @@ pub fn check(events: &[TraceEvent], opts: &Options) -> Report {
                 .get(&(g, *p))
                 .and_then(|l| l.iter().rev().find(|ep| ev[ep.join_ev].i <= e.i))
                 .map_or(0, |ep| ev[ep.join_ev].i);
-            for &sk in &list[..n] {
+            // With `covers`, the sends up to that message; else every send before the return.
+            let upto = match &e.covers {
+                Some(c) => list[..n]
+                    .iter()
+                    .position(|&k| ev[k].ev == "send" && ev[k].msg.as_deref() == Some(c))
+                    .map_or(0, |x| x + 1),
+                None => n,
+            };
+            for &sk in &list[..upto] {
                 let s = &ev[sk];
                 if s.ev != "send" || s.group.as_deref() != Some(g) || s.i < joined {
                     continue;

@@ -41,6 +41,10 @@ pub struct TraceEvent {
     /// A state digest.
     #[serde(default)]
     pub digest: Option<String>,
+    /// Optional, on `flush`: the last message the caller had sent to the group when it
+    /// called `flush()` (an extension of TRACE.md; without it every earlier send counts).
+    #[serde(default)]
+    pub covers: Option<String>,
 }
 
 fn s(out: &mut String, k: &str, v: &str) {
@@ -96,6 +100,9 @@ impl TraceEvent {
             "flush" => {
                 group(&mut out);
                 view(&mut out);
+                if let Some(c) = &self.covers {
+                    s(&mut out, "covers", c);
+                }
             }
             "leave" => group(&mut out),
             _ => {}

@@ -401,7 +401,14 @@ impl Engine {
             let id = self.next_id();
             self.stats.sent += 1;
             self.track_query(&id, &group, replies, Some(v.members.iter().cloned().collect()));
-            let msg = wire::DataMsg { id: id.clone(), seq: 0, order, vt: Vec::new(), query: replies != Replies::None, payload };
+            let msg = wire::DataMsg {
+                id: id.clone(),
+                seq: 0,
+                order,
+                vt: Vec::new(),
+                query: replies != Replies::None,
+                payload,
+            };
             self.outbox_push(group, msg);
             self.after_input(now);
             return Ok(id);
@@ -722,7 +729,6 @@ impl Engine {
         }
     }
 
-
     // ------------------------------------------------------------------ queries
 
     fn on_reply(&mut self, from: &ProcessId, query: MsgId, payload: Option<Bytes>) {
@@ -814,7 +820,8 @@ impl Engine {
         if let Some(g) = self.groups.get_mut(group) {
             let table: Vec<(ProcessId, u64)> = g.external.iter().map(|(p, c)| (p.clone(), *c)).collect();
             let engine_part = postcard::to_allocvec(&table).expect("encoding into a Vec cannot fail");
-            g.checkpoints.insert(view, Checkpoint { state: None, engine_part, joiners: joiners.iter().cloned().collect() });
+            g.checkpoints
+                .insert(view, Checkpoint { state: None, engine_part, joiners: joiners.iter().cloned().collect() });
         }
         self.push_event(Event::StateRequest { group: group.clone(), view, joiners });
     }

@@ -654,7 +654,9 @@ impl Engine {
         let frozen: Vec<GroupName> = self
             .groups
             .iter()
-            .filter(|(_, g)| g.frozen.is_some_and(|e| e <= d.epoch) || g.hold.as_ref().is_some_and(|h| done.contains(h)))
+            .filter(|(_, g)| {
+                g.frozen.is_some_and(|e| e <= d.epoch) || g.hold.as_ref().is_some_and(|h| done.contains(h))
+            })
             .map(|(n, _)| n.clone())
             .collect();
         for g in frozen {

@@ -501,6 +501,7 @@ impl GroupState {
             .map(|&(_, c)| c)
             .into_iter()
             .chain(self.queued.iter().map(|q| q.id.counter))
+            .chain(self.hold.iter().map(|h| h.counter))
             .min();
         let before = self.flushes.len();
         self.flushes.retain(|&c| lowest_pending.is_some_and(|l| l <= c));

@@ -90,6 +90,9 @@ struct Node {
     paused_until: Option<Instant>,
     held: Vec<Bytes>,
     restart_at: Option<Instant>,
+    /// The last message sent to each group, and what each pending flush covers.
+    last_sent: BTreeMap<GroupName, String>,
+    flushes: BTreeMap<GroupName, std::collections::VecDeque<Option<String>>>,
 }
 
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
@@ -160,6 +163,8 @@ impl Sim {
         n.paused_until = None;
         n.held.clear();
         n.restart_at = None;
+        n.last_sent.clear();
+        n.flushes.clear();
         n.engine = Some(Engine::new(config, ProcessId::new(n.name.as_str(), inc), self.now));
         self.pump(idx);
     }
@@ -302,12 +307,14 @@ impl Sim {
                 );
             }
             Event::Flushed { group, view } => {
+                let covers = self.nodes[idx].flushes.get_mut(&group).and_then(|q| q.pop_front()).flatten();
                 self.record(
                     idx,
                     TraceEvent {
                         ev: "flush".into(),
                         group: Some(group.to_string()),
                         view: Some(view.0),
+                        covers,
                         ..Default::default()
                     },
                 );
@@ -361,7 +368,10 @@ impl Sim {
         if roll < 0.05 {
             if member {
                 let e = self.nodes[idx].engine.as_mut().expect("live");
-                let _ = e.flush(now, &g);
+                if e.flush(now, &g).is_ok() {
+                    let last = self.nodes[idx].last_sent.get(&g).cloned();
+                    self.nodes[idx].flushes.entry(g.clone()).or_default().push_back(last);
+                }
             }
         } else {
             let order = if roll < 0.07 { Order::Gbcast } else { ORDERS[self.rng.gen_range(0..5)] };
@@ -374,6 +384,7 @@ impl Sim {
             let payload = Bytes::from(vec![0u8; self.rng.gen_range(8..200)]);
             let e = self.nodes[idx].engine.as_mut().expect("live");
             if let Ok(id) = e.query(now, g.clone(), order, payload, replies) {
+                self.nodes[idx].last_sent.insert(g.clone(), id.to_string());
                 let view = if member { view } else { None };
                 self.record(
                     idx,
@@ -466,6 +477,8 @@ pub fn run(cfg: SimConfig) -> Outcome {
                 paused_until: None,
                 held: Vec::new(),
                 restart_at: Some(Instant::from_epoch(Duration::from_millis(i as u64 * 3))),
+                last_sent: BTreeMap::new(),
+                flushes: BTreeMap::new(),
             }
         })
         .collect();
