@@ -65,6 +65,11 @@ struct Episode {
     left: bool,
 }
 
+/// A process and the total/safe messages it delivered, with their event indices.
+type TotalSeq<'a> = (&'a str, Vec<(&'a str, usize)>);
+/// A process that went on to a next view: what it delivered in the view, and its view event.
+type Successor<'a> = (&'a str, BTreeSet<&'a str>, usize);
+
 const CAUSAL: [&str; 3] = ["causal", "total", "safe"];
 
 /// Checks every guarantee over `events` (any number of processes, in any order).
@@ -371,7 +376,7 @@ pub fn check(events: &[TraceEvent], opts: &Options) -> Report {
 
     // G7: one order of total and safe messages (a process that does not survive a view is
     // exempt for its non-safe messages of that view: total order is not uniform).
-    let mut seqs: BTreeMap<&str, Vec<(&str, Vec<(&str, usize)>)>> = BTreeMap::new();
+    let mut seqs: BTreeMap<&str, Vec<TotalSeq>> = BTreeMap::new();
     for ((g, p), list) in &eps {
         let mut s = Vec::new();
         for ep in list {
@@ -417,7 +422,7 @@ pub fn check(events: &[TraceEvent], opts: &Options) -> Report {
 
     // G8: a gbcast sees the same deliveries before it everywhere; G9: safe is uniform.
     let mut gb: BTreeMap<&str, (usize, BTreeSet<&str>)> = BTreeMap::new();
-    let mut next_of: BTreeMap<(&str, u64), Vec<(&str, BTreeSet<&str>, usize)>> = BTreeMap::new();
+    let mut next_of: BTreeMap<(&str, u64), Vec<Successor>> = BTreeMap::new();
     for ((g, p), list) in &eps {
         for ep in list {
             for seg in &ep.segs {

@@ -293,15 +293,13 @@ impl Engine {
 
     fn tick(&mut self, now: Instant) {
         match self.status {
-            Status::Joining => {
-                if now >= self.join_next_try && !self.config.contacts.is_empty() {
-                    let n = self.config.contacts.len();
-                    let contact = self.config.contacts[self.join_attempt % n].clone();
-                    self.join_attempt += 1;
-                    self.join_next_try = now + self.config.join_retry;
-                    if contact.name != self.me.name {
-                        self.ctl_out.entry(contact).or_default().push(Ctl::JoinCluster { weight: self.config.weight });
-                    }
+            Status::Joining if now >= self.join_next_try && !self.config.contacts.is_empty() => {
+                let n = self.config.contacts.len();
+                let contact = self.config.contacts[self.join_attempt % n].clone();
+                self.join_attempt += 1;
+                self.join_next_try = now + self.config.join_retry;
+                if contact.name != self.me.name {
+                    self.ctl_out.entry(contact).or_default().push(Ctl::JoinCluster { weight: self.config.weight });
                 }
             }
             Status::Member => {
@@ -467,9 +465,8 @@ impl Engine {
         let Some(g) = self.groups.get_mut(group) else {
             return Err(FlushError::NotMember(group.clone()));
         };
-        match last {
-            Some(c) => g.flushes.push(c),
-            None => {}
+        if let Some(c) = last {
+            g.flushes.push(c);
         }
         let mut out = Out::default();
         g.check_flushes(&mut out);
@@ -698,11 +695,9 @@ impl Engine {
                     g.on_data(r, msg);
                     g.try_deliver(out);
                 }
-                Msg::Order { first, entries, .. } => {
-                    if r == 0 {
-                        g.on_order(first, entries);
-                        g.try_deliver(out);
-                    }
+                Msg::Order { first, entries, .. } if r == 0 => {
+                    g.on_order(first, entries);
+                    g.try_deliver(out);
                 }
                 Msg::Ack { received, order_len, .. } => g.on_ack(r, received, order_len),
                 Msg::Stable { seq, order_len, .. } => {

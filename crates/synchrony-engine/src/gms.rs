@@ -49,7 +49,7 @@ enum Round {
         epoch: u64,
         plan: Plan,
         waiting: BTreeSet<ProcessId>,
-        promises: BTreeMap<ProcessId, (Option<(Ballot, Arc<Decision>)>, Vec<Report>)>,
+        promises: BTreeMap<ProcessId, PromiseBody>,
     },
     Accepting {
         ballot: Ballot,
@@ -58,6 +58,9 @@ enum Round {
         accepted: BTreeSet<ProcessId>,
     },
 }
+
+/// What a promise carries: an accepted decision, if any, and flush reports.
+type PromiseBody = (Option<(Ballot, Arc<Decision>)>, Vec<Report>);
 
 /// Membership state of one process.
 pub(crate) struct Gms {
@@ -222,10 +225,10 @@ impl Engine {
 
     pub(crate) fn on_gms(&mut self, now: Instant, from: &ProcessId, msg: Msg) {
         match msg {
-            Msg::JoinRequest { who, weight } => {
-                if self.gms.leader() == Some(&self.me) && !self.gms.removed.contains(&who) {
-                    self.gms.join_requests.insert(who, weight);
-                }
+            Msg::JoinRequest { who, weight }
+                if self.gms.leader() == Some(&self.me) && !self.gms.removed.contains(&who) =>
+            {
+                self.gms.join_requests.insert(who, weight);
             }
             Msg::Requests { suspects, ops, gbcasts, leave } => {
                 self.gms.requests.insert(from.clone(), Requests { suspects, ops, gbcasts, leave });
@@ -542,12 +545,7 @@ impl Engine {
         self.gms.round = Round::Accepting { ballot, decision, sent_to, accepted: BTreeSet::new() };
     }
 
-    fn compute_decision(
-        &self,
-        epoch: u64,
-        plan: &Plan,
-        promises: &BTreeMap<ProcessId, (Option<(Ballot, Arc<Decision>)>, Vec<Report>)>,
-    ) -> Decision {
+    fn compute_decision(&self, epoch: u64, plan: &Plan, promises: &BTreeMap<ProcessId, PromiseBody>) -> Decision {
         let gone: BTreeSet<&ProcessId> = plan.failed.iter().chain(plan.leaving.iter()).collect();
         let mut members: Vec<(ProcessId, u32)> =
             self.gms.members.iter().filter(|(p, _)| !gone.contains(p)).cloned().collect();

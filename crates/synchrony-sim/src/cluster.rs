@@ -464,8 +464,11 @@ pub fn run(cfg: SimConfig) -> Outcome {
     let nodes: Vec<Node> = (0..cfg.nodes)
         .map(|i| {
             let mut wanted: BTreeSet<GroupName> = groups.iter().filter(|_| rng.gen_bool(0.6)).cloned().collect();
-            if wanted.is_empty() {
-                wanted.insert(groups[i % groups.len()].clone());
+            // Everyone starts in the first group, so it spans the whole cluster, and the
+            // first process starts in every group.
+            wanted.insert(groups[0].clone());
+            if i == 0 {
+                wanted.extend(groups.iter().cloned());
             }
             Node {
                 name: format!("n{}", i + 1),

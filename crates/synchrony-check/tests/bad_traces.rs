@@ -1,0 +1,236 @@
+//! For every guarantee, a hand-made trace that breaks it, and the checker must say so; and
+//! a good trace that must pass.
+
+use synchrony_check::{check, parse, Options};
+
+fn violations(trace: &str, quiescent: bool) -> Vec<&'static str> {
+    let events = parse(trace).expect("parses");
+    let report = check(&events, &Options { quiescent, crash_bound_us: Some(1_000_000) });
+    for v in &report.violations {
+        eprint!("{v}");
+    }
+    report.violations.iter().map(|v| v.guarantee).collect()
+}
+
+fn assert_breaks(g: &str, trace: &str, quiescent: bool) {
+    let found = violations(trace, quiescent);
+    assert!(found.contains(&g), "expected {g}, found {found:?}");
+}
+
+/// Two members, a view each, each delivers both messages: the baseline good trace.
+const GOOD: &str = r#"
+{"p":"a#1","i":0,"t":0,"ev":"view","group":"g","view":1,"members":["a#1"],"primary":true}
+{"p":"a#1","i":1,"t":10,"ev":"send","group":"g","msg":"a#1/0","order":"causal","view":1}
+{"p":"a#1","i":2,"t":11,"ev":"deliver","group":"g","msg":"a#1/0","from":"a#1","order":"causal","view":1}
+{"p":"a#1","i":3,"t":20,"ev":"state_sent","group":"g","view":2,"to":"b#1","digest":"DIGEST"}
+{"p":"a#1","i":4,"t":20,"ev":"view","group":"g","view":2,"members":["a#1","b#1"],"primary":true}
+{"p":"b#1","i":0,"t":21,"ev":"view","group":"g","view":2,"members":["a#1","b#1"],"primary":true}
+{"p":"b#1","i":1,"t":22,"ev":"state","group":"g","view":2,"digest":"DIGEST"}
+{"p":"a#1","i":5,"t":30,"ev":"send","group":"g","msg":"a#1/1","order":"total","view":2}
+{"p":"a#1","i":6,"t":31,"ev":"deliver","group":"g","msg":"a#1/1","from":"a#1","order":"total","view":2}
+{"p":"b#1","i":2,"t":32,"ev":"deliver","group":"g","msg":"a#1/1","from":"a#1","order":"total","view":2}
+{"p":"b#1","i":3,"t":33,"ev":"send","group":"g","msg":"b#1/0","order":"safe","view":2}
+{"p":"a#1","i":7,"t":34,"ev":"deliver","group":"g","msg":"b#1/0","from":"b#1","order":"safe","view":2}
+{"p":"b#1","i":4,"t":35,"ev":"deliver","group":"g","msg":"b#1/0","from":"b#1","order":"safe","view":2}
+{"p":"b#1","i":5,"t":36,"ev":"flush","group":"g","view":2}
+"#;
+
+fn good() -> String {
+    GOOD.replace("DIGEST", &synchrony_check::digest(["a#1/0"]))
+}
+
+#[test]
+fn good_trace_passes() {
+    assert_eq!(violations(&good(), true), Vec::<&str>::new());
+}
+
+#[test]
+fn g1_two_views_with_one_id() {
+    let t = good()
+        + r#"{"p":"b#1","i":6,"t":40,"ev":"view","group":"g","view":3,"members":["b#1"],"primary":true}
+{"p":"a#1","i":8,"t":40,"ev":"view","group":"g","view":3,"members":["a#1"],"primary":true}
+"#;
+    assert_breaks("G1", &t, false);
+}
+
+#[test]
+fn g2_duplicate_delivery_and_foreign_view() {
+    let t = good()
+        + r#"{"p":"b#1","i":6,"t":40,"ev":"deliver","group":"g","msg":"a#1/1","from":"a#1","order":"total","view":2}
+"#;
+    assert_breaks("G2", &t, false);
+    let t = good()
+        + r#"{"p":"b#1","i":6,"t":40,"ev":"view","group":"g","view":3,"members":["a#1"],"primary":true}
+"#;
+    assert_breaks("G2", &t, false);
+    let t = good()
+        + r#"{"p":"b#1","i":6,"t":40,"ev":"deliver","group":"g","msg":"a#1/9","from":"a#1","order":"fifo","view":2}
+"#;
+    assert_breaks("G2", &t, false);
+}
+
+#[test]
+fn g3_same_message_in_two_views() {
+    let t = good()
+        + r#"{"p":"a#1","i":8,"t":40,"ev":"send","group":"g","msg":"a#1/2","order":"fifo","view":2}
+{"p":"a#1","i":9,"t":41,"ev":"deliver","group":"g","msg":"a#1/2","from":"a#1","order":"fifo","view":2}
+{"p":"a#1","i":10,"t":50,"ev":"view","group":"g","view":3,"members":["a#1","b#1"],"primary":true}
+{"p":"b#1","i":6,"t":50,"ev":"view","group":"g","view":3,"members":["a#1","b#1"],"primary":true}
+{"p":"b#1","i":7,"t":51,"ev":"deliver","group":"g","msg":"a#1/2","from":"a#1","order":"fifo","view":3}
+"#;
+    assert_breaks("G3", &t, false);
+}
+
+#[test]
+fn g4_different_sets_between_the_same_views() {
+    let t = good()
+        + r#"{"p":"a#1","i":8,"t":40,"ev":"send","group":"g","msg":"a#1/2","order":"fifo","view":2}
+{"p":"a#1","i":9,"t":41,"ev":"deliver","group":"g","msg":"a#1/2","from":"a#1","order":"fifo","view":2}
+{"p":"a#1","i":10,"t":50,"ev":"view","group":"g","view":3,"members":["a#1","b#1"],"primary":true}
+{"p":"b#1","i":6,"t":50,"ev":"view","group":"g","view":3,"members":["a#1","b#1"],"primary":true}
+"#;
+    assert_breaks("G4", &t, false);
+}
+
+#[test]
+fn g5_fifo_out_of_order() {
+    let t = good()
+        + r#"{"p":"a#1","i":8,"t":40,"ev":"send","group":"g","msg":"a#1/2","order":"fifo","view":2}
+{"p":"a#1","i":9,"t":41,"ev":"send","group":"g","msg":"a#1/3","order":"fifo","view":2}
+{"p":"b#1","i":6,"t":42,"ev":"deliver","group":"g","msg":"a#1/3","from":"a#1","order":"fifo","view":2}
+{"p":"b#1","i":7,"t":43,"ev":"deliver","group":"g","msg":"a#1/2","from":"a#1","order":"fifo","view":2}
+"#;
+    assert_breaks("G5", &t, false);
+}
+
+#[test]
+fn g6_causal_delivered_on_arrival() {
+    // a sends m1; b delivers it and sends causal m2; c delivers m2 before m1.
+    let t = r#"
+{"p":"a#1","i":0,"t":0,"ev":"view","group":"g","view":1,"members":["a#1","b#1","c#1"],"primary":true}
+{"p":"b#1","i":0,"t":0,"ev":"view","group":"g","view":1,"members":["a#1","b#1","c#1"],"primary":true}
+{"p":"c#1","i":0,"t":0,"ev":"view","group":"g","view":1,"members":["a#1","b#1","c#1"],"primary":true}
+{"p":"a#1","i":1,"t":1,"ev":"send","group":"g","msg":"a#1/0","order":"causal","view":1}
+{"p":"b#1","i":1,"t":2,"ev":"deliver","group":"g","msg":"a#1/0","from":"a#1","order":"causal","view":1}
+{"p":"b#1","i":2,"t":3,"ev":"send","group":"g","msg":"b#1/0","order":"causal","view":1}
+{"p":"c#1","i":1,"t":4,"ev":"deliver","group":"g","msg":"b#1/0","from":"b#1","order":"causal","view":1}
+{"p":"c#1","i":2,"t":5,"ev":"deliver","group":"g","msg":"a#1/0","from":"a#1","order":"causal","view":1}
+"#;
+    assert_breaks("G6", t, false);
+}
+
+#[test]
+fn g7_total_in_two_orders() {
+    let t = good()
+        + r#"{"p":"a#1","i":8,"t":40,"ev":"send","group":"g","msg":"a#1/2","order":"total","view":2}
+{"p":"b#1","i":6,"t":40,"ev":"send","group":"g","msg":"b#1/1","order":"total","view":2}
+{"p":"a#1","i":9,"t":41,"ev":"deliver","group":"g","msg":"a#1/2","from":"a#1","order":"total","view":2}
+{"p":"a#1","i":10,"t":42,"ev":"deliver","group":"g","msg":"b#1/1","from":"b#1","order":"total","view":2}
+{"p":"b#1","i":7,"t":41,"ev":"deliver","group":"g","msg":"b#1/1","from":"b#1","order":"total","view":2}
+{"p":"b#1","i":8,"t":42,"ev":"deliver","group":"g","msg":"a#1/2","from":"a#1","order":"total","view":2}
+"#;
+    assert_breaks("G7", &t, false);
+}
+
+#[test]
+fn g8_gbcast_after_different_messages() {
+    let t = good()
+        + r#"{"p":"a#1","i":8,"t":40,"ev":"send","group":"g","msg":"a#1/2","order":"fifo","view":2}
+{"p":"b#1","i":6,"t":40,"ev":"send","group":"g","msg":"b#1/1","order":"gbcast","view":2}
+{"p":"a#1","i":9,"t":41,"ev":"deliver","group":"g","msg":"a#1/2","from":"a#1","order":"fifo","view":2}
+{"p":"a#1","i":10,"t":42,"ev":"deliver","group":"g","msg":"b#1/1","from":"b#1","order":"gbcast","view":2}
+{"p":"b#1","i":7,"t":42,"ev":"deliver","group":"g","msg":"b#1/1","from":"b#1","order":"gbcast","view":2}
+{"p":"b#1","i":8,"t":43,"ev":"deliver","group":"g","msg":"a#1/2","from":"a#1","order":"fifo","view":2}
+"#;
+    assert_breaks("G8", &t, false);
+}
+
+#[test]
+fn g9_safe_not_uniform() {
+    // b delivers a safe message and crashes; a goes on to the next view without it.
+    let t = good()
+        + r#"{"p":"c#1","i":0,"t":21,"ev":"view","group":"g","view":2,"members":["a#1","b#1"],"primary":true}
+{"p":"a#1","i":8,"t":40,"ev":"send","group":"g","msg":"a#1/2","order":"safe","view":2}
+{"p":"b#1","i":6,"t":41,"ev":"deliver","group":"g","msg":"a#1/2","from":"a#1","order":"safe","view":2}
+{"p":"b#1","i":7,"t":42,"ev":"crash"}
+{"p":"a#1","i":9,"t":50,"ev":"view","group":"g","view":3,"members":["a#1"],"primary":true}
+"#;
+    assert_breaks("G9", &t, false);
+}
+
+#[test]
+fn g10_acting_after_partitioned_and_non_primary_views() {
+    let t = good()
+        + r#"{"p":"b#1","i":6,"t":40,"ev":"partitioned"}
+{"p":"b#1","i":7,"t":41,"ev":"deliver","group":"g","msg":"a#1/0","from":"a#1","order":"causal","view":2}
+"#;
+    assert_breaks("G10", &t, false);
+    let t = good()
+        + r#"{"p":"a#1","i":8,"t":40,"ev":"view","group":"g","view":3,"members":["a#1"],"primary":false}
+"#;
+    assert_breaks("G10", &t, false);
+}
+
+#[test]
+fn g11_wrong_state_and_delivery_before_state() {
+    let t = GOOD.replace("DIGEST", "0000000000000000");
+    assert_breaks("G11", &t, false);
+    let t = good().replace(
+        r#"{"p":"b#1","i":1,"t":22,"ev":"state","group":"g","view":2,"digest""#,
+        r#"{"p":"b#1","i":1,"t":22,"ev":"stateX","group":"g","view":2,"digest""#,
+    );
+    assert_breaks("G11", &t, false);
+}
+
+#[test]
+fn g12_flush_returned_before_stable() {
+    // a flushes after sending a#1/2, but b goes on to the next view without it.
+    let t = good()
+        + r#"{"p":"a#1","i":8,"t":40,"ev":"send","group":"g","msg":"a#1/2","order":"fifo","view":2}
+{"p":"a#1","i":9,"t":41,"ev":"deliver","group":"g","msg":"a#1/2","from":"a#1","order":"fifo","view":2}
+{"p":"a#1","i":10,"t":42,"ev":"flush","group":"g","view":2,"covers":"a#1/2"}
+{"p":"b#1","i":6,"t":50,"ev":"view","group":"g","view":3,"members":["b#1"],"primary":true}
+{"p":"a#1","i":11,"t":60,"ev":"crash"}
+"#;
+    assert_breaks("G12", &t, false);
+}
+
+#[test]
+fn g13_lost_message_and_split_final_views() {
+    let t = good()
+        + r#"{"p":"a#1","i":8,"t":40,"ev":"send","group":"g","msg":"a#1/2","order":"fifo","view":2}
+"#;
+    assert_breaks("G13", &t, true);
+    assert!(!violations(&t, false).contains(&"G13"), "liveness is only checked at quiescence");
+    let t = good()
+        + r#"{"p":"a#1","i":8,"t":40,"ev":"view","group":"g","view":3,"members":["a#1","b#1"],"primary":true}
+"#;
+    assert_breaks("G13", &t, true);
+}
+
+#[test]
+fn g13_crash_not_detected_in_time() {
+    let t = good()
+        + r#"{"p":"c#1","i":0,"t":40,"ev":"crash"}
+{"p":"a#1","i":8,"t":5000000,"ev":"view","group":"g","view":3,"members":["a#1","b#1","c#1"],"primary":true}
+{"p":"b#1","i":6,"t":5000000,"ev":"view","group":"g","view":3,"members":["a#1","b#1","c#1"],"primary":true}
+"#;
+    assert_breaks("G13", &t, true);
+}
+
+#[test]
+fn torn_last_line_is_tolerated_but_garbage_is_not() {
+    let t = good() + r#"{"p":"a#1","i":8,"t":40,"ev":"se"#;
+    assert!(parse(&t).is_ok());
+    assert!(parse("{\"p\":1}\n{}\n").is_err());
+}
+
+#[test]
+fn written_lines_follow_trace_md_field_order() {
+    let events = parse(&good()).unwrap();
+    let line = events[0].to_json_line();
+    assert_eq!(line, r#"{"p":"a#1","i":0,"t":0,"ev":"view","group":"g","view":1,"members":["a#1"],"primary":true}"#);
+    for (e, original) in events.iter().zip(good().lines().filter(|l| !l.is_empty())) {
+        assert_eq!(e.to_json_line(), original);
+    }
+}

@@ -1,0 +1,131 @@
+//! Many seeded simulations per fault profile, each checked for G1 to G13; determinism; and
+//! a large cluster.
+
+use std::time::Duration;
+use synchrony_sim::{run, Profile, SimConfig};
+
+/// Runs `seeds` seeds of `profile` on two threads; panics with the replay commands of the
+/// failing seeds.
+fn seeds(profile: &str, start: u64, seeds: u64) {
+    let prof = Profile::named(profile).expect("known profile");
+    let failed: Vec<String> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..2)
+            .map(|w| {
+                let prof = prof.clone();
+                s.spawn(move || {
+                    let mut failed = Vec::new();
+                    for seed in (start + w..start + seeds).step_by(2) {
+                        let out = run(SimConfig::new(seed, prof.clone()));
+                        if !out.passed() {
+                            let why = out.report.violations.first().map(|v| v.to_string()).unwrap_or_default();
+                            failed.push(format!("synchrony sim --seed {seed} --profile {profile}\n{why}"));
+                        }
+                    }
+                    failed
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().expect("worker")).collect()
+    });
+    assert!(failed.is_empty(), "{} of {seeds} seeds failed:\n{}", failed.len(), failed.join("\n"));
+}
+
+#[test]
+fn calm() {
+    seeds("calm", 1000, 40);
+}
+
+#[test]
+fn lossy() {
+    seeds("lossy", 2000, 50);
+}
+
+#[test]
+fn churn() {
+    seeds("churn", 3000, 50);
+}
+
+#[test]
+fn partition() {
+    seeds("partition", 4000, 50);
+}
+
+#[test]
+fn leader_crash() {
+    seeds("leader-crash", 5000, 50);
+}
+
+#[test]
+fn pause() {
+    seeds("pause", 6000, 40);
+}
+
+#[test]
+fn chaos() {
+    seeds("chaos", 7000, 60);
+}
+
+#[test]
+fn same_seed_same_trace_byte_for_byte() {
+    let a = run(SimConfig::new(42, Profile::named("chaos").unwrap()));
+    let b = run(SimConfig::new(42, Profile::named("chaos").unwrap()));
+    assert!(a.trace.len() > 1000, "a run does real work ({} events)", a.trace.len());
+    assert_eq!(a.trace_jsonl(), b.trace_jsonl());
+    let c = run(SimConfig::new(43, Profile::named("chaos").unwrap()));
+    assert_ne!(a.trace_jsonl(), c.trace_jsonl());
+}
+
+#[test]
+fn every_order_class_and_event_kind_is_exercised() {
+    let out = run(SimConfig::new(7, Profile::named("chaos").unwrap()));
+    let jsonl = out.trace_jsonl();
+    for needle in [
+        "\"order\":\"unordered\"",
+        "\"order\":\"fifo\"",
+        "\"order\":\"causal\"",
+        "\"order\":\"total\"",
+        "\"order\":\"safe\"",
+        "\"order\":\"gbcast\"",
+        "\"ev\":\"state_sent\"",
+        "\"ev\":\"state\"",
+        "\"ev\":\"flush\"",
+        "\"ev\":\"leave\"",
+        "\"ev\":\"crash\"",
+        "\"view\":null",
+    ] {
+        assert!(jsonl.contains(needle), "no {needle} in the trace");
+    }
+    assert!(out.passed());
+}
+
+/// One process in a group of 32 members and in 200 groups at once, under churn.
+#[test]
+fn thirty_two_members_two_hundred_groups_under_churn() {
+    let mut cfg = SimConfig::new(11, Profile::named("churn").unwrap());
+    cfg.nodes = 32;
+    cfg.groups = 200;
+    cfg.fault_phase = Duration::from_millis(800);
+    cfg.calm_traffic = Duration::from_millis(200);
+    cfg.settle = Duration::from_millis(1500);
+    let out = run(cfg);
+    for v in &out.report.violations {
+        eprint!("{v}");
+    }
+    assert!(out.passed());
+    let first_group_views = out.trace.iter().filter(|e| e.ev == "view" && e.group.as_deref() == Some("g0"));
+    let widest = first_group_views.map(|e| e.members.as_ref().map_or(0, |m| m.len())).max().unwrap_or(0);
+    assert!(widest >= 32, "g0 reached {widest} members");
+    let busiest = out
+        .trace
+        .iter()
+        .filter(|e| e.ev == "view")
+        .fold(std::collections::BTreeMap::<&str, std::collections::BTreeSet<&str>>::new(), |mut m, e| {
+            m.entry(e.p.as_str()).or_default().insert(e.group.as_deref().unwrap_or(""));
+            m
+        })
+        .values()
+        .map(|s| s.len())
+        .max()
+        .unwrap_or(0);
+    assert_eq!(busiest, 200, "the busiest process was in {busiest} groups");
+}
