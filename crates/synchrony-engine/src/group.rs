@@ -407,6 +407,7 @@ impl GroupState {
                         u.push_back((msg.id.clone(), relayed));
                     } else {
                         if self.external.get(&msg.id.sender).is_some_and(|&seen| msg.id.counter < seen) {
+                            progress = true; // consumed, though not shown again
                             continue;
                         }
                         self.note_delivered(&msg.id, relayed);
