@@ -160,7 +160,8 @@ pub(crate) struct GroupState {
     pub(crate) external: BTreeMap<ProcessId, u64>,
     /// While a joiner waits for its state: its deliveries, to check against the table that
     /// comes with the state (id, relayed).
-    pub(crate) unchecked: Option<VecDeque<(MsgId, bool)>>,
+    /// (`None`: a gbcast, never a duplicate.)
+    pub(crate) unchecked: Option<VecDeque<(MsgId, Option<bool>)>>,
 }
 
 impl GroupState {
@@ -404,7 +405,7 @@ impl GroupState {
                     // without its state yet decides when the state (and table) arrive.
                     let relayed = msg.id.sender != self.streams[r].owner;
                     if let Some(u) = &mut self.unchecked {
-                        u.push_back((msg.id.clone(), relayed));
+                        u.push_back((msg.id.clone(), Some(relayed)));
                     } else {
                         if self.external.get(&msg.id.sender).is_some_and(|&seen| msg.id.counter < seen) {
                             progress = true; // consumed, though not shown again
@@ -558,6 +559,9 @@ impl GroupState {
             if self.hold.as_ref() == Some(&g.id) {
                 self.hold = None;
             }
+            if let Some(u) = &mut self.unchecked {
+                u.push_back((g.id.clone(), None));
+            }
             out.delivered.push(Delivered { view: self.view.id, msg: g.clone() });
         }
         // Everything of this epoch is now delivered everywhere that survives: own messages
@@ -573,6 +577,10 @@ impl GroupState {
         self.external = table;
         let mut dups = Vec::new();
         for (id, relayed) in self.unchecked.take().unwrap_or_default() {
+            let Some(relayed) = relayed else {
+                dups.push(false);
+                continue;
+            };
             let dup = self.external.get(&id.sender).is_some_and(|&seen| id.counter < seen);
             if !dup {
                 self.note_delivered(&id, relayed);
