@@ -663,9 +663,12 @@ impl Engine {
                 if gs.hold.as_ref().is_some_and(|h| done.contains(h)) {
                     gs.hold = None;
                 }
-                gs.frozen = gs.frozen.filter(|e| *e > d.epoch);
-                gs.release_queued(out);
-                gs.try_deliver(out);
+                if gs.frozen.is_some_and(|e| e <= d.epoch) {
+                    gs.unfreeze(out);
+                } else {
+                    gs.release_queued(out);
+                    gs.try_deliver(out);
+                }
             });
         }
         // Requests now satisfied.

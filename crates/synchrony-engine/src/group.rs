@@ -138,6 +138,8 @@ pub(crate) struct GroupState {
     seq_pending: Vec<OrderEntry>,
     seq_pending_first: u64,
     seq_acks: Vec<u64>,
+    /// Sequencer: per stream, the highest seq it considered for ordering.
+    sequenced: Vec<u64>,
     /// Own stream: next seq, acks by member, what was last announced stable.
     next_seq: u64,
     acks: Vec<u64>,
@@ -182,6 +184,7 @@ impl GroupState {
             seq_pending: Vec::new(),
             seq_pending_first: 0,
             seq_acks: vec![0; n],
+            sequenced: vec![0; n],
             next_seq: 1,
             acks: vec![0; n],
             stable_sent: (0, 0),
@@ -292,8 +295,6 @@ impl GroupState {
 
     /// A multicast from the member at `rank` (current view and epoch).
     pub(crate) fn on_data(&mut self, rank: usize, msg: DataMsg) {
-        let total = msg.order.is_total();
-        let seq = msg.seq;
         if !self.streams[rank].push(msg) {
             return;
         }
@@ -301,8 +302,21 @@ impl GroupState {
             if rank != self.rank {
                 self.ack_dirty[rank] = true;
             }
-            if total && self.is_sequencer() {
-                let entry = (rank as u32, seq);
+            self.sequence(rank);
+        }
+    }
+
+    /// The sequencer orders the total and safe messages of stream `r` it holds and has not
+    /// ordered yet (those that came while it was frozen wait until it is not).
+    fn sequence(&mut self, r: usize) {
+        if !self.is_sequencer() {
+            return;
+        }
+        while self.sequenced[r] < self.streams[r].received {
+            let seq = self.sequenced[r] + 1;
+            self.sequenced[r] = seq;
+            if self.streams[r].get(seq).is_some_and(|m| m.order.is_total()) {
+                let entry = (r as u32, seq);
                 if self.seq_pending.is_empty() {
                     self.seq_pending_first = self.known_end();
                 }
@@ -310,6 +324,22 @@ impl GroupState {
                 self.order.push_back(entry);
             }
         }
+    }
+
+    /// A membership round ended without touching this group: it goes on where it was.
+    pub(crate) fn unfreeze(&mut self, out: &mut Out) {
+        self.frozen = None;
+        for r in 0..self.streams.len() {
+            self.sequence(r);
+            if r != self.rank && self.streams[r].received > 0 {
+                self.ack_dirty[r] = true;
+            }
+        }
+        if self.rank != 0 {
+            self.ack_dirty[0] = true;
+        }
+        self.release_queued(out);
+        self.try_deliver(out);
     }
 
     /// Order tokens from the sequencer.
@@ -621,6 +651,8 @@ impl GroupState {
         if self.is_sequencer() {
             self.seq_pending.clear();
         }
+        // Everything held is in the cut, hence ordered.
+        self.sequenced = self.streams.iter().map(|s| s.received).collect();
         let me = self.rank;
         self.acks = vec![self.streams[me].delivered; self.streams.len()];
         self.seq_acks = vec![self.delivered_total; self.streams.len()];
