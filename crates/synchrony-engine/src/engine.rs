@@ -597,11 +597,12 @@ impl Engine {
         let mut out = Out::default();
         let r = f(g, &mut out);
         self.absorb(group, out);
-        self.dirty.insert(group.clone());
         Some(r)
     }
 
     pub(crate) fn absorb(&mut self, group: &GroupName, out: Out) {
+        // Whatever touched the group may owe acks, tokens or stability announcements.
+        self.dirty.insert(group.clone());
         for (to, m) in out.sends {
             self.send_to(&to, m);
         }
@@ -982,6 +983,7 @@ impl Engine {
                 }
                 self.absorb(&g, out);
             }
+            // Housekeeping is done for every group absorbed above.
             self.dirty.clear();
             self.gms_drive(now);
             if !self.alive() {

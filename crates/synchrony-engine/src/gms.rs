@@ -745,6 +745,11 @@ impl Engine {
                 Some(_) => {
                     self.absorb(g, out);
                     let old = self.groups.remove(g);
+                    if let Some(hold) = old.as_ref().and_then(|o| o.hold.clone()) {
+                        // Its gbcast is still on the way: as a non-member now, later sends
+                        // to the group wait for it all the same (G5).
+                        self.outbox_adopt_gbcast(g, &hold);
+                    }
                     if old.is_some_and(|o| matches!(o.join, JoinState::Waiting { .. })) {
                         // It leaves before its state came: what it held was never its to see.
                         self.gates.remove(g);

@@ -149,13 +149,33 @@ impl Engine {
         }
     }
 
+    /// This process left the group with a gbcast still pending: it heads the outbox, so
+    /// what it sends next as a non-member stays behind it.
+    pub(crate) fn outbox_adopt_gbcast(&mut self, group: &GroupName, id: &MsgId) {
+        let Some(msg) = self.gms.gbcasts.iter().find(|(g, m)| g == group && m.id == *id).map(|(_, m)| m.clone()) else {
+            return;
+        };
+        let me = self.me.clone();
+        let ob = self.outbox.entry(group.clone()).or_default();
+        ob.queue.push_front(Pending { msg, fseq: 0, relay: Some(me), waited: 0 });
+    }
+
     /// Every member of the group failed or left (the new view, if any, has nobody from the
     /// old one): the group's lineage, and whatever it delivered, is gone. A message in
     /// flight may or may not have been delivered; the sender is told.
     pub(crate) fn outbox_lineage_died(&mut self, group: &GroupName) {
-        let lost: Vec<Pending> = self.outbox.get_mut(group).map(|ob| ob.queue.drain(..).collect()).unwrap_or_default();
-        for p in lost {
-            self.push_event(Event::SendLost { group: group.clone(), id: p.msg.id });
+        let mut lost: Vec<MsgId> =
+            self.outbox.get_mut(group).map(|ob| ob.queue.drain(..).map(|p| p.msg.id).collect()).unwrap_or_default();
+        // Its gbcasts not yet delivered go with it.
+        self.gms.gbcasts.retain(|(g, m)| {
+            if g == group && !lost.contains(&m.id) {
+                lost.push(m.id.clone());
+            }
+            g != group
+        });
+        self.gms.requests_dirty = true;
+        for id in lost {
+            self.push_event(Event::SendLost { group: group.clone(), id });
         }
     }
 

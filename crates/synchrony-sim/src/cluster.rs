@@ -620,7 +620,7 @@ pub fn run(cfg: SimConfig) -> Outcome {
             if let Some(e) = &n.engine {
                 for g in &sim.groups {
                     if let Some(d) = e.debug_group(g) {
-                        eprintln!("{} {g}: {d}\n", e.id());
+                        eprintln!("{} {g}: {:?} {d}\n", e.id(), e.status());
                     }
                 }
             }
