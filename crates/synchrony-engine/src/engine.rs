@@ -651,6 +651,7 @@ impl Engine {
             Msg::StateFetch { ref group, view, .. }
             | Msg::StateChunk { ref group, view, .. }
             | Msg::StateNotReady { ref group, view }
+            | Msg::StateUnavailable { ref group, view }
             | Msg::StateDone { ref group, view } => {
                 let group = group.clone();
                 self.on_transfer(now, from, &group, view, msg)
@@ -814,10 +815,10 @@ impl Engine {
     /// A provider records the checkpoint it will serve (filled by `provide_state`).
     pub(crate) fn expect_checkpoint(&mut self, group: &GroupName, view: ViewId, joiners: Vec<ProcessId>) {
         if let Some(g) = self.groups.get_mut(group) {
-            let table: Vec<(ProcessId, u64)> = g.external.iter().map(|(p, c)| (p.clone(), *c)).collect();
-            let engine_part = postcard::to_allocvec(&table).expect("encoding into a Vec cannot fail");
-            g.checkpoints
-                .insert(view, Checkpoint { state: None, engine_part, joiners: joiners.iter().cloned().collect() });
+            let unsettled = g.unchecked.as_ref().map(|u| u.len());
+            let engine_part = crate::group::encode_table(&g.external);
+            let joiners = joiners.iter().cloned().collect();
+            g.checkpoints.insert(view, Checkpoint { state: None, engine_part, unsettled, joiners });
         }
         self.push_event(Event::StateRequest { group: group.clone(), view, joiners });
     }
@@ -832,38 +833,45 @@ impl Engine {
         }
     }
 
-    /// After a view change: a joiner whose provider left moves to the next one.
+    /// After a view change: a joiner drops the providers that left.
     pub(crate) fn transfer_view_changed(&mut self, group: &GroupName) {
-        let Some(g) = self.groups.get_mut(group) else {
-            return;
-        };
+        let Some(g) = self.groups.get_mut(group) else { return };
         let members: BTreeSet<ProcessId> = g.view.members.iter().cloned().collect();
         for cp in g.checkpoints.values_mut() {
             cp.joiners.retain(|j| members.contains(j));
         }
         g.checkpoints.retain(|_, cp| !cp.joiners.is_empty());
-        let JoinState::Waiting { providers, idx, buf, .. } = &mut g.join else {
-            return;
-        };
-        if members.contains(&providers[*idx]) {
-            return;
+        let JoinState::Waiting { view, providers, .. } = &g.join else { return };
+        let view = *view;
+        let gone: Vec<ProcessId> = providers.iter().filter(|p| !members.contains(*p)).cloned().collect();
+        for p in gone {
+            self.drop_provider(group, view, &p);
         }
-        let current = providers[*idx].clone();
-        providers.retain(|p| members.contains(p) || *p == current);
-        let pos = providers.iter().position(|p| *p == current).expect("kept");
+    }
+
+    /// A joiner gives up on one provider: the next one, or, with none left, the state is
+    /// lost (every member that had it is gone) and the process leaves the group.
+    fn drop_provider(&mut self, group: &GroupName, view: ViewId, gone: &ProcessId) {
+        let Some(g) = self.groups.get_mut(group) else { return };
+        let JoinState::Waiting { view: v, providers, idx, buf, retry_at } = &mut g.join else { return };
+        let Some(pos) = providers.iter().position(|p| p == gone).filter(|_| *v == view) else { return };
         providers.remove(pos);
-        buf.clear();
         if providers.is_empty() {
-            // Every member that had the state is gone: the state is lost.
             tracing::warn!(me = %self.me, %group, "state transfer failed: no provider left");
             self.gates.remove(group);
             self.groups.remove(group);
             self.push_event(Event::StateLost { group: group.clone() });
-            self.gms.request_op(wire::GroupOp::Leave(group.clone()));
+            self.gms.force_leave(group.clone());
             return;
         }
-        *idx = pos % providers.len();
-        self.start_fetch(group);
+        if pos < *idx {
+            *idx -= 1;
+        } else if pos == *idx {
+            *idx %= providers.len();
+            buf.clear();
+            *retry_at = None;
+            self.start_fetch(group);
+        }
     }
 
     fn retry_state_fetches(&mut self, now: Instant) {
@@ -884,10 +892,20 @@ impl Engine {
     fn on_transfer(&mut self, now: Instant, from: &ProcessId, group: &GroupName, view: ViewId, msg: Msg) {
         let chunk_max = self.config.state_chunk_bytes;
         let retry = now + self.config.heartbeat_interval;
+        if let Msg::StateUnavailable { .. } = msg {
+            self.drop_provider(group, view, from);
+            return;
+        }
         let Some(g) = self.groups.get_mut(group) else {
+            if let Msg::StateFetch { .. } = msg {
+                self.send_to(from, Msg::StateUnavailable { group: group.clone(), view });
+            }
             return;
         };
         match msg {
+            Msg::StateFetch { .. } if !g.checkpoints.contains_key(&view) => {
+                self.send_to(from, Msg::StateUnavailable { group: group.clone(), view });
+            }
             Msg::StateFetch { offset, .. } => {
                 let reply = match g.checkpoints.get(&view).and_then(|cp| cp.state.as_ref()) {
                     Some(state) if offset <= state.len() as u64 => {

@@ -84,6 +84,8 @@ pub(crate) struct Gms {
     requests: BTreeMap<ProcessId, Requests>,
     join_requests: BTreeMap<ProcessId, u32>,
     pub(crate) gbcast_done: BTreeSet<MsgId>,
+    /// Groups this process must leave before it may join them again.
+    forced_leaves: BTreeSet<GroupName>,
     gbcast_done_order: VecDeque<MsgId>,
 }
 
@@ -108,6 +110,7 @@ impl Gms {
             requests: BTreeMap::new(),
             join_requests: BTreeMap::new(),
             gbcast_done: BTreeSet::new(),
+            forced_leaves: BTreeSet::new(),
             gbcast_done_order: VecDeque::new(),
         }
     }
@@ -115,6 +118,13 @@ impl Gms {
     pub(crate) fn found(&mut self, me: &ProcessId, weight: u32) {
         self.epoch = 1;
         self.members = vec![(me.clone(), weight)];
+    }
+
+    /// This process must leave the group whatever it asks later (its state is lost).
+    pub(crate) fn force_leave(&mut self, group: GroupName) {
+        self.ops.retain(|o| *o != GroupOp::Join(group.clone()));
+        self.request_op(GroupOp::Leave(group.clone()));
+        self.forced_leaves.insert(group);
     }
 
     pub(crate) fn leader(&self) -> Option<&ProcessId> {
@@ -126,7 +136,11 @@ impl Gms {
             GroupOp::Join(g) => GroupOp::Leave(g.clone()),
             GroupOp::Leave(g) => GroupOp::Join(g.clone()),
         };
-        self.ops.retain(|o| *o != opposite);
+        // A forced leave (state lost) stands: a join then follows it.
+        let forced = matches!(&op, GroupOp::Join(g) if self.forced_leaves.contains(g));
+        if !forced {
+            self.ops.retain(|o| *o != opposite);
+        }
         if !self.ops.contains(&op) {
             self.ops.push(op);
         }
@@ -673,10 +687,12 @@ impl Engine {
         }
         // Requests now satisfied.
         let before = (self.gms.ops.len(), self.gms.gbcasts.len());
-        let groups = &self.groups;
+        let (groups, views, me) = (&self.groups, &self.views, &self.me);
+        let inside = |g: &GroupName| views.get(g).is_some_and(|v| v.members.contains(me));
+        self.gms.forced_leaves.retain(|g| inside(g));
         self.gms.ops.retain(|op| match op {
             GroupOp::Join(g) => !groups.contains_key(g),
-            GroupOp::Leave(g) => groups.contains_key(g),
+            GroupOp::Leave(g) => inside(g),
         });
         let done = &self.gms.gbcast_done;
         self.gms.gbcasts.retain(|(_, m)| !done.contains(&m.id));

@@ -112,6 +112,9 @@ pub(crate) struct Checkpoint {
     pub(crate) state: Option<Bytes>,
     /// The engine's own part, captured at the join point.
     pub(crate) engine_part: Vec<u8>,
+    /// A provider still waiting for its own state cannot know its duplicate table yet: it
+    /// remembers how many of its unsettled deliveries precede the join point.
+    pub(crate) unsettled: Option<usize>,
     /// Joiners that have not said they are done.
     pub(crate) joiners: BTreeSet<ProcessId>,
 }
@@ -606,7 +609,22 @@ impl GroupState {
     pub(crate) fn settle_unchecked(&mut self, table: BTreeMap<ProcessId, u64>) -> Vec<bool> {
         self.external = table;
         let mut dups = Vec::new();
-        for (id, relayed) in self.unchecked.take().unwrap_or_default() {
+        let pending: Vec<(ViewId, usize)> =
+            self.checkpoints.iter().filter_map(|(v, cp)| cp.unsettled.map(|n| (*v, n))).collect();
+        let snapshot = |external: &BTreeMap<ProcessId, u64>, checkpoints: &mut BTreeMap<ViewId, Checkpoint>, at: usize| {
+            for (v, n) in &pending {
+                if *n == at {
+                    if let Some(cp) = checkpoints.get_mut(v) {
+                        cp.engine_part = encode_table(external);
+                        cp.unsettled = None;
+                    }
+                }
+            }
+        };
+        let unchecked = self.unchecked.take().unwrap_or_default();
+        let total = unchecked.len();
+        for (at, (id, relayed)) in unchecked.into_iter().enumerate() {
+            snapshot(&self.external, &mut self.checkpoints, at);
             let Some(relayed) = relayed else {
                 dups.push(false);
                 continue;
@@ -617,6 +635,7 @@ impl GroupState {
             }
             dups.push(dup);
         }
+        snapshot(&self.external, &mut self.checkpoints, total);
         dups
     }
 
@@ -661,6 +680,12 @@ impl GroupState {
         self.check_flushes(out);
         self.release_queued(out);
     }
+}
+
+/// The duplicate table as it travels at the head of a transferred state.
+pub(crate) fn encode_table(external: &BTreeMap<ProcessId, u64>) -> Vec<u8> {
+    let table: Vec<(&ProcessId, u64)> = external.iter().map(|(p, c)| (p, *c)).collect();
+    postcard::to_allocvec(&table).expect("encoding into a Vec cannot fail")
 }
 
 /// Computes a group's cut from the flush reports of every surviving member.

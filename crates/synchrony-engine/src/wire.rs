@@ -332,6 +332,13 @@ pub enum Msg {
         /// View.
         view: ViewId,
     },
+    /// The provider has no checkpoint for that view and never will: ask another.
+    StateUnavailable {
+        /// Group.
+        group: GroupName,
+        /// View.
+        view: ViewId,
+    },
     /// The joiner has the whole state; providers may drop their checkpoint.
     StateDone {
         /// Group.
