@@ -859,7 +859,9 @@ impl Engine {
         if providers.is_empty() {
             tracing::warn!(me = %self.me, %group, "state transfer failed: no provider left");
             self.gates.remove(group);
-            self.groups.remove(group);
+            if let Some(hold) = self.groups.remove(group).and_then(|o| o.hold) {
+                self.outbox_adopt_gbcast(group, &hold);
+            }
             self.push_event(Event::StateLost { group: group.clone() });
             self.gms.force_leave(group.clone());
             return;
