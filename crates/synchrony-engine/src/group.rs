@@ -611,16 +611,17 @@ impl GroupState {
         let mut dups = Vec::new();
         let pending: Vec<(ViewId, usize)> =
             self.checkpoints.iter().filter_map(|(v, cp)| cp.unsettled.map(|n| (*v, n))).collect();
-        let snapshot = |external: &BTreeMap<ProcessId, u64>, checkpoints: &mut BTreeMap<ViewId, Checkpoint>, at: usize| {
-            for (v, n) in &pending {
-                if *n == at {
-                    if let Some(cp) = checkpoints.get_mut(v) {
-                        cp.engine_part = encode_table(external);
-                        cp.unsettled = None;
+        let snapshot =
+            |external: &BTreeMap<ProcessId, u64>, checkpoints: &mut BTreeMap<ViewId, Checkpoint>, at: usize| {
+                for (v, n) in &pending {
+                    if *n == at {
+                        if let Some(cp) = checkpoints.get_mut(v) {
+                            cp.engine_part = encode_table(external);
+                            cp.unsettled = None;
+                        }
                     }
                 }
-            }
-        };
+            };
         let unchecked = self.unchecked.take().unwrap_or_default();
         let total = unchecked.len();
         for (at, (id, relayed)) in unchecked.into_iter().enumerate() {
