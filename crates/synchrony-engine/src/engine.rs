@@ -905,7 +905,9 @@ impl Engine {
             return;
         };
         match msg {
-            Msg::StateFetch { .. } if !g.checkpoints.contains_key(&view) => {
+            // Past the join point with no checkpoint for it: never will have one. (Before it,
+            // the provider has simply not applied the join yet: "not ready".)
+            Msg::StateFetch { .. } if !g.checkpoints.contains_key(&view) && g.view.id >= view => {
                 self.send_to(from, Msg::StateUnavailable { group: group.clone(), view });
             }
             Msg::StateFetch { offset, .. } => {
