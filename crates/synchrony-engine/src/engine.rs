@@ -165,6 +165,12 @@ impl Engine {
         }
     }
 
+    /// The phase of the membership round this process is leading, if any (`"prepare"` or
+    /// `"accept"`): for tests that crash a leader in the middle of a view change.
+    pub fn round_phase(&self) -> Option<&'static str> {
+        self.gms.round_phase()
+    }
+
     /// The current leader of the cluster, as this process sees it.
     pub fn leader(&self) -> Option<&ProcessId> {
         self.gms.leader()

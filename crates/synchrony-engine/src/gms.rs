@@ -127,6 +127,15 @@ impl Gms {
         self.forced_leaves.insert(group);
     }
 
+    /// The phase of the round this process leads, if any: "prepare" or "accept".
+    pub(crate) fn round_phase(&self) -> Option<&'static str> {
+        match self.round {
+            Round::Idle => None,
+            Round::Preparing { .. } => Some("prepare"),
+            Round::Accepting { .. } => Some("accept"),
+        }
+    }
+
     pub(crate) fn leader(&self) -> Option<&ProcessId> {
         self.members.iter().map(|(p, _)| p).find(|p| !self.suspects.contains(*p))
     }

@@ -90,6 +90,8 @@ struct Node {
     paused_until: Option<Instant>,
     held: Vec<Bytes>,
     restart_at: Option<Instant>,
+    /// The membership round phase it was in at the last step (to catch a fresh commit).
+    last_phase: Option<&'static str>,
     /// The last message sent to each group, and what each pending flush covers.
     last_sent: BTreeMap<GroupName, String>,
     flushes: BTreeMap<GroupName, std::collections::VecDeque<Option<String>>>,
@@ -98,6 +100,7 @@ struct Node {
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct InFlight {
     at: std::cmp::Reverse<(Instant, u64)>,
+    from: usize,
     to: usize,
     frame: Bytes,
 }
@@ -115,6 +118,8 @@ struct Sim {
     groups: Vec<GroupName>,
     packets: u64,
     anomalies: u64,
+    /// A leader crash waiting for its moment: 0 phase 1, 1 phase 2, 2 just after commit.
+    leader_crash_armed: Option<u8>,
 }
 
 fn exp(rng: &mut ChaCha8Rng, mean: Duration) -> Duration {
@@ -171,6 +176,14 @@ impl Sim {
 
     fn crash(&mut self, idx: usize, restart_after: Duration) {
         if self.nodes[idx].engine.take().is_some() {
+            // What it had sent but not yet put on the wire dies with it: half of its
+            // packets still in flight are lost.
+            let net = std::mem::take(&mut self.net);
+            for f in net.into_vec() {
+                if f.from != idx || self.rng.gen_bool(0.5) {
+                    self.net.push(f);
+                }
+            }
             self.record(idx, TraceEvent { ev: "crash".into(), ..Default::default() });
             self.nodes[idx].restart_at = Some(self.now + restart_after);
         }
@@ -183,6 +196,28 @@ impl Sim {
                     && self.nodes[i].paused_until.is_none()
             })
             .collect()
+    }
+
+    /// With a leader crash armed, crashes the leader in the middle of a view change: in
+    /// phase 1, in phase 2, or right after it sent its commits (some of which the network
+    /// may then lose for good), a third of the time each.
+    fn crash_leader_in_round(&mut self) {
+        let Some(mode) = self.leader_crash_armed else { return };
+        for i in 0..self.nodes.len() {
+            let phase = self.nodes[i].engine.as_ref().and_then(|e| e.round_phase());
+            let was = std::mem::replace(&mut self.nodes[i].last_phase, phase);
+            let hit = match mode {
+                0 => phase == Some("prepare"),
+                1 => phase == Some("accept"),
+                _ => was == Some("accept") && phase.is_none(),
+            };
+            if hit {
+                self.leader_crash_armed = None;
+                let back = Duration::from_millis(self.rng.gen_range(100..600));
+                self.crash(i, back);
+                return;
+            }
+        }
     }
 
     /// Drains an engine's outputs: frames into the network, events into the application.
@@ -221,7 +256,12 @@ impl Sim {
         for _ in 0..copies {
             let lat = self.rng.gen_range(p.latency.0..=p.latency.1);
             self.seq += 1;
-            self.net.push(InFlight { at: std::cmp::Reverse((self.now + lat, self.seq)), to, frame: frame.clone() });
+            self.net.push(InFlight {
+                at: std::cmp::Reverse((self.now + lat, self.seq)),
+                from,
+                to,
+                frame: frame.clone(),
+            });
         }
     }
 
@@ -414,10 +454,18 @@ impl Sim {
                     return;
                 }
                 let target = if self.cfg.profile.crash_leader {
-                    live.iter().copied().find(|&i| {
+                    // The leader, preferably in the middle of a view change (it is then
+                    // crashed as soon as it is there: see `crash_leader_in_round`).
+                    let leader = live.iter().copied().find(|&i| {
                         let e = self.nodes[i].engine.as_ref().expect("live");
                         e.leader() == Some(e.id())
-                    })
+                    });
+                    if leader.is_some_and(|l| self.nodes[l].engine.as_ref().is_some_and(|e| e.round_phase().is_none()))
+                    {
+                        self.leader_crash_armed = Some(self.rng.gen_range(0..3));
+                        return;
+                    }
+                    leader
                 } else {
                     live.choose(&mut self.rng).copied()
                 };
@@ -480,6 +528,7 @@ pub fn run(cfg: SimConfig) -> Outcome {
                 paused_until: None,
                 held: Vec::new(),
                 restart_at: Some(Instant::from_epoch(Duration::from_millis(i as u64 * 3))),
+                last_phase: None,
                 last_sent: BTreeMap::new(),
                 flushes: BTreeMap::new(),
             }
@@ -497,6 +546,7 @@ pub fn run(cfg: SimConfig) -> Outcome {
         groups,
         packets: 0,
         anomalies: 0,
+        leader_crash_armed: None,
         cfg: cfg.clone(),
     };
     let faults_end = Instant::from_epoch(cfg.fault_phase);
@@ -592,6 +642,9 @@ pub fn run(cfg: SimConfig) -> Outcome {
                 sim.nodes[i].engine.as_mut().expect("live").handle_timeout(now);
                 sim.pump(i);
             }
+        }
+        if now < faults_end {
+            sim.crash_leader_in_round();
         }
         if next_action <= now && now < traffic_end {
             sim.act(false);

@@ -52,7 +52,9 @@ impl Profile {
             "partition" => {
                 Profile { name: "partition", partition_every: Some(MS(500)), latency: (US(50), MS(1)), ..base }
             }
-            "leader-crash" => Profile { name: "leader-crash", crash_every: Some(MS(400)), crash_leader: true, ..base },
+            "leader-crash" => {
+                Profile { name: "leader-crash", loss: 0.02, crash_every: Some(MS(300)), crash_leader: true, ..base }
+            }
             "pause" => Profile { name: "pause", pause_every: Some(MS(500)), ..base },
             "chaos" => Profile {
                 name: "chaos",
