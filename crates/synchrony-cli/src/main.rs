@@ -95,10 +95,12 @@ fn main() -> Result<()> {
             let next = Arc::new(AtomicU64::new(start));
             let failed = Arc::new(Mutex::new(Vec::new()));
             let events = Arc::new(AtomicU64::new(0));
+            let dead = Arc::new(AtomicU64::new(0));
             let clock = WallClock::now();
             let workers: Vec<_> = (0..threads)
                 .map(|_| {
                     let (next, failed, events, shape) = (next.clone(), failed.clone(), events.clone(), shape.clone());
+                    let dead = dead.clone();
                     std::thread::spawn(move || loop {
                         let s = next.fetch_add(1, Ordering::SeqCst);
                         if s >= start + seeds {
@@ -106,6 +108,9 @@ fn main() -> Result<()> {
                         }
                         let out = run(shape(s));
                         events.fetch_add(out.trace.len() as u64, Ordering::Relaxed);
+                        if out.survivors == 0 {
+                            dead.fetch_add(1, Ordering::Relaxed);
+                        }
                         if !out.passed() {
                             let first = out
                                 .report
@@ -133,6 +138,10 @@ fn main() -> Result<()> {
                 events.load(Ordering::Relaxed),
                 clock.elapsed().as_secs_f64()
             );
+            let dead = dead.load(Ordering::Relaxed);
+            if dead > 0 {
+                println!("{dead} runs ended in total failure (no member left; recovery is the durability layer's job)");
+            }
             println!("{} passed, {} failed", seeds - failed.len() as u64, failed.len());
             if !failed.is_empty() {
                 std::process::exit(1);

@@ -85,7 +85,7 @@ pub(crate) struct Gms {
     join_requests: BTreeMap<ProcessId, u32>,
     pub(crate) gbcast_done: BTreeSet<MsgId>,
     /// Groups this process must leave before it may join them again.
-    forced_leaves: BTreeSet<GroupName>,
+    pub(crate) forced_leaves: BTreeSet<GroupName>,
     gbcast_done_order: VecDeque<MsgId>,
 }
 
@@ -783,7 +783,11 @@ impl Engine {
                     self.push_event(Event::Left { group: g.clone() });
                 }
             }
-        } else if let Some(v) = gc.new_view.as_ref().filter(|v| v.members.contains(&me)) {
+        } else if let Some(v) =
+            gc.new_view.as_ref().filter(|v| v.members.contains(&me) && !self.gms.forced_leaves.contains(g))
+        {
+            // (A process whose state was lost stays out until its forced leave is decided:
+            // it has nothing to continue the group with.)
             // Joining: the view now, the state when a provider sends it.
             let providers: Vec<ProcessId> = v
                 .members

@@ -60,6 +60,8 @@ pub struct Outcome {
     pub packets: u64,
     /// Anomalies the engines counted (cut messages that could not be delivered).
     pub anomalies: u64,
+    /// Processes that were cluster members at the end (0: the run ended in total failure).
+    pub survivors: usize,
 }
 
 impl Outcome {
@@ -131,6 +133,8 @@ const ORDERS: [Order; 6] = [Order::Unordered, Order::Fifo, Order::Causal, Order:
 
 impl Sim {
     fn config_for(&self, idx: usize, inc: u64) -> Config {
+        // The first process founds the cluster. After a total failure nobody answers a
+        // restarted process: recovering from that is the durability layer's job.
         let contacts = if idx == 0 && inc == 1 {
             Vec::new()
         } else {
@@ -449,8 +453,7 @@ impl Sim {
         match kind {
             0 => {
                 // crash
-                let down = (0..n).filter(|&i| self.nodes[i].engine.is_none()).count();
-                if n - down <= majority {
+                if live.len() <= majority {
                     return;
                 }
                 let target = if self.cfg.profile.crash_leader {
@@ -483,6 +486,10 @@ impl Sim {
                 ids.shuffle(&mut self.rng);
                 let k = self.rng.gen_range(1..=(n - 1) / 2);
                 let (side, rest) = ids.split_at(k);
+                // Keep a working majority on the other side (faults come one at a time).
+                if rest.iter().filter(|&&i| live.contains(&i)).count() < majority {
+                    return;
+                }
                 let one_way = self.rng.gen_bool(0.3);
                 for &a in side {
                     for &b in rest {
@@ -495,7 +502,10 @@ impl Sim {
                 self.heal_at = Some(self.now + Duration::from_millis(self.rng.gen_range(150..700)));
             }
             _ => {
-                // pause past the failure timeout
+                // pause past the failure timeout, keeping a working majority
+                if live.len() <= majority || self.heal_at.is_some() {
+                    return;
+                }
                 if let Some(&t) = live.choose(&mut self.rng) {
                     let d = Duration::from_millis(self.rng.gen_range(250..600));
                     self.nodes[t].paused_until = Some(self.now + d);
@@ -681,5 +691,6 @@ pub fn run(cfg: SimConfig) -> Outcome {
     }
     // Every process still running at the end is "alive"; crashed ones were recorded.
     let report = synchrony_check::check(&sim.trace, &Options { quiescent: true, crash_bound_us: None });
-    Outcome { trace: sim.trace, report, steps, packets: sim.packets, anomalies: sim.anomalies }
+    let survivors = sim.live().len();
+    Outcome { trace: sim.trace, report, steps, packets: sim.packets, anomalies: sim.anomalies, survivors }
 }
