@@ -364,22 +364,12 @@ impl Engine {
     /// Multicasts to a group. Members send on their own stream; gbcasts go through the
     /// membership leader. Returns the message id the trace uses.
     pub fn send(&mut self, now: Instant, group: GroupName, order: Order, payload: Bytes) -> Result<MsgId, SendError> {
-        self.send_inner(now, group, order, payload, Replies::None)
+        self.query(now, group, order, payload, Replies::None)
     }
 
-    /// A group RPC: multicasts and collects replies, reported by a `QueryDone` event.
+    /// A group RPC: multicasts and collects replies, reported by a `QueryDone` event
+    /// (`Replies::None`: a plain multicast, as [`Engine::send`]).
     pub fn query(
-        &mut self,
-        now: Instant,
-        group: GroupName,
-        order: Order,
-        payload: Bytes,
-        replies: Replies,
-    ) -> Result<MsgId, SendError> {
-        self.send_inner(now, group, order, payload, replies)
-    }
-
-    fn send_inner(
         &mut self,
         now: Instant,
         group: GroupName,
