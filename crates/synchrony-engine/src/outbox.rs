@@ -174,6 +174,8 @@ impl Engine {
             g != group
         });
         self.gms.requests_dirty = true;
+        // Forwards held for the dead lineage must not reach the new one.
+        self.relay_in.retain(|(g, _), _| g != group);
         for id in lost {
             self.push_event(Event::SendLost { group: group.clone(), id });
         }
@@ -204,6 +206,10 @@ impl Engine {
     /// The relay's side: take a non-member's message, in the origin's order.
     pub(crate) fn on_forward(&mut self, from: &ProcessId, group: GroupName, fseq: u64, acked: u64, msg: DataMsg) {
         if msg.id.sender != *from || *from == self.me || msg.order == Order::Gbcast {
+            return;
+        }
+        if !self.groups.contains_key(&group) && self.views.get(&group).is_some_and(|v| !v.members.contains(&self.me)) {
+            // Not a relay of this group (the sender's view is stale): it moves on by itself.
             return;
         }
         let r = self.relay_in.entry((group.clone(), from.clone())).or_default();
