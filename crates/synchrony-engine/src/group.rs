@@ -165,8 +165,8 @@ pub(crate) struct GroupState {
     pub(crate) external: BTreeMap<ProcessId, u64>,
     /// While a joiner waits for its state: its deliveries, to check against the table that
     /// comes with the state (id, relayed).
-    /// (`None`: a gbcast, never a duplicate.)
-    pub(crate) unchecked: Option<VecDeque<(MsgId, Option<bool>)>>,
+    /// (`false`: a gbcast, never a duplicate.)
+    pub(crate) unchecked: Option<VecDeque<(MsgId, bool)>>,
 }
 
 impl GroupState {
@@ -436,15 +436,14 @@ impl GroupState {
                     // A non-member's message may come twice: through a new relay, or from
                     // the origin itself once it joined. The first delivery counts. A joiner
                     // without its state yet decides when the state (and table) arrive.
-                    let relayed = msg.id.sender != self.streams[r].owner;
                     if let Some(u) = &mut self.unchecked {
-                        u.push_back((msg.id.clone(), Some(relayed)));
+                        u.push_back((msg.id.clone(), true));
                     } else {
                         if self.external.get(&msg.id.sender).is_some_and(|&seen| msg.id.counter < seen) {
                             progress = true; // consumed, though not shown again
                             continue;
                         }
-                        self.note_delivered(&msg.id, relayed);
+                        self.note_delivered(&msg.id);
                     }
                     out.delivered.push(Delivered { view: self.view.id, msg });
                     progress = true;
@@ -593,7 +592,7 @@ impl GroupState {
                 self.hold = None;
             }
             if let Some(u) = &mut self.unchecked {
-                u.push_back((g.id.clone(), None));
+                u.push_back((g.id.clone(), false));
             }
             out.delivered.push(Delivered { view: self.view.id, msg: g.clone() });
         }
@@ -624,15 +623,15 @@ impl GroupState {
             };
         let unchecked = self.unchecked.take().unwrap_or_default();
         let total = unchecked.len();
-        for (at, (id, relayed)) in unchecked.into_iter().enumerate() {
+        for (at, (id, checked)) in unchecked.into_iter().enumerate() {
             snapshot(&self.external, &mut self.checkpoints, at);
-            let Some(relayed) = relayed else {
+            if !checked {
                 dups.push(false);
                 continue;
-            };
+            }
             let dup = self.external.get(&id.sender).is_some_and(|&seen| id.counter < seen);
             if !dup {
-                self.note_delivered(&id, relayed);
+                self.note_delivered(&id);
             }
             dups.push(dup);
         }
@@ -640,14 +639,12 @@ impl GroupState {
         dups
     }
 
-    /// Records a delivery in the duplicate table: relayed messages, and messages of an
-    /// origin that was relayed before (it may have joined and resent them itself).
-    fn note_delivered(&mut self, id: &MsgId, relayed: bool) {
-        if relayed {
-            self.external.insert(id.sender.clone(), id.counter + 1);
-        } else if let Some(seen) = self.external.get_mut(&id.sender) {
-            *seen = (*seen).max(id.counter + 1);
-        }
+    /// Records a delivery in the duplicate table (highest counter per origin).
+    fn note_delivered(&mut self, id: &MsgId) {
+        // Every origin is recorded: a member that leaves may find its earlier sends relayed
+        // later by a relay that held them.
+        let seen = self.external.entry(id.sender.clone()).or_default();
+        *seen = (*seen).max(id.counter + 1);
     }
 
     /// Tells non-members that their relayed messages up to `seq` are stable.
