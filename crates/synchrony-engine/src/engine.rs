@@ -157,7 +157,10 @@ impl Engine {
 
     /// A one-line dump of a group's internal state, for debugging and `synchrony status`.
     pub fn debug_group(&self, group: &GroupName) -> Option<String> {
-        let outbox = self.outbox.get(group).map(|q| format!(" outbox: {q:?}")).unwrap_or_default();
+        let pending: Vec<String> =
+            self.gms.gbcasts.iter().filter(|(g, _)| g == group).map(|(_, m)| m.id.to_string()).collect();
+        let outbox = self.outbox.get(group).map(|q| format!(" outbox: {q:?}")).unwrap_or_default()
+            + &format!(" gbcasts requested: {pending:?}");
         match self.groups.get(group) {
             Some(g) => Some(format!("{g:?}{outbox}")),
             None if !outbox.is_empty() => Some(outbox),

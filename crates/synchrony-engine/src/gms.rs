@@ -77,7 +77,7 @@ pub(crate) struct Gms {
     pub(crate) gbcasts: Vec<(GroupName, DataMsg)>,
     pub(crate) leave: bool,
     pub(crate) requests_dirty: bool,
-    requests_sent_to: Option<ProcessId>,
+    requests_sent_epoch: u64,
     // Leader state.
     round: Round,
     backoff_until: Instant,
@@ -104,7 +104,7 @@ impl Gms {
             gbcasts: Vec::new(),
             leave: false,
             requests_dirty: false,
-            requests_sent_to: None,
+            requests_sent_epoch: 0,
             round: Round::Idle,
             backoff_until: now,
             requests: BTreeMap::new(),
@@ -383,6 +383,10 @@ impl Engine {
             }
             if 2 * r.suspects.len() < n {
                 s.extend(r.suspects.iter().filter(|x| **x != self.me).cloned());
+                if r.suspects.contains(&self.me) {
+                    // It cannot hear its leader, so it cannot take part in a view change.
+                    s.insert(p.clone());
+                }
             }
         }
         s.retain(|p| self.gms.members.iter().any(|(m, _)| m == p));
@@ -449,19 +453,22 @@ impl Engine {
         if self.status != Status::Member {
             return;
         }
-        // Resend requests when they changed or the leader changed.
+        // Requests go to every member whenever they change or the membership does: whoever
+        // leads (even one this process cannot hear) has them.
         let leader = self.gms.leader().cloned();
-        if leader.is_some() && (self.gms.requests_dirty || self.gms.requests_sent_to != leader) {
-            let l = leader.clone().expect("checked");
+        if self.gms.requests_dirty || self.gms.requests_sent_epoch != self.gms.epoch {
             self.gms.requests_dirty = false;
-            self.gms.requests_sent_to = Some(l.clone());
+            self.gms.requests_sent_epoch = self.gms.epoch;
             let msg = Msg::Requests {
                 suspects: self.gms.suspects.iter().cloned().collect(),
                 ops: self.gms.ops.clone(),
                 gbcasts: self.gms.gbcasts.clone(),
                 leave: self.gms.leave,
             };
-            self.send_to(&l, msg);
+            let members: Vec<ProcessId> = self.gms.members.iter().map(|(p, _)| p.clone()).collect();
+            for p in members {
+                self.send_to(&p, msg.clone());
+            }
         }
         if leader.as_ref() != Some(&self.me) {
             self.gms.round = Round::Idle;

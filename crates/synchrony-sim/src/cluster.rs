@@ -681,6 +681,14 @@ pub fn run(cfg: SimConfig) -> Outcome {
     if std::env::var_os("SYNCHRONY_SIM_DEBUG").is_some() {
         for n in &sim.nodes {
             if let Some(e) = &n.engine {
+                eprintln!(
+                    "{} {:?} leader {:?} round {:?} members {:?}",
+                    e.id(),
+                    e.status(),
+                    e.leader(),
+                    e.round_phase(),
+                    e.members()
+                );
                 for g in &sim.groups {
                     if let Some(d) = e.debug_group(g) {
                         eprintln!("{} {g}: {:?} {d}\n", e.id(), e.status());
