@@ -127,7 +127,7 @@ impl Gms {
     pub(crate) fn requests_tick(&mut self) {
         self.requests_ticks += 1;
         let pending = !self.ops.is_empty() || !self.gbcasts.is_empty() || !self.suspects.is_empty() || self.leave;
-        if pending && self.requests_ticks.is_multiple_of(40) {
+        if pending && self.requests_ticks % 40 == 0 {
             self.requests_dirty = true;
         }
     }
