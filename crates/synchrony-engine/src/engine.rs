@@ -315,7 +315,6 @@ impl Engine {
                 self.detect_failures(now);
                 self.retry_state_fetches(now);
                 self.outbox_tick();
-                self.gms.requests_tick();
             }
             _ => {}
         }

@@ -78,7 +78,6 @@ pub(crate) struct Gms {
     pub(crate) leave: bool,
     pub(crate) requests_dirty: bool,
     requests_sent_epoch: u64,
-    requests_ticks: u64,
     // Leader state.
     round: Round,
     backoff_until: Instant,
@@ -106,7 +105,6 @@ impl Gms {
             leave: false,
             requests_dirty: false,
             requests_sent_epoch: 0,
-            requests_ticks: 0,
             round: Round::Idle,
             backoff_until: now,
             requests: BTreeMap::new(),
@@ -120,16 +118,6 @@ impl Gms {
     pub(crate) fn found(&mut self, me: &ProcessId, weight: u32) {
         self.epoch = 1;
         self.members = vec![(me.clone(), weight)];
-    }
-
-    /// Outstanding requests go out again now and then: a leader that joined after they
-    /// were sent, or a member that missed a commit, would otherwise never act on them.
-    pub(crate) fn requests_tick(&mut self) {
-        self.requests_ticks += 1;
-        let pending = !self.ops.is_empty() || !self.gbcasts.is_empty() || !self.suspects.is_empty() || self.leave;
-        if pending && self.requests_ticks % 40 == 0 {
-            self.requests_dirty = true;
-        }
     }
 
     /// This process must leave the group whatever it asks later (its state is lost).
