@@ -679,18 +679,18 @@ impl Engine {
         // Groups frozen for this epoch that the decision did not touch go on; so do groups
         // whose held gbcast was delivered (possibly before this process joined them).
         let done = &self.gms.gbcast_done;
-        let frozen: Vec<GroupName> = self
+        let frozen: Vec<(GroupName, bool)> = self
             .groups
             .iter()
-            .filter(|(_, g)| {
-                g.frozen.is_some_and(|e| e <= d.epoch) || g.hold.as_ref().is_some_and(|h| done.contains(h))
+            .map(|(n, g)| {
+                (n, g.frozen.is_some_and(|e| e <= d.epoch), g.hold.as_ref().is_some_and(|h| done.contains(h)))
             })
-            .map(|(n, _)| n.clone())
+            .filter(|(_, frozen, hold_done)| *frozen || *hold_done)
+            .map(|(n, _, hold_done)| (n.clone(), hold_done))
             .collect();
-        for g in frozen {
-            let done = self.gms.gbcast_done.clone();
+        for (g, hold_done) in frozen {
             self.with_group(&g, |gs, out| {
-                if gs.hold.as_ref().is_some_and(|h| done.contains(h)) {
+                if hold_done {
                     gs.hold = None;
                 }
                 if gs.frozen.is_some_and(|e| e <= d.epoch) {
