@@ -168,6 +168,21 @@ impl Engine {
         }
     }
 
+    /// A one-line summary of this process's membership state (epoch, suspicions, requests
+    /// it holds from others), for the simulator's debug dump.
+    pub fn debug_membership(&self) -> String {
+        let requests: Vec<String> = self
+            .gms
+            .requests
+            .iter()
+            .map(|(p, r)| {
+                let g: Vec<String> = r.gbcasts.iter().map(|(_, m)| m.id.to_string()).collect();
+                format!("{p}: suspects {:?} ops {} gbcasts {g:?} leave {}", r.suspects, r.ops.len(), r.leave)
+            })
+            .collect();
+        format!("epoch {} suspects {:?} requests [{}]", self.gms.epoch, self.gms.suspects, requests.join("; "))
+    }
+
     /// The phase of the membership round this process is leading, if any (`"prepare"` or
     /// `"accept"`): for tests that crash a leader in the middle of a view change.
     pub fn round_phase(&self) -> Option<&'static str> {
@@ -185,10 +200,11 @@ impl Engine {
 
     // ------------------------------------------------------------------ inputs
 
-    /// A frame arrived from the network. Bad frames are dropped and counted, never a panic.
-    pub fn handle_packet(&mut self, now: Instant, frame: &[u8]) {
+    /// A frame arrived from the network. Bad frames are dropped and counted, never a panic;
+    /// the error says why, so that a runtime can close the connection it came on.
+    pub fn handle_packet(&mut self, now: Instant, frame: &[u8]) -> Result<(), DecodeError> {
         if !self.alive() {
-            return;
+            return Ok(());
         }
         self.stats.frames_in += 1;
         let packet = match wire::decode(frame, self.config.secret.as_deref()) {
@@ -199,15 +215,30 @@ impl Engine {
                     _ => self.stats.rejected_malformed += 1,
                 }
                 tracing::debug!(me = %self.me, error = %e, "dropped a frame");
-                return;
+                return Err(e);
             }
         };
         self.wake_check(now);
         if !self.alive() {
-            return;
+            return Ok(());
         }
         self.on_packet(now, packet);
         self.after_input(now);
+        Ok(())
+    }
+
+    /// The runtime lost its connection to the process called `name` and could not open a
+    /// new one: a suspicion (as if the failure detector had timed out), not a verdict; the
+    /// leader still runs the view change that excludes it.
+    pub fn handle_unreachable(&mut self, now: Instant, name: &str) {
+        if self.status != Status::Member {
+            return;
+        }
+        let peer = self.gms_member_named(name);
+        if let Some(p) = peer {
+            self.suspect(p);
+            self.after_input(now);
+        }
     }
 
     /// A process that was stopped (SIGSTOP, a long pause) past the failure timeout must

@@ -23,10 +23,10 @@ use std::sync::Arc;
 /// A member's outstanding requests, as the leader holds them.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Requests {
-    suspects: Vec<ProcessId>,
-    ops: Vec<GroupOp>,
-    gbcasts: Vec<(GroupName, DataMsg)>,
-    leave: bool,
+    pub(crate) suspects: Vec<ProcessId>,
+    pub(crate) ops: Vec<GroupOp>,
+    pub(crate) gbcasts: Vec<(GroupName, DataMsg)>,
+    pub(crate) leave: bool,
 }
 
 /// What a round changes, fixed when it starts.
@@ -81,7 +81,7 @@ pub(crate) struct Gms {
     // Leader state.
     round: Round,
     backoff_until: Instant,
-    requests: BTreeMap<ProcessId, Requests>,
+    pub(crate) requests: BTreeMap<ProcessId, Requests>,
     join_requests: BTreeMap<ProcessId, u32>,
     pub(crate) gbcast_done: BTreeSet<MsgId>,
     /// Groups this process must leave before it may join them again.
@@ -239,10 +239,28 @@ impl Engine {
                 self.gms.requests_dirty = true;
             }
         }
+        self.check_majority();
+    }
+
+    fn check_majority(&mut self) {
         let alive: Vec<ProcessId> =
             self.gms.members.iter().map(|(p, _)| p).filter(|p| !self.gms.suspects.contains(*p)).cloned().collect();
         if !self.gms.quorum(alive.iter(), self.config.min_commit_weight) {
             self.stop(PartitionReason::LostMajority);
+        }
+    }
+
+    /// The member called `name`, other than this process.
+    pub(crate) fn gms_member_named(&self, name: &str) -> Option<ProcessId> {
+        self.gms.members.iter().map(|(p, _)| p).find(|p| &*p.name == name && **p != self.me).cloned()
+    }
+
+    /// Suspects `p` on the runtime's word (its connection is gone).
+    pub(crate) fn suspect(&mut self, p: ProcessId) {
+        if self.gms.suspects.insert(p.clone()) {
+            tracing::info!(me = %self.me, suspect = %p, "suspecting an unreachable member");
+            self.gms.requests_dirty = true;
+            self.check_majority();
         }
     }
 
@@ -373,20 +391,26 @@ impl Engine {
     }
 
     /// The suspicions the leader acts on: its own, and those of members it trusts that do
-    /// not suspect a majority (those will stop by themselves).
+    /// not suspect a majority (those will stop by themselves). Members are heard oldest
+    /// first, and an excluded member's suspicions are ignored: two members that suspect each
+    /// other (a link cut between them) lose only the younger, not both (which could cost the
+    /// majority and stall every round).
     fn effective_suspects(&self) -> BTreeSet<ProcessId> {
         let mut s = self.gms.suspects.clone();
         let n = self.gms.members.len();
-        for (p, r) in &self.gms.requests {
-            if self.gms.suspects.contains(p) || !self.gms.members.iter().any(|(m, _)| m == p) {
+        for (p, _) in &self.gms.members {
+            if s.contains(p) {
                 continue;
             }
-            if 2 * r.suspects.len() < n {
-                s.extend(r.suspects.iter().filter(|x| **x != self.me).cloned());
-                if r.suspects.contains(&self.me) {
-                    // It cannot hear its leader, so it cannot take part in a view change.
-                    s.insert(p.clone());
-                }
+            let Some(r) = self.gms.requests.get(p) else { continue };
+            if 2 * r.suspects.len() >= n {
+                continue;
+            }
+            if r.suspects.contains(&self.me) {
+                // It cannot hear its leader, so it cannot take part in a view change.
+                s.insert(p.clone());
+            } else {
+                s.extend(r.suspects.iter().cloned());
             }
         }
         s.retain(|p| self.gms.members.iter().any(|(m, _)| m == p));

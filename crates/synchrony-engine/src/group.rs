@@ -404,12 +404,19 @@ impl GroupState {
             }
             if msg.order == Order::Safe
                 && !self.cut_mode
-                && (self.streams[r].stable < msg.seq || self.order_stable <= pos)
+                && (self.streams[r].stable < msg.seq || self.order_stable <= pos || !self.past_stable(msg))
             {
                 return false;
             }
         }
         true
+    }
+
+    /// Whether every message `msg` causally follows is stable too: a member that lacks one
+    /// of them could not deliver `msg` after a failure (the cut drops what follows a lost
+    /// message), so a safe message waits for its whole causal past (G9).
+    fn past_stable(&self, msg: &DataMsg) -> bool {
+        msg.vt.len() != self.streams.len() || self.streams.iter().zip(&msg.vt).all(|(s, &v)| s.stable >= v)
     }
 
     /// Delivers whatever the rules allow.

@@ -621,7 +621,7 @@ pub fn run(cfg: SimConfig) -> Outcome {
                 let held = std::mem::take(&mut sim.nodes[i].held);
                 for f in held {
                     if let Some(e) = sim.nodes[i].engine.as_mut() {
-                        e.handle_packet(now, &f);
+                        let _ = e.handle_packet(now, &f);
                     }
                 }
                 if let Some(e) = sim.nodes[i].engine.as_mut() {
@@ -639,7 +639,7 @@ pub fn run(cfg: SimConfig) -> Outcome {
                 continue;
             }
             if let Some(e) = n.engine.as_mut() {
-                e.handle_packet(now, &f.frame);
+                let _ = e.handle_packet(now, &f.frame);
                 sim.pump(f.to);
             }
         }
@@ -689,6 +689,7 @@ pub fn run(cfg: SimConfig) -> Outcome {
                     e.round_phase(),
                     e.members()
                 );
+                eprintln!("{} {}", e.id(), e.debug_membership());
                 for g in &sim.groups {
                     if let Some(d) = e.debug_group(g) {
                         eprintln!("{} {g}: {:?} {d}\n", e.id(), e.status());
