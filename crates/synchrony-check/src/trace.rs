@@ -158,3 +158,56 @@ pub fn digest<'a>(ids: impl IntoIterator<Item = &'a str>) -> String {
     }
     format!("{h:016x}")
 }
+
+/// Constructors for each event kind; `p`, `i` and `t` are left for the recorder to fill.
+impl TraceEvent {
+    fn kind(ev: &str, group: Option<&str>) -> Self {
+        Self { ev: ev.into(), group: group.map(String::from), ..Default::default() }
+    }
+
+    /// `view`: the process installs view `view` of `group`.
+    pub fn view_installed(group: &str, view: u64, members: Vec<String>) -> Self {
+        Self { view: Some(view), members: Some(members), primary: Some(true), ..Self::kind("view", Some(group)) }
+    }
+
+    /// `send`: the application hands `msg` to the system (`view` is `None` for a non-member).
+    pub fn sent(group: &str, msg: String, order: &str, view: Option<u64>) -> Self {
+        Self { msg: Some(msg), order: Some(order.into()), view, ..Self::kind("send", Some(group)) }
+    }
+
+    /// `deliver`: the system delivers `msg` from `from` in `view`.
+    pub fn delivered(group: &str, msg: String, from: String, order: &str, view: u64) -> Self {
+        Self {
+            msg: Some(msg),
+            from: Some(from),
+            order: Some(order.into()),
+            view: Some(view),
+            ..Self::kind("deliver", Some(group))
+        }
+    }
+
+    /// `state_sent`: a checkpoint with `digest` produced for joiner `to`, whose first view is `view`.
+    pub fn state_sent(group: &str, view: u64, to: String, digest: String) -> Self {
+        Self { view: Some(view), to: Some(to), digest: Some(digest), ..Self::kind("state_sent", Some(group)) }
+    }
+
+    /// `state`: a joiner loaded its initial state.
+    pub fn state_loaded(group: &str, view: u64, digest: String) -> Self {
+        Self { view: Some(view), digest: Some(digest), ..Self::kind("state", Some(group)) }
+    }
+
+    /// `flush`: a `flush()` call returned; `covers` is the last message sent before it.
+    pub fn flushed(group: &str, view: u64, covers: Option<String>) -> Self {
+        Self { view: Some(view), covers, ..Self::kind("flush", Some(group)) }
+    }
+
+    /// `leave`: the process left `group`.
+    pub fn left(group: &str) -> Self {
+        Self::kind("leave", Some(group))
+    }
+
+    /// `partitioned` or `crash`: events with no fields of their own.
+    pub fn bare(ev: &str) -> Self {
+        Self::kind(ev, None)
+    }
+}

@@ -1,60 +1,367 @@
-//! `synchrony demo`: a narrated run of a cluster under faults, then its verdict.
+//! `synchrony demo`: a local cluster of separate processes on loopback, with a member
+//! killed, a joiner, a member paused past the failure timeout, narrated as it happens and
+//! checked at the end. The multi-process tests run it too (with a secret and intruders).
 
-use anyhow::Result;
-use std::collections::BTreeMap;
-use synchrony_check::{check, Options};
-use synchrony_sim::{run, Profile, SimConfig};
+use anyhow::{bail, Context, Result};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use synchrony_check::{check, parse, Options, TraceEvent};
 
-/// Runs a simulated chaos cluster and narrates what the trace shows.
-pub(crate) fn run_demo(seed: u64) -> Result<()> {
-    println!("synchrony demo: 5 processes, 3 groups, lossy network, crashes, partitions, pauses.");
-    println!("(This demo runs the real engine inside the deterministic simulator; seed {seed}.)\n");
-    let mut cfg = SimConfig::new(seed, Profile::named("chaos").expect("known"));
-    cfg.groups = 2;
-    let out = run(cfg);
-    let mut delivered: BTreeMap<String, u64> = BTreeMap::new();
-    let mut shown = 0;
-    for e in &out.trace {
-        let at = format!("{:>8.3} s", e.t as f64 / 1e6);
+/// What the demo does besides the basic run.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub(crate) struct DemoArgs {
+    /// Run the cluster with a shared secret (every frame authenticated).
+    #[arg(long)]
+    pub(crate) secret: bool,
+    /// Also start an intruder with the wrong secret and a process that sends garbage
+    /// bytes, and show that neither gets in (implies --secret).
+    #[arg(long)]
+    pub(crate) intruders: bool,
+    /// Keep the traces in this directory (default: a temporary one, removed at the end).
+    #[arg(long)]
+    pub(crate) keep: Option<PathBuf>,
+}
+
+const GROUP: &str = "demo";
+const FAILURE_TIMEOUT: &str = "300ms";
+const ORDERS: [&str; 6] = ["fifo,causal", "total,safe", "causal,total", "safe,fifo", "unordered,total", "causal,safe"];
+
+/// The processes the demo started; all are killed when it ends, however it ends.
+struct Procs {
+    exe: PathBuf,
+    dir: PathBuf,
+    secret: Option<PathBuf>,
+    children: Vec<(String, Child)>,
+    ports: BTreeMap<String, u16>,
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn signal(child: &Child, sig: &str) -> Result<()> {
+    let ok = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status()?.success();
+    if !ok {
+        bail!("kill -{sig} {} failed", child.id());
+    }
+    Ok(())
+}
+
+impl Procs {
+    fn addr(&self, name: &str) -> String {
+        format!("127.0.0.1:{}", self.ports[name])
+    }
+
+    fn trace(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.jsonl"))
+    }
+
+    /// Starts `synchrony load` as `name`, through `contact` (none: it founds the cluster).
+    fn start_load(&mut self, name: &str, contact: Option<&str>, orders: &str, duration: &str) -> Result<()> {
+        let port = free_port()?;
+        self.ports.insert(name.to_string(), port);
+        let mut cmd = Command::new(&self.exe);
+        cmd.args(["load", "--name", name, "--listen", &self.addr(name), "--group", GROUP, "--order", orders]);
+        cmd.args(["--rate", "200", "--size", "100", "--duration", duration, "--rejoin"]);
+        cmd.args(["--failure-timeout", FAILURE_TIMEOUT]);
+        cmd.arg("--trace").arg(self.trace(name));
+        cmd.arg("--data-dir").arg(self.dir.join(name));
+        if let Some(c) = contact {
+            cmd.args(["--contact", &self.addr(c)]);
+        }
+        if let Some(s) = &self.secret {
+            cmd.arg("--secret-file").arg(s);
+        }
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        let child = cmd.spawn().with_context(|| format!("starting {}", self.exe.display()))?;
+        self.children.push((name.to_string(), child));
+        Ok(())
+    }
+
+    fn child(&self, name: &str) -> &Child {
+        &self.children.iter().find(|(n, _)| n == name).expect("started").1
+    }
+}
+
+/// Follows the trace files and tells what they show.
+struct Narrator {
+    start: Instant,
+    offsets: BTreeMap<PathBuf, u64>,
+    events: Vec<TraceEvent>,
+    views: BTreeMap<u64, Vec<String>>,
+    last_members: Vec<String>,
+    delivered: BTreeMap<String, u64>,
+    state_sent: BTreeSet<(Option<u64>, Option<String>)>,
+    verbose: bool,
+}
+
+impl Narrator {
+    fn say(&self, what: &str) {
+        if self.verbose {
+            println!("[{:>5.1} s] {what}", self.start.elapsed().as_secs_f64());
+        }
+    }
+
+    fn read_new(&mut self, files: &[PathBuf]) {
+        for f in files {
+            let Ok(mut file) = std::fs::File::open(f) else { continue };
+            let off = self.offsets.entry(f.clone()).or_default();
+            if file.seek(SeekFrom::Start(*off)).is_err() {
+                continue;
+            }
+            let mut text = String::new();
+            if file.read_to_string(&mut text).is_err() {
+                continue;
+            }
+            let complete = text.rfind('\n').map_or(0, |i| i + 1);
+            *off += complete as u64;
+            let new = parse(&text[..complete]).unwrap_or_default();
+            for e in new {
+                self.narrate(&e);
+                self.events.push(e);
+            }
+        }
+    }
+
+    fn narrate(&mut self, e: &TraceEvent) {
         match e.ev.as_str() {
-            "view" if e.p == e.members.as_ref().and_then(|m| m.first()).cloned().unwrap_or_default() => {
-                println!(
-                    "{at}  view {} of {}: {}",
-                    e.view.unwrap_or(0),
-                    e.group.as_deref().unwrap_or(""),
-                    e.members.as_ref().map(|m| m.join(", ")).unwrap_or_default()
-                );
+            "view" => {
+                let (id, members) = (e.view.unwrap_or(0), e.members.clone().unwrap_or_default());
+                if self.views.insert(id, members.clone()).is_none() {
+                    let gone: Vec<&String> = self.last_members.iter().filter(|m| !members.contains(m)).collect();
+                    let new: Vec<&String> = members.iter().filter(|m| !self.last_members.contains(m)).collect();
+                    let mut what = format!("view {id} of {GROUP}: [{}]", members.join(", "));
+                    if !new.is_empty() {
+                        what += &format!("  + {}", new.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "));
+                    }
+                    if !gone.is_empty() {
+                        what += &format!("  - {}", gone.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "));
+                    }
+                    self.say(&what);
+                    self.last_members = members;
+                }
             }
-            "crash" => println!("{at}  {} crashed", e.p),
-            "partitioned" => println!("{at}  {} found itself cut off (paused or partitioned) and stopped", e.p),
-            "state" => println!(
-                "{at}  {} loaded the state of {} by state transfer (digest {})",
+            // Every old member makes the checkpoint (any of them can finish the transfer).
+            "state_sent" if self.state_sent.insert((e.view, e.to.clone())) => self.say(&format!(
+                "{} and the other members produced the state for {} (digest {})",
                 e.p,
-                e.group.as_deref().unwrap_or(""),
-                e.digest.as_deref().unwrap_or("")
-            ),
-            "deliver" => {
-                *delivered.entry(e.order.clone().unwrap_or_default()).or_default() += 1;
-                shown += 1;
-            }
+                e.to.as_deref().unwrap_or("?"),
+                e.digest.as_deref().unwrap_or("?")
+            )),
+            "state" => self.say(&format!(
+                "{} loaded the state by state transfer (digest {}); it delivers from here on",
+                e.p,
+                e.digest.as_deref().unwrap_or("?")
+            )),
+            "partitioned" => self.say(&format!(
+                "{} found it was excluded while paused: it stops delivering (G10) and rejoins as a new incarnation",
+                e.p
+            )),
+            "deliver" => *self.delivered.entry(e.p.clone()).or_default() += 1,
             _ => {}
         }
     }
-    println!("\n{shown} deliveries: {delivered:?}");
-    let report = check(&out.trace, &Options { quiescent: true, crash_bound_us: None });
+
+    fn rates(&mut self) {
+        if !self.delivered.is_empty() {
+            let parts: Vec<String> = self.delivered.iter().map(|(p, n)| format!("{p} {n}")).collect();
+            self.say(&format!("delivered in the last second: {}", parts.join(", ")));
+        }
+        self.delivered.clear();
+    }
+}
+
+/// Waits `d`, narrating meanwhile.
+fn wait(n: &mut Narrator, files: &[PathBuf], d: Duration, last_rate: &mut Instant) {
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+        n.read_new(files);
+        if last_rate.elapsed() >= Duration::from_secs(1) {
+            n.rates();
+            *last_rate = Instant::now();
+        }
+    }
+}
+
+fn status_of(exe: &Path, addr: &str, secret: Option<&Path>) -> Result<String> {
+    let mut cmd = Command::new(exe);
+    cmd.args(["status", addr]);
+    if let Some(s) = secret {
+        cmd.arg("--secret-file").arg(s);
+    }
+    let out = cmd.output()?;
+    if !out.status.success() {
+        bail!("synchrony status {addr} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+/// Runs the demo. Returns an error (and the command exits non-zero) if a check fails.
+pub(crate) fn run_demo(args: DemoArgs) -> Result<()> {
+    let secret_on = args.secret || args.intruders;
+    let dir = match &args.keep {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("synchrony-demo-{}", std::process::id())),
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let secret = if secret_on {
+        let p = dir.join("secret");
+        std::fs::write(&p, format!("demo-secret-{}", std::process::id()))?;
+        Some(p)
+    } else {
+        None
+    };
+    let mut procs = Procs {
+        exe: std::env::current_exe()?,
+        dir: dir.clone(),
+        secret: secret.clone(),
+        children: Vec::new(),
+        ports: BTreeMap::new(),
+    };
+    let mut n = Narrator {
+        start: Instant::now(),
+        offsets: BTreeMap::new(),
+        events: Vec::new(),
+        views: BTreeMap::new(),
+        last_members: Vec::new(),
+        delivered: BTreeMap::new(),
+        state_sent: BTreeSet::new(),
+        verbose: true,
+    };
+    let mut last_rate = Instant::now();
+    println!("synchrony demo: separate processes on loopback, one group `{GROUP}`, every order class.");
     println!(
-        "checker: {} events from {} processes, {} violations",
-        report.events,
-        report.processes,
-        report.violations.len()
+        "Each process is `synchrony load`: it sends 200 messages a second and its state is the set of messages it has"
     );
+    println!("delivered. Failure timeout {FAILURE_TIMEOUT}. Traces in {}.\n", dir.display());
+    let names = ["n1", "n2", "n3", "n4", "n5"];
+    procs.start_load("n1", None, ORDERS[0], "12")?;
+    let mut files = vec![procs.trace("n1")];
+    wait(&mut n, &files, Duration::from_millis(600), &mut last_rate);
+    for (k, name) in names.iter().enumerate().skip(1) {
+        procs.start_load(name, Some("n1"), ORDERS[k], "12")?;
+        files.push(procs.trace(name));
+    }
+    n.say("started n1 (it founds the cluster) and n2..n5 (they join through n1)");
+    wait(&mut n, &files, Duration::from_secs(3), &mut last_rate);
+
+    if args.intruders {
+        n.say("an intruder with the wrong secret tries to join, and a process sends garbage bytes to n1");
+        let wrong = dir.join("wrong-secret");
+        std::fs::write(&wrong, "not-the-secret")?;
+        let port = free_port()?;
+        let mut intruder = Command::new(&procs.exe)
+            .args(["node", "--name", "intruder", "--listen", &format!("127.0.0.1:{port}"), "--join", GROUP])
+            .args(["--contact", &procs.addr("n1"), "--join-timeout", "2s"])
+            .arg("--secret-file")
+            .arg(&wrong)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let mut garbage = std::net::TcpStream::connect(procs.addr("n1"))?;
+        let _ = garbage.write_all(b"\x00\x00\x00\x10GET / HTTP/1.1\r\n\r\nthis is not a frame");
+        let _ = garbage.write_all(&[0xff; 64]);
+        drop(garbage);
+        wait(&mut n, &files, Duration::from_millis(2500), &mut last_rate);
+        let code = intruder.wait()?;
+        if code.success() {
+            bail!("the intruder with the wrong secret got in");
+        }
+        n.say("the intruder gave up: it could not join without the secret");
+    }
+
+    n.say("SIGKILL n5");
+    signal(procs.child("n5"), "KILL")?;
+    let killed_micros =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+    wait(&mut n, &files, Duration::from_secs(2), &mut last_rate);
+
+    n.say("starting n6, which joins during the traffic and gets the state by state transfer");
+    procs.start_load("n6", Some("n1"), "total,causal", "8")?;
+    files.push(procs.trace("n6"));
+    wait(&mut n, &files, Duration::from_secs(2), &mut last_rate);
+
+    n.say("SIGSTOP n4 for 1.5 s (five times the failure timeout)");
+    signal(procs.child("n4"), "STOP")?;
+    wait(&mut n, &files, Duration::from_millis(1500), &mut last_rate);
+    n.say("SIGCONT n4");
+    signal(procs.child("n4"), "CONT")?;
+    wait(&mut n, &files, Duration::from_secs(3), &mut last_rate);
+
+    n.say("traffic is over; letting the cluster settle");
+    wait(&mut n, &files, Duration::from_secs(3), &mut last_rate);
+    let status = status_of(&procs.exe, &procs.addr("n1"), secret.as_deref())?;
+    if args.intruders {
+        let rejected = status.lines().find(|l| l.contains("rejected:")).unwrap_or("").to_string();
+        n.say(&format!("n1's status shows the rejections: {}", rejected.trim()));
+        let refused = |what: &str| {
+            rejected
+                .split(',')
+                .find(|p| p.contains(what))
+                .and_then(|p| p.split_whitespace().find_map(|w| w.parse::<u64>().ok()))
+        };
+        if refused("handshakes refused").unwrap_or(0) == 0 || refused("bad frames").unwrap_or(0) == 0 {
+            bail!("n1 did not count the intruders' rejections: {rejected}");
+        }
+    } else {
+        println!("\n`synchrony status {}`:\n{status}", procs.addr("n1"));
+    }
+    for (name, c) in &procs.children {
+        if name != "n5" {
+            signal(c, "TERM")?;
+        }
+    }
+    for (_, c) in &mut procs.children {
+        let _ = c.wait();
+    }
+    procs.children.clear();
+    n.read_new(&files);
+    // The harness writes the killed process's `crash` event, as TRACE.md says.
+    let n5: Vec<&TraceEvent> = n.events.iter().filter(|e| e.p.starts_with("n5#")).collect();
+    if let Some(last) = n5.iter().max_by_key(|e| e.i) {
+        let crash =
+            TraceEvent { p: last.p.clone(), i: last.i + 1, t: last.t.max(killed_micros), ..TraceEvent::bare("crash") };
+        let mut f = std::fs::OpenOptions::new().append(true).open(procs.trace("n5"))?;
+        writeln!(f, "{}", crash.to_json_line())?;
+        n.events.push(crash);
+    }
+    let report = check(&n.events, &Options { quiescent: true, crash_bound_us: None });
+    let processes: BTreeSet<&str> = n.events.iter().map(|e| e.p.as_str()).collect();
+    println!();
     for v in &report.violations {
         print!("{v}");
     }
-    if report.violations.is_empty() {
-        println!("verdict: every guarantee G1..G13 held.");
-        Ok(())
-    } else {
-        anyhow::bail!("verdict: guarantees broken")
+    let delivered = n.events.iter().filter(|e| e.ev == "deliver").count();
+    println!(
+        "checked {} trace events from {} processes ({} deliveries): {}",
+        report.events,
+        processes.len(),
+        delivered,
+        if report.violations.is_empty() {
+            "every guarantee holds (G1 to G13, quiescent)".to_string()
+        } else {
+            format!("{} violations", report.violations.len())
+        }
+    );
+    if args.keep.is_none() && report.violations.is_empty() {
+        let _ = std::fs::remove_dir_all(&dir);
     }
+    if !report.violations.is_empty() {
+        bail!("the traces break the guarantees (kept in {})", dir.display());
+    }
+    Ok(())
 }

@@ -10,6 +10,7 @@ use synchrony_check::{check, parse, Options};
 use synchrony_sim::{run, Profile, SimConfig};
 
 mod demo;
+mod node;
 
 /// Virtual synchrony for Rust: process groups whose members see the same events in the
 /// same order.
@@ -58,13 +59,37 @@ enum Cmd {
         #[arg(required = true)]
         traces: Vec<PathBuf>,
     },
-    /// Show the model at work: a cluster with crashes, a joiner and a paused member,
-    /// narrated, then checked.
-    Demo {
-        /// The seed of the run.
-        #[arg(long, default_value_t = 7)]
-        seed: u64,
+    /// The main job: a local cluster of separate processes on loopback, with a member
+    /// killed, a joiner receiving state, a member paused past the failure timeout,
+    /// narrated as it happens and checked at the end (under a minute).
+    Demo(demo::DemoArgs),
+    /// Run a long-lived member of a cluster until SIGTERM or Ctrl-C.
+    Node(node::NodeArgs),
+    /// Join a group, send traffic at a rate for a while, keep taking part until SIGTERM or
+    /// --exit-after; the trace (--trace) can then be checked with `synchrony check`.
+    Load(node::LoadArgs),
+    /// Show the groups, views, members, rates and rejection counts of a running node.
+    Status {
+        /// The node's listen address.
+        addr: String,
+        /// The cluster secret, if the node has one.
+        #[arg(long)]
+        secret_file: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
+}
+
+fn tokio_main<F: std::future::Future<Output = Result<()>>>(f: F) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(f)
 }
 
 fn main() -> Result<()> {
@@ -169,6 +194,9 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Demo { seed } => demo::run_demo(seed),
+        Cmd::Demo(args) => demo::run_demo(args),
+        Cmd::Node(args) => tokio_main(node::run_node(args)),
+        Cmd::Load(args) => tokio_main(node::run_load(args)),
+        Cmd::Status { addr, secret_file, json } => tokio_main(node::run_status(addr, secret_file, json)),
     }
 }

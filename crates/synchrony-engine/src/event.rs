@@ -204,7 +204,8 @@ pub enum FlushError {
 }
 
 /// Counters of what the engine did and refused; see [`crate::Engine::stats`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Stats {
     /// Frames received.
     pub frames_in: u64,

@@ -1,0 +1,262 @@
+//! `synchrony node` and `synchrony load`: a long-running member whose application state is
+//! the set of message ids it has delivered (what TRACE.md's digest is computed over), so
+//! that its trace can be checked, state transfers included.
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use synchrony_engine::{GroupName, Order, Replies};
+use synchrony_runtime::{Config, GroupEvent, Runtime};
+
+/// Parses `300ms`, `2s`, `1.5s` or a bare number of seconds.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = match s.strip_suffix("ms") {
+        Some(n) => (n, 1e-3),
+        None => (s.strip_suffix('s').unwrap_or(s), 1.0),
+    };
+    let v: f64 = num.trim().parse().map_err(|_| format!("{s:?} is not a duration (try 300ms or 2s)"))?;
+    if !(0.0..1e7).contains(&v) {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(v * unit))
+}
+
+/// The options every long-running node takes.
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct NodeArgs {
+    /// This node's name, unique in the cluster (traces show NAME#INCARNATION).
+    #[arg(long)]
+    pub(crate) name: String,
+    /// The address to listen on, e.g. 127.0.0.1:7001.
+    #[arg(long)]
+    pub(crate) listen: String,
+    /// A member to join the cluster through (repeat for several; none: start a new cluster).
+    #[arg(long = "contact")]
+    pub(crate) contacts: Vec<String>,
+    /// A group to join (repeat for several).
+    #[arg(long = "join")]
+    pub(crate) join: Vec<String>,
+    /// Write this node's trace (TRACE.md format) to FILE.
+    #[arg(long)]
+    pub(crate) trace: Option<PathBuf>,
+    /// A file holding the cluster secret: frames are authenticated with it.
+    #[arg(long)]
+    pub(crate) secret_file: Option<PathBuf>,
+    /// Where to keep the incarnation counter (and later the durable state).
+    #[arg(long)]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Silence after which a peer is suspected (200ms is fine on loopback).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub(crate) failure_timeout: Duration,
+    /// Heartbeat period (default: a tenth of the failure timeout).
+    #[arg(long, value_parser = parse_duration)]
+    pub(crate) heartbeat: Option<Duration>,
+    /// After being excluded (e.g. paused too long), rejoin as a new incarnation.
+    #[arg(long)]
+    pub(crate) rejoin: bool,
+    /// Give up if not a member of the cluster after this long.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub(crate) join_timeout: Duration,
+}
+
+impl NodeArgs {
+    pub(crate) fn config(&self) -> Result<Config> {
+        let mut c = Config::new(self.name.clone(), self.listen.clone());
+        c.contacts = self.contacts.clone();
+        c.trace = self.trace.clone();
+        c.data_dir = self.data_dir.clone();
+        c.failure_timeout = self.failure_timeout;
+        c.heartbeat_interval = self.heartbeat.unwrap_or(self.failure_timeout / 10);
+        c.rejoin = self.rejoin;
+        c.join_timeout = self.join_timeout;
+        if let Some(f) = &self.secret_file {
+            let s = std::fs::read(f).with_context(|| format!("reading the secret from {}", f.display()))?;
+            let s = s.strip_suffix(b"\n").unwrap_or(&s).to_vec();
+            if s.is_empty() {
+                bail!("the secret file {} is empty", f.display());
+            }
+            c.secret = Some(s);
+        }
+        Ok(c)
+    }
+}
+
+/// The traffic generator's options.
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct LoadArgs {
+    #[command(flatten)]
+    pub(crate) node: NodeArgs,
+    /// The group to join and load.
+    #[arg(long)]
+    pub(crate) group: String,
+    /// Order class, or a comma-separated list used in turn (e.g. fifo,causal,total,safe).
+    #[arg(long, default_value = "total")]
+    pub(crate) order: String,
+    /// Messages a second.
+    #[arg(long, default_value_t = 100.0)]
+    pub(crate) rate: f64,
+    /// Payload bytes.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) size: usize,
+    /// How long to send, in seconds.
+    #[arg(long, default_value = "10", value_parser = parse_duration)]
+    pub(crate) duration: Duration,
+    /// Exit this long after starting (default: run until SIGTERM).
+    #[arg(long, value_parser = parse_duration)]
+    pub(crate) exit_after: Option<Duration>,
+}
+
+/// One group's application: the set of delivered ids; answers queries and state requests.
+async fn serve_group(
+    rt: Runtime,
+    group: GroupName,
+    mut events: tokio::sync::mpsc::Receiver<GroupEvent>,
+    verbose: bool,
+) {
+    let state: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let me = rt.me().name.to_string();
+    while let Some(ev) = events.recv().await {
+        match ev {
+            GroupEvent::Message(m) => {
+                state.lock().expect("not poisoned").insert(m.id.to_string());
+                if m.query {
+                    rt.reply(m.id, Some(Bytes::from(me.clone()))).await;
+                }
+            }
+            GroupEvent::StateRequest { view, .. } => {
+                let s = state.lock().expect("not poisoned").iter().cloned().collect::<Vec<_>>().join("\n");
+                rt.provide_state(group.clone(), view, Bytes::from(s)).await;
+            }
+            GroupEvent::State { state: bytes, view } => {
+                let text = String::from_utf8_lossy(&bytes).to_string();
+                let set: BTreeSet<String> = text.split('\n').filter(|s| !s.is_empty()).map(String::from).collect();
+                if verbose {
+                    println!("{group}: state loaded at view {view} ({} messages)", set.len());
+                }
+                *state.lock().expect("not poisoned") = set;
+            }
+            GroupEvent::View(v) if verbose => {
+                let members: Vec<String> = v.members.iter().map(|m| m.to_string()).collect();
+                println!("{group}: view {} [{}]", v.id, members.join(", "));
+            }
+            GroupEvent::Partitioned(reason) => {
+                state.lock().expect("not poisoned").clear();
+                if verbose {
+                    println!("{group}: this incarnation stopped ({reason:?})");
+                }
+            }
+            GroupEvent::Left if verbose => println!("{group}: left"),
+            _ => {}
+        }
+    }
+}
+
+async fn start(args: &NodeArgs, groups: &[String], verbose: bool) -> Result<Runtime> {
+    let config = args.config()?;
+    let (rt, mut node_events) = Runtime::start(config).await.context("starting the node")?;
+    tokio::spawn(async move { while node_events.recv().await.is_some() {} });
+    for g in groups {
+        let g = GroupName::new(g.as_str());
+        let events = rt.join(g.clone()).await.with_context(|| format!("joining {g}"))?;
+        tokio::spawn(serve_group(rt.clone(), g, events, verbose));
+    }
+    Ok(rt)
+}
+
+async fn terminated() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! { _ = t.recv() => {}, _ = i.recv() => {} }
+        }
+        _ => std::future::pending().await,
+    }
+}
+
+/// `synchrony node`: runs until SIGTERM or Ctrl-C, then leaves the cluster.
+pub(crate) async fn run_node(args: NodeArgs) -> Result<()> {
+    let rt = start(&args, &args.join, true).await?;
+    println!("{} is a member, listening on {}", rt.me(), rt.listen_addr());
+    terminated().await;
+    rt.shutdown().await;
+    Ok(())
+}
+
+/// `synchrony load`: joins, sends at the given rate for the duration, keeps taking part
+/// until SIGTERM or `--exit-after`, then closes its trace and exits.
+pub(crate) async fn run_load(args: LoadArgs) -> Result<()> {
+    let orders: Vec<Order> = args
+        .order
+        .split(',')
+        .map(|o| o.trim().parse::<Order>().map_err(|e| anyhow::anyhow!("{e}")))
+        .collect::<Result<_>>()?;
+    if orders.is_empty() || args.rate < 0.0 {
+        bail!("need at least one order class and a rate of zero or more");
+    }
+    let started = tokio::time::Instant::now();
+    let rt = start(&args.node, std::slice::from_ref(&args.group), false).await?;
+    let group = GroupName::new(args.group.as_str());
+    let payload = Bytes::from(vec![0u8; args.size]);
+    let sender = {
+        let rt = rt.clone();
+        async move {
+            let tick = Duration::from_millis(10);
+            let mut interval = tokio::time::interval(tick);
+            let (mut credit, mut k, mut failed) = (0.0f64, 0usize, 0u64);
+            let end = tokio::time::Instant::now() + args.duration;
+            while tokio::time::Instant::now() < end {
+                interval.tick().await;
+                credit += args.rate * tick.as_secs_f64();
+                while credit >= 1.0 {
+                    credit -= 1.0;
+                    let order = orders[k % orders.len()];
+                    k += 1;
+                    if rt.send(group.clone(), order, payload.clone(), Replies::None).await.is_err() {
+                        failed += 1; // e.g. while excluded and rejoining
+                    }
+                }
+            }
+            (k, failed)
+        }
+    };
+    let exit = async {
+        match args.exit_after {
+            Some(d) => tokio::time::sleep_until(started + d).await,
+            None => std::future::pending().await,
+        }
+    };
+    let sent = tokio::select! {
+        r = sender => Some(r),
+        _ = terminated() => None,
+    };
+    if let Some((k, failed)) = sent {
+        println!("{}: sent {} messages ({} refused)", rt.me(), k - failed as usize, failed);
+        tokio::select! { _ = exit => {}, _ = terminated() => {} }
+    }
+    // Freeze the trace first: the other loads stop at about the same moment, and what they
+    // would do about this one's exit is not part of the run.
+    rt.close_trace().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Ok(())
+}
+
+/// `synchrony status ADDR`.
+pub(crate) async fn run_status(addr: String, secret_file: Option<PathBuf>, json: bool) -> Result<()> {
+    let secret = match &secret_file {
+        Some(f) => Some(std::fs::read(f).with_context(|| format!("reading {}", f.display()))?),
+        None => None,
+    };
+    let secret = secret.map(|s| s.strip_suffix(b"\n").unwrap_or(&s).to_vec());
+    let s = synchrony_runtime::request_status(&addr, secret.as_deref())
+        .await
+        .with_context(|| format!("asking {addr} for its status"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        println!("{s}");
+    }
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! One `Config` for a node: its name and address, where to find the cluster, timeouts,
+//! a data directory and a secret.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How a node runs. Build with [`Config::new`] and adjust the public fields.
+///
+/// ```
+/// use std::time::Duration;
+/// let mut config = synchrony_runtime::Config::new("n1", "127.0.0.1:7001");
+/// config.contacts.push("127.0.0.1:7000".into());
+/// config.failure_timeout = Duration::from_millis(300);
+/// assert_eq!(config.name, "n1");
+/// ```
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The node's name, unique in the cluster (`p` in traces is `NAME#INCARNATION`).
+    pub name: String,
+    /// The address to listen on (`host:port`).
+    pub listen: String,
+    /// Addresses of members to join through. Empty, or only this node's own address,
+    /// starts a new cluster; otherwise the node joins through whichever contact answers.
+    pub contacts: Vec<String>,
+    /// The cluster secret: when set, every frame carries an HMAC-SHA256 tag and a peer
+    /// without the secret can neither connect nor inject anything.
+    pub secret: Option<Vec<u8>>,
+    /// Where the node keeps what must outlive it (its incarnation counter). `None` keeps
+    /// nothing, and the incarnation is taken from the clock.
+    pub data_dir: Option<PathBuf>,
+    /// Writes a TRACE.md trace of this node's events to this file, one line per event as
+    /// it happens.
+    pub trace: Option<PathBuf>,
+    /// The incarnation to use (normally left `None`: see `data_dir`).
+    pub incarnation: Option<u64>,
+    /// How often heartbeats go out when nothing else does.
+    pub heartbeat_interval: Duration,
+    /// The least silence after which a peer is suspected (adapts upward by half).
+    pub failure_timeout: Duration,
+    /// How long [`crate::Runtime::start`] waits to become a member of the cluster.
+    pub join_timeout: Duration,
+    /// After this node finds itself excluded (e.g. it was paused), rejoin as a new
+    /// incarnation, with the same groups.
+    pub rejoin: bool,
+    /// Frames queued for one peer before more are dropped (the engine retransmits).
+    pub peer_queue_frames: usize,
+    /// The engine's other settings (weights, buffer bounds, packet size).
+    pub engine: synchrony_engine::Config,
+}
+
+impl Config {
+    /// A node called `name` listening on `listen`, with defaults for everything else:
+    /// a new cluster, no secret, 100 ms heartbeats, 1 s failure timeout.
+    pub fn new(name: impl Into<String>, listen: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            listen: listen.into(),
+            contacts: Vec::new(),
+            secret: None,
+            data_dir: None,
+            trace: None,
+            incarnation: None,
+            heartbeat_interval: Duration::from_millis(100),
+            failure_timeout: Duration::from_secs(1),
+            join_timeout: Duration::from_secs(30),
+            rejoin: false,
+            peer_queue_frames: 8192,
+            engine: synchrony_engine::Config::default(),
+        }
+    }
+
+    /// The engine configuration these settings give, for incarnation-independent fields.
+    pub(crate) fn engine_config(
+        &self,
+        contacts: Vec<synchrony_engine::ProcessId>,
+        seed: u64,
+    ) -> synchrony_engine::Config {
+        let mut c = self.engine.clone();
+        c.contacts = contacts;
+        c.secret = self.secret.clone();
+        c.heartbeat_interval = self.heartbeat_interval;
+        c.failure_timeout = self.failure_timeout;
+        c.failure_timeout_max = self.failure_timeout + self.failure_timeout / 2;
+        c.retransmit_timeout = (self.heartbeat_interval / 2).max(Duration::from_millis(5));
+        c.join_retry = self.failure_timeout / 2;
+        c.rng_seed = seed;
+        c
+    }
+}

@@ -1,0 +1,805 @@
+//! The driver: one tokio task that owns the engine, feeds it packets, commands and timer
+//! expiries, and routes what comes out to sockets, group handles and the trace.
+
+use crate::config::Config;
+use crate::net::{self, Hello, NetError, NetEvent};
+use crate::status::{GroupStatus, NetCounters, NodeStatus};
+use crate::trace::TraceWriter;
+use crate::{GroupEvent, NodeEvent};
+use bytes::Bytes;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use synchrony_check::{digest, TraceEvent};
+use synchrony_engine::{
+    Engine, Event, FlushError, GroupName, Instant, MembershipError, MsgId, Order, ProcessId, QueryOutcome, Replies,
+    SendError, ViewId,
+};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant as TokioInstant;
+
+/// Group events queued for one group handle before the driver waits for the application.
+pub(crate) const GROUP_QUEUE: usize = 65_536;
+/// How often the driver samples rates and retries connections.
+const HOUSEKEEPING: Duration = Duration::from_millis(50);
+/// Inputs handled before the engine's output is flushed: this is what batches frames.
+const INPUT_BATCH: usize = 512;
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// A message handed to the engine: its id, and for a query the place its outcome goes.
+pub(crate) struct Sent {
+    pub(crate) id: MsgId,
+    pub(crate) outcome: Option<oneshot::Receiver<QueryOutcome>>,
+}
+
+/// A `flush()` caller, and the last message it had sent when it called.
+type FlushWaiter = (oneshot::Sender<Result<ViewId, FlushError>>, Option<String>);
+
+/// What the application asks of the driver.
+pub(crate) enum Command {
+    Join {
+        group: GroupName,
+        reply: oneshot::Sender<Result<mpsc::Receiver<GroupEvent>, MembershipError>>,
+    },
+    Leave {
+        group: GroupName,
+        reply: oneshot::Sender<Result<(), MembershipError>>,
+    },
+    Send {
+        group: GroupName,
+        order: Order,
+        payload: Bytes,
+        replies: Replies,
+        reply: oneshot::Sender<Result<Sent, SendError>>,
+    },
+    Reply {
+        id: MsgId,
+        payload: Option<Bytes>,
+    },
+    Flush {
+        group: GroupName,
+        reply: oneshot::Sender<Result<ViewId, FlushError>>,
+    },
+    ProvideState {
+        group: GroupName,
+        view: ViewId,
+        state: Bytes,
+    },
+    Status {
+        reply: oneshot::Sender<NodeStatus>,
+    },
+    CloseTrace {
+        reply: oneshot::Sender<()>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+struct Conn {
+    id: u64,
+    tx: mpsc::Sender<Bytes>,
+    by_me: bool,
+    incarnation: u64,
+    reader: tokio::task::AbortHandle,
+}
+
+/// Connections to peers, by name.
+struct Peers {
+    my_name: String,
+    secret: Option<Vec<u8>>,
+    hello: Hello,
+    book: HashMap<String, String>,
+    conns: HashMap<String, Conn>,
+    connecting: HashSet<String>,
+    retry_at: HashMap<String, (TokioInstant, Duration)>,
+    /// Names whose connection dropped: if a new one cannot be made, the engine hears of it.
+    lost: HashSet<String>,
+    pending: HashMap<String, VecDeque<Bytes>>,
+    queue_max: usize,
+    next_conn: Arc<AtomicU64>,
+    events: mpsc::Sender<NetEvent>,
+    counters: NetCounters,
+}
+
+impl Peers {
+    fn send(&mut self, to: &str, frame: Bytes) {
+        if to == self.my_name {
+            return;
+        }
+        if let Some(c) = self.conns.get(to) {
+            if c.tx.try_send(frame).is_err() {
+                self.counters.frames_dropped += 1; // the peer is slow or gone; the engine retransmits
+            }
+            return;
+        }
+        let q = self.pending.entry(to.to_string()).or_default();
+        if q.len() >= self.queue_max {
+            q.pop_front();
+            self.counters.frames_dropped += 1;
+        }
+        q.push_back(frame);
+        self.connect(to, false);
+    }
+
+    /// Starts a connection to `name` unless one is under way or backing off.
+    fn connect(&mut self, name: &str, now_anyway: bool) {
+        if self.connecting.contains(name) || self.conns.contains_key(name) {
+            return;
+        }
+        if !now_anyway && self.retry_at.get(name).is_some_and(|(t, _)| *t > TokioInstant::now()) {
+            return;
+        }
+        let Some(addr) = self.book.get(name).cloned() else { return };
+        self.connecting.insert(name.to_string());
+        self.dial(name.to_string(), addr);
+    }
+
+    /// Dials `addr`; `key` names the attempt in the outcome (a peer name, or the address of
+    /// a contact whose name is not known yet).
+    fn dial(&self, key: String, addr: String) {
+        let (hello, secret, events, ids) =
+            (self.hello.clone(), self.secret.clone(), self.events.clone(), self.next_conn.clone());
+        tokio::spawn(async move {
+            match net::connect(&addr, &hello, secret.as_deref()).await {
+                Ok((stream, theirs)) => {
+                    let id = ids.fetch_add(1, Ordering::Relaxed);
+                    let up = establish(stream, theirs, true, id, secret, events.clone(), 0);
+                    let _ = events.send(up).await;
+                }
+                Err(error) => {
+                    let _ = events.send(NetEvent::ConnectFailed { name: key, error }).await;
+                }
+            }
+        });
+    }
+
+    fn book_frame(&self) -> Bytes {
+        let entries: Vec<(String, String)> = self.book.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        net::control(net::KIND_BOOK, &entries, self.secret.as_deref())
+    }
+
+    fn broadcast_book(&mut self) {
+        let f = self.book_frame();
+        for c in self.conns.values() {
+            let _ = c.tx.try_send(f.clone());
+        }
+    }
+
+    fn close(&mut self, name: &str) {
+        if let Some(c) = self.conns.remove(name) {
+            c.reader.abort();
+        }
+    }
+
+    fn backoff(&mut self, name: &str) {
+        let next = self.retry_at.get(name).map_or(BACKOFF_MIN, |(_, d)| (*d * 2).min(BACKOFF_MAX));
+        self.retry_at.insert(name.to_string(), (TokioInstant::now() + next, next));
+    }
+}
+
+/// Splits an established stream into its reader and writer tasks.
+pub(crate) fn establish(
+    stream: tokio::net::TcpStream,
+    theirs: Hello,
+    by_me: bool,
+    conn: u64,
+    secret: Option<Vec<u8>>,
+    events: mpsc::Sender<NetEvent>,
+    queue: usize,
+) -> NetEvent {
+    let (r, w) = stream.into_split();
+    let (tx, rx) = mpsc::channel(if queue == 0 { 8192 } else { queue });
+    tokio::spawn(net::writer(w, rx));
+    let reader = tokio::spawn(net::reader(r, theirs.name.clone(), conn, secret, events)).abort_handle();
+    NetEvent::Up { name: theirs.name, incarnation: theirs.incarnation, listen: theirs.listen, conn, tx, by_me, reader }
+}
+
+/// Accepts connections: handshakes and status requests.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    hello: Hello,
+    secret: Option<Vec<u8>>,
+    events: mpsc::Sender<NetEvent>,
+    ids: Arc<AtomicU64>,
+) {
+    loop {
+        let Ok((mut stream, addr)) = listener.accept().await else { continue };
+        let (hello, secret, events, ids) = (hello.clone(), secret.clone(), events.clone(), ids.clone());
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let first = tokio::time::timeout(net::HANDSHAKE_TIMEOUT, net::read_frame(&mut stream)).await;
+            let result = match first {
+                Err(_) => Err(NetError::Timeout),
+                Ok(Err(e)) => Err(e),
+                Ok(Ok((net::KIND_STATUS_REQUEST, body))) => {
+                    match net::open_control::<()>(net::KIND_STATUS_REQUEST, &body, secret.as_deref()) {
+                        Ok(()) => {
+                            let (reply, rx) = oneshot::channel();
+                            let _ = events.send(NetEvent::Status { reply }).await;
+                            if let Ok(json) = rx.await {
+                                use tokio::io::AsyncWriteExt;
+                                let _ = stream.write_all(&net::frame(net::KIND_STATUS, &json)).await;
+                            }
+                            return;
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                Ok(Ok((net::KIND_HELLO, body))) => {
+                    net::open_control::<Hello>(net::KIND_HELLO, &body, secret.as_deref())
+                }
+                Ok(Ok((kind, _))) => Err(NetError::Malformed(format!("expected a hello, got kind {kind}"))),
+            };
+            match result {
+                Ok(theirs) if !theirs.name.is_empty() => {
+                    use tokio::io::AsyncWriteExt;
+                    if stream.write_all(&net::control(net::KIND_HELLO, &hello, secret.as_deref())).await.is_err() {
+                        return;
+                    }
+                    let id = ids.fetch_add(1, Ordering::Relaxed);
+                    let up = establish(stream, theirs, false, id, secret, events.clone(), 0);
+                    let _ = events.send(up).await;
+                }
+                Ok(_) => {
+                    let error = NetError::Malformed("empty name".into());
+                    let _ = events.send(NetEvent::Rejected { from: addr.to_string(), error }).await;
+                }
+                Err(NetError::Io(_)) => {}
+                Err(error) => {
+                    let _ = events.send(NetEvent::Rejected { from: addr.to_string(), error }).await;
+                }
+            }
+        });
+    }
+}
+
+/// The engine, and everything the application and the network are waiting on.
+pub(crate) struct Driver {
+    config: Config,
+    epoch: TokioInstant,
+    engine: Option<Engine>,
+    incarnation: u64,
+    peers: Peers,
+    /// Contacts still to be found (contact phase, before the engine exists).
+    contacts: Vec<String>,
+    contact_names: BTreeSet<String>,
+    groups: HashMap<GroupName, mpsc::Sender<GroupEvent>>,
+    wanted: BTreeSet<GroupName>,
+    installed: HashMap<GroupName, ViewId>,
+    queries: HashMap<MsgId, oneshot::Sender<QueryOutcome>>,
+    flushes: HashMap<GroupName, VecDeque<FlushWaiter>>,
+    last_sent: HashMap<GroupName, MsgId>,
+    state_requests: HashMap<(GroupName, ViewId), Vec<ProcessId>>,
+    node_events: mpsc::Sender<NodeEvent>,
+    trace: Option<TraceWriter>,
+    rates: (TokioInstant, u64, u64, f64, f64),
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl Driver {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        config: Config,
+        incarnation: u64,
+        listen: String,
+        events: mpsc::Sender<NetEvent>,
+        ids: Arc<AtomicU64>,
+        node_events: mpsc::Sender<NodeEvent>,
+        trace: Option<TraceWriter>,
+    ) -> Self {
+        let hello = Hello::new(&config.name, incarnation, &listen);
+        let mut book = HashMap::new();
+        book.insert(config.name.clone(), listen.clone());
+        let contacts: Vec<String> =
+            config.contacts.iter().filter(|c| **c != listen && **c != config.listen).cloned().collect();
+        let peers = Peers {
+            my_name: config.name.clone(),
+            secret: config.secret.clone(),
+            hello,
+            book,
+            conns: HashMap::new(),
+            connecting: HashSet::new(),
+            retry_at: HashMap::new(),
+            lost: HashSet::new(),
+            pending: HashMap::new(),
+            queue_max: config.peer_queue_frames,
+            next_conn: ids,
+            events,
+            counters: NetCounters::default(),
+        };
+        let mut d = Self {
+            config,
+            epoch: TokioInstant::now(),
+            engine: None,
+            incarnation,
+            peers,
+            contacts,
+            contact_names: BTreeSet::new(),
+            groups: HashMap::new(),
+            wanted: BTreeSet::new(),
+            installed: HashMap::new(),
+            queries: HashMap::new(),
+            flushes: HashMap::new(),
+            last_sent: HashMap::new(),
+            state_requests: HashMap::new(),
+            node_events,
+            trace,
+            rates: (TokioInstant::now(), 0, 0, 0.0, 0.0),
+            shutdown: None,
+        };
+        if d.contacts.is_empty() {
+            d.start_engine(); // founds a new cluster
+        } else {
+            d.dial_contacts();
+        }
+        d
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_epoch(self.epoch.elapsed())
+    }
+
+    fn me(&self) -> ProcessId {
+        ProcessId::new(self.config.name.as_str(), self.incarnation)
+    }
+
+    fn dial_contacts(&mut self) {
+        for c in self.contacts.clone() {
+            let key = format!("contact {c}");
+            if self.peers.connecting.insert(key.clone()) {
+                self.peers.dial(key, c);
+            }
+        }
+    }
+
+    fn start_engine(&mut self) {
+        let contacts: Vec<ProcessId> = self.contact_names.iter().map(|n| ProcessId::contact(n.as_str())).collect();
+        let seed = self.incarnation ^ digest_u64(&self.config.name);
+        let config = self.config.engine_config(contacts, seed);
+        let me = self.me();
+        tracing::info!(me = %me, "starting the engine");
+        if let Some(t) = &mut self.trace {
+            t.set_process(me.to_string());
+        }
+        self.engine = Some(Engine::new(config, me, self.now()));
+    }
+
+    /// The driver's loop; returns when the node shuts down.
+    pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut net_events: mpsc::Receiver<NetEvent>) {
+        let mut tick = tokio::time::interval(HOUSEKEEPING);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            self.pump().await;
+            if let Some(reply) = self.shutdown.take() {
+                let _ = reply.send(());
+                return;
+            }
+            let deadline = self
+                .engine
+                .as_ref()
+                .and_then(|e| e.poll_timeout())
+                .map(|t| self.epoch + t.since_epoch())
+                .unwrap_or_else(|| TokioInstant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                c = commands.recv() => {
+                    let Some(c) = c else { return };
+                    self.on_command(c);
+                    for _ in 0..INPUT_BATCH {
+                        match commands.try_recv() {
+                            Ok(c) => self.on_command(c),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Some(ev) = net_events.recv() => {
+                    self.on_net(ev);
+                    for _ in 0..INPUT_BATCH {
+                        match net_events.try_recv() {
+                            Ok(ev) => self.on_net(ev),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    let now = self.now();
+                    if let Some(e) = &mut self.engine {
+                        e.handle_timeout(now);
+                    }
+                }
+                _ = tick.tick() => self.housekeeping(),
+            }
+        }
+    }
+
+    fn housekeeping(&mut self) {
+        let names: Vec<String> =
+            self.peers.pending.iter().filter(|(_, q)| !q.is_empty()).map(|(n, _)| n.clone()).collect();
+        for n in names {
+            self.peers.connect(&n, false);
+        }
+        if self.engine.is_none() && self.peers.connecting.iter().all(|k| !k.starts_with("contact ")) {
+            self.dial_contacts();
+        }
+        let (t0, sent0, del0, _, _) = self.rates;
+        let elapsed = t0.elapsed().as_secs_f64();
+        if elapsed >= 1.0 {
+            let (sent, del) = self.engine.as_ref().map_or((0, 0), |e| (e.stats().sent, e.stats().delivered));
+            let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / elapsed;
+            self.rates = (TokioInstant::now(), sent, del, rate(sent, sent0), rate(del, del0));
+        }
+    }
+
+    /// Moves the engine's output to sockets and the application.
+    async fn pump(&mut self) {
+        loop {
+            let Some(engine) = self.engine.as_mut() else { return };
+            while let Some(t) = engine.poll_transmit() {
+                let f = net::frame(net::KIND_ENGINE, &t.frame);
+                self.peers.send(&t.to.name, f);
+            }
+            let Some(ev) = engine.poll_event() else { return };
+            self.on_event(ev).await;
+        }
+    }
+
+    fn record(&mut self, e: TraceEvent) {
+        if let Some(t) = &mut self.trace {
+            t.record(e);
+        }
+    }
+
+    async fn deliver_to_group(&mut self, group: &GroupName, ev: GroupEvent) {
+        if let Some(tx) = self.groups.get(group) {
+            if tx.send(ev).await.is_err() {
+                self.groups.remove(group); // the handle is gone
+            }
+        }
+    }
+
+    async fn on_event(&mut self, ev: Event) {
+        let now = self.now();
+        match ev {
+            Event::Joined => {
+                let me = self.me();
+                tracing::info!(me = %me, "joined the cluster");
+                let _ = self.node_events.send(NodeEvent::Joined { me }).await;
+                let wanted: Vec<GroupName> = self.wanted.iter().cloned().collect();
+                if let Some(e) = &mut self.engine {
+                    for g in wanted {
+                        let _ = e.join(now, g);
+                    }
+                }
+            }
+            Event::View { group, view } => {
+                let members = view.members.iter().map(|m| m.to_string()).collect();
+                self.record(TraceEvent::view_installed(group.as_str(), view.id.0, members));
+                self.installed.insert(group.clone(), view.id);
+                self.deliver_to_group(&group, GroupEvent::View(view)).await;
+            }
+            Event::Deliver(d) => {
+                self.record(TraceEvent::delivered(
+                    d.group.as_str(),
+                    d.id.to_string(),
+                    d.id.sender.to_string(),
+                    d.order.as_str(),
+                    d.view.0,
+                ));
+                let group = d.group.clone();
+                self.deliver_to_group(&group, GroupEvent::Message(d)).await;
+            }
+            Event::StateRequest { group, view, joiners } => {
+                self.state_requests.insert((group.clone(), view), joiners.clone());
+                self.deliver_to_group(&group, GroupEvent::StateRequest { view, joiners }).await;
+            }
+            Event::State { group, view, state } => {
+                self.record(TraceEvent::state_loaded(group.as_str(), view.0, state_digest(&state)));
+                self.deliver_to_group(&group, GroupEvent::State { view, state }).await;
+            }
+            Event::Flushed { group, view } => {
+                if let Some((reply, covers)) = self.flushes.get_mut(&group).and_then(|q| q.pop_front()) {
+                    self.record(TraceEvent::flushed(group.as_str(), view.0, covers));
+                    let _ = reply.send(Ok(view));
+                }
+            }
+            Event::QueryDone(q) => {
+                if let Some(reply) = self.queries.remove(&q.id) {
+                    let _ = reply.send(q);
+                }
+            }
+            Event::Left { group } | Event::StateLost { group } => {
+                self.record(TraceEvent::left(group.as_str()));
+                self.installed.remove(&group);
+                self.wanted.remove(&group);
+                for (reply, _) in self.flushes.remove(&group).unwrap_or_default() {
+                    let _ = reply.send(Err(FlushError::NotMember(group.clone())));
+                }
+                self.deliver_to_group(&group, GroupEvent::Left).await;
+            }
+            Event::SendLost { group, id } => {
+                let _ = self.node_events.send(NodeEvent::SendLost { group, id }).await;
+            }
+            Event::Partitioned { reason } => {
+                tracing::warn!(me = %self.me(), ?reason, "this incarnation stopped");
+                self.record(TraceEvent::bare("partitioned"));
+                self.installed.clear();
+                for (_, q) in self.flushes.drain() {
+                    for (reply, _) in q {
+                        let _ = reply.send(Err(FlushError::Stopped));
+                    }
+                }
+                self.queries.clear();
+                let groups: Vec<GroupName> = self.groups.keys().cloned().collect();
+                for g in groups {
+                    self.deliver_to_group(&g, GroupEvent::Partitioned(reason)).await;
+                }
+                let _ = self.node_events.send(NodeEvent::Partitioned { reason }).await;
+                if self.config.rejoin {
+                    self.rejoin();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Starts over as a new incarnation, through every peer this node knows of.
+    fn rejoin(&mut self) {
+        self.incarnation = crate::next_incarnation(&self.config, Some(self.incarnation));
+        self.peers.hello.incarnation = self.incarnation;
+        self.contact_names = self.peers.book.keys().filter(|n| **n != self.config.name).cloned().collect();
+        tracing::info!(me = %self.me(), "rejoining as a new incarnation");
+        self.start_engine();
+    }
+
+    fn on_command(&mut self, c: Command) {
+        let now = self.now();
+        let me = self.me();
+        match c {
+            Command::Join { group, reply } => {
+                let Some(e) = self.engine.as_mut() else {
+                    let _ = reply.send(Err(MembershipError::Stopped));
+                    return;
+                };
+                if self.groups.contains_key(&group) && self.wanted.contains(&group) {
+                    let _ = reply.send(Err(MembershipError::Redundant(group)));
+                    return;
+                }
+                match e.join(now, group.clone()) {
+                    Ok(()) => {
+                        let (tx, rx) = mpsc::channel(GROUP_QUEUE);
+                        self.groups.insert(group.clone(), tx);
+                        self.wanted.insert(group);
+                        let _ = reply.send(Ok(rx));
+                    }
+                    Err(err) => {
+                        let _ = reply.send(Err(err));
+                    }
+                }
+            }
+            Command::Leave { group, reply } => {
+                let r = match self.engine.as_mut() {
+                    Some(e) => e.leave(now, group.clone()),
+                    None => Err(MembershipError::Stopped),
+                };
+                if r.is_ok() {
+                    self.wanted.remove(&group);
+                }
+                let _ = reply.send(r);
+            }
+            Command::Send { group, order, payload, replies, reply } => {
+                let Some(e) = self.engine.as_mut() else {
+                    let _ = reply.send(Err(SendError::NotJoined));
+                    return;
+                };
+                match e.query(now, group.clone(), order, payload, replies) {
+                    Ok(id) => {
+                        let view = self.installed.get(&group).map(|v| v.0);
+                        self.record(TraceEvent::sent(group.as_str(), id.to_string(), order.as_str(), view));
+                        self.last_sent.insert(group, id.clone());
+                        let outcome = (replies != Replies::None).then(|| {
+                            let (tx, rx) = oneshot::channel();
+                            self.queries.insert(id.clone(), tx);
+                            rx
+                        });
+                        let _ = reply.send(Ok(Sent { id, outcome }));
+                    }
+                    Err(err) => {
+                        let _ = reply.send(Err(err));
+                    }
+                }
+            }
+            Command::Reply { id, payload } => {
+                if let Some(e) = self.engine.as_mut() {
+                    e.reply(now, &id, payload);
+                }
+            }
+            Command::Flush { group, reply } => {
+                let r = match self.engine.as_mut() {
+                    Some(e) => e.flush(now, &group),
+                    None => Err(FlushError::Stopped),
+                };
+                match r {
+                    Ok(()) => {
+                        let covers = self.last_sent.get(&group).map(|m| m.to_string());
+                        self.flushes.entry(group).or_default().push_back((reply, covers));
+                    }
+                    Err(err) => {
+                        let _ = reply.send(Err(err));
+                    }
+                }
+            }
+            Command::ProvideState { group, view, state } => {
+                let dg = state_digest(&state);
+                for j in self.state_requests.remove(&(group.clone(), view)).unwrap_or_default() {
+                    self.record(TraceEvent::state_sent(group.as_str(), view.0, j.to_string(), dg.clone()));
+                }
+                if let Some(e) = self.engine.as_mut() {
+                    e.provide_state(now, &group, view, state);
+                }
+            }
+            Command::Status { reply } => {
+                let _ = reply.send(self.status(me));
+            }
+            Command::CloseTrace { reply } => {
+                self.trace = None;
+                let _ = reply.send(());
+            }
+            Command::Shutdown { reply } => {
+                if let Some(e) = self.engine.as_mut() {
+                    e.leave_cluster(now);
+                }
+                self.shutdown = Some(reply);
+            }
+        }
+    }
+
+    fn status(&self, me: ProcessId) -> NodeStatus {
+        let e = self.engine.as_ref();
+        let groups = e
+            .map(|e| {
+                e.my_groups()
+                    .filter_map(|g| {
+                        e.view(g).map(|v| GroupStatus {
+                            name: g.to_string(),
+                            view: v.id.0,
+                            members: v.members.iter().map(|m| m.to_string()).collect(),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        NodeStatus {
+            process: me.to_string(),
+            listen: self.peers.book.get(&self.config.name).cloned().unwrap_or_default(),
+            status: e.map_or("finding a contact".into(), |e| format!("{:?}", e.status()).to_lowercase()),
+            leader: e.and_then(|e| e.leader().map(|l| l.to_string())),
+            members: e.map(|e| e.members().iter().map(|m| m.to_string()).collect()).unwrap_or_default(),
+            groups,
+            connections: self.peers.conns.keys().cloned().collect(),
+            sent_per_sec: self.rates.3,
+            delivered_per_sec: self.rates.4,
+            engine: e.map(|e| e.stats().clone()).unwrap_or_default(),
+            net: self.peers.counters.clone(),
+        }
+    }
+
+    fn on_net(&mut self, ev: NetEvent) {
+        let now = self.now();
+        match ev {
+            NetEvent::Frame { name, conn, frame } => {
+                let Some(e) = self.engine.as_mut() else { return };
+                if let Err(err) = e.handle_packet(now, &frame) {
+                    tracing::warn!(peer = %name, error = %err, "rejected a frame; closing its connection");
+                    if self.peers.conns.get(&name).is_some_and(|c| c.id == conn) {
+                        self.peers.close(&name);
+                    }
+                }
+            }
+            NetEvent::Up { name, incarnation, listen, conn, tx, by_me, reader } => {
+                if name == self.config.name {
+                    reader.abort(); // a contact address that is this node
+                    return;
+                }
+                self.peers.connecting.remove(&name);
+                self.peers.connecting.retain(|k| !k.starts_with("contact ") || self.engine.is_none());
+                self.peers.retry_at.remove(&name);
+                self.peers.lost.remove(&name);
+                self.peers.counters.connections_opened += 1;
+                let new = Conn { id: conn, tx, by_me, incarnation, reader };
+                let keep_new = match self.peers.conns.get(&name) {
+                    None => true,
+                    Some(old) if new.incarnation != old.incarnation || new.by_me == old.by_me => true,
+                    // Both sides dialled at once: both keep the one dialled by the smaller name.
+                    Some(_) => new.by_me == (self.config.name < name),
+                };
+                if !keep_new {
+                    new.reader.abort();
+                    return;
+                }
+                self.peers.close(&name);
+                let book_changed = self.peers.book.insert(name.clone(), listen.clone()).as_ref() != Some(&listen);
+                let _ = new.tx.try_send(self.peers.book_frame());
+                for f in self.peers.pending.remove(&name).unwrap_or_default() {
+                    let _ = new.tx.try_send(f);
+                }
+                self.peers.conns.insert(name.clone(), new);
+                if book_changed {
+                    self.peers.broadcast_book();
+                }
+                if self.engine.is_none() {
+                    self.contact_names.insert(name);
+                    self.start_engine();
+                }
+            }
+            NetEvent::Down { name, conn, error } => {
+                if let Some(err) = &error {
+                    if err.is_rejection() {
+                        self.peers.counters.rejected_frames += 1;
+                        tracing::warn!(peer = %name, error = %err, "closed a connection that sent a bad frame");
+                    }
+                }
+                if self.peers.conns.get(&name).is_some_and(|c| c.id == conn) {
+                    self.peers.conns.remove(&name);
+                    self.peers.counters.connections_lost += 1;
+                    self.peers.lost.insert(name.clone());
+                    self.peers.connect(&name, true);
+                }
+            }
+            NetEvent::ConnectFailed { name, error } => {
+                self.peers.connecting.remove(&name);
+                if error.is_rejection() {
+                    self.peers.counters.rejected_handshakes += 1;
+                    tracing::warn!(peer = %name, error = %error, "a peer failed the handshake");
+                }
+                if name.starts_with("contact ") {
+                    tracing::info!(contact = %name, error = %error, "contact did not answer");
+                    return;
+                }
+                self.peers.backoff(&name);
+                if self.peers.lost.remove(&name) {
+                    if let Some(e) = self.engine.as_mut() {
+                        e.handle_unreachable(now, &name);
+                    }
+                }
+            }
+            NetEvent::Book { entries } => {
+                let mut changed = false;
+                for (n, a) in entries {
+                    if n != self.config.name && self.peers.book.get(&n) != Some(&a) {
+                        self.peers.book.insert(n, a);
+                        changed = true;
+                    }
+                }
+                if changed {
+                    self.peers.broadcast_book();
+                }
+            }
+            NetEvent::Rejected { from, error } => {
+                match error {
+                    NetError::Auth => self.peers.counters.rejected_handshakes += 1,
+                    _ => self.peers.counters.rejected_frames += 1,
+                }
+                tracing::warn!(peer = %from, error = %error, "refused a connection");
+            }
+            NetEvent::Status { reply } => {
+                let s = self.status(self.me());
+                let _ = reply.send(Bytes::from(serde_json::to_vec(&s).unwrap_or_default()));
+            }
+        }
+    }
+}
+
+/// The digest of a state whose lines are message ids, as TRACE.md defines it; for other
+/// states, equal bytes still give equal digests.
+pub(crate) fn state_digest(state: &[u8]) -> String {
+    let text = String::from_utf8_lossy(state);
+    let ids: BTreeSet<&str> = text.split('\n').filter(|s| !s.is_empty()).collect();
+    digest(ids)
+}
+
+fn digest_u64(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+}

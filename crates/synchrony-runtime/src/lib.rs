@@ -1,0 +1,321 @@
+//! # synchrony-runtime
+//!
+//! Runs the sans-IO [`synchrony_engine::Engine`] between real processes: one tokio task
+//! (the driver) owns the engine and feeds it frames from TCP connections, commands from the
+//! application and timer expiries; frames go out batched, one connection per pair of
+//! processes. Most users want the `synchrony` crate, which wraps this one in `Node` and
+//! `Group` handles.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use synchrony_runtime::{Config, Runtime, GroupEvent};
+//! use synchrony_engine::{GroupName, Order, Replies};
+//! let (rt, _node_events) = Runtime::start(Config::new("n1", "127.0.0.1:7001")).await?;
+//! let mut events = rt.join(GroupName::new("chat")).await?;
+//! rt.send(GroupName::new("chat"), Order::Total, "hello".into(), Replies::None).await?;
+//! while let Some(ev) = events.recv().await {
+//!     if let GroupEvent::Message(m) = ev { println!("{:?}", m.payload); break }
+//! }
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod driver;
+mod net;
+mod status;
+mod trace;
+
+pub use config::Config;
+pub use net::NetError;
+pub use status::{GroupStatus, NetCounters, NodeStatus};
+
+use bytes::Bytes;
+use driver::{Command, Driver};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use synchrony_engine::{
+    Delivery, FlushError, GroupName, GroupView, MembershipError, MsgId, Order, PartitionReason, ProcessId,
+    QueryOutcome, Replies, SendError, ViewId,
+};
+use tokio::sync::{mpsc, oneshot};
+
+/// What a group handle receives, in the order the engine produced it.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum GroupEvent {
+    /// A new view is installed.
+    View(GroupView),
+    /// A multicast is delivered (answer queries with [`Runtime::reply`]).
+    Message(Delivery),
+    /// Joiners need the group's state: answer with [`Runtime::provide_state`] before
+    /// anything else of this group happens here.
+    StateRequest {
+        /// The joiners' first view.
+        view: ViewId,
+        /// Who joins.
+        joiners: Vec<ProcessId>,
+    },
+    /// This node joined and here is the group's state at its join point.
+    State {
+        /// The join view.
+        view: ViewId,
+        /// The state as a member's application produced it.
+        state: Bytes,
+    },
+    /// This node left the group (or its state could not be fetched).
+    Left,
+    /// This incarnation stopped (excluded, or cut off from the majority). With
+    /// `Config::rejoin`, a new incarnation joins the group again and its views follow.
+    Partitioned(PartitionReason),
+}
+
+/// What concerns the node as a whole.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum NodeEvent {
+    /// This node (incarnation `me`) is a member of the cluster.
+    Joined {
+        /// Its process id.
+        me: ProcessId,
+    },
+    /// This incarnation stopped.
+    Partitioned {
+        /// Why.
+        reason: PartitionReason,
+    },
+    /// A message this node sent to a group it is not in may be lost: every member of the
+    /// group failed or left before it was known to be delivered.
+    SendLost {
+        /// The group.
+        group: GroupName,
+        /// The message.
+        id: MsgId,
+    },
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The listen address is taken or invalid.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The data directory or the trace file could not be used.
+    #[error("cannot use {path}: {source}")]
+    Storage {
+        /// The path.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// No contact let this node in within `Config::join_timeout`.
+    #[error("not a member of the cluster after {0:?} (are the contacts up, and is the secret the same?)")]
+    JoinTimeout(std::time::Duration),
+}
+
+/// Why `synchrony status` could not get an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    /// The connection failed or the node refused the request.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// The answer did not parse.
+    #[error("bad status answer: {0}")]
+    Parse(#[from] serde_json::Error),
+}
+
+/// A handle on a running node's driver. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    commands: mpsc::Sender<Command>,
+    me: ProcessId,
+    listen: String,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Command")
+    }
+}
+
+/// The incarnation to start with: one more than the last, kept in the data directory, or
+/// the clock's seconds when there is none.
+pub(crate) fn next_incarnation(config: &Config, previous: Option<u64>) -> u64 {
+    if let Some(i) = config.incarnation.filter(|_| previous.is_none()) {
+        return i;
+    }
+    let clock = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs());
+    let Some(dir) = &config.data_dir else {
+        return previous.map_or_else(clock, |p| p + 1);
+    };
+    let path = dir.join("incarnation");
+    let last: u64 = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    let next = last.max(previous.unwrap_or(0)) + 1;
+    if let Err(e) = std::fs::create_dir_all(dir).and_then(|_| std::fs::write(&path, next.to_string())) {
+        tracing::error!(path = %path.display(), error = %e, "cannot record the incarnation");
+    }
+    next
+}
+
+impl Runtime {
+    /// Starts a node: listens, finds the cluster through the contacts (or founds one), and
+    /// returns once the node is a member. Node-wide events arrive on the receiver.
+    pub async fn start(config: Config) -> Result<(Runtime, mpsc::Receiver<NodeEvent>), StartError> {
+        let listener = tokio::net::TcpListener::bind(&config.listen)
+            .await
+            .map_err(|source| StartError::Listen { addr: config.listen.clone(), source })?;
+        let listen = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| config.listen.clone());
+        if let Some(dir) = &config.data_dir {
+            std::fs::create_dir_all(dir)
+                .map_err(|source| StartError::Storage { path: dir.display().to_string(), source })?;
+        }
+        let trace = match &config.trace {
+            Some(p) => Some(
+                trace::TraceWriter::create(p)
+                    .map_err(|source| StartError::Storage { path: p.display().to_string(), source })?,
+            ),
+            None => None,
+        };
+        let incarnation = next_incarnation(&config, None);
+        let (net_tx, net_rx) = mpsc::channel(4096);
+        let (cmd_tx, cmd_rx) = mpsc::channel(4096);
+        let (node_tx, mut node_rx) = mpsc::channel(1024);
+        let ids = Arc::new(AtomicU64::new(1));
+        let hello = net::Hello::new(&config.name, incarnation, &listen);
+        tokio::spawn(driver::accept_loop(listener, hello, config.secret.clone(), net_tx.clone(), ids.clone()));
+        let join_timeout = config.join_timeout;
+        let driver = Driver::new(config, incarnation, listen.clone(), net_tx, ids, node_tx, trace);
+        tokio::spawn(driver.run(cmd_rx, net_rx));
+        // Wait to be a member; pass on whatever else comes first.
+        let (out_tx, out_rx) = mpsc::channel(1024);
+        let joined = tokio::time::timeout(join_timeout, async {
+            while let Some(ev) = node_rx.recv().await {
+                if let NodeEvent::Joined { me } = &ev {
+                    let me = me.clone();
+                    let _ = out_tx.send(ev).await;
+                    return Some(me);
+                }
+                let _ = out_tx.send(ev).await;
+            }
+            None
+        })
+        .await;
+        let me = match joined {
+            Ok(Some(me)) => me,
+            _ => return Err(StartError::JoinTimeout(join_timeout)),
+        };
+        tokio::spawn(async move {
+            while let Some(ev) = node_rx.recv().await {
+                if out_tx.send(ev).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok((Runtime { commands: cmd_tx, me, listen }, out_rx))
+    }
+
+    /// This node's process id (its first incarnation's, if it rejoined since).
+    pub fn me(&self) -> &ProcessId {
+        &self.me
+    }
+
+    /// The address this node listens on.
+    pub fn listen_addr(&self) -> &str {
+        &self.listen
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Joins `group`; its events (first of all its view, then its state if it had
+    /// members) arrive on the receiver.
+    pub async fn join(&self, group: GroupName) -> Result<mpsc::Receiver<GroupEvent>, MembershipError> {
+        self.ask(|reply| Command::Join { group, reply }).await.unwrap_or(Err(MembershipError::Stopped))
+    }
+
+    /// Leaves `group`; [`GroupEvent::Left`] follows.
+    pub async fn leave(&self, group: GroupName) -> Result<(), MembershipError> {
+        self.ask(|reply| Command::Leave { group, reply }).await.unwrap_or(Err(MembershipError::Stopped))
+    }
+
+    /// Multicasts `payload` to `group` (a member's or a non-member's send).
+    pub async fn send(
+        &self,
+        group: GroupName,
+        order: Order,
+        payload: Bytes,
+        replies: Replies,
+    ) -> Result<MsgId, SendError> {
+        let sent = self.ask(|reply| Command::Send { group, order, payload, replies, reply }).await;
+        sent.unwrap_or(Err(SendError::Stopped)).map(|s| s.id)
+    }
+
+    /// A group RPC: multicasts and waits for `replies`.
+    pub async fn query(
+        &self,
+        group: GroupName,
+        order: Order,
+        payload: Bytes,
+        replies: Replies,
+    ) -> Result<QueryOutcome, SendError> {
+        let sent = self.ask(|reply| Command::Send { group, order, payload, replies, reply }).await;
+        let sent = sent.unwrap_or(Err(SendError::Stopped))?;
+        match sent.outcome {
+            Some(rx) => rx.await.map_err(|_| SendError::Stopped),
+            None => Err(SendError::Stopped),
+        }
+    }
+
+    /// Answers a query (`None`: a null reply, "I will not answer").
+    pub async fn reply(&self, id: MsgId, payload: Option<Bytes>) {
+        let _ = self.commands.send(Command::Reply { id, payload }).await;
+    }
+
+    /// Waits until every message this node sent to `group` before the call is stable.
+    pub async fn flush(&self, group: GroupName) -> Result<ViewId, FlushError> {
+        self.ask(|reply| Command::Flush { group, reply }).await.unwrap_or(Err(FlushError::Stopped))
+    }
+
+    /// Gives the state a [`GroupEvent::StateRequest`] asked for.
+    pub async fn provide_state(&self, group: GroupName, view: ViewId, state: Bytes) {
+        let _ = self.commands.send(Command::ProvideState { group, view, state }).await;
+    }
+
+    /// The node's status.
+    pub async fn status(&self) -> Option<NodeStatus> {
+        self.ask(|reply| Command::Status { reply }).await
+    }
+
+    /// Stops writing the trace (before a process exits without leaving, so that what the
+    /// others do after it is gone is not mistaken for its own history).
+    pub async fn close_trace(&self) {
+        let _ = self.ask(|reply| Command::CloseTrace { reply }).await;
+    }
+
+    /// Leaves the cluster and stops the driver.
+    pub async fn shutdown(&self) {
+        let _ = self.ask(|reply| Command::Shutdown { reply }).await;
+    }
+}
+
+/// Asks the node listening at `addr` for its status (what `synchrony status` does).
+pub async fn request_status(addr: &str, secret: Option<&[u8]>) -> Result<NodeStatus, StatusError> {
+    use tokio::io::AsyncWriteExt;
+    let go = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.map_err(NetError::Io)?;
+        s.write_all(&net::control(net::KIND_STATUS_REQUEST, &(), secret)).await.map_err(NetError::Io)?;
+        let (kind, body) = net::read_frame(&mut s).await?;
+        if kind != net::KIND_STATUS {
+            return Err(StatusError::Net(NetError::Malformed(format!("expected a status, got kind {kind}"))));
+        }
+        Ok(serde_json::from_slice(&body)?)
+    };
+    tokio::time::timeout(net::HANDSHAKE_TIMEOUT, go).await.map_err(|_| StatusError::Net(NetError::Timeout))?
+}

@@ -1,0 +1,240 @@
+//! The TCP transport: one connection per pair of processes, length-prefixed frames, an
+//! authenticated handshake, batched writes.
+//!
+//! A stream frame is `[length: u32 BE][kind: u8][body]`. Engine frames (kind 1) carry the
+//! engine's own tag; the transport's control frames (hello, address book, status) carry an
+//! HMAC-SHA256 tag of their own when a secret is set, so that a process without the
+//! secret is turned away at the handshake.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+pub(crate) const KIND_HELLO: u8 = 0;
+pub(crate) const KIND_ENGINE: u8 = 1;
+pub(crate) const KIND_BOOK: u8 = 2;
+pub(crate) const KIND_STATUS_REQUEST: u8 = 3;
+pub(crate) const KIND_STATUS: u8 = 4;
+/// The largest stream frame accepted (a state-transfer chunk is far smaller).
+pub(crate) const MAX_FRAME: usize = 64 << 20;
+const TAG_LEN: usize = 32;
+/// Bytes gathered into one write when frames queue up.
+const WRITE_BATCH: usize = 256 * 1024;
+/// The transport's protocol version, in the hello.
+const VERSION: u8 = 1;
+/// How long a handshake may take.
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why a connection was refused or closed.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// The socket failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// A frame longer than the limit.
+    #[error("frame of {0} bytes is over the limit")]
+    TooLong(usize),
+    /// The peer's tag is missing or wrong (it lacks the secret).
+    #[error("authentication failed")]
+    Auth,
+    /// The bytes are not a frame of this protocol.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    /// The handshake took too long.
+    #[error("handshake timed out")]
+    Timeout,
+}
+
+impl NetError {
+    /// Whether the peer sent something it should not have (as opposed to a dead socket).
+    pub(crate) fn is_rejection(&self) -> bool {
+        matches!(self, NetError::Auth | NetError::Malformed(_) | NetError::TooLong(_))
+    }
+}
+
+/// The first frame each side sends.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Hello {
+    pub(crate) version: u8,
+    pub(crate) name: String,
+    pub(crate) incarnation: u64,
+    /// Where the sender listens.
+    pub(crate) listen: String,
+}
+
+impl Hello {
+    pub(crate) fn new(name: &str, incarnation: u64, listen: &str) -> Self {
+        Self { version: VERSION, name: name.into(), incarnation, listen: listen.into() }
+    }
+}
+
+fn mac(secret: &[u8], kind: u8, body: &[u8]) -> Hmac<Sha256> {
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("hmac takes any key length");
+    m.update(b"synchrony-transport");
+    m.update(&[kind]);
+    m.update(body);
+    m
+}
+
+/// One stream frame around `body`.
+pub(crate) fn frame(kind: u8, body: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(5 + body.len());
+    b.put_u32((body.len() + 1) as u32);
+    b.put_u8(kind);
+    b.put_slice(body);
+    b.freeze()
+}
+
+/// A control frame: `value` encoded, with a tag when `secret` is set.
+pub(crate) fn control<T: Serialize>(kind: u8, value: &T, secret: Option<&[u8]>) -> Bytes {
+    let mut body = postcard::to_allocvec(value).expect("encoding into a Vec cannot fail");
+    if let Some(s) = secret {
+        let tag = mac(s, kind, &body).finalize().into_bytes();
+        body.extend_from_slice(&tag);
+    }
+    frame(kind, &body)
+}
+
+/// Checks and decodes a control frame's body.
+pub(crate) fn open_control<T: for<'a> Deserialize<'a>>(
+    kind: u8,
+    body: &[u8],
+    secret: Option<&[u8]>,
+) -> Result<T, NetError> {
+    let body = match secret {
+        Some(s) => {
+            if body.len() < TAG_LEN {
+                return Err(NetError::Auth);
+            }
+            let (b, tag) = body.split_at(body.len() - TAG_LEN);
+            mac(s, kind, b).verify_slice(tag).map_err(|_| NetError::Auth)?;
+            b
+        }
+        None => body,
+    };
+    postcard::from_bytes(body).map_err(|e| NetError::Malformed(e.to_string()))
+}
+
+/// Reads one frame: its kind and body.
+pub(crate) async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<(u8, Bytes), NetError> {
+    let len = r.read_u32().await? as usize;
+    if len > MAX_FRAME {
+        return Err(NetError::TooLong(len));
+    }
+    if len == 0 {
+        return Err(NetError::Malformed("empty frame".into()));
+    }
+    let mut buf = BytesMut::zeroed(len);
+    r.read_exact(&mut buf).await?;
+    let kind = buf[0];
+    let body = buf.freeze().slice(1..);
+    Ok((kind, body))
+}
+
+/// Reads the peer's hello and checks it.
+pub(crate) async fn read_hello<R: AsyncRead + Unpin>(r: &mut R, secret: Option<&[u8]>) -> Result<Hello, NetError> {
+    let (kind, body) = read_frame(r).await?;
+    if kind != KIND_HELLO {
+        return Err(NetError::Malformed(format!("expected a hello, got kind {kind}")));
+    }
+    let hello: Hello = open_control(KIND_HELLO, &body, secret)?;
+    if hello.version != VERSION {
+        return Err(NetError::Malformed(format!("transport version {}", hello.version)));
+    }
+    if hello.name.is_empty() {
+        return Err(NetError::Malformed("empty name".into()));
+    }
+    Ok(hello)
+}
+
+/// Opens a connection to `addr` and exchanges hellos.
+pub(crate) async fn connect(addr: &str, mine: &Hello, secret: Option<&[u8]>) -> Result<(TcpStream, Hello), NetError> {
+    let go = async {
+        let mut s = TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        s.write_all(&control(KIND_HELLO, mine, secret)).await?;
+        let theirs = read_hello(&mut s, secret).await?;
+        Ok::<_, NetError>((s, theirs))
+    };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, go).await.map_err(|_| NetError::Timeout)?
+}
+
+/// Writes queued frames, many per write when they pile up. Ends when the queue closes or
+/// the socket fails.
+pub(crate) async fn writer<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Bytes>) {
+    let mut buf = BytesMut::with_capacity(WRITE_BATCH);
+    while let Some(first) = rx.recv().await {
+        buf.extend_from_slice(&first);
+        while buf.len() < WRITE_BATCH {
+            match rx.try_recv() {
+                Ok(more) => buf.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        if w.write_all(&buf).await.is_err() {
+            return;
+        }
+        buf.clear();
+    }
+    let _ = w.shutdown().await;
+}
+
+/// What the transport's tasks tell the driver.
+pub(crate) enum NetEvent {
+    /// A handshake completed.
+    Up {
+        name: String,
+        incarnation: u64,
+        listen: String,
+        conn: u64,
+        tx: mpsc::Sender<Bytes>,
+        by_me: bool,
+        reader: tokio::task::AbortHandle,
+    },
+    /// A connection ended (socket closed or failed, or the peer misbehaved).
+    Down { name: String, conn: u64, error: Option<NetError> },
+    /// An outgoing connection could not be made.
+    ConnectFailed { name: String, error: NetError },
+    /// An engine frame from a peer.
+    Frame { name: String, conn: u64, frame: Bytes },
+    /// A peer's address book.
+    Book { entries: Vec<(String, String)> },
+    /// A handshake was refused (bad secret, garbage).
+    Rejected { from: String, error: NetError },
+    /// Someone asks for this node's status.
+    Status { reply: oneshot::Sender<Bytes> },
+}
+
+/// Reads frames from an established connection until it ends.
+pub(crate) async fn reader<R: AsyncRead + Unpin>(
+    mut r: R,
+    name: String,
+    conn: u64,
+    secret: Option<Vec<u8>>,
+    events: mpsc::Sender<NetEvent>,
+) {
+    let error = loop {
+        match read_frame(&mut r).await {
+            Ok((KIND_ENGINE, frame)) => {
+                if events.send(NetEvent::Frame { name: name.clone(), conn, frame }).await.is_err() {
+                    return;
+                }
+            }
+            Ok((KIND_BOOK, body)) => match open_control::<Vec<(String, String)>>(KIND_BOOK, &body, secret.as_deref()) {
+                Ok(entries) => {
+                    let _ = events.send(NetEvent::Book { entries }).await;
+                }
+                Err(e) => break Some(e),
+            },
+            Ok((kind, _)) => break Some(NetError::Malformed(format!("unexpected frame kind {kind}"))),
+            Err(NetError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break None,
+            Err(e) => break Some(e),
+        }
+    };
+    let _ = events.send(NetEvent::Down { name, conn, error }).await;
+}

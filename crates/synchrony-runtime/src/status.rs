@@ -1,0 +1,80 @@
+//! What `synchrony status` shows of a running node.
+
+use serde::{Deserialize, Serialize};
+
+/// One group this node is a member of.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct GroupStatus {
+    /// The group's name.
+    pub name: String,
+    /// The current view's id.
+    pub view: u64,
+    /// The view's members, oldest first.
+    pub members: Vec<String>,
+}
+
+/// Counters of the transport.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct NetCounters {
+    /// Connections established (both directions).
+    pub connections_opened: u64,
+    /// Connections that dropped.
+    pub connections_lost: u64,
+    /// Handshakes refused because authentication failed (wrong or missing secret).
+    pub rejected_handshakes: u64,
+    /// Connections closed because they sent bytes that are not a frame of this protocol.
+    pub rejected_frames: u64,
+    /// Frames dropped because a peer's queue was full (the engine retransmits them).
+    pub frames_dropped: u64,
+}
+
+/// A node's status.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// `NAME#INCARNATION`.
+    pub process: String,
+    /// The address it listens on.
+    pub listen: String,
+    /// `member`, `joining`, `partitioned`, `left`, or `finding a contact`.
+    pub status: String,
+    /// The cluster's leader as this node sees it.
+    pub leader: Option<String>,
+    /// The cluster's members, oldest first.
+    pub members: Vec<String>,
+    /// The groups it is a member of.
+    pub groups: Vec<GroupStatus>,
+    /// Peers it has a connection to.
+    pub connections: Vec<String>,
+    /// Multicasts sent per second (over the last second or so).
+    pub sent_per_sec: f64,
+    /// Multicasts delivered per second.
+    pub delivered_per_sec: f64,
+    /// The engine's counters, rejected frames included.
+    pub engine: synchrony_engine::Stats,
+    /// The transport's counters.
+    pub net: NetCounters,
+}
+
+impl std::fmt::Display for NodeStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{} at {}: {}", self.process, self.listen, self.status)?;
+        writeln!(f, "  leader {}", self.leader.as_deref().unwrap_or("-"))?;
+        writeln!(f, "  members {}", self.members.join(", "))?;
+        for g in &self.groups {
+            writeln!(f, "  group {} view {}: {}", g.name, g.view, g.members.join(", "))?;
+        }
+        writeln!(f, "  rates: {:.0} sent/s, {:.0} delivered/s", self.sent_per_sec, self.delivered_per_sec)?;
+        let e = &self.engine;
+        writeln!(
+            f,
+            "  engine: {} sent, {} delivered, {} views, {} frames in, {} retransmits",
+            e.sent, e.delivered, e.views, e.frames_in, e.retransmits
+        )?;
+        writeln!(
+            f,
+            "  rejected: {} frames failed authentication, {} malformed frames, {} handshakes refused, {} connections closed for bad frames",
+            e.rejected_auth, e.rejected_malformed, self.net.rejected_handshakes, self.net.rejected_frames
+        )?;
+        write!(f, "  connections: {}", self.connections.join(", "))
+    }
+}
