@@ -1,0 +1,306 @@
+//! A group handle, and what it receives.
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use synchrony_engine::{
+    Delivery, FlushError, GroupName, GroupView, MembershipError, MsgId, Order, PartitionReason, ProcessId,
+    QueryOutcome, Replies, SendError, ViewId,
+};
+use synchrony_runtime::{GroupEvent, Runtime};
+use tokio::sync::mpsc;
+
+/// Why a send or query on a [`Group`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupSendError {
+    /// The engine refused it (this node stopped, the payload is too large, ...).
+    #[error(transparent)]
+    Send(#[from] SendError),
+    /// This node is no longer in the group (it left, or its state could not be fetched).
+    #[error("this node is no longer a member of group {0}")]
+    NotMember(GroupName),
+    /// The value could not be encoded.
+    #[error("cannot encode the value: {0}")]
+    Encode(#[from] postcard::Error),
+}
+
+/// A delivered multicast. Queries are answered with [`Message::reply`] or
+/// [`Message::reply_null`].
+#[derive(Debug, Clone)]
+pub struct Message {
+    delivery: Delivery,
+    rt: Runtime,
+}
+
+impl Message {
+    /// The message's id (its sender and counter).
+    pub fn id(&self) -> &MsgId {
+        &self.delivery.id
+    }
+
+    /// The process that sent it.
+    pub fn sender(&self) -> &ProcessId {
+        &self.delivery.id.sender
+    }
+
+    /// Its order class.
+    pub fn order(&self) -> synchrony_engine::Order {
+        self.delivery.order
+    }
+
+    /// The view it was delivered in.
+    pub fn view(&self) -> ViewId {
+        self.delivery.view
+    }
+
+    /// The bytes.
+    pub fn payload(&self) -> &Bytes {
+        &self.delivery.payload
+    }
+
+    /// The payload decoded as a value sent with [`Group::send_value`].
+    pub fn value<T: DeserializeOwned>(&self) -> Result<T, postcard::Error> {
+        crate::decode(&self.delivery.payload)
+    }
+
+    /// Whether the sender waits for replies.
+    pub fn is_query(&self) -> bool {
+        self.delivery.query
+    }
+
+    /// Answers the query.
+    pub async fn reply(&self, payload: impl Into<Bytes>) {
+        self.rt.reply(self.delivery.id.clone(), Some(payload.into())).await;
+    }
+
+    /// Answers the query with a value.
+    pub async fn reply_value<T: Serialize>(&self, value: &T) -> Result<(), postcard::Error> {
+        self.reply(crate::encode(value)?).await;
+        Ok(())
+    }
+
+    /// Says "I will not answer", so the caller does not wait for this member.
+    pub async fn reply_null(&self) {
+        self.rt.reply(self.delivery.id.clone(), None).await;
+    }
+}
+
+/// Joiners need the group's state: [`StateRequest::provide`] it before handling the next
+/// event (the group's later events wait for it).
+#[derive(Debug)]
+pub struct StateRequest {
+    group: GroupName,
+    view: ViewId,
+    joiners: Vec<ProcessId>,
+    rt: Runtime,
+}
+
+impl StateRequest {
+    /// The joiners' first view.
+    pub fn view(&self) -> ViewId {
+        self.view
+    }
+
+    /// Who joins.
+    pub fn joiners(&self) -> &[ProcessId] {
+        &self.joiners
+    }
+
+    /// Gives the state as it is now (after every message delivered so far).
+    pub async fn provide(self, state: impl Into<Bytes>) {
+        self.rt.provide_state(self.group, self.view, state.into()).await;
+    }
+}
+
+/// What a group handle receives, in the same order at every member.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// A new view is installed (members oldest first).
+    View(GroupView),
+    /// A multicast.
+    Message(Message),
+    /// Joiners need the state.
+    StateRequest(StateRequest),
+    /// This node joined and here is the group's state at its join point; no message is
+    /// delivered to it before this.
+    State(Bytes),
+    /// This node left the group.
+    Left,
+    /// This node's incarnation stopped (it was excluded, or lost the majority). With
+    /// `Config::rejoin` it comes back as a new incarnation and the views go on.
+    Partitioned(PartitionReason),
+}
+
+/// A handle on one group this node joined: its events, and (through [`Group::sender`] or
+/// directly) sends, queries and flushes.
+#[derive(Debug)]
+pub struct Group {
+    sender: GroupSender,
+    events: mpsc::Receiver<GroupEvent>,
+    /// Events read ahead while waiting for the first view, handed out first.
+    ahead: VecDeque<GroupEvent>,
+    view: Option<GroupView>,
+}
+
+/// The sending half of a [`Group`]: cheap to clone, so that several tasks can send while
+/// one reads the events.
+#[derive(Debug, Clone)]
+pub struct GroupSender {
+    name: GroupName,
+    rt: Runtime,
+    left: Arc<AtomicBool>,
+}
+
+impl Group {
+    pub(crate) fn new(name: GroupName, rt: Runtime, events: mpsc::Receiver<GroupEvent>) -> Self {
+        Self { sender: GroupSender { name, rt, left: Arc::default() }, events, ahead: VecDeque::new(), view: None }
+    }
+
+    /// Reads ahead until the first view (kept for `next_event`); false if the node stopped.
+    pub(crate) async fn wait_for_view(&mut self) -> bool {
+        while let Some(ev) = self.events.recv().await {
+            let done = match &ev {
+                GroupEvent::View(v) => {
+                    self.view = Some(v.clone());
+                    true
+                }
+                GroupEvent::Left | GroupEvent::Partitioned(_) => return false,
+                _ => false,
+            };
+            self.ahead.push_back(ev);
+            if done {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The group's name.
+    pub fn name(&self) -> &GroupName {
+        &self.sender.name
+    }
+
+    /// The view this handle last received (`None` before the first).
+    pub fn view(&self) -> Option<&GroupView> {
+        self.view.as_ref()
+    }
+
+    /// A sending handle for other tasks.
+    pub fn sender(&self) -> GroupSender {
+        self.sender.clone()
+    }
+
+    /// The next event; `None` once the node has shut down.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        let ev = match self.ahead.pop_front() {
+            Some(ev) => ev,
+            None => self.events.recv().await?,
+        };
+        let rt = &self.sender.rt;
+        Some(match ev {
+            GroupEvent::View(v) => {
+                self.view = Some(v.clone());
+                Event::View(v)
+            }
+            GroupEvent::Message(delivery) => Event::Message(Message { delivery, rt: rt.clone() }),
+            GroupEvent::StateRequest { view, joiners } => {
+                Event::StateRequest(StateRequest { group: self.sender.name.clone(), view, joiners, rt: rt.clone() })
+            }
+            GroupEvent::State { state, .. } => Event::State(state),
+            GroupEvent::Left => {
+                self.sender.left.store(true, Ordering::Relaxed);
+                self.view = None;
+                Event::Left
+            }
+            GroupEvent::Partitioned(reason) => {
+                self.view = None;
+                Event::Partitioned(reason)
+            }
+            _ => return None,
+        })
+    }
+
+    /// Multicasts bytes to the group.
+    pub async fn send(&self, order: Order, payload: impl Into<Bytes>) -> Result<MsgId, GroupSendError> {
+        self.sender.send(order, payload).await
+    }
+
+    /// Multicasts a value (encoded with postcard; read it with [`Message::value`]).
+    pub async fn send_value<T: Serialize>(&self, order: Order, value: &T) -> Result<MsgId, GroupSendError> {
+        self.sender.send_value(order, value).await
+    }
+
+    /// A group RPC: multicasts and waits for `replies` (none, one, k, or all members;
+    /// null replies and members that fail count as answered, and the outcome says which).
+    pub async fn query(
+        &self,
+        order: Order,
+        payload: impl Into<Bytes>,
+        replies: Replies,
+    ) -> Result<QueryOutcome, GroupSendError> {
+        self.sender.query(order, payload, replies).await
+    }
+
+    /// Returns once every message this node sent to the group before the call is stable
+    /// (held by every member), with the view at that moment.
+    pub async fn flush(&self) -> Result<ViewId, FlushError> {
+        self.sender.flush().await
+    }
+
+    /// Leaves the group and waits until the leave is done.
+    pub async fn leave(mut self) -> Result<(), MembershipError> {
+        self.sender.rt.leave(self.sender.name.clone()).await?;
+        self.sender.left.store(true, Ordering::Relaxed);
+        while let Some(ev) = self.events.recv().await {
+            if matches!(ev, GroupEvent::Left | GroupEvent::Partitioned(_)) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl GroupSender {
+    fn check_member(&self) -> Result<(), GroupSendError> {
+        if self.left.load(Ordering::Relaxed) {
+            return Err(GroupSendError::NotMember(self.name.clone()));
+        }
+        Ok(())
+    }
+
+    /// The group's name.
+    pub fn name(&self) -> &GroupName {
+        &self.name
+    }
+
+    /// Multicasts bytes to the group.
+    pub async fn send(&self, order: Order, payload: impl Into<Bytes>) -> Result<MsgId, GroupSendError> {
+        self.check_member()?;
+        Ok(self.rt.send(self.name.clone(), order, payload.into(), Replies::None).await?)
+    }
+
+    /// Multicasts a value (encoded with postcard; read it with [`Message::value`]).
+    pub async fn send_value<T: Serialize>(&self, order: Order, value: &T) -> Result<MsgId, GroupSendError> {
+        self.send(order, crate::encode(value)?).await
+    }
+
+    /// A group RPC; see [`Group::query`].
+    pub async fn query(
+        &self,
+        order: Order,
+        payload: impl Into<Bytes>,
+        replies: Replies,
+    ) -> Result<QueryOutcome, GroupSendError> {
+        self.check_member()?;
+        Ok(self.rt.query(self.name.clone(), order, payload.into(), replies).await?)
+    }
+
+    /// See [`Group::flush`].
+    pub async fn flush(&self) -> Result<ViewId, FlushError> {
+        self.rt.flush(self.name.clone()).await
+    }
+}

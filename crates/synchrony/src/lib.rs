@@ -1,0 +1,59 @@
+//! # synchrony
+//!
+//! Virtual synchrony for Rust, in the line of Isis, Horus, Ensemble, Spread, JGroups and
+//! Derecho. Processes join named groups and multicast to a group without knowing who is in
+//! it; every member sees the same events — messages and membership views — in the same
+//! order, so a group of processes acts like one object that does not fail.
+//!
+//! Start a [`Node`] from a [`Config`], [`Node::join`] a group to get a [`Group`] handle,
+//! [`Group::send`] with an [`Order`], and read [`Event`]s with [`Group::next_event`].
+//!
+//! ```
+//! use synchrony::{Config, Event, JoinOptions, Node, Order};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> anyhow::Result<()> {
+//! // A node with no contacts founds a cluster of its own.
+//! let node = Node::start(Config::new("n1", "127.0.0.1:0")).await?;
+//! let mut chat = node.join("chat", JoinOptions::default()).await?;
+//! chat.send(Order::Total, "hello").await?;
+//! loop {
+//!     match chat.next_event().await {
+//!         Some(Event::Message(m)) => {
+//!             assert_eq!(&m.payload()[..], b"hello");
+//!             break;
+//!         }
+//!         Some(_) => continue, // the first view comes first
+//!         None => anyhow::bail!("the node stopped"),
+//!     }
+//! }
+//! node.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Order classes
+//! - [`Order::Unordered`], [`Order::Fifo`]: reliable, per-sender order for FIFO.
+//! - [`Order::Causal`]: a message comes after every message its sender had delivered.
+//! - [`Order::Total`]: one order for all members.
+//! - [`Order::Safe`]: total, and delivered only once every member has it.
+//! - [`Order::Gbcast`]: ordered with view changes and every other message.
+
+mod group;
+mod node;
+
+pub use group::{Event, Group, GroupSendError, GroupSender, Message, StateRequest};
+pub use node::{JoinError, JoinOptions, Node, NodeEvent};
+pub use synchrony_engine::{
+    FlushError, GroupName, GroupView, MembershipError, MsgId, Order, PartitionReason, ProcessId, QueryOutcome, Replies,
+    SendError, ViewId,
+};
+pub use synchrony_runtime::{Config, NodeStatus, StartError};
+
+/// Encodes a value the way [`Group::send_value`] does (postcard).
+pub fn encode<T: serde::Serialize>(value: &T) -> Result<bytes::Bytes, postcard::Error> {
+    postcard::to_allocvec(value).map(bytes::Bytes::from)
+}
+
+/// Decodes what [`encode`] made.
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, postcard::Error> {
+    postcard::from_bytes(bytes)
+}

@@ -1,0 +1,114 @@
+//! The node: one process's membership in the cluster.
+
+use crate::group::Group;
+use bytes::Bytes;
+use synchrony_engine::{GroupName, MembershipError, MsgId, Order, QueryOutcome, Replies, SendError};
+use synchrony_runtime::{Config, NodeStatus, Runtime, StartError};
+use tokio::sync::{mpsc, Mutex};
+
+pub use synchrony_runtime::NodeEvent;
+
+/// How to join a group.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct JoinOptions {}
+
+/// Why a join failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// The engine refused (already a member, or this node stopped).
+    #[error(transparent)]
+    Membership(#[from] MembershipError),
+}
+
+/// A process in a synchrony cluster. Cheap to share (`Arc<Node>`); every method takes
+/// `&self`.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> anyhow::Result<()> {
+/// use synchrony::{Config, JoinOptions, Node, Order, Replies};
+/// let a = Node::start(Config::new("a", "127.0.0.1:0")).await?;
+/// let _group = a.join("orders", JoinOptions::default()).await?; // returns in its first view
+/// let mut config = Config::new("b", "127.0.0.1:0");
+/// config.contacts.push(a.listen_addr().to_string()); // b joins a's cluster
+/// let b = Node::start(config).await?;
+/// // b is not in the group, and multicasts to it all the same.
+/// b.send("orders", Order::Total, "from outside").await?;
+/// b.shutdown().await;
+/// a.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Node {
+    rt: Runtime,
+    events: Mutex<mpsc::Receiver<NodeEvent>>,
+}
+
+impl Node {
+    /// Starts the node and returns once it is a member of the cluster: it founds one if
+    /// `config.contacts` is empty, and joins through a contact otherwise.
+    pub async fn start(config: Config) -> Result<Node, StartError> {
+        let (rt, events) = Runtime::start(config).await?;
+        Ok(Node { rt, events: Mutex::new(events) })
+    }
+
+    /// This node's process id (`NAME#INCARNATION`).
+    pub fn id(&self) -> &synchrony_engine::ProcessId {
+        self.rt.me()
+    }
+
+    /// The address the node listens on (useful with port 0).
+    pub fn listen_addr(&self) -> &str {
+        self.rt.listen_addr()
+    }
+
+    /// Joins `group` (creating it if nobody is in it) and returns once the first view is
+    /// installed. The handle's first events are that view, then the group's state if it
+    /// had members.
+    pub async fn join(&self, group: impl Into<GroupName>, _options: JoinOptions) -> Result<Group, JoinError> {
+        let name = group.into();
+        let events = self.rt.join(name.clone()).await?;
+        let mut g = Group::new(name, self.rt.clone(), events);
+        if !g.wait_for_view().await {
+            return Err(JoinError::Membership(MembershipError::Stopped));
+        }
+        Ok(g)
+    }
+
+    /// Multicasts to a group this node is not in (it goes through a member).
+    pub async fn send(
+        &self,
+        group: impl Into<GroupName>,
+        order: Order,
+        payload: impl Into<Bytes>,
+    ) -> Result<MsgId, SendError> {
+        self.rt.send(group.into(), order, payload.into(), Replies::None).await
+    }
+
+    /// Calls a group this node is not in, and waits for `replies`.
+    pub async fn query(
+        &self,
+        group: impl Into<GroupName>,
+        order: Order,
+        payload: impl Into<Bytes>,
+        replies: Replies,
+    ) -> Result<QueryOutcome, SendError> {
+        self.rt.query(group.into(), order, payload.into(), replies).await
+    }
+
+    /// The next node-wide event (joined, partitioned, a non-member send possibly lost).
+    pub async fn next_event(&self) -> Option<NodeEvent> {
+        self.events.lock().await.recv().await
+    }
+
+    /// Groups, views, members, rates and counters.
+    pub async fn status(&self) -> Option<NodeStatus> {
+        self.rt.status().await
+    }
+
+    /// Leaves the cluster (the others see a clean leave, not a failure) and stops.
+    pub async fn shutdown(&self) {
+        self.rt.shutdown().await;
+    }
+}

@@ -1,0 +1,112 @@
+//! The public API between nodes in one process, over real TCP on loopback.
+
+use std::time::Duration;
+use synchrony::{Config, Event, Group, GroupSendError, JoinOptions, Node, Order, Replies};
+use tokio::time::timeout;
+
+async fn node(name: &str, contact: Option<&Node>) -> Node {
+    let mut config = Config::new(name, "127.0.0.1:0");
+    config.failure_timeout = Duration::from_millis(500);
+    config.heartbeat_interval = Duration::from_millis(50);
+    config.contacts.extend(contact.map(|n| n.listen_addr().to_string()));
+    Node::start(config).await.expect("starts")
+}
+
+/// Reads events until a view with `n` members, answering state requests.
+async fn until_view(g: &mut Group, n: usize) {
+    loop {
+        match g.next_event().await.expect("event") {
+            Event::View(v) if v.members.len() == n => return,
+            Event::StateRequest(r) => r.provide("").await,
+            _ => {}
+        }
+    }
+}
+
+/// Reads `n` messages, answering queries (`null_replies`: with a null reply).
+async fn messages(g: &mut Group, n: usize, null_replies: bool) -> Vec<String> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        match g.next_event().await.expect("event") {
+            Event::Message(m) => {
+                if m.is_query() {
+                    if null_replies {
+                        m.reply_null().await;
+                    } else {
+                        m.reply_value(&m.sender().to_string()).await.expect("encodes");
+                    }
+                }
+                got.push(m.value::<String>().unwrap_or_else(|_| String::from_utf8_lossy(m.payload()).to_string()));
+            }
+            Event::StateRequest(r) => r.provide("").await,
+            _ => {}
+        }
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_agree_on_order_answer_queries_flush_and_leave() {
+    timeout(Duration::from_secs(60), async {
+        let a = node("a", None).await;
+        let b = node("b", Some(&a)).await;
+        let c = node("c", Some(&a)).await;
+        let mut ga = a.join("g", JoinOptions::default()).await.expect("joins");
+        until_view(&mut ga, 1).await;
+        let mut gb = b.join("g", JoinOptions::default()).await.expect("joins");
+        until_view(&mut ga, 2).await;
+        until_view(&mut gb, 2).await;
+        let mut gc = c.join("g", JoinOptions::default()).await.expect("joins");
+        for g in [&mut ga, &mut gb, &mut gc] {
+            until_view(g, 3).await;
+        }
+        // Concurrent total-order sends from all three: everyone sees one order.
+        for (k, g) in [&ga, &gb, &gc].iter().enumerate() {
+            let s = g.sender();
+            tokio::spawn(async move {
+                for i in 0..50 {
+                    s.send_value(Order::Total, &format!("{k}-{i}")).await.expect("sends");
+                }
+            });
+        }
+        let (ma, mb, mc) =
+            tokio::join!(messages(&mut ga, 150, false), messages(&mut gb, 150, false), messages(&mut gc, 150, true));
+        assert_eq!(ma, mb);
+        assert_eq!(mb, mc);
+        // A group RPC waiting for all: a and b answer, c answers null.
+        let q = {
+            let s = ga.sender();
+            tokio::spawn(async move {
+                s.query(Order::Total, synchrony::encode(&"who?".to_string()).unwrap(), Replies::All).await
+            })
+        };
+        let (_, _, _) =
+            tokio::join!(messages(&mut ga, 1, false), messages(&mut gb, 1, false), messages(&mut gc, 1, true));
+        let outcome = q.await.expect("joined").expect("query ok");
+        assert!(outcome.failed.is_empty(), "{outcome:?}");
+        assert_eq!(outcome.replies.len(), 2, "{outcome:?}");
+        assert_eq!(outcome.nulls, vec![c.id().clone()]);
+        // flush returns once a's messages are stable.
+        ga.send(Order::Fifo, "last").await.expect("sends");
+        let flushed = ga.sender();
+        let f = tokio::spawn(async move { flushed.flush().await });
+        let _ = tokio::join!(messages(&mut ga, 1, false), messages(&mut gb, 1, false), messages(&mut gc, 1, false));
+        f.await.expect("joined").expect("flush ok");
+        // c leaves: the others see it go, and c's old sender refuses clearly.
+        let c_sender = gc.sender();
+        gc.leave().await.expect("leaves");
+        until_view(&mut ga, 2).await;
+        until_view(&mut gb, 2).await;
+        assert!(matches!(c_sender.send(Order::Fifo, "late").await, Err(GroupSendError::NotMember(_))));
+        // c, now outside the group, can still multicast to it by name.
+        c.send("g", Order::Total, "from outside").await.expect("non-member send");
+        let (ma, mb) = tokio::join!(messages(&mut ga, 1, false), messages(&mut gb, 1, false));
+        assert_eq!(ma, vec!["from outside".to_string()]);
+        assert_eq!(mb, ma);
+        for n in [c, b, a] {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("finishes in time");
+}
