@@ -507,6 +507,14 @@ impl Engine {
                 if Self::plan_is_empty(&plan) {
                     return;
                 }
+                let alive = self.gms.members.iter().map(|(p, _)| p).filter(|p| !plan.failed.contains(*p));
+                if !self.gms.quorum(alive, self.config.min_commit_weight) {
+                    // Too many members suspect this process (or each other) for it to win a
+                    // round: it would only outbid, round after round, a leader that can.
+                    let jitter = self.rng.gen_range(0..=self.config.failure_timeout.as_micros() as u64 / 2);
+                    self.gms.backoff_until = now + std::time::Duration::from_micros(jitter);
+                    return;
+                }
                 self.gms.max_round += 1;
                 let ballot = Ballot { round: self.gms.max_round, leader: self.me.clone() };
                 let epoch = self.gms.epoch + 1;
