@@ -110,6 +110,9 @@ fn main() -> Result<()> {
                 if out.anomalies > 0 {
                     println!("engine anomalies: {}", out.anomalies);
                 }
+                if out.survivors == 0 {
+                    println!("the run ended in total failure: no process was a member at the end");
+                }
                 println!("{} passed, {} failed", u64::from(out.passed()), u64::from(!out.passed()));
                 if !out.passed() {
                     std::process::exit(1);

@@ -180,7 +180,27 @@ impl Engine {
                 format!("{p}: suspects {:?} ops {} gbcasts {g:?} leave {}", r.suspects, r.ops.len(), r.leave)
             })
             .collect();
-        format!("epoch {} suspects {:?} requests [{}]", self.gms.epoch, self.gms.suspects, requests.join("; "))
+        let links: Vec<String> = self
+            .links
+            .iter()
+            .map(|(p, l)| {
+                format!(
+                    "{p}: acked {} unacked {} sent_upto {} recv_next {}",
+                    l.acked,
+                    l.unacked.len(),
+                    l.sent_upto,
+                    l.recv_next
+                )
+            })
+            .collect();
+        format!(
+            "epoch {} suspects {:?} round {} links [{}] requests [{}]",
+            self.gms.epoch,
+            self.gms.suspects,
+            self.gms.debug_round(),
+            links.join("; "),
+            requests.join("; ")
+        )
     }
 
     /// The phase of the membership round this process is leading, if any (`"prepare"` or

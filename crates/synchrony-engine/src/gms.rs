@@ -50,6 +50,8 @@ enum Round {
         plan: Plan,
         waiting: BTreeSet<ProcessId>,
         promises: BTreeMap<ProcessId, PromiseBody>,
+        /// When the prepares last went out to those that have not promised.
+        sent_at: Instant,
     },
     Accepting {
         ballot: Ballot,
@@ -134,6 +136,19 @@ impl Gms {
             Round::Preparing { .. } => Some("prepare"),
             Round::Accepting { .. } => Some("accept"),
         }
+    }
+
+    /// The round and the promised ballot, for debug dumps.
+    pub(crate) fn debug_round(&self) -> String {
+        let round = match &self.round {
+            Round::Idle => "idle".to_string(),
+            Round::Preparing { ballot, epoch, waiting, promises, .. } => format!(
+                "preparing {ballot:?} epoch {epoch} waiting {waiting:?} promised by {:?}",
+                promises.keys().collect::<Vec<_>>()
+            ),
+            Round::Accepting { ballot, accepted, .. } => format!("accepting {ballot:?} accepted by {accepted:?}"),
+        };
+        format!("{round}; promised {:?}; max round {}", self.promised, self.max_round)
     }
 
     pub(crate) fn leader(&self) -> Option<&ProcessId> {
@@ -383,6 +398,24 @@ impl Engine {
         promises.insert(from.clone(), (accepted, reports));
     }
 
+    /// Sends the prepare again to members that have not promised for a while: one that
+    /// was still joining when it came (its commit, from a leader that crashed, arrived
+    /// late) dropped it, and would otherwise hold the round forever.
+    fn prepare_again(&mut self, now: Instant) {
+        let patience = self.config.failure_timeout / 2;
+        let groups = self.prepare_groups();
+        let Round::Preparing { ballot, epoch, waiting, promises, sent_at, .. } = &mut self.gms.round else { return };
+        if now.saturating_since(*sent_at) < patience {
+            return;
+        }
+        *sent_at = now;
+        let (ballot, epoch) = (ballot.clone(), *epoch);
+        let late: Vec<ProcessId> = waiting.iter().filter(|p| !promises.contains_key(*p)).cloned().collect();
+        for p in late {
+            self.send_to(&p, Msg::Prepare { ballot: ballot.clone(), epoch, groups: groups.clone() });
+        }
+    }
+
     fn prepare_groups(&self) -> Vec<GroupName> {
         match &self.gms.round {
             Round::Preparing { plan, .. } => plan.groups.iter().cloned().collect(),
@@ -526,7 +559,8 @@ impl Engine {
                 for p in waiting.clone() {
                     self.send_to(&p, Msg::Prepare { ballot: ballot.clone(), epoch, groups: groups.clone() });
                 }
-                self.gms.round = Round::Preparing { ballot, epoch, plan, waiting, promises: BTreeMap::new() };
+                self.gms.round =
+                    Round::Preparing { ballot, epoch, plan, waiting, promises: BTreeMap::new(), sent_at: now };
             }
             Round::Preparing { waiting, promises, plan, .. } => {
                 let now_failed = self.effective_suspects();
@@ -536,6 +570,7 @@ impl Engine {
                     return;
                 }
                 if promises.len() < waiting.len() {
+                    self.prepare_again(now);
                     return;
                 }
                 self.decide();

@@ -446,14 +446,31 @@ impl Sim {
         self.pump(idx);
     }
 
+    /// Whether the cluster keeps a working majority if the processes `out` are faulted: of
+    /// the largest current view (it still lists members that crashed and are not yet
+    /// excluded), more than half must be live and not in `out`. Faults are meant to be
+    /// survivable; a total failure is the durability layer's case.
+    fn majority_survives(&self, live: &[usize], out: &[usize]) -> bool {
+        let view =
+            live.iter().filter_map(|&i| self.nodes[i].engine.as_ref()).map(|e| e.members()).max_by_key(|m| m.len());
+        let Some(view) = view else { return false };
+        let up = view
+            .iter()
+            .filter(|m| {
+                live.iter().any(|&i| !out.contains(&i) && self.nodes[i].engine.as_ref().is_some_and(|e| e.id() == *m))
+            })
+            .count();
+        up > view.len() / 2
+    }
+
     fn fault(&mut self, kind: u8) {
         let n = self.nodes.len();
-        let majority = n / 2 + 1;
         let live = self.live();
         match kind {
             0 => {
-                // crash
-                if live.len() <= majority {
+                // crash (not while a partition or a pause is on: one fault at a time)
+                let paused = self.nodes.iter().any(|n| n.paused_until.is_some());
+                if self.heal_at.is_some() || paused || !live.iter().any(|&t| self.majority_survives(&live, &[t])) {
                     return;
                 }
                 let target = if self.cfg.profile.crash_leader {
@@ -472,7 +489,7 @@ impl Sim {
                 } else {
                     live.choose(&mut self.rng).copied()
                 };
-                if let Some(t) = target {
+                if let Some(t) = target.filter(|&t| self.majority_survives(&live, &[t])) {
                     let back = Duration::from_millis(self.rng.gen_range(100..600));
                     self.crash(t, back);
                 }
@@ -487,7 +504,7 @@ impl Sim {
                 let k = self.rng.gen_range(1..=(n - 1) / 2);
                 let (side, rest) = ids.split_at(k);
                 // Keep a working majority on the other side (faults come one at a time).
-                if rest.iter().filter(|&&i| live.contains(&i)).count() < majority {
+                if !self.majority_survives(&live, side) {
                     return;
                 }
                 let one_way = self.rng.gen_bool(0.3);
@@ -503,10 +520,10 @@ impl Sim {
             }
             _ => {
                 // pause past the failure timeout, keeping a working majority
-                if live.len() <= majority || self.heal_at.is_some() {
+                if self.heal_at.is_some() || self.nodes.iter().any(|n| n.paused_until.is_some()) {
                     return;
                 }
-                if let Some(&t) = live.choose(&mut self.rng) {
+                if let Some(&t) = live.choose(&mut self.rng).filter(|&&t| self.majority_survives(&live, &[t])) {
                     let d = Duration::from_millis(self.rng.gen_range(250..600));
                     self.nodes[t].paused_until = Some(self.now + d);
                 }
