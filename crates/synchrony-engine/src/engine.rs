@@ -81,6 +81,7 @@ pub struct Engine {
     join_attempt: usize,
     next_tick: Instant,
     pub(crate) stats: Stats,
+    pub(crate) verifiers: crate::verify::Verifiers,
 }
 
 impl Engine {
@@ -116,6 +117,7 @@ impl Engine {
             join_attempt: 0,
             next_tick: now,
             stats: Stats::default(),
+            verifiers: Default::default(),
         };
         if found {
             e.gms.found(&e.me.clone(), e.config.weight);
@@ -207,6 +209,16 @@ impl Engine {
     /// `"accept"`): for tests that crash a leader in the middle of a view change.
     pub fn round_phase(&self) -> Option<&'static str> {
         self.gms.round_phase()
+    }
+
+    /// Installs (or with `None` removes) the join verifier of `group`: while this process
+    /// is a member, a process may join the group only if the verifier admits it.
+    pub fn set_join_verifier(&mut self, group: GroupName, verifier: Option<crate::JoinVerifier>) {
+        match verifier {
+            Some(f) => self.verifiers.join.insert(group, f),
+            None => self.verifiers.join.remove(&group),
+        };
+        self.gms.requests_dirty = true;
     }
 
     /// The current leader of the cluster, as this process sees it.

@@ -123,6 +123,11 @@ pub enum Event {
         /// The message.
         id: MsgId,
     },
+    /// A member's join verifier refused this process's join of the group.
+    JoinRefused {
+        /// The group.
+        group: GroupName,
+    },
     /// This incarnation stopped for good (G10). A restart must use a new incarnation.
     Partitioned {
         /// Why.
@@ -140,6 +145,7 @@ impl Event {
             | Event::Flushed { group, .. }
             | Event::Left { group }
             | Event::StateLost { group }
+            | Event::JoinRefused { group }
             | Event::SendLost { group, .. } => Some(group),
             Event::Deliver(d) => Some(&d.group),
             Event::QueryDone(q) => Some(&q.group),

@@ -27,6 +27,8 @@ pub(crate) struct Requests {
     pub(crate) ops: Vec<GroupOp>,
     pub(crate) gbcasts: Vec<(GroupName, DataMsg)>,
     pub(crate) leave: bool,
+    pub(crate) verdicts: Vec<(GroupName, ProcessId, bool)>,
+    pub(crate) verifying: Vec<GroupName>,
 }
 
 /// What a round changes, fixed when it starts.
@@ -39,6 +41,7 @@ struct Plan {
     group_leaves: BTreeMap<GroupName, BTreeSet<ProcessId>>,
     gbcasts: BTreeMap<GroupName, Vec<DataMsg>>,
     groups: BTreeSet<GroupName>,
+    refused: Vec<(GroupName, ProcessId)>,
 }
 
 #[derive(Debug)]
@@ -47,7 +50,7 @@ enum Round {
     Preparing {
         ballot: Ballot,
         epoch: u64,
-        plan: Plan,
+        plan: Box<Plan>,
         waiting: BTreeSet<ProcessId>,
         promises: BTreeMap<ProcessId, PromiseBody>,
         /// When the prepares last went out to those that have not promised.
@@ -84,6 +87,8 @@ pub(crate) struct Gms {
     round: Round,
     backoff_until: Instant,
     pub(crate) requests: BTreeMap<ProcessId, Requests>,
+    /// Group joins refused by a verifier, while the joiner still asks.
+    refused: BTreeSet<(GroupName, ProcessId)>,
     join_requests: BTreeMap<ProcessId, u32>,
     pub(crate) gbcast_done: BTreeSet<MsgId>,
     /// Groups this process must leave before it may join them again.
@@ -110,6 +115,7 @@ impl Gms {
             round: Round::Idle,
             backoff_until: now,
             requests: BTreeMap::new(),
+            refused: BTreeSet::new(),
             join_requests: BTreeMap::new(),
             gbcast_done: BTreeSet::new(),
             forced_leaves: BTreeSet::new(),
@@ -286,8 +292,10 @@ impl Engine {
             {
                 self.gms.join_requests.insert(who, weight);
             }
-            Msg::Requests { suspects, ops, gbcasts, leave } => {
-                self.gms.requests.insert(from.clone(), Requests { suspects, ops, gbcasts, leave });
+            Msg::Requests { suspects, ops, gbcasts, leave, verdicts, verifying } => {
+                // A refusal is remembered until the joiner stops asking.
+                self.gms.refused.retain(|(g, p)| p != from || ops.contains(&GroupOp::Join(g.clone())));
+                self.gms.requests.insert(from.clone(), Requests { suspects, ops, gbcasts, leave, verdicts, verifying });
             }
             Msg::Prepare { ballot, epoch, groups } => self.on_prepare(from, ballot, epoch, groups),
             Msg::Promise { ballot, committed, accepted, reports } => {
@@ -465,7 +473,13 @@ impl Engine {
                     GroupOp::Join(g) => {
                         let inside = self.views.get(g).is_some_and(|v| v.members.contains(p));
                         if !inside && !r.leave {
-                            plan.group_joins.entry(g.clone()).or_default().push(p.clone());
+                            match self.admission(g, p) {
+                                Some(true) => plan.group_joins.entry(g.clone()).or_default().push(p.clone()),
+                                Some(false) if !self.gms.refused.contains(&(g.clone(), p.clone())) => {
+                                    plan.refused.push((g.clone(), p.clone()))
+                                }
+                                _ => {} // a verifier has not answered yet, or refused already
+                            }
                         }
                     }
                     GroupOp::Leave(g) => {
@@ -502,7 +516,74 @@ impl Engine {
     }
 
     fn plan_is_empty(plan: &Plan) -> bool {
-        plan.failed.is_empty() && plan.leaving.is_empty() && plan.joins.is_empty() && plan.groups.is_empty()
+        plan.failed.is_empty()
+            && plan.leaving.is_empty()
+            && plan.joins.is_empty()
+            && plan.groups.is_empty()
+            && plan.refused.is_empty()
+    }
+
+    /// Whether `p` may join `g`: `Some(true)` when every member of `g` that verifies joins
+    /// admitted it (or none verifies), `Some(false)` when one refused, `None` while a
+    /// verdict is missing.
+    fn admission(&self, g: &GroupName, p: &ProcessId) -> Option<bool> {
+        let Some(view) = self.views.get(g) else { return Some(true) };
+        let mut all = true;
+        for m in &view.members {
+            let Some(r) = self.gms.requests.get(m).filter(|r| r.verifying.contains(g)) else { continue };
+            match r.verdicts.iter().find(|(vg, vp, _)| vg == g && vp == p) {
+                Some((_, _, false)) => return Some(false),
+                Some(_) => {}
+                None => all = false,
+            }
+        }
+        all.then_some(true)
+    }
+
+    /// The groups this process is in and verifies joins for.
+    fn verifying(&self) -> Vec<GroupName> {
+        let me = &self.me;
+        self.verifiers
+            .join
+            .keys()
+            .filter(|g| self.views.get(*g).is_some_and(|v| v.members.contains(me)))
+            .cloned()
+            .collect()
+    }
+
+    /// Runs this process's join verifiers on the joins others ask for, and forgets verdicts
+    /// on joins no longer asked for.
+    fn judge_joins(&mut self) {
+        if self.verifiers.join.is_empty() && self.verifiers.verdicts.is_empty() {
+            return;
+        }
+        let mine = self.verifying();
+        let mut wanted: BTreeSet<(GroupName, ProcessId)> = BTreeSet::new();
+        for (p, r) in &self.gms.requests {
+            for op in &r.ops {
+                if let GroupOp::Join(g) = op {
+                    if mine.contains(g) && !self.views.get(g).is_some_and(|v| v.members.contains(p)) {
+                        wanted.insert((g.clone(), p.clone()));
+                    }
+                }
+            }
+        }
+        let before = self.verifiers.verdicts.len();
+        self.verifiers.verdicts.retain(|k, _| wanted.contains(k));
+        let mut changed = before != self.verifiers.verdicts.len();
+        for (g, p) in wanted {
+            if !self.verifiers.verdicts.contains_key(&(g.clone(), p.clone())) {
+                let ok = self.verifiers.join.get(&g).is_none_or(|f| f(&p));
+                if !ok {
+                    tracing::warn!(me = %self.me, group = %g, joiner = %p, "join verifier refused a join");
+                }
+                self.verifiers.verdicts.insert((g, p), ok);
+                changed = true;
+            }
+        }
+        if changed {
+            self.gms.requests_dirty = true;
+        }
     }
 
     /// The leader's side of rounds, and every member's request forwarding.
@@ -513,6 +594,7 @@ impl Engine {
         // Requests go to every member whenever they change or the membership does: whoever
         // leads (even one this process cannot hear) has them.
         let leader = self.gms.leader().cloned();
+        self.judge_joins();
         if self.gms.requests_dirty || self.gms.requests_sent_epoch != self.gms.epoch {
             self.gms.requests_dirty = false;
             self.gms.requests_sent_epoch = self.gms.epoch;
@@ -521,6 +603,8 @@ impl Engine {
                 ops: self.gms.ops.clone(),
                 gbcasts: self.gms.gbcasts.clone(),
                 leave: self.gms.leave,
+                verdicts: self.verifiers.verdicts.iter().map(|((g, p), ok)| (g.clone(), p.clone(), *ok)).collect(),
+                verifying: self.verifying(),
             };
             let members: Vec<ProcessId> = self.gms.members.iter().map(|(p, _)| p.clone()).collect();
             for p in members {
@@ -559,8 +643,14 @@ impl Engine {
                 for p in waiting.clone() {
                     self.send_to(&p, Msg::Prepare { ballot: ballot.clone(), epoch, groups: groups.clone() });
                 }
-                self.gms.round =
-                    Round::Preparing { ballot, epoch, plan, waiting, promises: BTreeMap::new(), sent_at: now };
+                self.gms.round = Round::Preparing {
+                    ballot,
+                    epoch,
+                    plan: Box::new(plan),
+                    waiting,
+                    promises: BTreeMap::new(),
+                    sent_at: now,
+                };
             }
             Round::Preparing { waiting, promises, plan, .. } => {
                 let now_failed = self.effective_suspects();
@@ -680,7 +770,7 @@ impl Engine {
             }
             groups.push(GroupChange { group: g.clone(), old_view: old.id, new_view, cut, gbcasts, leavers });
         }
-        Decision { epoch, members, removed: gone.into_iter().cloned().collect(), groups }
+        Decision { epoch, members, removed: gone.into_iter().cloned().collect(), groups, refused: plan.refused.clone() }
     }
 
     /// Applies a committed decision: cuts, gbcasts, new views, the new process view.
@@ -767,6 +857,15 @@ impl Engine {
                     gs.try_deliver(out);
                 }
             });
+        }
+        for (g, p) in &d.refused {
+            self.gms.refused.insert((g.clone(), p.clone()));
+            let op = GroupOp::Join(g.clone());
+            if *p == self.me && self.gms.ops.contains(&op) {
+                self.gms.ops.retain(|o| *o != op);
+                self.gms.requests_dirty = true;
+                self.push_event(Event::JoinRefused { group: g.clone() });
+            }
         }
         // Requests now satisfied.
         let before = (self.gms.ops.len(), self.gms.gbcasts.len());

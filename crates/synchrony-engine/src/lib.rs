@@ -49,6 +49,7 @@ mod link;
 mod order;
 mod outbox;
 mod time;
+mod verify;
 pub mod wire;
 
 pub use config::Config;
@@ -59,4 +60,5 @@ pub use event::{
 pub use id::{Ballot, GroupName, MsgId, ProcessId, ViewId};
 pub use order::{Order, ParseOrderError};
 pub use time::Instant;
+pub use verify::JoinVerifier;
 pub use wire::GroupView;

@@ -145,6 +145,8 @@ pub struct Decision {
     pub removed: Vec<ProcessId>,
     /// Group changes.
     pub groups: Vec<GroupChange>,
+    /// Group joins a member's join verifier refused.
+    pub refused: Vec<(GroupName, ProcessId)>,
 }
 
 /// The whole configuration, for a process joining the cluster.
@@ -184,6 +186,10 @@ pub enum Msg {
         gbcasts: Vec<(GroupName, DataMsg)>,
         /// It wants to leave the cluster.
         leave: bool,
+        /// Its verdicts on joins to groups it verifies: (group, joiner, admitted).
+        verdicts: Vec<(GroupName, ProcessId, bool)>,
+        /// The groups it is a member of and has a join verifier for.
+        verifying: Vec<GroupName>,
     },
     /// Phase 1: promise ballot, stop the listed groups and report them.
     Prepare {

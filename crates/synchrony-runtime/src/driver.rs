@@ -5,7 +5,7 @@ use crate::config::Config;
 use crate::net::{self, Hello, NetError, NetEvent};
 use crate::status::{GroupStatus, NetCounters, NodeStatus};
 use crate::trace::TraceWriter;
-use crate::{GroupEvent, NodeEvent};
+use crate::{GroupEvent, NodeEvent, Verifiers};
 use bytes::Bytes;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,6 +42,7 @@ type FlushWaiter = (oneshot::Sender<Result<ViewId, FlushError>>, Option<String>)
 pub(crate) enum Command {
     Join {
         group: GroupName,
+        verifiers: Verifiers,
         reply: oneshot::Sender<Result<mpsc::Receiver<GroupEvent>, MembershipError>>,
     },
     Leave {
@@ -269,6 +270,7 @@ pub(crate) struct Driver {
     contact_names: BTreeSet<String>,
     groups: HashMap<GroupName, mpsc::Sender<GroupEvent>>,
     wanted: BTreeSet<GroupName>,
+    verifiers: HashMap<GroupName, Verifiers>,
     installed: HashMap<GroupName, ViewId>,
     queries: HashMap<MsgId, oneshot::Sender<QueryOutcome>>,
     flushes: HashMap<GroupName, VecDeque<FlushWaiter>>,
@@ -321,6 +323,7 @@ impl Driver {
             contact_names: BTreeSet::new(),
             groups: HashMap::new(),
             wanted: BTreeSet::new(),
+            verifiers: HashMap::new(),
             installed: HashMap::new(),
             queries: HashMap::new(),
             flushes: HashMap::new(),
@@ -365,7 +368,11 @@ impl Driver {
         if let Some(t) = &mut self.trace {
             t.set_process(me.to_string());
         }
-        self.engine = Some(Engine::new(config, me, self.now()));
+        let mut engine = Engine::new(config, me, self.now());
+        for (g, v) in &self.verifiers {
+            engine.set_join_verifier(g.clone(), v.join.clone());
+        }
+        self.engine = Some(engine);
     }
 
     /// The driver's loop; returns when the node shuts down.
@@ -481,6 +488,15 @@ impl Driver {
                 self.deliver_to_group(&group, GroupEvent::View(view)).await;
             }
             Event::Deliver(d) => {
+                let verifier = self.verifiers.get(&d.group).and_then(|v| v.message.clone());
+                if verifier.is_some_and(|f| !f(&d.id.sender, &d.payload)) {
+                    self.peers.counters.rejected_by_verifier += 1;
+                    tracing::warn!(group = %d.group, sender = %d.id.sender, "message verifier rejected a message");
+                    if let (true, Some(e)) = (d.query, self.engine.as_mut()) {
+                        e.reply(now, &d.id, None);
+                    }
+                    return;
+                }
                 self.record(TraceEvent::delivered(
                     d.group.as_str(),
                     d.id.to_string(),
@@ -518,6 +534,13 @@ impl Driver {
                     let _ = reply.send(Err(FlushError::NotMember(group.clone())));
                 }
                 self.deliver_to_group(&group, GroupEvent::Left).await;
+            }
+            Event::JoinRefused { group } => {
+                tracing::warn!(group = %group, "join refused by a member's verifier");
+                self.wanted.remove(&group);
+                self.verifiers.remove(&group);
+                self.deliver_to_group(&group, GroupEvent::JoinRefused).await;
+                self.groups.remove(&group);
             }
             Event::SendLost { group, id } => {
                 let _ = self.node_events.send(NodeEvent::SendLost { group, id }).await;
@@ -558,7 +581,7 @@ impl Driver {
         let now = self.now();
         let me = self.me();
         match c {
-            Command::Join { group, reply } => {
+            Command::Join { group, verifiers, reply } => {
                 let Some(e) = self.engine.as_mut() else {
                     let _ = reply.send(Err(MembershipError::Stopped));
                     return;
@@ -567,8 +590,10 @@ impl Driver {
                     let _ = reply.send(Err(MembershipError::Redundant(group)));
                     return;
                 }
+                e.set_join_verifier(group.clone(), verifiers.join.clone());
                 match e.join(now, group.clone()) {
                     Ok(()) => {
+                        self.verifiers.insert(group.clone(), verifiers);
                         let (tx, rx) = mpsc::channel(GROUP_QUEUE);
                         self.groups.insert(group.clone(), tx);
                         self.wanted.insert(group);

@@ -64,9 +64,34 @@ pub enum GroupEvent {
     },
     /// This node left the group (or its state could not be fetched).
     Left,
+    /// A member's join verifier refused this node's join.
+    JoinRefused,
     /// This incarnation stopped (excluded, or cut off from the majority). With
     /// `Config::rejoin`, a new incarnation joins the group again and its views follow.
     Partitioned(PartitionReason),
+}
+
+/// Decides whether a delivered message reaches the application (by sender and payload). It
+/// must decide the same way at every member, or members would see different messages.
+pub type MessageVerifier = std::sync::Arc<dyn Fn(&ProcessId, &[u8]) -> bool + Send + Sync>;
+
+/// The checks a member installs on a group it joins.
+#[derive(Clone, Default)]
+pub struct Verifiers {
+    /// Admits or refuses processes asking to join (see [`synchrony_engine::JoinVerifier`]).
+    pub join: Option<synchrony_engine::JoinVerifier>,
+    /// Drops delivered messages it rejects (a rejected query gets a null reply); counted in
+    /// the status as `rejected_by_verifier`.
+    pub message: Option<MessageVerifier>,
+}
+
+impl std::fmt::Debug for Verifiers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifiers")
+            .field("join", &self.join.is_some())
+            .field("message", &self.message.is_some())
+            .finish()
+    }
 }
 
 /// What concerns the node as a whole.
@@ -237,7 +262,16 @@ impl Runtime {
     /// Joins `group`; its events (first of all its view, then its state if it had
     /// members) arrive on the receiver.
     pub async fn join(&self, group: GroupName) -> Result<mpsc::Receiver<GroupEvent>, MembershipError> {
-        self.ask(|reply| Command::Join { group, reply }).await.unwrap_or(Err(MembershipError::Stopped))
+        self.join_verified(group, Verifiers::default()).await
+    }
+
+    /// Joins `group` with join and message verifiers installed for it.
+    pub async fn join_verified(
+        &self,
+        group: GroupName,
+        verifiers: Verifiers,
+    ) -> Result<mpsc::Receiver<GroupEvent>, MembershipError> {
+        self.ask(|reply| Command::Join { group, verifiers, reply }).await.unwrap_or(Err(MembershipError::Stopped))
     }
 
     /// Leaves `group`; [`GroupEvent::Left`] follows.

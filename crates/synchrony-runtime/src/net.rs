@@ -238,3 +238,49 @@ pub(crate) async fn reader<R: AsyncRead + Unpin>(
     };
     let _ = events.send(NetEvent::Down { name, conn, error }).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().build().expect("runtime").block_on(f)
+    }
+
+    #[test]
+    fn a_hello_round_trips_and_the_wrong_secret_is_refused() {
+        let hello = Hello::new("n1", 3, "127.0.0.1:7001");
+        let f = control(KIND_HELLO, &hello, Some(b"secret"));
+        let got = block_on(read_hello(&mut &f[..], Some(b"secret"))).expect("decodes");
+        assert_eq!((got.name.as_str(), got.incarnation), ("n1", 3));
+        assert!(matches!(block_on(read_hello(&mut &f[..], Some(b"other"))), Err(NetError::Auth)));
+        // A node without a secret reads it (it is the secured side that refuses the other).
+        assert!(block_on(read_hello(&mut &f[..], None)).is_ok());
+        let plain = control(KIND_HELLO, &hello, None);
+        assert!(matches!(block_on(read_hello(&mut &plain[..], Some(b"secret"))), Err(NetError::Auth)));
+    }
+
+    proptest! {
+        /// The transport's decoders never panic on arbitrary bytes (the engine's frame
+        /// decoder has the same property test in `synchrony-engine`).
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512), secret in any::<bool>()) {
+            let secret = secret.then_some(&b"s"[..]);
+            let _ = block_on(read_frame(&mut &bytes[..]));
+            let _ = block_on(read_hello(&mut &bytes[..], secret));
+            let _ = open_control::<Vec<(String, String)>>(KIND_BOOK, &bytes, secret);
+            let _ = open_control::<Hello>(KIND_HELLO, &bytes, secret);
+        }
+
+        /// Flipping any byte of an authenticated hello makes it fail, never pass as another.
+        #[test]
+        fn a_tampered_hello_is_refused(at in 5usize..60, bit in 0u8..8) {
+            let f = control(KIND_HELLO, &Hello::new("n1", 1, "127.0.0.1:1"), Some(b"k"));
+            let mut bad = f.to_vec();
+            let at = at.min(bad.len() - 1);
+            bad[at] ^= 1 << bit;
+            prop_assert!(block_on(read_hello(&mut &bad[..], Some(b"k"))).is_err());
+        }
+    }
+}

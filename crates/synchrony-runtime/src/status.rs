@@ -26,6 +26,9 @@ pub struct NetCounters {
     pub rejected_frames: u64,
     /// Frames dropped because a peer's queue was full (the engine retransmits them).
     pub frames_dropped: u64,
+    /// Delivered messages a group's message verifier rejected.
+    #[serde(default)]
+    pub rejected_by_verifier: u64,
 }
 
 /// A node's status.
@@ -72,8 +75,8 @@ impl std::fmt::Display for NodeStatus {
         )?;
         writeln!(
             f,
-            "  rejected: {} frames failed authentication, {} malformed frames, {} handshakes refused, {} connections closed for bad frames",
-            e.rejected_auth, e.rejected_malformed, self.net.rejected_handshakes, self.net.rejected_frames
+            "  rejected: {} frames failed authentication, {} malformed frames, {} handshakes refused, {} connections closed for bad frames, {} messages by verifiers",
+            e.rejected_auth, e.rejected_malformed, self.net.rejected_handshakes, self.net.rejected_frames, self.net.rejected_by_verifier
         )?;
         write!(f, "  connections: {}", self.connections.join(", "))
     }

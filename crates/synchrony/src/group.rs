@@ -160,23 +160,22 @@ impl Group {
         Self { sender: GroupSender { name, rt, left: Arc::default() }, events, ahead: VecDeque::new(), view: None }
     }
 
-    /// Reads ahead until the first view (kept for `next_event`); false if the node stopped.
-    pub(crate) async fn wait_for_view(&mut self) -> bool {
+    /// Reads ahead until the first view (kept for `next_event`).
+    pub(crate) async fn wait_for_view(&mut self) -> Result<(), crate::JoinError> {
+        let stopped = || crate::JoinError::Membership(MembershipError::Stopped);
         while let Some(ev) = self.events.recv().await {
-            let done = match &ev {
+            match &ev {
                 GroupEvent::View(v) => {
                     self.view = Some(v.clone());
-                    true
+                    self.ahead.push_back(ev);
+                    return Ok(());
                 }
-                GroupEvent::Left | GroupEvent::Partitioned(_) => return false,
-                _ => false,
-            };
-            self.ahead.push_back(ev);
-            if done {
-                return true;
+                GroupEvent::JoinRefused => return Err(crate::JoinError::Refused(self.sender.name.clone())),
+                GroupEvent::Left | GroupEvent::Partitioned(_) => return Err(stopped()),
+                _ => self.ahead.push_back(ev),
             }
         }
-        false
+        Err(stopped())
     }
 
     /// The group's name.

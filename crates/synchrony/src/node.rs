@@ -2,16 +2,45 @@
 
 use crate::group::Group;
 use bytes::Bytes;
-use synchrony_engine::{GroupName, MembershipError, MsgId, Order, QueryOutcome, Replies, SendError};
-use synchrony_runtime::{Config, NodeStatus, Runtime, StartError};
+use std::sync::Arc;
+use synchrony_engine::{GroupName, MembershipError, MsgId, Order, ProcessId, QueryOutcome, Replies, SendError};
+use synchrony_runtime::{Config, NodeStatus, Runtime, StartError, Verifiers};
 use tokio::sync::{mpsc, Mutex};
 
 pub use synchrony_runtime::NodeEvent;
 
-/// How to join a group.
+/// How to join a group: optionally with a join verifier (who may join after this node)
+/// and a message verifier (which delivered messages reach this application).
+///
+/// ```
+/// use synchrony::JoinOptions;
+/// let options = JoinOptions::default()
+///     .join_verifier(|joiner| !joiner.name.starts_with("guest"))
+///     .message_verifier(|_sender, payload| payload.len() <= 4096);
+/// # let _ = options;
+/// ```
 #[derive(Clone, Debug, Default)]
-#[non_exhaustive]
-pub struct JoinOptions {}
+pub struct JoinOptions {
+    verifiers: Verifiers,
+}
+
+impl JoinOptions {
+    /// While this node is a member, a process may join only if `f` admits it (and every
+    /// other member's verifier too). A refused joiner's `join` fails with
+    /// [`JoinError::Refused`]. `f` should decide the same way at every member.
+    pub fn join_verifier(mut self, f: impl Fn(&ProcessId) -> bool + Send + Sync + 'static) -> Self {
+        self.verifiers.join = Some(Arc::new(f));
+        self
+    }
+
+    /// Delivered messages `f` rejects (by sender and payload) are dropped before the
+    /// application sees them, counted, and a rejected query gets a null reply. `f` must
+    /// decide the same way at every member.
+    pub fn message_verifier(mut self, f: impl Fn(&ProcessId, &[u8]) -> bool + Send + Sync + 'static) -> Self {
+        self.verifiers.message = Some(Arc::new(f));
+        self
+    }
+}
 
 /// Why a join failed.
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +48,9 @@ pub enum JoinError {
     /// The engine refused (already a member, or this node stopped).
     #[error(transparent)]
     Membership(#[from] MembershipError),
+    /// A member's join verifier refused this node.
+    #[error("a member of group {0} refused this node's join")]
+    Refused(GroupName),
 }
 
 /// A process in a synchrony cluster. Cheap to share (`Arc<Node>`); every method takes
@@ -66,13 +98,11 @@ impl Node {
     /// Joins `group` (creating it if nobody is in it) and returns once the first view is
     /// installed. The handle's first events are that view, then the group's state if it
     /// had members.
-    pub async fn join(&self, group: impl Into<GroupName>, _options: JoinOptions) -> Result<Group, JoinError> {
+    pub async fn join(&self, group: impl Into<GroupName>, options: JoinOptions) -> Result<Group, JoinError> {
         let name = group.into();
-        let events = self.rt.join(name.clone()).await?;
+        let events = self.rt.join_verified(name.clone(), options.verifiers).await?;
         let mut g = Group::new(name, self.rt.clone(), events);
-        if !g.wait_for_view().await {
-            return Err(JoinError::Membership(MembershipError::Stopped));
-        }
+        g.wait_for_view().await?;
         Ok(g)
     }
 

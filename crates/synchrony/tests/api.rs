@@ -110,3 +110,37 @@ async fn three_nodes_agree_on_order_answer_queries_flush_and_leave() {
     .await
     .expect("finishes in time");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verifiers_refuse_joins_and_drop_messages() {
+    timeout(Duration::from_secs(60), async {
+        let options = || {
+            JoinOptions::default()
+                .join_verifier(|joiner| !joiner.name.starts_with("mallory"))
+                .message_verifier(|_, payload| payload != b"spam")
+        };
+        let a = node("a", None).await;
+        let bob = node("bob", Some(&a)).await;
+        let mallory = node("mallory", Some(&a)).await;
+        let mut ga = a.join("vip", options()).await.expect("joins");
+        let mut gb = bob.join("vip", options()).await.expect("bob is admitted");
+        until_view(&mut ga, 2).await;
+        until_view(&mut gb, 2).await;
+        match mallory.join("vip", JoinOptions::default()).await {
+            Err(synchrony::JoinError::Refused(g)) => assert_eq!(g.as_str(), "vip"),
+            other => panic!("mallory's join was not refused: {other:?}"),
+        }
+        gb.send(Order::Total, "spam").await.expect("sends");
+        gb.send(Order::Total, "ham").await.expect("sends");
+        let (ma, mb) = tokio::join!(messages(&mut ga, 1, false), messages(&mut gb, 1, false));
+        assert_eq!(ma, vec!["ham".to_string()]);
+        assert_eq!(mb, ma);
+        let status = a.status().await.expect("status");
+        assert_eq!(status.net.rejected_by_verifier, 1);
+        for n in [mallory, bob, a] {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("finishes in time");
+}
