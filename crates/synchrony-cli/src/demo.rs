@@ -357,6 +357,14 @@ pub(crate) fn run_demo(args: DemoArgs) -> Result<()> {
             format!("{} violations", report.violations.len())
         }
     );
+    let diagram = match &args.keep {
+        Some(d) => d.join("run.html"),
+        None => std::env::temp_dir().join(format!("synchrony-demo-{}.html", std::process::id())),
+    };
+    match crate::write_diagram(&n.events, true, &diagram) {
+        Ok(_) => println!("the run's time-space diagram: {} (open it in a browser)", diagram.display()),
+        Err(e) => println!("could not draw the run: {e:#}"),
+    }
     if args.keep.is_none() && report.violations.is_empty() {
         let _ = std::fs::remove_dir_all(&dir);
     }

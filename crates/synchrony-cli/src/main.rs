@@ -63,6 +63,19 @@ enum Cmd {
     /// killed, a joiner receiving state, a member paused past the failure timeout,
     /// narrated as it happens and checked at the end (under a minute).
     Demo(demo::DemoArgs),
+    /// Draw a time-space diagram of traces: one line per process, view bands, an arrow
+    /// per delivery, crashes and state transfers, violations circled.
+    Viz {
+        /// Trace files, merged.
+        #[arg(required = true)]
+        traces: Vec<PathBuf>,
+        /// Output file: `.html` (interactive: zoom, pan, filters, hover) or `.svg`.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Also check liveness (G13) when marking violations.
+        #[arg(long)]
+        quiescent: bool,
+    },
     /// Run a long-lived member of a cluster until SIGTERM or Ctrl-C.
     Node(node::NodeArgs),
     /// Join a group, send traffic at a rate for a while, keep taking part until SIGTERM or
@@ -79,6 +92,31 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Checks `events`, draws them to `output` (HTML or SVG by its extension), and says what it did.
+pub(crate) fn write_diagram(
+    events: &[synchrony_check::TraceEvent],
+    quiescent: bool,
+    output: &std::path::Path,
+) -> Result<String> {
+    let report = check(events, &Options { quiescent, crash_bound_us: None });
+    let d = synchrony_viz::Diagram::new(events, &report.violations);
+    let svg = output.extension().is_some_and(|e| e == "svg");
+    let text = if svg {
+        synchrony_viz::render_svg(&d)
+    } else {
+        synchrony_viz::render_html(&d, &format!("synchrony run: {} events", events.len()))
+    };
+    std::fs::write(output, text).with_context(|| format!("writing {}", output.display()))?;
+    Ok(format!(
+        "diagram of {} events from {} processes ({} arrows, {} violations) written to {}",
+        events.len(),
+        d.rows.len(),
+        d.arrows.len(),
+        report.violations.len(),
+        output.display()
+    ))
 }
 
 fn tokio_main<F: std::future::Future<Output = Result<()>>>(f: F) -> Result<()> {
@@ -195,6 +233,16 @@ fn main() -> Result<()> {
             if !report.violations.is_empty() {
                 bail!("the traces break the guarantees");
             }
+            Ok(())
+        }
+        Cmd::Viz { traces, output, quiescent } => {
+            let mut all = Vec::new();
+            for t in &traces {
+                let text = std::fs::read_to_string(t).with_context(|| format!("reading {}", t.display()))?;
+                all.extend(parse(&text).with_context(|| format!("parsing {}", t.display()))?);
+            }
+            let written = write_diagram(&all, quiescent, &output)?;
+            println!("{written}");
             Ok(())
         }
         Cmd::Demo(args) => demo::run_demo(args),

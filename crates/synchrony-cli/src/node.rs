@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use synchrony_engine::{GroupName, Order, Replies};
+use synchrony_engine::{GroupName, Order};
 use synchrony_runtime::{Config, GroupEvent, Runtime};
 
 /// Parses `300ms`, `2s`, `1.5s` or a bare number of seconds.
@@ -210,13 +210,18 @@ pub(crate) async fn run_load(args: LoadArgs) -> Result<()> {
             while tokio::time::Instant::now() < end {
                 interval.tick().await;
                 credit += args.rate * tick.as_secs_f64();
-                while credit >= 1.0 {
-                    credit -= 1.0;
-                    let order = orders[k % orders.len()];
+                // One batch per order class per tick: one trip to the driver, shared frames.
+                let n = credit.floor() as usize;
+                credit -= n as f64;
+                let mut batches: Vec<Vec<Bytes>> = vec![Vec::new(); orders.len()];
+                for _ in 0..n {
+                    batches[k % orders.len()].push(payload.clone());
                     k += 1;
-                    if rt.send(group.clone(), order, payload.clone(), Replies::None).await.is_err() {
-                        failed += 1; // e.g. while excluded and rejoining
-                    }
+                }
+                for (order, batch) in orders.iter().zip(batches).filter(|(_, b)| !b.is_empty()) {
+                    let sent = rt.send_batch(group.clone(), *order, batch).await;
+                    failed += sent.iter().filter(|r| r.is_err()).count() as u64;
+                    // e.g. while rejoining
                 }
             }
             (k, failed)

@@ -56,6 +56,12 @@ pub(crate) enum Command {
         replies: Replies,
         reply: oneshot::Sender<Result<Sent, SendError>>,
     },
+    SendBatch {
+        group: GroupName,
+        order: Order,
+        payloads: Vec<Bytes>,
+        reply: oneshot::Sender<Vec<Result<MsgId, SendError>>>,
+    },
     Reply {
         id: MsgId,
         payload: Option<Bytes>,
@@ -615,26 +621,11 @@ impl Driver {
                 let _ = reply.send(r);
             }
             Command::Send { group, order, payload, replies, reply } => {
-                let Some(e) = self.engine.as_mut() else {
-                    let _ = reply.send(Err(SendError::NotJoined));
-                    return;
-                };
-                match e.query(now, group.clone(), order, payload, replies) {
-                    Ok(id) => {
-                        let view = self.installed.get(&group).map(|v| v.0);
-                        self.record(TraceEvent::sent(group.as_str(), id.to_string(), order.as_str(), view));
-                        self.last_sent.insert(group, id.clone());
-                        let outcome = (replies != Replies::None).then(|| {
-                            let (tx, rx) = oneshot::channel();
-                            self.queries.insert(id.clone(), tx);
-                            rx
-                        });
-                        let _ = reply.send(Ok(Sent { id, outcome }));
-                    }
-                    Err(err) => {
-                        let _ = reply.send(Err(err));
-                    }
-                }
+                let _ = reply.send(self.send(now, &group, order, payload, replies));
+            }
+            Command::SendBatch { group, order, payloads, reply } => {
+                let sent = payloads.into_iter().map(|p| self.send(now, &group, order, p, Replies::None).map(|s| s.id));
+                let _ = reply.send(sent.collect());
             }
             Command::Reply { id, payload } => {
                 if let Some(e) = self.engine.as_mut() {
@@ -679,6 +670,27 @@ impl Driver {
                 self.shutdown = Some(reply);
             }
         }
+    }
+
+    fn send(
+        &mut self,
+        now: Instant,
+        group: &GroupName,
+        order: Order,
+        payload: Bytes,
+        replies: Replies,
+    ) -> Result<Sent, SendError> {
+        let e = self.engine.as_mut().ok_or(SendError::NotJoined)?;
+        let id = e.query(now, group.clone(), order, payload, replies)?;
+        let view = self.installed.get(group).map(|v| v.0);
+        self.record(TraceEvent::sent(group.as_str(), id.to_string(), order.as_str(), view));
+        self.last_sent.insert(group.clone(), id.clone());
+        let outcome = (replies != Replies::None).then(|| {
+            let (tx, rx) = oneshot::channel();
+            self.queries.insert(id.clone(), tx);
+            rx
+        });
+        Ok(Sent { id, outcome })
     }
 
     fn status(&self, me: ProcessId) -> NodeStatus {

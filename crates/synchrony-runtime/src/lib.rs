@@ -291,6 +291,18 @@ impl Runtime {
         sent.unwrap_or(Err(SendError::Stopped)).map(|s| s.id)
     }
 
+    /// Multicasts many payloads at once (one trip to the driver, and they share frames).
+    pub async fn send_batch(
+        &self,
+        group: GroupName,
+        order: Order,
+        payloads: Vec<Bytes>,
+    ) -> Vec<Result<MsgId, SendError>> {
+        let n = payloads.len();
+        let sent = self.ask(|reply| Command::SendBatch { group, order, payloads, reply }).await;
+        sent.unwrap_or_else(|| (0..n).map(|_| Err(SendError::Stopped)).collect())
+    }
+
     /// A group RPC: multicasts and waits for `replies`.
     pub async fn query(
         &self,
