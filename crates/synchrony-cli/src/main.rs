@@ -91,6 +91,9 @@ enum Cmd {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Refresh every second until Ctrl-C.
+        #[arg(long)]
+        watch: bool,
     },
 }
 
@@ -248,6 +251,6 @@ fn main() -> Result<()> {
         Cmd::Demo(args) => demo::run_demo(args),
         Cmd::Node(args) => tokio_main(node::run_node(args)),
         Cmd::Load(args) => tokio_main(node::run_load(args)),
-        Cmd::Status { addr, secret_file, json } => tokio_main(node::run_status(addr, secret_file, json)),
+        Cmd::Status { addr, secret_file, json, watch } => tokio_main(node::run_status(addr, secret_file, json, watch)),
     }
 }

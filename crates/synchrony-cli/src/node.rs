@@ -57,6 +57,9 @@ pub(crate) struct NodeArgs {
     /// After being excluded (e.g. paused too long), rejoin as a new incarnation.
     #[arg(long)]
     pub(crate) rejoin: bool,
+    /// Serve Prometheus metrics at this address (GET any path), e.g. 127.0.0.1:9100.
+    #[arg(long)]
+    pub(crate) metrics: Option<std::net::SocketAddr>,
     /// Give up if not a member of the cluster after this long.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub(crate) join_timeout: Duration,
@@ -72,6 +75,7 @@ impl NodeArgs {
         c.heartbeat_interval = self.heartbeat.unwrap_or(self.failure_timeout / 10);
         c.rejoin = self.rejoin;
         c.join_timeout = self.join_timeout;
+        c.metrics = self.metrics;
         if let Some(f) = &self.secret_file {
             let s = std::fs::read(f).with_context(|| format!("reading the secret from {}", f.display()))?;
             let s = s.strip_suffix(b"\n").unwrap_or(&s).to_vec();
@@ -249,19 +253,30 @@ pub(crate) async fn run_load(args: LoadArgs) -> Result<()> {
 }
 
 /// `synchrony status ADDR`.
-pub(crate) async fn run_status(addr: String, secret_file: Option<PathBuf>, json: bool) -> Result<()> {
+pub(crate) async fn run_status(addr: String, secret_file: Option<PathBuf>, json: bool, watch: bool) -> Result<()> {
     let secret = match &secret_file {
         Some(f) => Some(std::fs::read(f).with_context(|| format!("reading {}", f.display()))?),
         None => None,
     };
     let secret = secret.map(|s| s.strip_suffix(b"\n").unwrap_or(&s).to_vec());
-    let s = synchrony_runtime::request_status(&addr, secret.as_deref())
-        .await
-        .with_context(|| format!("asking {addr} for its status"))?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
-    } else {
-        println!("{s}");
+    loop {
+        let s = synchrony_runtime::request_status(&addr, secret.as_deref())
+            .await
+            .with_context(|| format!("asking {addr} for its status"))?;
+        if watch {
+            print!("\x1b[2J\x1b[H"); // clear the terminal
+        }
+        if json {
+            println!("{}", serde_json::to_string_pretty(&s)?);
+        } else {
+            println!("{s}");
+        }
+        if !watch {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = terminated() => return Ok(()),
+        }
     }
-    Ok(())
 }

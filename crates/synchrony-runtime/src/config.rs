@@ -31,6 +31,8 @@ pub struct Config {
     /// Writes a TRACE.md trace of this node's events to this file, one line per event as
     /// it happens.
     pub trace: Option<PathBuf>,
+    /// Serve Prometheus metrics over HTTP at this address (one node per process).
+    pub metrics: Option<std::net::SocketAddr>,
     /// The incarnation to use (normally left `None`: see `data_dir`).
     pub incarnation: Option<u64>,
     /// How often heartbeats go out when nothing else does.
@@ -59,6 +61,7 @@ impl Config {
             secret: None,
             data_dir: None,
             trace: None,
+            metrics: None,
             incarnation: None,
             heartbeat_interval: Duration::from_millis(100),
             failure_timeout: Duration::from_secs(1),

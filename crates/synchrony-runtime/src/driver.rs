@@ -26,6 +26,8 @@ pub(crate) const GROUP_QUEUE: usize = 65_536;
 const HOUSEKEEPING: Duration = Duration::from_millis(50);
 /// Inputs handled before the engine's output is flushed: this is what batches frames.
 const INPUT_BATCH: usize = 512;
+/// Own messages whose send-to-delivery time is being measured at once.
+const IN_FLIGHT_MAX: usize = 65_536;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
@@ -36,7 +38,7 @@ pub(crate) struct Sent {
 }
 
 /// A `flush()` caller, and the last message it had sent when it called.
-type FlushWaiter = (oneshot::Sender<Result<ViewId, FlushError>>, Option<String>);
+type FlushWaiter = (oneshot::Sender<Result<ViewId, FlushError>>, Option<String>, TokioInstant);
 
 /// What the application asks of the driver.
 pub(crate) enum Command {
@@ -280,6 +282,10 @@ pub(crate) struct Driver {
     installed: HashMap<GroupName, ViewId>,
     queries: HashMap<MsgId, oneshot::Sender<QueryOutcome>>,
     flushes: HashMap<GroupName, VecDeque<FlushWaiter>>,
+    /// When each group's join was asked (for the state transfer histogram).
+    join_started: HashMap<GroupName, TokioInstant>,
+    /// Own messages in flight to their local delivery (bounded; for the latency histogram).
+    in_flight: HashMap<MsgId, TokioInstant>,
     last_sent: HashMap<GroupName, MsgId>,
     state_requests: HashMap<(GroupName, ViewId), Vec<ProcessId>>,
     node_events: mpsc::Sender<NodeEvent>,
@@ -333,6 +339,8 @@ impl Driver {
             installed: HashMap::new(),
             queries: HashMap::new(),
             flushes: HashMap::new(),
+            join_started: HashMap::new(),
+            in_flight: HashMap::new(),
             last_sent: HashMap::new(),
             state_requests: HashMap::new(),
             node_events,
@@ -437,6 +445,13 @@ impl Driver {
         if self.engine.is_none() && self.peers.connecting.iter().all(|k| !k.starts_with("contact ")) {
             self.dial_contacts();
         }
+        if self.in_flight.len() >= IN_FLIGHT_MAX {
+            self.in_flight.clear(); // messages that will not come back here (lost, or a group left)
+        }
+        if let Some(e) = &self.engine {
+            let pending = self.peers.pending.values().map(|q| q.len()).sum();
+            crate::metrics::publish(e.stats(), &self.peers.counters, pending, e.members().len());
+        }
         let (t0, sent0, del0, _, _) = self.rates;
         let elapsed = t0.elapsed().as_secs_f64();
         if elapsed >= 1.0 {
@@ -503,6 +518,9 @@ impl Driver {
                     }
                     return;
                 }
+                if let Some(t) = self.in_flight.remove(&d.id) {
+                    crate::metrics::time("synchrony_send_to_delivery_seconds", t.elapsed());
+                }
                 self.record(TraceEvent::delivered(
                     d.group.as_str(),
                     d.id.to_string(),
@@ -518,11 +536,15 @@ impl Driver {
                 self.deliver_to_group(&group, GroupEvent::StateRequest { view, joiners }).await;
             }
             Event::State { group, view, state } => {
+                if let Some(t) = self.join_started.remove(&group) {
+                    crate::metrics::time("synchrony_state_transfer_seconds", t.elapsed());
+                }
                 self.record(TraceEvent::state_loaded(group.as_str(), view.0, state_digest(&state)));
                 self.deliver_to_group(&group, GroupEvent::State { view, state }).await;
             }
             Event::Flushed { group, view } => {
-                if let Some((reply, covers)) = self.flushes.get_mut(&group).and_then(|q| q.pop_front()) {
+                if let Some((reply, covers, asked)) = self.flushes.get_mut(&group).and_then(|q| q.pop_front()) {
+                    crate::metrics::time("synchrony_flush_seconds", asked.elapsed());
                     self.record(TraceEvent::flushed(group.as_str(), view.0, covers));
                     let _ = reply.send(Ok(view));
                 }
@@ -536,7 +558,7 @@ impl Driver {
                 self.record(TraceEvent::left(group.as_str()));
                 self.installed.remove(&group);
                 self.wanted.remove(&group);
-                for (reply, _) in self.flushes.remove(&group).unwrap_or_default() {
+                for (reply, _, _) in self.flushes.remove(&group).unwrap_or_default() {
                     let _ = reply.send(Err(FlushError::NotMember(group.clone())));
                 }
                 self.deliver_to_group(&group, GroupEvent::Left).await;
@@ -556,11 +578,12 @@ impl Driver {
                 self.record(TraceEvent::bare("partitioned"));
                 self.installed.clear();
                 for (_, q) in self.flushes.drain() {
-                    for (reply, _) in q {
+                    for (reply, _, _) in q {
                         let _ = reply.send(Err(FlushError::Stopped));
                     }
                 }
                 self.queries.clear();
+                self.in_flight.clear();
                 let groups: Vec<GroupName> = self.groups.keys().cloned().collect();
                 for g in groups {
                     self.deliver_to_group(&g, GroupEvent::Partitioned(reason)).await;
@@ -600,6 +623,7 @@ impl Driver {
                 match e.join(now, group.clone()) {
                     Ok(()) => {
                         self.verifiers.insert(group.clone(), verifiers);
+                        self.join_started.insert(group.clone(), TokioInstant::now());
                         let (tx, rx) = mpsc::channel(GROUP_QUEUE);
                         self.groups.insert(group.clone(), tx);
                         self.wanted.insert(group);
@@ -640,7 +664,7 @@ impl Driver {
                 match r {
                     Ok(()) => {
                         let covers = self.last_sent.get(&group).map(|m| m.to_string());
-                        self.flushes.entry(group).or_default().push_back((reply, covers));
+                        self.flushes.entry(group).or_default().push_back((reply, covers, TokioInstant::now()));
                     }
                     Err(err) => {
                         let _ = reply.send(Err(err));
@@ -685,6 +709,9 @@ impl Driver {
         let view = self.installed.get(group).map(|v| v.0);
         self.record(TraceEvent::sent(group.as_str(), id.to_string(), order.as_str(), view));
         self.last_sent.insert(group.clone(), id.clone());
+        if self.in_flight.len() < IN_FLIGHT_MAX {
+            self.in_flight.insert(id.clone(), TokioInstant::now());
+        }
         let outcome = (replies != Replies::None).then(|| {
             let (tx, rx) = oneshot::channel();
             self.queries.insert(id.clone(), tx);

@@ -21,6 +21,7 @@
 
 mod config;
 mod driver;
+mod metrics;
 mod net;
 mod status;
 mod trace;
@@ -205,6 +206,11 @@ impl Runtime {
             ),
             None => None,
         };
+        if let Some(addr) = config.metrics {
+            if let Err(e) = metrics::serve(addr) {
+                tracing::warn!(%addr, error = %e, "no metrics endpoint");
+            }
+        }
         let incarnation = next_incarnation(&config, None);
         let (net_tx, net_rx) = mpsc::channel(4096);
         let (cmd_tx, cmd_rx) = mpsc::channel(4096);

@@ -65,6 +65,11 @@ impl std::fmt::Display for NodeStatus {
         writeln!(f, "  members {}", self.members.join(", "))?;
         for g in &self.groups {
             writeln!(f, "  group {} view {}: {}", g.name, g.view, g.members.join(", "))?;
+            // The oldest member coordinates the group's view changes and sequences its
+            // total order.
+            if let Some(first) = g.members.first() {
+                writeln!(f, "    coordinator and sequencer: {first}")?;
+            }
         }
         writeln!(f, "  rates: {:.0} sent/s, {:.0} delivered/s", self.sent_per_sec, self.delivered_per_sec)?;
         let e = &self.engine;
