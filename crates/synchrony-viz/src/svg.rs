@@ -71,11 +71,13 @@ pub fn render_svg(d: &Diagram) -> String {
             );
         }
     } else {
-        // (from line, to line, kind, 4 px of time) -> (first send, its delivery, count)
+        // (from line, to line, kind, a few px of time) -> (first send, its delivery, count)
         type Bucket = (usize, usize, u8, u64);
         let mut buckets: BTreeMap<Bucket, (u64, u64, u32)> = BTreeMap::new();
+        // Wider buckets for bigger runs, so the file stays small.
+        let px = if d.arrows.len() > 10 * AGGREGATE_ABOVE { 10.0 } else { 4.0 };
         for a in &d.arrows {
-            let k = (a.r0, a.r1, a.kind, (x(a.t0) / 4.0) as u64);
+            let k = (a.r0, a.r1, a.kind, (x(a.t0) / px) as u64);
             let e = buckets.entry(k).or_insert((a.t0, a.t1, 0));
             e.2 += 1;
         }
