@@ -211,6 +211,15 @@ impl Engine {
         self.gms.round_phase()
     }
 
+    /// How many of this process's messages to `group` are outstanding: sent and not yet
+    /// stable (held by every member), queued behind a view change or a gbcast, or (from a
+    /// non-member) not yet taken by a relay. A runtime's flow control holds further sends
+    /// while this is at its window; it falls as the slowest member catches up, and a view
+    /// change resets it.
+    pub fn outstanding(&self, group: &GroupName) -> usize {
+        self.groups.get(group).map_or(0, |g| g.unstable()) + self.outbox.get(group).map_or(0, |o| o.len())
+    }
+
     /// Installs (or with `None` removes) the join verifier of `group`: while this process
     /// is a member, a process may join the group only if the verifier admits it.
     pub fn set_join_verifier(&mut self, group: GroupName, verifier: Option<crate::JoinVerifier>) {

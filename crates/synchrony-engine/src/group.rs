@@ -531,6 +531,11 @@ impl GroupState {
         self.check_flushes(out);
     }
 
+    /// Own messages not yet stable, and sends queued behind a view change or a gbcast.
+    pub(crate) fn unstable(&self) -> usize {
+        self.own_unstable.len() + self.queued.len()
+    }
+
     /// Completes the flush calls whose messages are all stable.
     pub(crate) fn check_flushes(&mut self, out: &mut Out) {
         if self.flushes.is_empty() {

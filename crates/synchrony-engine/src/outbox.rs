@@ -35,6 +35,13 @@ pub(crate) struct Outbox {
     queue: VecDeque<Pending>,
 }
 
+impl Outbox {
+    /// Sends not yet acknowledged by a relay.
+    pub(crate) fn len(&self) -> usize {
+        self.queue.len()
+    }
+}
+
 /// A relay's view of one origin's forwards to one group.
 #[derive(Debug, Default)]
 pub(crate) struct RelayIn {

@@ -44,6 +44,9 @@ pub struct Config {
     /// After this node finds itself excluded (e.g. it was paused), rejoin as a new
     /// incarnation, with the same groups.
     pub rejoin: bool,
+    /// Flow control: messages a node may have outstanding per group (sent and not yet held
+    /// by every member); further sends wait for room.
+    pub send_window: usize,
     /// Frames queued for one peer before more are dropped (the engine retransmits).
     pub peer_queue_frames: usize,
     /// The engine's other settings (weights, buffer bounds, packet size).
@@ -67,6 +70,7 @@ impl Config {
             failure_timeout: Duration::from_secs(1),
             join_timeout: Duration::from_secs(30),
             rejoin: false,
+            send_window: 2048,
             peer_queue_frames: 8192,
             engine: synchrony_engine::Config::default(),
         }

@@ -284,6 +284,10 @@ pub(crate) struct Driver {
     flushes: HashMap<GroupName, VecDeque<FlushWaiter>>,
     /// When each group's join was asked (for the state transfer histogram).
     join_started: HashMap<GroupName, TokioInstant>,
+    /// Sends waiting for room in their group's window (flow control), in order.
+    parked: HashMap<GroupName, VecDeque<Command>>,
+    /// Sends that had to wait, for the metrics.
+    flow_waits: u64,
     /// Own messages in flight to their local delivery (bounded; for the latency histogram).
     in_flight: HashMap<MsgId, TokioInstant>,
     last_sent: HashMap<GroupName, MsgId>,
@@ -340,6 +344,8 @@ impl Driver {
             queries: HashMap::new(),
             flushes: HashMap::new(),
             join_started: HashMap::new(),
+            parked: HashMap::new(),
+            flow_waits: 0,
             in_flight: HashMap::new(),
             last_sent: HashMap::new(),
             state_requests: HashMap::new(),
@@ -451,6 +457,9 @@ impl Driver {
         if let Some(e) = &self.engine {
             let pending = self.peers.pending.values().map(|q| q.len()).sum();
             crate::metrics::publish(e.stats(), &self.peers.counters, pending, e.members().len());
+            metrics::counter!("synchrony_flow_control_waits_total").absolute(self.flow_waits);
+            let waiting: usize = self.parked.values().map(|q| q.len()).sum();
+            metrics::gauge!("synchrony_sends_waiting").set(waiting as f64);
         }
         let (t0, sent0, del0, _, _) = self.rates;
         let elapsed = t0.elapsed().as_secs_f64();
@@ -469,8 +478,12 @@ impl Driver {
                 let f = net::frame(net::KIND_ENGINE, &t.frame);
                 self.peers.send(&t.to.name, f);
             }
-            let Some(ev) = engine.poll_event() else { return };
-            self.on_event(ev).await;
+            match engine.poll_event() {
+                Some(ev) => self.on_event(ev).await,
+                // Room may have opened for waiting sends; what they make goes round again.
+                None if self.release_parked() > 0 => {}
+                None => return,
+            }
         }
     }
 
@@ -606,7 +619,57 @@ impl Driver {
         self.start_engine();
     }
 
+    /// Flow control: a send to a group whose outstanding messages fill the window waits
+    /// (with everything sent after it to that group) until the slowest member catches up.
+    fn must_wait(&self, c: &Command, behind_parked: bool) -> Option<GroupName> {
+        let (group, n) = match c {
+            Command::Send { group, .. } => (group, 1),
+            Command::SendBatch { group, payloads, .. } => (group, payloads.len()),
+            _ => return None,
+        };
+        if behind_parked && self.parked.contains_key(group) {
+            return Some(group.clone());
+        }
+        let e = self.engine.as_ref()?;
+        if e.status() != synchrony_engine::Status::Member {
+            return None; // the engine answers at once (an error, or a join still under way)
+        }
+        let out = e.outstanding(group);
+        // A batch larger than the window goes alone.
+        (out > 0 && out + n > self.config.send_window).then(|| group.clone())
+    }
+
+    /// Lets waiting sends go while their groups have room; returns how many went.
+    fn release_parked(&mut self) -> usize {
+        let mut released = 0;
+        let groups: Vec<GroupName> = self.parked.keys().cloned().collect();
+        for g in groups {
+            loop {
+                let Some(c) = self.parked.get_mut(&g).and_then(|q| q.pop_front()) else { break };
+                if self.must_wait(&c, false).is_some() {
+                    self.parked.entry(g.clone()).or_default().push_front(c);
+                    break;
+                }
+                released += 1;
+                self.execute(c);
+            }
+            if self.parked.get(&g).is_some_and(|q| q.is_empty()) {
+                self.parked.remove(&g);
+            }
+        }
+        self.flow_waits += released as u64;
+        released
+    }
+
     fn on_command(&mut self, c: Command) {
+        if let Some(g) = self.must_wait(&c, true) {
+            self.parked.entry(g).or_default().push_back(c);
+            return;
+        }
+        self.execute(c);
+    }
+
+    fn execute(&mut self, c: Command) {
         let now = self.now();
         let me = self.me();
         match c {
