@@ -9,6 +9,7 @@ use std::time::Instant as WallClock;
 use synchrony_check::{check, parse, Options};
 use synchrony_sim::{run, Profile, SimConfig};
 
+mod bench;
 mod demo;
 mod node;
 
@@ -76,6 +77,12 @@ enum Cmd {
         #[arg(long)]
         quiescent: bool,
     },
+    /// Measure delivered messages per second, latency, CPU and memory of N member
+    /// processes on loopback, beside a raw TCP fan-out baseline measured in the same run.
+    Bench(bench::BenchArgs),
+    /// One member of `synchrony bench` (started by it).
+    #[command(hide = true)]
+    BenchMember(bench::MemberArgs),
     /// Run a long-lived member of a cluster until SIGTERM or Ctrl-C.
     Node(node::NodeArgs),
     /// Join a group, send traffic at a rate for a while, keep taking part until SIGTERM or
@@ -249,6 +256,8 @@ fn main() -> Result<()> {
             Ok(())
         }
         Cmd::Demo(args) => demo::run_demo(args),
+        Cmd::Bench(args) => bench::run_bench(args),
+        Cmd::BenchMember(args) => tokio_main(bench::run_member(args)),
         Cmd::Node(args) => tokio_main(node::run_node(args)),
         Cmd::Load(args) => tokio_main(node::run_load(args)),
         Cmd::Status { addr, secret_file, json, watch } => tokio_main(node::run_status(addr, secret_file, json, watch)),

@@ -1,0 +1,380 @@
+//! `synchrony bench`: N member processes on loopback, K senders as fast as flow control
+//! allows, and in the same run the raw baseline: the same bytes fanned out to the same
+//! number of processes over plain TCP with the same batching and no guarantees.
+//!
+//! Each member is a child process (`synchrony bench-member`) that prints one JSON line of
+//! results. A message carries its send time (wall clock, the same on one machine), so every
+//! member measures send-to-delivery latency.
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use synchrony_engine::{GroupName, Order};
+use synchrony_runtime::{Config, GroupEvent, Runtime};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+
+/// `synchrony bench` options.
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct BenchArgs {
+    /// Member processes.
+    #[arg(long, default_value_t = 3)]
+    members: usize,
+    /// Payload bytes per message.
+    #[arg(long, default_value_t = 1000)]
+    size: usize,
+    /// Order class.
+    #[arg(long, default_value = "total")]
+    order: String,
+    /// How many members send.
+    #[arg(long, default_value_t = 1)]
+    senders: usize,
+    /// Seconds of measured traffic (after one second of warm-up).
+    #[arg(long, default_value_t = 5)]
+    duration: u64,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Skip the raw TCP baseline.
+    #[arg(long)]
+    no_baseline: bool,
+}
+
+/// `synchrony bench-member` (started by `bench`).
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct MemberArgs {
+    #[arg(long)]
+    raw: bool,
+    #[arg(long)]
+    index: usize,
+    /// Every member's address, in index order.
+    #[arg(long, value_delimiter = ',')]
+    addrs: Vec<String>,
+    #[arg(long)]
+    senders: usize,
+    #[arg(long)]
+    size: usize,
+    #[arg(long)]
+    order: String,
+    /// When sending starts (microseconds since the Unix epoch).
+    #[arg(long)]
+    start_at: u64,
+    #[arg(long)]
+    warmup: u64,
+    #[arg(long)]
+    duration: u64,
+}
+
+/// One member's results.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct MemberResult {
+    index: usize,
+    delivered_per_sec: f64,
+    mb_per_sec: f64,
+    latency_p50_us: u64,
+    latency_p99_us: u64,
+    latency_p999_us: u64,
+    sent: u64,
+    cpu_seconds: f64,
+    peak_rss_mb: f64,
+}
+
+fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+/// CPU seconds used by this process (user + system), from /proc.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0 // utime, stime; USER_HZ is 100 on Linux
+}
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    kb / 1024.0
+}
+
+/// Counts deliveries whose send time falls in the measured window, with their latencies.
+struct Meter {
+    from: u64,
+    to: u64,
+    size: usize,
+    count: u64,
+    samples: Vec<u32>,
+}
+
+impl Meter {
+    fn new(a: &MemberArgs) -> Self {
+        let from = a.start_at + a.warmup * 1_000_000;
+        Self { from, to: from + a.duration * 1_000_000, size: a.size, count: 0, samples: Vec::new() }
+    }
+
+    fn deliver(&mut self, payload: &[u8]) {
+        let Some(stamp) = payload.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))) else { return };
+        if stamp < self.from || stamp >= self.to {
+            return;
+        }
+        self.count += 1;
+        if self.samples.len() < 2_000_000 {
+            self.samples.push(now_us().saturating_sub(stamp).min(u32::MAX as u64) as u32);
+        }
+    }
+
+    fn result(mut self, index: usize, sent: u64) -> MemberResult {
+        self.samples.sort_unstable();
+        let q = |p: f64| {
+            self.samples
+                .get(((self.samples.len() as f64 * p) as usize).min(self.samples.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(0) as u64
+        };
+        let secs = (self.to - self.from) as f64 / 1e6;
+        MemberResult {
+            index,
+            delivered_per_sec: self.count as f64 / secs,
+            mb_per_sec: self.count as f64 * self.size as f64 / secs / 1e6,
+            latency_p50_us: q(0.5),
+            latency_p99_us: q(0.99),
+            latency_p999_us: q(0.999),
+            sent,
+            cpu_seconds: cpu_seconds(),
+            peak_rss_mb: peak_rss_mb(),
+        }
+    }
+}
+
+fn payload(size: usize) -> Vec<u8> {
+    let mut p = vec![0u8; size.max(8)];
+    p[..8].copy_from_slice(&now_us().to_le_bytes());
+    p
+}
+
+async fn sleep_until_us(t: u64) {
+    let now = now_us();
+    if t > now {
+        tokio::time::sleep(Duration::from_micros(t - now)).await;
+    }
+}
+
+/// One synchrony member: joins, waits for everyone, sends if it is a sender, measures.
+async fn sync_member(a: MemberArgs) -> Result<MemberResult> {
+    let mut c = Config::new(format!("b{}", a.index), a.addrs[a.index].clone());
+    if a.index > 0 {
+        c.contacts.push(a.addrs[0].clone());
+    }
+    let order: Order = a.order.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (rt, _node) = Runtime::start(c).await.context("starting")?;
+    let group = GroupName::new("bench");
+    let mut events = rt.join(group.clone()).await?;
+    let mut meter = Meter::new(&a);
+    let end = meter.to + 2_000_000;
+    let sender = (a.index < a.senders).then(|| {
+        let (rt, group, size, stop) = (rt.clone(), group.clone(), a.size, meter.to);
+        tokio::spawn(async move {
+            sleep_until_us(a.start_at).await;
+            let mut sent = 0u64;
+            while now_us() < stop {
+                let batch: Vec<Bytes> = (0..64).map(|_| Bytes::from(payload(size))).collect();
+                sent += rt.send_batch(group.clone(), order, batch).await.iter().filter(|r| r.is_ok()).count() as u64;
+            }
+            sent
+        })
+    });
+    loop {
+        let wait = end.saturating_sub(now_us());
+        if wait == 0 {
+            break;
+        }
+        match tokio::time::timeout(Duration::from_micros(wait), events.recv()).await {
+            Ok(Some(GroupEvent::Message(m))) => meter.deliver(&m.payload),
+            Ok(Some(GroupEvent::StateRequest { view, .. })) => {
+                rt.provide_state(group.clone(), view, Bytes::new()).await
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let sent = match sender {
+        Some(h) => h.await.unwrap_or(0),
+        None => 0,
+    };
+    Ok(meter.result(a.index, sent))
+}
+
+/// One raw member: a TCP listener that counts; a sender also writes to every other member.
+async fn raw_member(a: MemberArgs) -> Result<MemberResult> {
+    let listener = tokio::net::TcpListener::bind(&a.addrs[a.index]).await?;
+    let meter = std::sync::Arc::new(std::sync::Mutex::new(Meter::new(&a)));
+    let (size, end) = (a.size.max(8), meter.lock().expect("lock").to + 2_000_000);
+    {
+        let meter = meter.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let meter = meter.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 256 * 1024];
+                    let mut have = 0usize;
+                    loop {
+                        let Ok(n) = s.read(&mut buf[have..]).await else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        have += n;
+                        let mut at = 0;
+                        let mut m = meter.lock().expect("lock");
+                        while have - at >= 4 + size {
+                            m.deliver(&buf[at + 4..at + 4 + size]);
+                            at += 4 + size;
+                        }
+                        drop(m);
+                        buf.copy_within(at..have, 0);
+                        have -= at;
+                    }
+                });
+            }
+        });
+    }
+    let mut sent = 0u64;
+    if a.index < a.senders {
+        // Connect to every other member, then write the same batches to each (no guarantees).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut outs = Vec::new();
+        for (k, addr) in a.addrs.iter().enumerate().filter(|(k, _)| *k != a.index) {
+            let s = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("raw member {k}"))?;
+            s.set_nodelay(true)?;
+            outs.push(BufWriter::with_capacity(256 * 1024, s));
+        }
+        sleep_until_us(a.start_at).await;
+        let stop = meter.lock().expect("lock").to;
+        while now_us() < stop {
+            let mut batch = Vec::with_capacity(64 * (4 + size));
+            for _ in 0..64 {
+                batch.extend_from_slice(&(size as u32).to_le_bytes());
+                batch.extend_from_slice(&payload(size));
+            }
+            for o in &mut outs {
+                o.write_all(&batch).await?;
+                o.flush().await?;
+            }
+            // The sender delivers its own message to itself, as a group member does.
+            let mut m = meter.lock().expect("lock");
+            for k in 0..64 {
+                m.deliver(&batch[k * (4 + size) + 4..(k + 1) * (4 + size)]);
+            }
+            sent += 64;
+        }
+    }
+    sleep_until_us(end).await;
+    let m = std::mem::replace(&mut *meter.lock().expect("lock"), Meter::new(&a));
+    Ok(m.result(a.index, sent))
+}
+
+/// `synchrony bench-member`: runs one member and prints its result as JSON.
+pub(crate) async fn run_member(a: MemberArgs) -> Result<()> {
+    let r = if a.raw { raw_member(a).await? } else { sync_member(a).await? };
+    println!("{}", serde_json::to_string(&r)?);
+    Ok(())
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Runs one side (raw or synchrony) and collects every member's result.
+fn run_side(args: &BenchArgs, raw: bool) -> Result<Vec<MemberResult>> {
+    let exe = std::env::current_exe()?;
+    let addrs: Vec<String> =
+        (0..args.members).map(|_| free_port().map(|p| format!("127.0.0.1:{p}"))).collect::<Result<_>>()?;
+    let start_at = now_us() + 2_000_000 + args.members as u64 * 300_000;
+    let mut children = Vec::new();
+    for i in 0..args.members {
+        let mut cmd = Command::new(&exe);
+        cmd.arg("bench-member");
+        if raw {
+            cmd.arg("--raw");
+        }
+        cmd.args(["--index", &i.to_string(), "--addrs", &addrs.join(",")]);
+        cmd.args(["--senders", &args.senders.to_string(), "--size", &args.size.to_string(), "--order", &args.order]);
+        cmd.args(["--start-at", &start_at.to_string(), "--warmup", "1", "--duration", &args.duration.to_string()]);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+        children.push(cmd.spawn().context("starting a bench member")?);
+        if i == 0 && !raw {
+            std::thread::sleep(Duration::from_millis(300)); // the first founds the cluster
+        }
+    }
+    let mut results = Vec::new();
+    for c in children {
+        let out = c.wait_with_output()?;
+        let line = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("").to_string();
+        match serde_json::from_str::<MemberResult>(&line) {
+            Ok(r) => results.push(r),
+            Err(_) => bail!("a bench member failed (exit {:?})", out.status.code()),
+        }
+    }
+    results.sort_by_key(|r| r.index);
+    Ok(results)
+}
+
+/// `synchrony bench`.
+pub(crate) fn run_bench(args: BenchArgs) -> Result<()> {
+    if args.members < 2 || args.senders == 0 || args.senders > args.members || args.size < 8 {
+        bail!("need at least 2 members, 1 to MEMBERS senders, and messages of at least 8 bytes");
+    }
+    let _: Order = args.order.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let sync = run_side(&args, false)?;
+    let raw = if args.no_baseline { Vec::new() } else { run_side(&args, true)? };
+    let mean = |rs: &[MemberResult], f: fn(&MemberResult) -> f64| {
+        if rs.is_empty() {
+            0.0
+        } else {
+            rs.iter().map(f).sum::<f64>() / rs.len() as f64
+        }
+    };
+    let (s_rate, r_rate) = (mean(&sync, |r| r.delivered_per_sec), mean(&raw, |r| r.delivered_per_sec));
+    let ratio = if r_rate > 0.0 { s_rate / r_rate } else { 0.0 };
+    if args.json {
+        let v = serde_json::json!({
+            "members": args.members, "size": args.size, "order": args.order, "senders": args.senders,
+            "duration_s": args.duration, "synchrony": sync, "raw": raw,
+            "delivered_per_sec_mean": { "synchrony": s_rate, "raw": r_rate, "ratio": ratio },
+        });
+        println!("{v}");
+        return Ok(());
+    }
+    println!(
+        "synchrony bench: {} members, {} sender(s), {} B messages, order {}, {} s measured",
+        args.members, args.senders, args.size, args.order, args.duration
+    );
+    println!(
+        "{:<10} {:>6} {:>12} {:>9} {:>9} {:>9} {:>10} {:>8} {:>8}",
+        "side", "member", "msgs/s", "MB/s", "p50 us", "p99 us", "p99.9 us", "cpu s", "rss MB"
+    );
+    for (side, rs) in [("synchrony", &sync), ("raw tcp", &raw)] {
+        for r in rs.iter() {
+            println!(
+                "{side:<10} {:>6} {:>12.0} {:>9.1} {:>9} {:>9} {:>10} {:>8.2} {:>8.1}",
+                r.index,
+                r.delivered_per_sec,
+                r.mb_per_sec,
+                r.latency_p50_us,
+                r.latency_p99_us,
+                r.latency_p999_us,
+                r.cpu_seconds,
+                r.peak_rss_mb
+            );
+        }
+    }
+    if !raw.is_empty() {
+        println!("delivered msgs/s per member: synchrony {s_rate:.0}, raw {r_rate:.0}: ratio {ratio:.3}");
+    }
+    Ok(())
+}
