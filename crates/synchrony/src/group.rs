@@ -137,6 +137,37 @@ pub enum Event {
 
 /// A handle on one group this node joined: its events, and (through [`Group::sender`] or
 /// directly) sends, queries and flushes.
+///
+/// ```
+/// use synchrony::{Config, Event, JoinOptions, Node, Order, Replies};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> anyhow::Result<()> {
+/// let node = Node::start(Config::new("n1", "127.0.0.1:0")).await?;
+/// let mut group = node.join("prices", JoinOptions::default()).await?;
+/// assert_eq!(group.view().map(|v| v.members.len()), Some(1));
+/// group.send_value(Order::Safe, &("ACME", 101.5)).await?;
+/// // A query waits for replies: answer it from the event loop.
+/// let sender = group.sender();
+/// let call = tokio::spawn(async move { sender.query(Order::Total, "quote?", Replies::All).await });
+/// let mut answered = 0;
+/// while answered < 1 {
+///     match group.next_event().await {
+///         Some(Event::Message(m)) if m.is_query() => {
+///             m.reply("101.5").await;
+///             answered += 1;
+///         }
+///         Some(Event::Message(m)) => assert_eq!(m.value::<(String, f64)>()?, ("ACME".into(), 101.5)),
+///         Some(_) => {}
+///         None => anyhow::bail!("stopped"),
+///     }
+/// }
+/// let outcome = call.await??;
+/// assert_eq!(outcome.replies.len(), 1);
+/// group.flush().await?; // everything sent so far is held by every member
+/// group.leave().await?;
+/// node.shutdown().await;
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Group {
     sender: GroupSender,
