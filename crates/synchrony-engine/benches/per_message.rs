@@ -21,6 +21,7 @@ fn packet(n: usize, size: usize) -> Packet {
                 order: Order::Total,
                 vt: vec![k as u64 + 1, 0, 0],
                 query: false,
+                relayed: false,
                 payload: Bytes::from(vec![7u8; size]),
             },
         })

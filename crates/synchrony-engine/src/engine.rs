@@ -160,7 +160,7 @@ impl Engine {
     /// A one-line dump of a group's internal state, for debugging and `synchrony status`.
     pub fn debug_group(&self, group: &GroupName) -> Option<String> {
         let pending: Vec<String> =
-            self.gms.gbcasts.iter().filter(|(g, _)| g == group).map(|(_, m)| m.id.to_string()).collect();
+            self.gms.gbcasts.iter().filter(|(g, _, _)| g == group).map(|(_, _, m)| m.id.to_string()).collect();
         let outbox = self.outbox.get(group).map(|q| format!(" outbox: {q:?}")).unwrap_or_default()
             + &format!(" gbcasts requested: {pending:?}");
         match self.groups.get(group) {
@@ -178,7 +178,7 @@ impl Engine {
             .requests
             .iter()
             .map(|(p, r)| {
-                let g: Vec<String> = r.gbcasts.iter().map(|(_, m)| m.id.to_string()).collect();
+                let g: Vec<String> = r.gbcasts.iter().map(|(_, _, m)| m.id.to_string()).collect();
                 format!("{p}: suspects {:?} ops {} gbcasts {g:?} leave {}", r.suspects, r.ops.len(), r.leave)
             })
             .collect();
@@ -476,6 +476,7 @@ impl Engine {
                 order,
                 vt: Vec::new(),
                 query: replies != Replies::None,
+                relayed: true,
                 payload,
             };
             self.outbox_push(group, msg);
@@ -486,7 +487,7 @@ impl Engine {
         self.stats.sent += 1;
         self.track_query(&id, &group, replies, None);
         {
-            let q = Queued { id: id.clone(), order, query: replies != Replies::None, payload };
+            let q = Queued { id: id.clone(), order, query: replies != Replies::None, relayed: false, payload };
             self.with_group(&group, |g, out| g.send(q, out));
         }
         self.after_input(now);
@@ -677,8 +678,9 @@ impl Engine {
         for (to, m) in out.sends {
             self.send_to(&to, m);
         }
+        let view = self.groups.get(group).map_or(ViewId(0), |g| g.view.id);
         for m in out.gbcasts {
-            self.gms.gbcasts.push((group.clone(), m));
+            self.gms.gbcasts.push((group.clone(), view, m));
             self.gms.requests_dirty = true;
         }
         for d in out.delivered {

@@ -25,7 +25,7 @@ use std::sync::Arc;
 pub(crate) struct Requests {
     pub(crate) suspects: Vec<ProcessId>,
     pub(crate) ops: Vec<GroupOp>,
-    pub(crate) gbcasts: Vec<(GroupName, DataMsg)>,
+    pub(crate) gbcasts: Vec<(GroupName, ViewId, DataMsg)>,
     pub(crate) leave: bool,
     pub(crate) verdicts: Vec<(GroupName, ProcessId, bool)>,
     pub(crate) verifying: Vec<GroupName>,
@@ -79,7 +79,11 @@ pub(crate) struct Gms {
     max_round: u64,
     // This process's own requests.
     ops: Vec<GroupOp>,
-    pub(crate) gbcasts: Vec<(GroupName, DataMsg)>,
+    /// Gbcasts this process asked for, with the view of the group it knew then.
+    pub(crate) gbcasts: Vec<(GroupName, ViewId, DataMsg)>,
+    /// Per group, the first view of its current lineage: a gbcast asked of an older lineage
+    /// (one whose members all failed or left) is never delivered in a newer one.
+    pub(crate) lineage_start: BTreeMap<GroupName, ViewId>,
     pub(crate) leave: bool,
     pub(crate) requests_dirty: bool,
     requests_sent_epoch: u64,
@@ -109,6 +113,7 @@ impl Gms {
             max_round: 0,
             ops: Vec::new(),
             gbcasts: Vec::new(),
+            lineage_start: BTreeMap::new(),
             leave: false,
             requests_dirty: false,
             requests_sent_epoch: 0,
@@ -241,7 +246,10 @@ impl Engine {
     }
 
     fn snapshot(&self) -> Snapshot {
-        Snapshot { groups: self.views.iter().map(|(n, v)| (n.clone(), v.clone())).collect() }
+        Snapshot {
+            groups: self.views.iter().map(|(n, v)| (n.clone(), v.clone())).collect(),
+            lineages: self.gms.lineage_start.iter().map(|(g, v)| (g.clone(), *v)).collect(),
+        }
     }
 
     /// Suspects silent members; stops when the majority is out of reach.
@@ -489,8 +497,12 @@ impl Engine {
                     }
                 }
             }
-            for (g, m) in &r.gbcasts {
-                if !self.gms.gbcast_done.contains(&m.id) && self.views.get(g).is_some_and(|v| !v.members.is_empty()) {
+            for (g, asked_in, m) in &r.gbcasts {
+                let lineage = self.gms.lineage_start.get(g).copied().unwrap_or(ViewId(0));
+                if !self.gms.gbcast_done.contains(&m.id)
+                    && *asked_in >= lineage
+                    && self.views.get(g).is_some_and(|v| !v.members.is_empty())
+                {
                     let list = plan.gbcasts.entry(g.clone()).or_default();
                     if !list.iter().any(|x| x.id == m.id) {
                         list.push(m.clone());
@@ -695,7 +707,20 @@ impl Engine {
                             views.insert(gc.group.clone(), v.clone());
                         }
                     }
-                    let snap = Arc::new(Snapshot { groups: views.into_iter().collect() });
+                    let mut lineages = self.gms.lineage_start.clone();
+                    for gc in &decision.groups {
+                        if let Some(v) = gc
+                            .new_view
+                            .as_ref()
+                            .filter(|v| !v.members.iter().any(|m| gc.cut.streams.iter().any(|(o, _)| o == m)))
+                        {
+                            lineages.insert(gc.group.clone(), v.id);
+                        }
+                    }
+                    let snap = Arc::new(Snapshot {
+                        groups: views.into_iter().collect(),
+                        lineages: lineages.into_iter().collect(),
+                    });
                     for p in snapshot_needed {
                         self.send_to(&p, Msg::Commit { decision: decision.clone(), snapshot: Some(snap.clone()) });
                     }
@@ -784,6 +809,7 @@ impl Engine {
             self.gms.members = decision.members.clone();
             self.gms.removed.extend(decision.removed.iter().cloned());
             self.views = snap.groups.iter().cloned().collect();
+            self.gms.lineage_start = snap.lineages.iter().cloned().collect();
             self.gms.log.push_back(decision);
             self.status = Status::Member;
             self.gms.requests_dirty = true;
@@ -877,7 +903,7 @@ impl Engine {
             GroupOp::Leave(g) => inside(g),
         });
         let done = &self.gms.gbcast_done;
-        self.gms.gbcasts.retain(|(_, m)| !done.contains(&m.id));
+        self.gms.gbcasts.retain(|(_, _, m)| !done.contains(&m.id));
         if before != (self.gms.ops.len(), self.gms.gbcasts.len()) {
             self.gms.requests_dirty = true;
         }
@@ -904,6 +930,7 @@ impl Engine {
             self.views.insert(g.clone(), v.clone());
             if !v.members.iter().any(|m| gc.cut.streams.iter().any(|(o, _)| o == m)) {
                 // No member goes on from the old view: the group starts over with no state.
+                self.gms.lineage_start.insert(g.clone(), v.id);
                 self.outbox_lineage_died(g);
             }
         }

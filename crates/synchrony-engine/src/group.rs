@@ -93,6 +93,8 @@ pub(crate) struct Queued {
     pub(crate) id: MsgId,
     pub(crate) order: Order,
     pub(crate) query: bool,
+    /// Sent while the origin was not a member (see [`DataMsg::relayed`]).
+    pub(crate) relayed: bool,
     pub(crate) payload: Bytes,
 }
 
@@ -262,6 +264,7 @@ impl GroupState {
                 order: q.order,
                 vt: Vec::new(),
                 query: q.query,
+                relayed: false,
                 payload: q.payload,
             });
             return;
@@ -275,7 +278,8 @@ impl GroupState {
         } else {
             Vec::new()
         };
-        let msg = DataMsg { id: q.id, seq, order: q.order, vt, query: q.query, payload: q.payload };
+        let relayed = q.relayed || q.id.sender != self.view.members[self.rank];
+        let msg = DataMsg { id: q.id, seq, order: q.order, vt, query: q.query, relayed, payload: q.payload };
         if msg.id.sender == self.view.members[self.rank] {
             self.own_unstable.push_back((seq, msg.id.counter));
         } else {
@@ -378,10 +382,13 @@ impl GroupState {
     }
 
     fn deliverable(&self, r: usize, msg: &DataMsg) -> bool {
-        // A relayed message may also travel through another relay after a view change; it
-        // is delivered only once stable, so a relay that was excluded without knowing it
-        // cannot deliver it in the old view while the others do so in the new one (G3).
-        if msg.id.sender != self.streams[r].owner && !self.cut_mode && self.streams[r].stable < msg.seq {
+        // Safe messages, and relayed ones (which may also travel another path after a view
+        // change), are delivered only once they, their causal past and their place in the
+        // total order are stable: then every survivor of a failure holds them and delivers
+        // them in this view, and a relay excluded without knowing it cannot deliver in the
+        // old view what the others deliver in the new one (G3, G9).
+        let uniform = (msg.order == Order::Safe || msg.relayed) && !self.cut_mode;
+        if uniform && (self.streams[r].stable < msg.seq || !self.past_stable(msg)) {
             return false;
         }
         if msg.order.is_causal() {
@@ -402,10 +409,7 @@ impl GroupState {
             if er as usize != r || es != msg.seq {
                 return false;
             }
-            if msg.order == Order::Safe
-                && !self.cut_mode
-                && (self.streams[r].stable < msg.seq || self.order_stable <= pos || !self.past_stable(msg))
-            {
+            if uniform && self.order_stable <= pos {
                 return false;
             }
         }

@@ -97,7 +97,8 @@ impl Engine {
             self.send_to(&to, Msg::Forward { group: group.clone(), fseq, acked, msg });
         }
         if let Some(m) = gbcast {
-            self.gms.gbcasts.push((group.clone(), m));
+            let view = self.views.get(group).map_or(crate::ViewId(0), |v| v.id);
+            self.gms.gbcasts.push((group.clone(), view, m));
             self.gms.requests_dirty = true;
         }
     }
@@ -159,7 +160,8 @@ impl Engine {
     /// This process left the group with a gbcast still pending: it heads the outbox, so
     /// what it sends next as a non-member stays behind it.
     pub(crate) fn outbox_adopt_gbcast(&mut self, group: &GroupName, id: &MsgId) {
-        let Some(msg) = self.gms.gbcasts.iter().find(|(g, m)| g == group && m.id == *id).map(|(_, m)| m.clone()) else {
+        let Some(msg) = self.gms.gbcasts.iter().find(|(g, _, m)| g == group && m.id == *id).map(|(_, _, m)| m.clone())
+        else {
             return;
         };
         let me = self.me.clone();
@@ -174,7 +176,7 @@ impl Engine {
         let mut lost: Vec<MsgId> =
             self.outbox.get_mut(group).map(|ob| ob.queue.drain(..).map(|p| p.msg.id).collect()).unwrap_or_default();
         // Its gbcasts not yet delivered go with it.
-        self.gms.gbcasts.retain(|(g, m)| {
+        self.gms.gbcasts.retain(|(g, _, m)| {
             if g == group && !lost.contains(&m.id) {
                 lost.push(m.id.clone());
             }
@@ -201,7 +203,14 @@ impl Engine {
                     continue;
                 }
                 let m = p.msg;
-                g.send(crate::group::Queued { id: m.id, order: m.order, query: m.query, payload: m.payload }, out);
+                let q = crate::group::Queued {
+                    id: m.id,
+                    order: m.order,
+                    query: m.query,
+                    relayed: true,
+                    payload: m.payload,
+                };
+                g.send(q, out);
             }
         });
         let keys: Vec<(GroupName, ProcessId)> = self.relay_in.keys().filter(|(g, _)| g == group).cloned().collect();
@@ -245,7 +254,8 @@ impl Engine {
         let next = r.next;
         r.held.retain(|&f, _| f >= next);
         for m in ready {
-            let q = crate::group::Queued { id: m.id, order: m.order, query: m.query, payload: m.payload };
+            let q =
+                crate::group::Queued { id: m.id, order: m.order, query: m.query, relayed: true, payload: m.payload };
             self.with_group(group, |g, out| g.send(q, out));
         }
     }

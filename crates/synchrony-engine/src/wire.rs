@@ -69,6 +69,10 @@ pub struct DataMsg {
     pub vt: Vec<u64>,
     /// Whether the sender waits for replies (group RPC).
     pub query: bool,
+    /// Sent while its origin was not a member of the group: it may also arrive by another
+    /// path (a relay, or the origin's own stream once it joined), so every member delivers
+    /// it only once it is stable, in the view where it is stable (G3).
+    pub relayed: bool,
     /// The application's bytes.
     pub payload: Bytes,
 }
@@ -154,6 +158,8 @@ pub struct Decision {
 pub struct Snapshot {
     /// Every group's current view.
     pub groups: Vec<(GroupName, GroupView)>,
+    /// Every group's first view of its current lineage.
+    pub lineages: Vec<(GroupName, ViewId)>,
 }
 
 /// A group operation a member asks the leader for.
@@ -183,7 +189,7 @@ pub enum Msg {
         /// Group joins and leaves it asks for.
         ops: Vec<GroupOp>,
         /// Gbcasts it wants delivered.
-        gbcasts: Vec<(GroupName, DataMsg)>,
+        gbcasts: Vec<(GroupName, ViewId, DataMsg)>,
         /// It wants to leave the cluster.
         leave: bool,
         /// Its verdicts on joins to groups it verifies: (group, joiner, admitted).
@@ -478,6 +484,7 @@ mod tests {
                     order: Order::Causal,
                     vt: vec![1, 0],
                     query: false,
+                    relayed: false,
                     payload: Bytes::from_static(b"hello"),
                 },
             }],
