@@ -42,7 +42,8 @@ pub struct TraceEvent {
     #[serde(default)]
     pub digest: Option<String>,
     /// Optional, on `flush`: the last message the caller had sent to the group when it
-    /// called `flush()` (an extension of TRACE.md; without it every earlier send counts).
+    /// called `flush()`, or `""` if it had sent none (an extension of TRACE.md; without it
+    /// every earlier send counts).
     #[serde(default)]
     pub covers: Option<String>,
 }

@@ -388,7 +388,7 @@ impl GroupState {
         // them in this view, and a relay excluded without knowing it cannot deliver in the
         // old view what the others deliver in the new one (G3, G9).
         let uniform = (msg.order == Order::Safe || msg.relayed) && !self.cut_mode;
-        if uniform && (self.streams[r].stable < msg.seq || !self.past_stable(msg)) {
+        if uniform && (self.streams[r].stable < msg.seq || !self.past_stable()) {
             return false;
         }
         if msg.order.is_causal() {
@@ -416,11 +416,12 @@ impl GroupState {
         true
     }
 
-    /// Whether every message `msg` causally follows is stable too: a member that lacks one
-    /// of them could not deliver `msg` after a failure (the cut drops what follows a lost
-    /// message), so a safe message waits for its whole causal past (G9).
-    fn past_stable(&self, msg: &DataMsg) -> bool {
-        msg.vt.len() != self.streams.len() || self.streams.iter().zip(&msg.vt).all(|(s, &v)| s.stable >= v)
+    /// Whether everything this member delivered in the view so far is stable. A uniform
+    /// message waits for it: a survivor that lacked an earlier message (or one it depends
+    /// on) could not deliver this one after a failure, as the cut drops what follows a
+    /// lost message in its stream or its causal past (G3, G9).
+    fn past_stable(&self) -> bool {
+        self.streams.iter().all(|s| s.stable >= s.delivered)
     }
 
     /// Delivers whatever the rules allow.

@@ -613,6 +613,7 @@ impl Driver {
     /// Starts over as a new incarnation, through every peer this node knows of.
     fn rejoin(&mut self) {
         self.incarnation = crate::next_incarnation(&self.config, Some(self.incarnation));
+        self.last_sent.clear();
         self.peers.hello.incarnation = self.incarnation;
         self.contact_names = self.peers.book.keys().filter(|n| **n != self.config.name).cloned().collect();
         tracing::info!(me = %self.me(), "rejoining as a new incarnation");
@@ -726,7 +727,8 @@ impl Driver {
                 };
                 match r {
                     Ok(()) => {
-                        let covers = self.last_sent.get(&group).map(|m| m.to_string());
+                        // "" when nothing was sent before the call: the flush covers nothing.
+                        let covers = Some(self.last_sent.get(&group).map(|m| m.to_string()).unwrap_or_default());
                         self.flushes.entry(group).or_default().push_back((reply, covers, TokioInstant::now()));
                     }
                     Err(err) => {

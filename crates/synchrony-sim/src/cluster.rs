@@ -413,7 +413,8 @@ impl Sim {
             if member {
                 let e = self.nodes[idx].engine.as_mut().expect("live");
                 if e.flush(now, &g).is_ok() {
-                    let last = self.nodes[idx].last_sent.get(&g).cloned();
+                    // "" when nothing was sent before the call: the flush covers nothing.
+                    let last = Some(self.nodes[idx].last_sent.get(&g).cloned().unwrap_or_default());
                     self.nodes[idx].flushes.entry(g.clone()).or_default().push_back(last);
                 }
             }
