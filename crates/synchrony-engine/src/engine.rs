@@ -538,7 +538,8 @@ impl Engine {
             return Err(FlushError::NotMember(group.clone()));
         };
         if let Some(c) = last {
-            g.flushes.push(c);
+            let delivered = g.delivered_vector();
+            g.flushes.push((c, Some(delivered)));
         }
         let mut out = Out::default();
         g.check_flushes(&mut out);

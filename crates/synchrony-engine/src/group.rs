@@ -151,8 +151,11 @@ pub(crate) struct GroupState {
     stable_sent: (u64, u64),
     ack_dirty: Vec<bool>,
     pub(crate) queued: VecDeque<Queued>,
-    /// Flush calls waiting: the last own counter each covers.
-    pub(crate) flushes: Vec<u64>,
+    /// Flush calls waiting: the last own counter each covers,
+    /// and, in the view of the call, what the caller had delivered then: the flush also
+    /// waits for that to be stable, so that every survivor can deliver the covered
+    /// messages (their causal past included) after a failure (G12).
+    pub(crate) flushes: Vec<(u64, Option<Vec<u64>>)>,
     /// Own messages sent and not yet stable: (seq, counter).
     own_unstable: VecDeque<(u64, u64)>,
     pub(crate) join: JoinState,
@@ -211,7 +214,8 @@ impl GroupState {
     pub(crate) fn succeed(mut self, view: GroupView, me: &ProcessId) -> Self {
         let mut next = GroupState::new(self.name.clone(), view, me);
         next.queued = std::mem::take(&mut self.queued);
-        next.flushes = std::mem::take(&mut self.flushes);
+        // In the next view the old view's messages are settled by its cut.
+        next.flushes = std::mem::take(&mut self.flushes).into_iter().map(|(c, _)| (c, None)).collect();
         next.join = std::mem::replace(&mut self.join, JoinState::Ready);
         next.checkpoints = std::mem::take(&mut self.checkpoints);
         next.hold = self.hold.take();
@@ -555,8 +559,16 @@ impl GroupState {
             .chain(self.hold.iter().map(|h| h.counter))
             .min();
         let before = self.flushes.len();
-        self.flushes.retain(|&c| lowest_pending.is_some_and(|l| l <= c));
+        let streams = &self.streams;
+        let past_stable =
+            |d: &Option<Vec<u64>>| d.as_ref().is_none_or(|d| streams.iter().zip(d).all(|(s, &x)| s.stable >= x));
+        self.flushes.retain(|(c, d)| lowest_pending.is_some_and(|l| l <= *c) || !past_stable(d));
         out.flushed += before - self.flushes.len();
+    }
+
+    /// How many messages of each stream this member has delivered in the view.
+    pub(crate) fn delivered_vector(&self) -> Vec<u64> {
+        self.streams.iter().map(|s| s.delivered).collect()
     }
 
     /// The flush report for a membership round.
