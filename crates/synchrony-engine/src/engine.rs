@@ -324,6 +324,14 @@ impl Engine {
         let link = self.links.entry(from.clone()).or_insert_with(|| Link::new(&config));
         link.heard(now);
         link.on_ack(now, p.ack, &config);
+        let member = self.gms.members.iter().any(|(m, _)| *m == from);
+        if member && self.gms.suspects.contains(&from) {
+            // Heard again before any view change acted on it: the suspicion was wrong (a
+            // partition healed, a slow spell passed). Sticky suspicions could otherwise
+            // leave no leader able to gather a quorum.
+            self.gms.suspects.remove(&from);
+            self.gms.requests_dirty = true;
+        }
         let mut inorder = Vec::new();
         link.receive(p.seq, p.msgs, window, &mut inorder);
         for m in inorder {
