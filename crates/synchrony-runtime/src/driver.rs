@@ -774,7 +774,8 @@ impl Driver {
         let view = self.installed.get(group).map(|v| v.0);
         self.record(TraceEvent::sent(group.as_str(), id.to_string(), order.as_str(), view));
         self.last_sent.insert(group.clone(), id.clone());
-        if self.in_flight.len() < IN_FLIGHT_MAX {
+        // Only with a metrics endpoint: it is a map insert per message.
+        if self.config.metrics.is_some() && self.in_flight.len() < IN_FLIGHT_MAX {
             self.in_flight.insert(id.clone(), TokioInstant::now());
         }
         let outcome = (replies != Replies::None).then(|| {

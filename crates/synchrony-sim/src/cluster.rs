@@ -188,7 +188,7 @@ impl Sim {
                     self.net.push(f);
                 }
             }
-            self.record(idx, TraceEvent { ev: "crash".into(), ..Default::default() });
+            self.record(idx, TraceEvent::bare("crash"));
             self.nodes[idx].restart_at = Some(self.now + restart_after);
         }
     }
@@ -280,32 +280,16 @@ impl Sim {
                 }
             }
             Event::View { group, view } => {
-                self.record(
-                    idx,
-                    TraceEvent {
-                        ev: "view".into(),
-                        group: Some(group.to_string()),
-                        view: Some(view.id.0),
-                        members: Some(view.members.iter().map(|m| m.to_string()).collect()),
-                        primary: Some(true),
-                        ..Default::default()
-                    },
-                );
+                let members = view.members.iter().map(|m| m.to_string()).collect();
+                self.record(idx, TraceEvent::view_installed(group.as_str(), view.id.0, members));
                 self.nodes[idx].state.entry(group).or_default();
             }
             Event::Deliver(d) => {
                 let msg = d.id.to_string();
+                let from = d.id.sender.to_string();
                 self.record(
                     idx,
-                    TraceEvent {
-                        ev: "deliver".into(),
-                        group: Some(d.group.to_string()),
-                        msg: Some(msg.clone()),
-                        from: Some(d.id.sender.to_string()),
-                        order: Some(d.order.as_str().into()),
-                        view: Some(d.view.0),
-                        ..Default::default()
-                    },
+                    TraceEvent::delivered(d.group.as_str(), msg.clone(), from, d.order.as_str(), d.view.0),
                 );
                 self.nodes[idx].state.entry(d.group.clone()).or_default().insert(msg);
                 if d.query {
@@ -319,17 +303,7 @@ impl Sim {
                 let dg = digest(set.iter().map(|s| s.as_str()));
                 let bytes = Bytes::from(set.into_iter().collect::<Vec<_>>().join("\n"));
                 for j in joiners {
-                    self.record(
-                        idx,
-                        TraceEvent {
-                            ev: "state_sent".into(),
-                            group: Some(group.to_string()),
-                            view: Some(view.0),
-                            to: Some(j.to_string()),
-                            digest: Some(dg.clone()),
-                            ..Default::default()
-                        },
-                    );
+                    self.record(idx, TraceEvent::state_sent(group.as_str(), view.0, j.to_string(), dg.clone()));
                 }
                 let e = self.nodes[idx].engine.as_mut().expect("live");
                 e.provide_state(now, &group, view, bytes);
@@ -339,39 +313,18 @@ impl Sim {
                 let set: BTreeSet<String> = text.split('\n').filter(|s| !s.is_empty()).map(String::from).collect();
                 let dg = digest(set.iter().map(|s| s.as_str()));
                 self.nodes[idx].state.insert(group.clone(), set);
-                self.record(
-                    idx,
-                    TraceEvent {
-                        ev: "state".into(),
-                        group: Some(group.to_string()),
-                        view: Some(view.0),
-                        digest: Some(dg),
-                        ..Default::default()
-                    },
-                );
+                self.record(idx, TraceEvent::state_loaded(group.as_str(), view.0, dg));
             }
             Event::Flushed { group, view } => {
                 let covers = self.nodes[idx].flushes.get_mut(&group).and_then(|q| q.pop_front()).flatten();
-                self.record(
-                    idx,
-                    TraceEvent {
-                        ev: "flush".into(),
-                        group: Some(group.to_string()),
-                        view: Some(view.0),
-                        covers,
-                        ..Default::default()
-                    },
-                );
+                self.record(idx, TraceEvent::flushed(group.as_str(), view.0, covers));
             }
             Event::Left { group } | Event::StateLost { group } => {
                 self.nodes[idx].state.remove(&group);
-                self.record(
-                    idx,
-                    TraceEvent { ev: "leave".into(), group: Some(group.to_string()), ..Default::default() },
-                );
+                self.record(idx, TraceEvent::left(group.as_str()));
             }
             Event::Partitioned { .. } => {
-                self.record(idx, TraceEvent { ev: "partitioned".into(), ..Default::default() });
+                self.record(idx, TraceEvent::bare("partitioned"));
                 self.nodes[idx].engine = None;
                 let back = Duration::from_millis(self.rng.gen_range(50..300));
                 self.nodes[idx].restart_at = Some(now + back);
@@ -431,17 +384,7 @@ impl Sim {
             if let Ok(id) = e.query(now, g.clone(), order, payload, replies) {
                 self.nodes[idx].last_sent.insert(g.clone(), id.to_string());
                 let view = if member { view } else { None };
-                self.record(
-                    idx,
-                    TraceEvent {
-                        ev: "send".into(),
-                        group: Some(g.to_string()),
-                        msg: Some(id.to_string()),
-                        order: Some(order.as_str().into()),
-                        view,
-                        ..Default::default()
-                    },
-                );
+                self.record(idx, TraceEvent::sent(g.as_str(), id.to_string(), order.as_str(), view));
             }
         }
         self.pump(idx);
