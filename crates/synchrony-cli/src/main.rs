@@ -155,6 +155,9 @@ fn main() -> Result<()> {
                 for v in &out.report.violations {
                     print!("{v}");
                 }
+                for v in &out.app_violations {
+                    println!("app: {v}");
+                }
                 if out.anomalies > 0 {
                     println!("engine anomalies: {}", out.anomalies);
                 }
@@ -188,12 +191,7 @@ fn main() -> Result<()> {
                             dead.fetch_add(1, Ordering::Relaxed);
                         }
                         if !out.passed() {
-                            let first = out
-                                .report
-                                .violations
-                                .first()
-                                .map(|v| v.to_string())
-                                .unwrap_or_else(|| format!("{} engine anomalies", out.anomalies));
+                            let first = out.first_problem().unwrap_or_default();
                             failed.lock().expect("lock").push((s, first));
                         }
                     })

@@ -1,14 +1,16 @@
 //! The simulated cluster: engines, a virtual clock, a faulty network, a workload, a trace.
 
+use crate::app::{App, Ctx, Proc};
 use crate::profile::Profile;
+use crate::workload::Traffic;
 use bytes::Bytes;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::time::Duration;
-use synchrony_check::{digest, Options, TraceEvent};
-use synchrony_engine::{Config, Engine, Event, GroupName, Instant, Order, ProcessId, Replies, Status};
+use synchrony_check::{Options, TraceEvent};
+use synchrony_engine::{Config, Engine, Event, GroupName, Instant, ProcessId, Status};
 
 /// The shape of one simulated run.
 #[derive(Clone, Debug)]
@@ -54,6 +56,8 @@ pub struct Outcome {
     pub trace: Vec<TraceEvent>,
     /// The checker's report (quiescent mode).
     pub report: synchrony_check::Report,
+    /// The app's own invariants that did not hold (see [`App::finish`]).
+    pub app_violations: Vec<String>,
     /// Simulation steps taken.
     pub steps: u64,
     /// Packets delivered.
@@ -67,7 +71,18 @@ pub struct Outcome {
 impl Outcome {
     /// Whether the run passed.
     pub fn passed(&self) -> bool {
-        self.report.violations.is_empty() && self.anomalies == 0
+        self.report.violations.is_empty() && self.app_violations.is_empty() && self.anomalies == 0
+    }
+
+    /// The first thing that went wrong, in one paragraph (`None` if the run passed).
+    pub fn first_problem(&self) -> Option<String> {
+        if let Some(v) = self.report.violations.first() {
+            return Some(v.to_string());
+        }
+        if let Some(v) = self.app_violations.first() {
+            return Some(format!("app: {v}"));
+        }
+        (self.anomalies > 0).then(|| format!("{} engine anomalies", self.anomalies))
     }
 
     /// The trace as JSON Lines.
@@ -81,24 +96,6 @@ impl Outcome {
     }
 }
 
-struct Node {
-    name: String,
-    incarnation: u64,
-    engine: Option<Engine>,
-    counter: u64,
-    /// Per group: the delivered message ids (the workload's state).
-    state: BTreeMap<GroupName, BTreeSet<String>>,
-    wanted: BTreeSet<GroupName>,
-    paused_until: Option<Instant>,
-    held: Vec<Bytes>,
-    restart_at: Option<Instant>,
-    /// The membership round phase it was in at the last step (to catch a fresh commit).
-    last_phase: Option<&'static str>,
-    /// The last message sent to each group, and what each pending flush covers.
-    last_sent: BTreeMap<GroupName, String>,
-    flushes: BTreeMap<GroupName, std::collections::VecDeque<Option<String>>>,
-}
-
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct InFlight {
     at: std::cmp::Reverse<(Instant, u64)>,
@@ -107,11 +104,12 @@ struct InFlight {
     frame: Bytes,
 }
 
-struct Sim {
+struct Sim<'a, A: App> {
     cfg: SimConfig,
+    app: &'a mut A,
     rng: ChaCha8Rng,
     now: Instant,
-    nodes: Vec<Node>,
+    nodes: Vec<Proc>,
     net: BinaryHeap<InFlight>,
     seq: u64,
     blocked: BTreeSet<(usize, usize)>,
@@ -129,9 +127,7 @@ fn exp(rng: &mut ChaCha8Rng, mean: Duration) -> Duration {
     mean.mul_f64(-u.ln())
 }
 
-const ORDERS: [Order; 6] = [Order::Unordered, Order::Fifo, Order::Causal, Order::Total, Order::Safe, Order::Gbcast];
-
-impl Sim {
+impl<A: App> Sim<'_, A> {
     fn config_for(&self, idx: usize, inc: u64) -> Config {
         // The first process founds the cluster. After a total failure nobody answers a
         // restarted process: recovering from that is the durability layer's job.
@@ -150,16 +146,15 @@ impl Sim {
         }
     }
 
-    fn pid(&self, idx: usize) -> String {
-        format!("{}#{}", self.nodes[idx].name, self.nodes[idx].incarnation)
+    fn record(&mut self, idx: usize, e: TraceEvent) {
+        self.nodes[idx].record(self.now, &mut self.trace, e);
     }
 
-    fn record(&mut self, idx: usize, mut e: TraceEvent) {
-        e.p = self.pid(idx);
-        e.i = self.nodes[idx].counter;
-        e.t = self.now.since_epoch().as_micros() as u64;
-        self.nodes[idx].counter += 1;
-        self.trace.push(e);
+    /// The app's handle on process `idx` (which must be running).
+    fn ctx(&mut self, idx: usize) -> (&mut A, Ctx<'_>) {
+        let ctx =
+            Ctx { slot: idx, proc: &mut self.nodes[idx], now: self.now, rng: &mut self.rng, trace: &mut self.trace };
+        (self.app, ctx)
     }
 
     fn start(&mut self, idx: usize) {
@@ -168,13 +163,14 @@ impl Sim {
         let n = &mut self.nodes[idx];
         n.incarnation = inc;
         n.counter = 0;
-        n.state.clear();
+        n.delivered.clear();
         n.paused_until = None;
         n.held.clear();
         n.restart_at = None;
         n.last_sent.clear();
         n.flushes.clear();
         n.engine = Some(Engine::new(config, ProcessId::new(n.name.as_str(), inc), self.now));
+        self.app.started(idx);
         self.pump(idx);
     }
 
@@ -271,7 +267,7 @@ impl Sim {
 
     fn on_event(&mut self, idx: usize, ev: Event) {
         let now = self.now;
-        match ev {
+        match &ev {
             Event::Joined => {
                 let wanted: Vec<GroupName> = self.nodes[idx].wanted.iter().cloned().collect();
                 let e = self.nodes[idx].engine.as_mut().expect("live");
@@ -282,7 +278,7 @@ impl Sim {
             Event::View { group, view } => {
                 let members = view.members.iter().map(|m| m.to_string()).collect();
                 self.record(idx, TraceEvent::view_installed(group.as_str(), view.id.0, members));
-                self.nodes[idx].state.entry(group).or_default();
+                self.nodes[idx].delivered.entry(group.clone()).or_default();
             }
             Event::Deliver(d) => {
                 let msg = d.id.to_string();
@@ -291,36 +287,26 @@ impl Sim {
                     idx,
                     TraceEvent::delivered(d.group.as_str(), msg.clone(), from, d.order.as_str(), d.view.0),
                 );
-                self.nodes[idx].state.entry(d.group.clone()).or_default().insert(msg);
-                if d.query {
-                    let answer = self.rng.gen_bool(0.7).then(|| Bytes::from(self.pid(idx)));
-                    let e = self.nodes[idx].engine.as_mut().expect("live");
-                    e.reply(now, &d.id, answer);
-                }
+                self.nodes[idx].delivered.entry(d.group.clone()).or_default().insert(msg);
             }
             Event::StateRequest { group, view, joiners } => {
-                let set = self.nodes[idx].state.get(&group).cloned().unwrap_or_default();
-                let dg = digest(set.iter().map(|s| s.as_str()));
-                let bytes = Bytes::from(set.into_iter().collect::<Vec<_>>().join("\n"));
-                for j in joiners {
-                    self.record(idx, TraceEvent::state_sent(group.as_str(), view.0, j.to_string(), dg.clone()));
-                }
-                let e = self.nodes[idx].engine.as_mut().expect("live");
-                e.provide_state(now, &group, view, bytes);
+                let (app, mut ctx) = self.ctx(idx);
+                let state = app.state(&mut ctx, group);
+                ctx.provide_state(group, *view, joiners, state);
+                return;
             }
             Event::State { group, view, state } => {
-                let text = String::from_utf8_lossy(&state).to_string();
-                let set: BTreeSet<String> = text.split('\n').filter(|s| !s.is_empty()).map(String::from).collect();
-                let dg = digest(set.iter().map(|s| s.as_str()));
-                self.nodes[idx].state.insert(group.clone(), set);
-                self.record(idx, TraceEvent::state_loaded(group.as_str(), view.0, dg));
+                let (app, mut ctx) = self.ctx(idx);
+                let state = ctx.load_state(group, *view, state);
+                app.event(&mut ctx, &Event::State { group: group.clone(), view: *view, state });
+                return;
             }
             Event::Flushed { group, view } => {
-                let covers = self.nodes[idx].flushes.get_mut(&group).and_then(|q| q.pop_front()).flatten();
+                let covers = self.nodes[idx].flushes.get_mut(group).and_then(|q| q.pop_front()).flatten();
                 self.record(idx, TraceEvent::flushed(group.as_str(), view.0, covers));
             }
             Event::Left { group } | Event::StateLost { group } => {
-                self.nodes[idx].state.remove(&group);
+                self.nodes[idx].delivered.remove(group);
                 self.record(idx, TraceEvent::left(group.as_str()));
             }
             Event::Partitioned { .. } => {
@@ -328,10 +314,12 @@ impl Sim {
                 self.nodes[idx].engine = None;
                 let back = Duration::from_millis(self.rng.gen_range(50..300));
                 self.nodes[idx].restart_at = Some(now + back);
+                return;
             }
-            Event::QueryDone(_) => {}
             _ => {}
         }
+        let (app, mut ctx) = self.ctx(idx);
+        app.event(&mut ctx, &ev);
     }
 
     /// One application action at a random live process.
@@ -339,8 +327,8 @@ impl Sim {
         let live = self.live();
         let Some(&idx) = live.choose(&mut self.rng) else { return };
         let now = self.now;
-        let g = self.groups.choose(&mut self.rng).expect("groups").clone();
         if churn {
+            let g = self.groups.choose(&mut self.rng).expect("groups").clone();
             let several = self.nodes[idx].wanted.len() > 1;
             let e = self.nodes[idx].engine.as_mut().expect("live");
             let member = e.my_groups().any(|x| *x == g);
@@ -354,39 +342,8 @@ impl Sim {
             self.pump(idx);
             return;
         }
-        let roll: f64 = self.rng.gen();
-        let e = self.nodes[idx].engine.as_ref().expect("live");
-        let member = e.my_groups().any(|x| *x == g);
-        // Do not send to a group this process is leaving (such sends may be dropped).
-        if member && !self.nodes[idx].wanted.contains(&g) {
-            return;
-        }
-        let view = e.view(&g).map(|v| v.id.0);
-        if roll < 0.05 {
-            if member {
-                let e = self.nodes[idx].engine.as_mut().expect("live");
-                if e.flush(now, &g).is_ok() {
-                    // "" when nothing was sent before the call: the flush covers nothing.
-                    let last = Some(self.nodes[idx].last_sent.get(&g).cloned().unwrap_or_default());
-                    self.nodes[idx].flushes.entry(g.clone()).or_default().push_back(last);
-                }
-            }
-        } else {
-            let order = if roll < 0.07 { Order::Gbcast } else { ORDERS[self.rng.gen_range(0..5)] };
-            let replies = match self.rng.gen_range(0..12) {
-                0 => Replies::One,
-                1 => Replies::All,
-                2 => Replies::Count(2),
-                _ => Replies::None,
-            };
-            let payload = Bytes::from(vec![0u8; self.rng.gen_range(8..200)]);
-            let e = self.nodes[idx].engine.as_mut().expect("live");
-            if let Ok(id) = e.query(now, g.clone(), order, payload, replies) {
-                self.nodes[idx].last_sent.insert(g.clone(), id.to_string());
-                let view = if member { view } else { None };
-                self.record(idx, TraceEvent::sent(g.as_str(), id.to_string(), order.as_str(), view));
-            }
-        }
+        let (app, mut ctx) = self.ctx(idx);
+        app.act(&mut ctx);
         self.pump(idx);
     }
 
@@ -476,25 +433,27 @@ impl Sim {
     }
 }
 
-/// Runs one simulated cluster with `cfg`, checks its trace, and returns the outcome.
+/// Runs one simulated cluster with `cfg` and the [`Traffic`] workload, checks its trace,
+/// and returns the outcome.
 pub fn run(cfg: SimConfig) -> Outcome {
+    let mut traffic = Traffic::new(cfg.groups);
+    run_app(cfg, &mut traffic)
+}
+
+/// Runs one simulated cluster with `cfg` hosting `app`, checks its trace (G1 to G13) and the
+/// app's own invariants, and returns the outcome.
+pub fn run_app<A: App>(cfg: SimConfig, app: &mut A) -> Outcome {
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let groups: Vec<GroupName> = (0..cfg.groups).map(|g| GroupName::new(format!("g{g}"))).collect();
-    let nodes: Vec<Node> = (0..cfg.nodes)
+    let groups = app.groups();
+    let nodes: Vec<Proc> = (0..cfg.nodes)
         .map(|i| {
-            let mut wanted: BTreeSet<GroupName> = groups.iter().filter(|_| rng.gen_bool(0.6)).cloned().collect();
-            // Everyone starts in the first group, so it spans the whole cluster, and the
-            // first process starts in every group.
-            wanted.insert(groups[0].clone());
-            if i == 0 {
-                wanted.extend(groups.iter().cloned());
-            }
-            Node {
+            let wanted = app.initial_groups(i, &groups, &mut rng);
+            Proc {
                 name: format!("n{}", i + 1),
                 incarnation: 0,
                 engine: None,
                 counter: 0,
-                state: BTreeMap::new(),
+                delivered: BTreeMap::new(),
                 wanted,
                 paused_until: None,
                 held: Vec::new(),
@@ -506,6 +465,7 @@ pub fn run(cfg: SimConfig) -> Outcome {
         })
         .collect();
     let mut sim = Sim {
+        app,
         rng,
         now: Instant::ZERO,
         nodes,
@@ -661,6 +621,15 @@ pub fn run(cfg: SimConfig) -> Outcome {
     }
     // Every process still running at the end is "alive"; crashed ones were recorded.
     let report = synchrony_check::check(&sim.trace, &Options { quiescent: true, crash_bound_us: None });
-    let survivors = sim.live().len();
-    Outcome { trace: sim.trace, report, steps, packets: sim.packets, anomalies: sim.anomalies, survivors }
+    let live = sim.live();
+    let app_violations = sim.app.finish(&live);
+    Outcome {
+        trace: sim.trace,
+        report,
+        app_violations,
+        steps,
+        packets: sim.packets,
+        anomalies: sim.anomalies,
+        survivors: live.len(),
+    }
 }

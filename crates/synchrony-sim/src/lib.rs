@@ -10,8 +10,12 @@
 //! A run has a fault phase, a calm traffic phase and a settling phase; its trace is then
 //! checked for G1 to G13 by [`synchrony_check`] (quiescent mode, so liveness too).
 
+mod app;
 mod cluster;
 mod profile;
+mod workload;
 
-pub use cluster::{run, Outcome, SimConfig};
+pub use app::{App, Ctx};
+pub use cluster::{run, run_app, Outcome, SimConfig};
 pub use profile::Profile;
+pub use workload::Traffic;

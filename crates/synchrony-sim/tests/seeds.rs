@@ -21,7 +21,7 @@ fn seeds(profile: &str, start: u64, seeds: u64) {
                             dead += 1;
                         }
                         if !out.passed() {
-                            let why = out.report.violations.first().map(|v| v.to_string()).unwrap_or_default();
+                            let why = out.first_problem().unwrap_or_default();
                             failed.push(format!("synchrony sim --seed {seed} --profile {profile}\n{why}"));
                         }
                     }

@@ -1,0 +1,224 @@
+//! The application side of a simulated process: what the simulator hosts on each engine.
+//!
+//! The simulator owns the engines, the network, the faults and the trace; an [`App`] owns
+//! what the processes do with their groups. [`crate::Traffic`] is the workload that drives
+//! every order class for the guarantee checker; the tools of `synchrony-tools` bring their
+//! own apps, so that their invariants are checked under the same faults.
+
+use bytes::Bytes;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use synchrony_check::TraceEvent;
+use synchrony_engine::{
+    Engine, Event, FlushError, GroupName, Instant, MsgId, Order, ProcessId, Replies, SendError, ViewId,
+};
+
+/// What the processes of a simulated run do. One value serves every process: it keeps
+/// per-process state indexed by the process's slot (`Ctx::slot`).
+pub trait App {
+    /// The groups the run uses.
+    fn groups(&self) -> Vec<GroupName>;
+
+    /// The groups slot `slot` wants to be in from the start. By default a random subset
+    /// (each with probability 0.6), always the first group, and every group for slot 0, so
+    /// that the first group spans the cluster.
+    fn initial_groups(&mut self, slot: usize, groups: &[GroupName], rng: &mut ChaCha8Rng) -> BTreeSet<GroupName> {
+        let mut wanted: BTreeSet<GroupName> = groups.iter().filter(|_| rng.gen_bool(0.6)).cloned().collect();
+        wanted.insert(groups[0].clone());
+        if slot == 0 {
+            wanted.extend(groups.iter().cloned());
+        }
+        wanted
+    }
+
+    /// A new incarnation of the process in `slot` started: whatever the app kept for the
+    /// previous one is gone (it crashed or stopped).
+    fn started(&mut self, slot: usize) {
+        let _ = slot;
+    }
+
+    /// An event of the engine at `ctx.slot()`. The simulator has already written it to the
+    /// trace. `StateRequest` never comes here (see [`App::state`]); `State` carries what
+    /// [`App::state`] returned at the provider.
+    fn event(&mut self, ctx: &mut Ctx<'_>, event: &Event);
+
+    /// The state of `group` at `ctx.slot()`, for a joiner.
+    fn state(&mut self, ctx: &mut Ctx<'_>, group: &GroupName) -> Bytes;
+
+    /// Time for an application action at `ctx.slot()`, a live cluster member.
+    fn act(&mut self, ctx: &mut Ctx<'_>);
+
+    /// After the run: the app's invariants, checked over the processes that were live
+    /// members at the end (`live`, slots). Returns one line per violation.
+    fn finish(&mut self, live: &[usize]) -> Vec<String>;
+}
+
+/// A simulated process, as the simulator keeps it.
+pub(crate) struct Proc {
+    pub(crate) name: String,
+    pub(crate) incarnation: u64,
+    pub(crate) engine: Option<Engine>,
+    pub(crate) counter: u64,
+    /// Per group: the delivered message ids (what the checker recomputes a joiner's state
+    /// from, G11).
+    pub(crate) delivered: BTreeMap<GroupName, BTreeSet<String>>,
+    pub(crate) wanted: BTreeSet<GroupName>,
+    pub(crate) paused_until: Option<Instant>,
+    pub(crate) held: Vec<Bytes>,
+    pub(crate) restart_at: Option<Instant>,
+    /// The membership round phase it was in at the last step (to catch a fresh commit).
+    pub(crate) last_phase: Option<&'static str>,
+    /// The last message sent to each group, and what each pending flush covers.
+    pub(crate) last_sent: BTreeMap<GroupName, String>,
+    pub(crate) flushes: BTreeMap<GroupName, VecDeque<Option<String>>>,
+}
+
+impl Proc {
+    pub(crate) fn pid(&self) -> String {
+        format!("{}#{}", self.name, self.incarnation)
+    }
+
+    pub(crate) fn record(&mut self, now: Instant, trace: &mut Vec<TraceEvent>, mut e: TraceEvent) {
+        e.p = self.pid();
+        e.i = self.counter;
+        e.t = now.since_epoch().as_micros() as u64;
+        self.counter += 1;
+        trace.push(e);
+    }
+}
+
+/// One process's handle on the simulation while the app handles an event or acts: its
+/// engine, the clock, the run's random numbers, and commands that are written to the trace
+/// the way the runtime writes them.
+pub struct Ctx<'a> {
+    pub(crate) slot: usize,
+    pub(crate) proc: &'a mut Proc,
+    pub(crate) now: Instant,
+    pub(crate) rng: &'a mut ChaCha8Rng,
+    pub(crate) trace: &'a mut Vec<TraceEvent>,
+}
+
+impl Ctx<'_> {
+    /// The process's slot (0 .. nodes), the same across its incarnations.
+    pub fn slot(&self) -> usize {
+        self.slot
+    }
+
+    /// The current incarnation's id.
+    pub fn me(&self) -> &ProcessId {
+        self.engine().id()
+    }
+
+    /// The virtual time.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// The run's random numbers (everything derives from the seed).
+    pub fn rng(&mut self) -> &mut ChaCha8Rng {
+        self.rng
+    }
+
+    /// The engine, to read views and status.
+    pub fn engine(&self) -> &Engine {
+        self.proc.engine.as_ref().expect("an app runs only on a live process")
+    }
+
+    fn engine_mut(&mut self) -> &mut Engine {
+        self.proc.engine.as_mut().expect("an app runs only on a live process")
+    }
+
+    /// Whether this process is a member of `group` and not leaving it.
+    pub fn in_group(&self, group: &GroupName) -> bool {
+        self.proc.wanted.contains(group) && self.engine().my_groups().any(|g| g == group)
+    }
+
+    /// Multicasts (written to the trace as `sent`).
+    pub fn send(&mut self, group: &GroupName, order: Order, payload: Bytes) -> Result<MsgId, SendError> {
+        self.query(group, order, payload, Replies::None)
+    }
+
+    /// A group RPC; its outcome comes back as `Event::QueryDone`.
+    pub fn query(
+        &mut self,
+        group: &GroupName,
+        order: Order,
+        payload: Bytes,
+        replies: Replies,
+    ) -> Result<MsgId, SendError> {
+        let now = self.now;
+        let member = self.engine().my_groups().any(|g| g == group);
+        let view = self.engine().view(group).map(|v| v.id.0).filter(|_| member);
+        let id = self.engine_mut().query(now, group.clone(), order, payload, replies)?;
+        self.proc.last_sent.insert(group.clone(), id.to_string());
+        let e = TraceEvent::sent(group.as_str(), id.to_string(), order.as_str(), view);
+        self.proc.record(now, self.trace, e);
+        Ok(id)
+    }
+
+    /// Answers a delivered query (`None`: a null reply).
+    pub fn reply(&mut self, query: &MsgId, payload: Option<Bytes>) {
+        let now = self.now;
+        self.engine_mut().reply(now, query, payload);
+    }
+
+    /// Asks for `Event::Flushed` (its `covers` in the trace is the last message sent).
+    pub fn flush(&mut self, group: &GroupName) -> Result<(), FlushError> {
+        let now = self.now;
+        self.engine_mut().flush(now, group)?;
+        // "" when nothing was sent before the call: the flush covers nothing.
+        let last = Some(self.proc.last_sent.get(group).cloned().unwrap_or_default());
+        self.proc.flushes.entry(group.clone()).or_default().push_back(last);
+        Ok(())
+    }
+
+    /// Joins a group (and wants to stay in it across incarnations).
+    pub fn join(&mut self, group: &GroupName) -> bool {
+        let now = self.now;
+        let ok = self.engine_mut().join(now, group.clone()).is_ok();
+        if ok {
+            self.proc.wanted.insert(group.clone());
+        }
+        ok
+    }
+
+    /// Leaves a group.
+    pub fn leave(&mut self, group: &GroupName) -> bool {
+        let now = self.now;
+        let ok = self.engine_mut().leave(now, group.clone()).is_ok();
+        if ok {
+            self.proc.wanted.remove(group);
+        }
+        ok
+    }
+
+    /// Hands state to joiners, wrapped with the delivered ids the checker needs (G11).
+    pub(crate) fn provide_state(&mut self, group: &GroupName, view: ViewId, joiners: &[ProcessId], app: Bytes) {
+        let ids = self.proc.delivered.get(group).cloned().unwrap_or_default();
+        let dg = synchrony_check::digest(ids.iter().map(|s| s.as_str()));
+        let ids = ids.into_iter().collect::<Vec<_>>().join("\n");
+        let mut state = Vec::with_capacity(4 + ids.len() + app.len());
+        state.extend_from_slice(&(ids.len() as u32).to_be_bytes());
+        state.extend_from_slice(ids.as_bytes());
+        state.extend_from_slice(&app);
+        for j in joiners {
+            let e = TraceEvent::state_sent(group.as_str(), view.0, j.to_string(), dg.clone());
+            self.proc.record(self.now, self.trace, e);
+        }
+        let now = self.now;
+        self.engine_mut().provide_state(now, group, view, Bytes::from(state));
+    }
+
+    /// Unwraps what [`Ctx::provide_state`] made: records the delivered ids and returns the
+    /// app's part.
+    pub(crate) fn load_state(&mut self, group: &GroupName, view: ViewId, state: &Bytes) -> Bytes {
+        let n = state.get(..4).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
+        let ids = state.get(4..4 + n).map(String::from_utf8_lossy).unwrap_or_default();
+        let set: BTreeSet<String> = ids.split('\n').filter(|s| !s.is_empty()).map(String::from).collect();
+        let dg = synchrony_check::digest(set.iter().map(|s| s.as_str()));
+        self.proc.delivered.insert(group.clone(), set);
+        self.proc.record(self.now, self.trace, TraceEvent::state_loaded(group.as_str(), view.0, dg));
+        state.slice((4 + n).min(state.len())..)
+    }
+}
