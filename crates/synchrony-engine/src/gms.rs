@@ -29,6 +29,7 @@ pub(crate) struct Requests {
     pub(crate) leave: bool,
     pub(crate) verdicts: Vec<(GroupName, ProcessId, bool)>,
     pub(crate) verifying: Vec<GroupName>,
+    pub(crate) stalled: bool,
 }
 
 /// What a round changes, fixed when it starts.
@@ -42,6 +43,9 @@ struct Plan {
     gbcasts: BTreeMap<GroupName, Vec<DataMsg>>,
     groups: BTreeSet<GroupName>,
     refused: Vec<(GroupName, ProcessId)>,
+    /// Some member's groups are frozen by a round that never ended (its leader lost the
+    /// lead to an older member with nothing to change): a round must end it.
+    resume: bool,
 }
 
 #[derive(Debug)]
@@ -87,6 +91,10 @@ pub(crate) struct Gms {
     pub(crate) leave: bool,
     pub(crate) requests_dirty: bool,
     requests_sent_epoch: u64,
+    /// Since when a group of this process has been frozen for an epoch not decided yet.
+    frozen_since: Option<Instant>,
+    /// Whether the requests last sent said "stalled".
+    stalled_sent: bool,
     // Leader state.
     round: Round,
     backoff_until: Instant,
@@ -117,6 +125,8 @@ impl Gms {
             leave: false,
             requests_dirty: false,
             requests_sent_epoch: 0,
+            frozen_since: None,
+            stalled_sent: false,
             round: Round::Idle,
             backoff_until: now,
             requests: BTreeMap::new(),
@@ -300,10 +310,11 @@ impl Engine {
             {
                 self.gms.join_requests.insert(who, weight);
             }
-            Msg::Requests { suspects, ops, gbcasts, leave, verdicts, verifying } => {
+            Msg::Requests { suspects, ops, gbcasts, leave, verdicts, verifying, stalled } => {
                 // A refusal is remembered until the joiner stops asking.
                 self.gms.refused.retain(|(g, p)| p != from || ops.contains(&GroupOp::Join(g.clone())));
-                self.gms.requests.insert(from.clone(), Requests { suspects, ops, gbcasts, leave, verdicts, verifying });
+                let r = Requests { suspects, ops, gbcasts, leave, verdicts, verifying, stalled };
+                self.gms.requests.insert(from.clone(), r);
             }
             Msg::Prepare { ballot, epoch, groups } => self.on_prepare(from, ballot, epoch, groups),
             Msg::Promise { ballot, committed, accepted, reports } => {
@@ -476,6 +487,7 @@ impl Engine {
             if r.leave {
                 plan.leaving.insert(p.clone());
             }
+            plan.resume |= r.stalled;
             for op in &r.ops {
                 match op {
                     GroupOp::Join(g) => {
@@ -533,6 +545,7 @@ impl Engine {
             && plan.joins.is_empty()
             && plan.groups.is_empty()
             && plan.refused.is_empty()
+            && !plan.resume
     }
 
     /// Whether `p` may join `g`: `Some(true)` when every member of `g` that verifies joins
@@ -607,7 +620,18 @@ impl Engine {
         // leads (even one this process cannot hear) has them.
         let leader = self.gms.leader().cloned();
         self.judge_joins();
+        let epoch = self.gms.epoch;
+        if self.groups.values().any(|g| g.frozen.is_some_and(|e| e > epoch)) {
+            self.gms.frozen_since.get_or_insert(now);
+        } else {
+            self.gms.frozen_since = None;
+        }
+        let stalled = self.gms.frozen_since.is_some_and(|t| now.saturating_since(t) >= self.config.failure_timeout);
+        if stalled != self.gms.stalled_sent {
+            self.gms.requests_dirty = true;
+        }
         if self.gms.requests_dirty || self.gms.requests_sent_epoch != self.gms.epoch {
+            self.gms.stalled_sent = stalled;
             self.gms.requests_dirty = false;
             self.gms.requests_sent_epoch = self.gms.epoch;
             let msg = Msg::Requests {
@@ -617,6 +641,7 @@ impl Engine {
                 leave: self.gms.leave,
                 verdicts: self.verifiers.verdicts.iter().map(|((g, p), ok)| (g.clone(), p.clone(), *ok)).collect(),
                 verifying: self.verifying(),
+                stalled,
             };
             let members: Vec<ProcessId> = self.gms.members.iter().map(|(p, _)| p.clone()).collect();
             for p in members {
@@ -632,7 +657,8 @@ impl Engine {
                 if now < self.gms.backoff_until || !self.local.is_empty() {
                     return;
                 }
-                let plan = self.plan();
+                let mut plan = self.plan();
+                plan.resume |= stalled;
                 if Self::plan_is_empty(&plan) {
                     return;
                 }

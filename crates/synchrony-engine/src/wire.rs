@@ -196,6 +196,9 @@ pub enum Msg {
         verdicts: Vec<(GroupName, ProcessId, bool)>,
         /// The groups it is a member of and has a join verifier for.
         verifying: Vec<GroupName>,
+        /// Its groups have been frozen by a round that never ended, for longer than the
+        /// failure timeout: the leader must run a round (even an empty one) to end it.
+        stalled: bool,
     },
     /// Phase 1: promise ballot, stop the listed groups and report them.
     Prepare {

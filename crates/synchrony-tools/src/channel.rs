@@ -1,0 +1,280 @@
+//! The async host of a tool core: it reads a group's events, feeds the core, makes the
+//! core's multicasts and replies, and wakes the tool's callers.
+
+use crate::{Core, Effect, Effects};
+use bytes::Bytes;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use synchrony_engine::{Delivery, GroupView, MsgId, Order, ProcessId, QueryOutcome, Replies, ViewId};
+use tokio::sync::{mpsc, oneshot};
+
+/// Why a tool operation failed.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ToolError {
+    /// The group handle is gone: this node left the group, stopped, or shut down.
+    #[error("the group is no longer available to this node (left, stopped or shut down)")]
+    Closed,
+    /// The group refused the multicast.
+    #[error("the group refused the operation: {0}")]
+    Refused(String),
+    /// Bytes that are not this tool's message or state.
+    #[error("cannot decode: {0}")]
+    Decode(String),
+    /// A wait ran out of time.
+    #[error("timed out")]
+    Timeout,
+    /// Every member that could have answered failed or left.
+    #[error("every member that could answer failed or left")]
+    NoSurvivor,
+}
+
+/// What a tool reads from its group, in delivery order.
+#[derive(Debug, Clone)]
+pub enum GroupInput {
+    /// A new view.
+    View(GroupView),
+    /// A delivered multicast.
+    Message(Delivery),
+    /// Joiners need the state for this view: the host provides the core's snapshot.
+    StateRequest(ViewId),
+    /// This node joined; the group's state at its join point.
+    State(Bytes),
+}
+
+/// The sending side of a group, as a tool uses it. `synchrony::GroupSender` implements it.
+pub trait GroupSend: Clone + Send + Sync + 'static {
+    /// Multicasts and returns the message's id.
+    fn send(&self, order: Order, payload: Bytes) -> impl Future<Output = Result<MsgId, ToolError>> + Send;
+    /// A group RPC.
+    fn query(
+        &self,
+        order: Order,
+        payload: Bytes,
+        replies: Replies,
+    ) -> impl Future<Output = Result<QueryOutcome, ToolError>> + Send;
+    /// Answers a delivered query (`None`: a null reply).
+    fn reply(&self, query: MsgId, payload: Option<Bytes>) -> impl Future<Output = ()> + Send;
+    /// Hands joiners the state for `view`.
+    fn provide_state(&self, view: ViewId, state: Bytes) -> impl Future<Output = ()> + Send;
+    /// Returns once everything this node sent before is stable.
+    fn flush(&self) -> impl Future<Output = Result<ViewId, ToolError>> + Send;
+}
+
+/// A group handle a tool can own: its inputs and a sender. `synchrony::Group` implements it.
+pub trait GroupChannel: Send + 'static {
+    /// The sending side.
+    type Sender: GroupSend;
+    /// This process.
+    fn me(&self) -> ProcessId;
+    /// A sender for the group.
+    fn sender(&self) -> Self::Sender;
+    /// The next input; `None` once the node left the group or stopped.
+    fn next_input(&mut self) -> impl Future<Output = Option<GroupInput>> + Send;
+}
+
+/// Completions kept for callers that have not asked yet (a caller learns its message id
+/// only after the send returns, and a local delivery may come first).
+const DONE_KEPT: usize = 4096;
+
+/// What the reader task and the callers share.
+struct Shared<C: Core> {
+    core: C,
+    me: ProcessId,
+    waiters: HashMap<MsgId, oneshot::Sender<C::Output>>,
+    done: HashMap<MsgId, C::Output>,
+    done_order: VecDeque<MsgId>,
+    closed: bool,
+    /// Inputs that did not decode as this tool's (a bug or a foreign sender in the group).
+    pub(crate) foreign: u64,
+}
+
+/// An output a caller may be waiting for: the id of the message it concerns.
+pub trait Keyed {
+    /// The message this output completes, if any.
+    fn key(&self) -> Option<&MsgId>;
+}
+
+/// A running tool: its core (for local reads), its group's sender, and the waits of its
+/// callers. Built by each tool's wrapper with [`ToolHandle::start`].
+pub struct ToolHandle<C: Core, S: GroupSend> {
+    shared: Arc<Mutex<Shared<C>>>,
+    sender: S,
+    effects: mpsc::UnboundedSender<Effect>,
+}
+
+impl<C: Core, S: GroupSend> Clone for ToolHandle<C, S> {
+    fn clone(&self) -> Self {
+        Self { shared: self.shared.clone(), sender: self.sender.clone(), effects: self.effects.clone() }
+    }
+}
+
+impl<C: Core, S: GroupSend> std::fmt::Debug for ToolHandle<C, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ToolHandle").finish_non_exhaustive()
+    }
+}
+
+impl<C, S> ToolHandle<C, S>
+where
+    C: Core,
+    C::Output: Keyed + Clone,
+    S: GroupSend,
+{
+    /// Starts the tool on `channel`: spawns a task that reads the group's inputs into
+    /// `core` and one that makes the core's effects in order. Every output also goes to
+    /// `listener` when there is one (a slow listener slows the group's reader, as any slow
+    /// member does: it is flow control, not loss).
+    pub fn start<G>(mut channel: G, core: C, listener: Option<mpsc::Sender<C::Output>>) -> Self
+    where
+        G: GroupChannel<Sender = S>,
+    {
+        let sender = channel.sender();
+        let shared = Arc::new(Mutex::new(Shared {
+            core,
+            me: channel.me(),
+            waiters: HashMap::new(),
+            done: HashMap::new(),
+            done_order: VecDeque::new(),
+            closed: false,
+            foreign: 0,
+        }));
+        // Unbounded on purpose: the reader must never wait for the driver (the driver may
+        // be waiting for the reader to take the group's next event). Effects come only
+        // from deliveries and callers, both already paced by flow control.
+        let (etx, mut erx) = mpsc::unbounded_channel::<Effect>();
+        let handle = Self { shared: shared.clone(), sender: sender.clone(), effects: etx };
+        let h = handle.clone();
+        tokio::spawn(async move {
+            while let Some(e) = erx.recv().await {
+                match e {
+                    Effect::Send { order, payload } => {
+                        if let Err(err) = h.sender.send(order, payload).await {
+                            tracing::warn!(error = %err, "a tool's multicast was refused");
+                        }
+                    }
+                    Effect::Reply { query, payload } => h.sender.reply(query, payload).await,
+                    Effect::Query { order, payload, replies } => {
+                        // A query waits for replies, maybe our own: never in line.
+                        let h = h.clone();
+                        tokio::spawn(async move {
+                            if let Ok(outcome) = h.sender.query(order, payload, replies).await {
+                                let fx = {
+                                    let mut fx = Effects::default();
+                                    h.lock().core.on_query_done(&outcome, &mut fx);
+                                    fx
+                                };
+                                h.apply(fx, None).await;
+                            }
+                        });
+                    }
+                }
+            }
+        });
+        let h = handle.clone();
+        tokio::spawn(async move {
+            while let Some(input) = channel.next_input().await {
+                let mut fx = Effects::default();
+                match input {
+                    GroupInput::View(v) => h.lock().core.on_view(&v, &mut fx),
+                    GroupInput::Message(m) => h.lock().core.on_message(&m, &mut fx),
+                    GroupInput::StateRequest(view) => {
+                        let state = h.lock().core.snapshot();
+                        h.sender.provide_state(view, state).await;
+                    }
+                    GroupInput::State(state) => {
+                        let mut s = h.lock();
+                        if let Err(e) = s.core.restore(&state) {
+                            s.foreign += 1;
+                            tracing::error!(error = %e, "a tool's state did not load");
+                        }
+                    }
+                }
+                h.apply(fx, listener.as_ref()).await;
+            }
+            let mut s = h.lock();
+            s.closed = true;
+            // Callers waiting for what will never come get `Closed`.
+            s.waiters.clear();
+        });
+        handle
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared<C>> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn apply(&self, fx: Effects<C::Output>, listener: Option<&mpsc::Sender<C::Output>>) {
+        for e in fx.effects {
+            let _ = self.effects.send(e);
+        }
+        for o in fx.outputs {
+            {
+                let mut s = self.lock();
+                if let Some(id) = o.key().filter(|id| id.sender == s.me).cloned() {
+                    match s.waiters.remove(&id) {
+                        Some(w) => {
+                            let _ = w.send(o.clone());
+                        }
+                        None => {
+                            if s.done_order.len() >= DONE_KEPT {
+                                if let Some(old) = s.done_order.pop_front() {
+                                    s.done.remove(&old);
+                                }
+                            }
+                            s.done_order.push_back(id.clone());
+                            s.done.insert(id, o.clone());
+                        }
+                    }
+                }
+            }
+            if let Some(l) = listener {
+                let _ = l.send(o).await;
+            }
+        }
+    }
+
+    /// Reads the core (local, no message).
+    pub fn read<R>(&self, f: impl FnOnce(&C) -> R) -> R {
+        f(&self.lock().core)
+    }
+
+    /// The group's sender.
+    pub fn sender(&self) -> &S {
+        &self.sender
+    }
+
+    /// Makes a core effect, in line with the core's own.
+    pub fn effect(&self, e: Effect) -> Result<(), ToolError> {
+        self.effects.send(e).map_err(|_| ToolError::Closed)
+    }
+
+    /// Multicasts and waits for the output keyed by the message.
+    pub async fn send_and_wait(&self, order: Order, payload: Bytes) -> Result<C::Output, ToolError> {
+        let id = self.sender.send(order, payload).await?;
+        self.wait(id).await
+    }
+
+    /// Waits for the output keyed by `id` (a message this process sent).
+    pub async fn wait(&self, id: MsgId) -> Result<C::Output, ToolError> {
+        let rx = {
+            let mut s = self.lock();
+            if let Some(o) = s.done.remove(&id) {
+                return Ok(o);
+            }
+            if s.closed {
+                return Err(ToolError::Closed);
+            }
+            let (tx, rx) = oneshot::channel();
+            s.waiters.insert(id, tx);
+            rx
+        };
+        rx.await.map_err(|_| ToolError::Closed)
+    }
+
+    /// Inputs that did not decode as this tool's.
+    pub fn foreign(&self) -> u64 {
+        self.lock().foreign
+    }
+}

@@ -1,0 +1,131 @@
+//! # synchrony-tools
+//!
+//! The tools of the Isis Toolkit, built on synchrony process groups: what virtual synchrony
+//! makes easy.
+//!
+//! - [`Replicated`] and [`ReplicatedMap`]: replicated data with local reads, updates in
+//!   total order (or causal order under the tool's lock), state transfer to joiners.
+//! - [`Semaphores`]: named counting semaphores with FIFO queueing, timeouts, and release on
+//!   the holder's failure.
+//! - [`Cohort`]: coordinator-cohort, one member executes a request while the others watch
+//!   and take over.
+//! - [`News`]: publish-subscribe on subjects mapped onto a bounded number of groups.
+//! - [`Configuration`]: a replicated configuration ordered with every message and view.
+//! - [`ParallelQuery`]: a query answered by every member for its share of the rows.
+//!
+//! ## How a tool is built
+//! Each tool has a pure core (a [`Core`]: no I/O, no clock) that reads one group's views and
+//! messages and asks for [`Effect`]s (multicasts, replies). The same core runs in the
+//! deterministic simulator, where the tool's invariants are checked under faults, and under
+//! a thin async wrapper ([`ToolHandle`]) over any [`GroupChannel`]: the `synchrony` crate
+//! implements it for its `Group`.
+
+mod channel;
+mod lock;
+mod replicated;
+
+pub use channel::{GroupChannel, GroupInput, GroupSend, Keyed, ToolError, ToolHandle};
+pub use lock::{LockOutput, Locks, Permit, Semaphores};
+pub use replicated::{Apply, MapUpdate, Replica, Replicated, ReplicatedMap, ReplicatedOutput};
+
+use bytes::Bytes;
+use synchrony_engine::{Delivery, GroupView, MsgId, Order, QueryOutcome, Replies};
+
+/// What a core asks its host to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Multicast to the group.
+    Send {
+        /// The order class.
+        order: Order,
+        /// The bytes.
+        payload: Bytes,
+    },
+    /// A group RPC; the outcome comes back through [`Core::on_query_done`].
+    Query {
+        /// The order class.
+        order: Order,
+        /// The bytes.
+        payload: Bytes,
+        /// How many replies to wait for.
+        replies: Replies,
+    },
+    /// Answer a delivered query (`None`: a null reply).
+    Reply {
+        /// The query.
+        query: MsgId,
+        /// The answer.
+        payload: Option<Bytes>,
+    },
+}
+
+/// What a core produced while handling one input: effects for the group, and outputs for
+/// the tool's local users.
+#[derive(Debug)]
+pub struct Effects<O> {
+    /// Multicasts and replies, in the order they must be made.
+    pub effects: Vec<Effect>,
+    /// What the tool tells its users (a lock granted, a posting ...).
+    pub outputs: Vec<O>,
+}
+
+impl<O> Default for Effects<O> {
+    fn default() -> Self {
+        Self { effects: Vec::new(), outputs: Vec::new() }
+    }
+}
+
+impl<O> Effects<O> {
+    /// Asks for a multicast.
+    pub fn send(&mut self, order: Order, payload: Bytes) {
+        self.effects.push(Effect::Send { order, payload });
+    }
+
+    /// Asks to answer a query.
+    pub fn reply(&mut self, query: MsgId, payload: Option<Bytes>) {
+        self.effects.push(Effect::Reply { query, payload });
+    }
+
+    /// Tells the tool's users.
+    pub fn output(&mut self, o: O) {
+        self.outputs.push(o);
+    }
+}
+
+/// A tool's pure state machine over one group: the same inputs in the same order give the
+/// same state and effects at every member (virtual synchrony does the rest).
+pub trait Core: Send + 'static {
+    /// What the tool tells its local users.
+    type Output: Send + std::fmt::Debug + 'static;
+
+    /// A new view of the group.
+    fn on_view(&mut self, view: &GroupView, fx: &mut Effects<Self::Output>);
+
+    /// A delivered message. Bytes that do not decode as this tool's message are ignored
+    /// (and counted by the caller): they cannot come from a correct member of the tool.
+    fn on_message(&mut self, msg: &Delivery, fx: &mut Effects<Self::Output>);
+
+    /// A query this process asked finished.
+    fn on_query_done(&mut self, outcome: &QueryOutcome, fx: &mut Effects<Self::Output>) {
+        let _ = (outcome, fx);
+    }
+
+    /// The state for a joiner.
+    fn snapshot(&self) -> Bytes;
+
+    /// Loads a joiner's state (replaces whatever the core had). It comes after
+    /// [`Core::on_view`] of the joiner's first view, and is the group's state just before
+    /// that view: a core whose state depends on views applies the view again on top.
+    fn restore(&mut self, state: &[u8]) -> Result<(), ToolError>;
+}
+
+/// Encodes a tool message.
+pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Bytes {
+    // Encoding our own types into a Vec cannot fail.
+    Bytes::from(postcard::to_allocvec(value).expect("encodable"))
+}
+
+/// Decodes a tool message or state.
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ToolError> {
+    postcard::from_bytes(bytes).map_err(|e| ToolError::Decode(e.to_string()))
+}

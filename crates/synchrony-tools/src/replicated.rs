@@ -1,0 +1,398 @@
+//! Replicated data: every member holds a copy, reads are local, updates are multicast and
+//! applied in the same order everywhere, and a joiner gets the copy by state transfer.
+//!
+//! Updates go in total order by default. A caller that holds the tool's lock may send its
+//! updates in causal order instead (cheaper: no sequencer): the lock serializes the writers,
+//! and causal order makes each holder's updates follow the previous holder's. Keys written
+//! under the lock must only be written under the lock.
+
+use crate::channel::Keyed;
+use crate::lock::{acquire_with, release_with, LockHost, LockMsg, LockOutput, LockState, Permit};
+use crate::{decode, encode, Core, Effects, GroupChannel, GroupSend, Semaphores, ToolError, ToolHandle};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use synchrony_engine::{Delivery, GroupView, MsgId, Order};
+
+/// A type that can be replicated: a deterministic `apply` of updates (the same updates in
+/// the same order give the same value at every member).
+pub trait Apply: Serialize + DeserializeOwned + Default + Send + 'static {
+    /// An update.
+    type Update: Serialize + DeserializeOwned + Send + std::fmt::Debug + 'static;
+    /// Applies an update. Must depend only on `self` and `update`.
+    fn apply(&mut self, update: &Self::Update);
+}
+
+/// An update of a replicated map.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum MapUpdate<K, V> {
+    /// Sets `key` to `value`.
+    Put(K, V),
+    /// Removes `key`.
+    Remove(K),
+}
+
+impl<K, V> Apply for BTreeMap<K, V>
+where
+    K: Ord + Clone + Serialize + DeserializeOwned + Send + std::fmt::Debug + 'static,
+    V: Clone + Serialize + DeserializeOwned + Send + std::fmt::Debug + 'static,
+{
+    type Update = MapUpdate<K, V>;
+
+    fn apply(&mut self, update: &MapUpdate<K, V>) {
+        match update {
+            MapUpdate::Put(k, v) => {
+                self.insert(k.clone(), v.clone());
+            }
+            MapUpdate::Remove(k) => {
+                self.remove(k);
+            }
+        }
+    }
+}
+
+/// A replicated value's message.
+#[derive(Debug, Serialize, Deserialize)]
+enum Msg<U> {
+    Update(U),
+    Lock(LockMsg),
+}
+
+/// What a replica tells its users.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReplicatedOutput {
+    /// The update sent as `id` is applied here, as the `seq`-th update of the group.
+    Applied {
+        /// The update's message.
+        id: MsgId,
+        /// Updates applied so far (the same number at every member for the same update).
+        seq: u64,
+    },
+    /// The tool's lock.
+    Lock(LockOutput),
+}
+
+impl Keyed for ReplicatedOutput {
+    fn key(&self) -> Option<&MsgId> {
+        match self {
+            ReplicatedOutput::Applied { id, .. } => Some(id),
+            ReplicatedOutput::Lock(l) => l.key(),
+        }
+    }
+}
+
+/// The lock every replica embeds.
+pub(crate) const LOCK: &str = "replica";
+
+/// A replica of a `T` (a [`Core`]).
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use synchrony_tools::{Core, Effects, MapUpdate, Replica};
+/// use synchrony_engine::{Delivery, GroupName, MsgId, ProcessId, ViewId};
+/// let mut r: Replica<BTreeMap<String, u32>> = Replica::default();
+/// let (order, payload) = Replica::<BTreeMap<String, u32>>::update(&MapUpdate::Put("x".into(), 1));
+/// let d = Delivery { group: GroupName::new("g"), view: ViewId(1),
+///     id: MsgId { sender: ProcessId::new("a", 1), counter: 0 }, order, query: false, payload };
+/// r.on_message(&d, &mut Effects::default());
+/// assert_eq!(r.value().get("x"), Some(&1));
+/// // A joiner's copy is the snapshot.
+/// let mut joiner: Replica<BTreeMap<String, u32>> = Replica::default();
+/// joiner.restore(&r.snapshot()).unwrap();
+/// assert_eq!(joiner.value(), r.value());
+/// ```
+#[derive(Debug, Default)]
+pub struct Replica<T: Apply> {
+    value: T,
+    applied: u64,
+    lock: Semaphores,
+    rejected: u64,
+}
+
+impl<T: Apply> Replica<T> {
+    /// The multicast of an update in total order.
+    pub fn update(update: &T::Update) -> (Order, Bytes) {
+        (Order::Total, encode(&Msg::<&T::Update>::Update(update)))
+    }
+
+    /// The multicast of an update by the holder of the tool's lock (causal order).
+    pub fn update_locked(update: &T::Update) -> (Order, Bytes) {
+        (Order::Causal, encode(&Msg::<&T::Update>::Update(update)))
+    }
+
+    /// The multicast that asks for the tool's lock.
+    pub fn lock_request(free_on_failure: bool) -> (Order, Bytes) {
+        let m = LockMsg::P { name: LOCK.into(), permits: 1, free_on_failure };
+        (Order::Total, encode(&Msg::<()>::Lock(m)))
+    }
+
+    /// The multicast that gives the tool's lock back.
+    pub fn lock_release(request: &MsgId) -> (Order, Bytes) {
+        let m = LockMsg::V { name: LOCK.into(), request: request.clone() };
+        (Order::Total, encode(&Msg::<()>::Lock(m)))
+    }
+
+    /// The local copy (a read: no message).
+    pub fn value(&self) -> &T {
+        &self.value
+    }
+
+    /// Updates applied so far.
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    /// The request holding the tool's lock, if any.
+    pub fn lock_holder(&self) -> Option<MsgId> {
+        self.lock.holders(LOCK).into_iter().next()
+    }
+
+    /// Messages that were not this tool's.
+    pub fn rejected(&self) -> u64 {
+        self.rejected + self.lock.rejected()
+    }
+}
+
+/// The state a joiner receives.
+#[derive(Serialize, Deserialize)]
+struct State<T> {
+    value: T,
+    applied: u64,
+    lock: LockState,
+}
+
+fn lift(fx: &mut Effects<ReplicatedOutput>, inner: Effects<LockOutput>) {
+    fx.effects.extend(inner.effects);
+    fx.outputs.extend(inner.outputs.into_iter().map(ReplicatedOutput::Lock));
+}
+
+impl<T: Apply> Core for Replica<T> {
+    type Output = ReplicatedOutput;
+
+    fn on_view(&mut self, view: &GroupView, fx: &mut Effects<ReplicatedOutput>) {
+        let mut inner = Effects::default();
+        self.lock.view(view, &mut inner);
+        lift(fx, inner);
+    }
+
+    fn on_message(&mut self, msg: &Delivery, fx: &mut Effects<ReplicatedOutput>) {
+        match decode::<Msg<T::Update>>(&msg.payload) {
+            Ok(Msg::Update(u)) => {
+                self.value.apply(&u);
+                self.applied += 1;
+                fx.output(ReplicatedOutput::Applied { id: msg.id.clone(), seq: self.applied });
+            }
+            Ok(Msg::Lock(m)) => {
+                let mut inner = Effects::default();
+                self.lock.handle(&msg.id, m, &mut inner);
+                lift(fx, inner);
+            }
+            Err(_) => self.rejected += 1,
+        }
+    }
+
+    fn snapshot(&self) -> Bytes {
+        encode(&State { value: &self.value, applied: self.applied, lock: self.lock.snapshot_value() })
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), ToolError> {
+        let s: State<T> = decode(state)?;
+        self.value = s.value;
+        self.applied = s.applied;
+        self.lock.restore_value(s.lock);
+        Ok(())
+    }
+}
+
+impl<T: Apply> LockHost for Replica<T> {
+    fn lock_msg(msg: LockMsg) -> Bytes {
+        encode(&Msg::<()>::Lock(msg))
+    }
+
+    fn as_lock(o: ReplicatedOutput) -> Option<LockOutput> {
+        match o {
+            ReplicatedOutput::Lock(l) => Some(l),
+            ReplicatedOutput::Applied { .. } => None,
+        }
+    }
+}
+
+/// Any replicated `T`, for async callers: local reads, updates that return once applied
+/// here (so a read after `update` sees it), and the tool's lock.
+///
+/// ```no_run
+/// # async fn f(group: impl synchrony_tools::GroupChannel) -> Result<(), synchrony_tools::ToolError> {
+/// use serde::{Deserialize, Serialize};
+/// use synchrony_tools::{Apply, Replicated};
+/// #[derive(Default, Serialize, Deserialize)]
+/// struct Counter(i64);
+/// impl Apply for Counter {
+///     type Update = i64;
+///     fn apply(&mut self, by: &i64) { self.0 += by }
+/// }
+/// let counter: Replicated<Counter, _> = Replicated::start(group);
+/// counter.update(&5).await?;
+/// assert!(counter.read(|c| c.0) >= 5);
+/// # Ok(()) }
+/// ```
+pub struct Replicated<T: Apply, S: GroupSend> {
+    tool: ToolHandle<Replica<T>, S>,
+}
+
+impl<T: Apply, S: GroupSend> std::fmt::Debug for Replicated<T, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replicated").finish_non_exhaustive()
+    }
+}
+
+impl<T: Apply, S: GroupSend> Clone for Replicated<T, S> {
+    fn clone(&self) -> Self {
+        Self { tool: self.tool.clone() }
+    }
+}
+
+impl<T: Apply, S: GroupSend> Replicated<T, S> {
+    /// Replicates a `T` on `group` (a joiner receives the members' copy).
+    pub fn start<G: GroupChannel<Sender = S>>(group: G) -> Self {
+        Self { tool: ToolHandle::start(group, Replica::default(), None) }
+    }
+
+    /// Reads the local copy.
+    pub fn read<R>(&self, f: impl FnOnce(&T) -> R) -> R {
+        self.tool.read(|r| f(r.value()))
+    }
+
+    /// Updates every copy (total order); returns once applied here, with its sequence
+    /// number (the same at every member).
+    pub async fn update(&self, update: &T::Update) -> Result<u64, ToolError> {
+        let (order, payload) = Replica::<T>::update(update);
+        applied(self.tool.send_and_wait(order, payload).await?)
+    }
+
+    /// Updates in causal order, as the holder of the tool's lock.
+    pub async fn update_locked(&self, _lock: &Permit, update: &T::Update) -> Result<u64, ToolError> {
+        let (order, payload) = Replica::<T>::update_locked(update);
+        applied(self.tool.send_and_wait(order, payload).await?)
+    }
+
+    /// Takes the tool's lock (released if this process fails), waiting at most `timeout`.
+    pub async fn lock(&self, timeout: Option<Duration>) -> Result<Permit, ToolError> {
+        acquire_with(&self.tool, LOCK, 1, true, timeout).await
+    }
+
+    /// Gives the tool's lock back.
+    pub async fn unlock(&self, permit: Permit) -> Result<(), ToolError> {
+        release_with(&self.tool, permit).await
+    }
+
+    /// Updates applied here so far.
+    pub fn applied(&self) -> u64 {
+        self.tool.read(|r| r.applied())
+    }
+}
+
+fn applied(o: ReplicatedOutput) -> Result<u64, ToolError> {
+    match o {
+        ReplicatedOutput::Applied { seq, .. } => Ok(seq),
+        ReplicatedOutput::Lock(_) => Err(ToolError::Refused("not an update".into())),
+    }
+}
+
+/// A replicated `BTreeMap<K, V>`: local reads, updates in total order (or causal under the
+/// lock), state transfer to joiners.
+///
+/// ```no_run
+/// # async fn f(group: impl synchrony_tools::GroupChannel) -> Result<(), synchrony_tools::ToolError> {
+/// let prices: synchrony_tools::ReplicatedMap<String, f64, _> = synchrony_tools::ReplicatedMap::start(group);
+/// prices.put("ACME".into(), 101.5).await?;
+/// assert_eq!(prices.get(&"ACME".to_string()), Some(101.5)); // local: no message
+/// # Ok(()) }
+/// ```
+pub struct ReplicatedMap<K, V, S: GroupSend>
+where
+    BTreeMap<K, V>: Apply<Update = MapUpdate<K, V>>,
+{
+    inner: Replicated<BTreeMap<K, V>, S>,
+}
+
+impl<K, V, S: GroupSend> std::fmt::Debug for ReplicatedMap<K, V, S>
+where
+    BTreeMap<K, V>: Apply<Update = MapUpdate<K, V>>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicatedMap").finish_non_exhaustive()
+    }
+}
+
+impl<K, V, S: GroupSend> Clone for ReplicatedMap<K, V, S>
+where
+    BTreeMap<K, V>: Apply<Update = MapUpdate<K, V>>,
+{
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone() }
+    }
+}
+
+impl<K, V, S: GroupSend> ReplicatedMap<K, V, S>
+where
+    BTreeMap<K, V>: Apply<Update = MapUpdate<K, V>>,
+    K: Ord + Clone,
+    V: Clone,
+{
+    /// Replicates a map on `group`.
+    pub fn start<G: GroupChannel<Sender = S>>(group: G) -> Self {
+        Self { inner: Replicated::start(group) }
+    }
+
+    /// The local value of `key`.
+    pub fn get(&self, key: &K) -> Option<V> {
+        self.inner.read(|m| m.get(key).cloned())
+    }
+
+    /// Entries in the local copy.
+    pub fn len(&self) -> usize {
+        self.inner.read(|m| m.len())
+    }
+
+    /// Whether the local copy is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A copy of the whole local map.
+    pub fn to_map(&self) -> BTreeMap<K, V> {
+        self.inner.read(|m| m.clone())
+    }
+
+    /// Sets `key` at every member; returns once applied here.
+    pub async fn put(&self, key: K, value: V) -> Result<u64, ToolError> {
+        self.inner.update(&MapUpdate::Put(key, value)).await
+    }
+
+    /// Removes `key` at every member; returns once applied here.
+    pub async fn remove(&self, key: K) -> Result<u64, ToolError> {
+        self.inner.update(&MapUpdate::Remove(key)).await
+    }
+
+    /// Sets `key` in causal order, as the holder of the map's lock.
+    pub async fn put_locked(&self, lock: &Permit, key: K, value: V) -> Result<u64, ToolError> {
+        self.inner.update_locked(lock, &MapUpdate::Put(key, value)).await
+    }
+
+    /// Takes the map's lock.
+    pub async fn lock(&self, timeout: Option<Duration>) -> Result<Permit, ToolError> {
+        self.inner.lock(timeout).await
+    }
+
+    /// Gives the map's lock back.
+    pub async fn unlock(&self, permit: Permit) -> Result<(), ToolError> {
+        self.inner.unlock(permit).await
+    }
+
+    /// Updates applied here so far.
+    pub fn applied(&self) -> u64 {
+        self.inner.applied()
+    }
+}
