@@ -668,6 +668,15 @@ impl Engine {
         }
     }
 
+    /// Drops what a joiner held for a group it leaves before its state came: deliveries and
+    /// views were never its to see, but the outcomes of its own queries still are (their
+    /// callers wait for them).
+    pub(crate) fn drop_gate(&mut self, group: &GroupName) {
+        if let Some(gate) = self.gates.remove(group) {
+            self.events.extend(gate.held.into_iter().filter(|e| matches!(e, Event::QueryDone(_))));
+        }
+    }
+
     /// Runs `f` on a group and absorbs its outputs.
     pub(crate) fn with_group<R>(
         &mut self,
@@ -940,7 +949,7 @@ impl Engine {
         providers.remove(pos);
         if providers.is_empty() {
             tracing::warn!(me = %self.me, %group, "state transfer failed: no provider left");
-            self.gates.remove(group);
+            self.drop_gate(group);
             if let Some(hold) = self.groups.remove(group).and_then(|o| o.hold) {
                 self.outbox_adopt_gbcast(group, &hold);
             }

@@ -1003,7 +1003,7 @@ impl Engine {
                     }
                     if old.is_some_and(|o| matches!(o.join, JoinState::Waiting { .. })) {
                         // It leaves before its state came: what it held was never its to see.
-                        self.gates.remove(g);
+                        self.drop_gate(g);
                     }
                     self.fail_queries_of(g);
                     self.push_event(Event::Left { group: g.clone() });

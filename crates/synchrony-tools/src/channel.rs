@@ -240,6 +240,12 @@ where
         f(&self.lock().core)
     }
 
+    /// Changes the core's local part (what is not replicated: subscriptions, a member's
+    /// own data). Replicated state must only change through messages.
+    pub fn write<R>(&self, f: impl FnOnce(&mut C) -> R) -> R {
+        f(&mut self.lock().core)
+    }
+
     /// The group's sender.
     pub fn sender(&self) -> &S {
         &self.sender

@@ -5,13 +5,13 @@
 //!
 //! - [`Replicated`] and [`ReplicatedMap`]: replicated data with local reads, updates in
 //!   total order (or causal order under the tool's lock), state transfer to joiners.
-//! - [`Semaphores`]: named counting semaphores with FIFO queueing, timeouts, and release on
+//! - [`Semaphores`] and [`Locks`]: named counting semaphores with FIFO queueing, timeouts, and release on
 //!   the holder's failure.
-//! - [`Cohort`]: coordinator-cohort, one member executes a request while the others watch
+//! - [`Cohort`] and [`CohortService`]: coordinator-cohort, one member executes a request while the others watch
 //!   and take over.
-//! - [`News`]: publish-subscribe on subjects mapped onto a bounded number of groups.
-//! - [`Configuration`]: a replicated configuration ordered with every message and view.
-//! - [`ParallelQuery`]: a query answered by every member for its share of the rows.
+//! - [`News`] and [`NewsService`]: publish-subscribe on subjects mapped onto a bounded number of groups.
+//! - [`Configuration`] and [`ConfigHandle`]: a replicated configuration ordered with every message and view.
+//! - [`ParallelQuery`] and [`ParallelQueries`]: a query answered by every member for its share of the rows.
 //!
 //! ## How a tool is built
 //! Each tool has a pure core (a [`Core`]: no I/O, no clock) that reads one group's views and
@@ -21,11 +21,19 @@
 //! implements it for its `Group`.
 
 mod channel;
+mod cohort;
+mod config;
 mod lock;
+mod news;
+mod pquery;
 mod replicated;
 
 pub use channel::{GroupChannel, GroupInput, GroupSend, Keyed, ToolError, ToolHandle};
+pub use cohort::{call as cohort_call, Cohort, CohortOutput, CohortService, Handler};
+pub use config::{ConfigHandle, ConfigOutput, Configuration};
 pub use lock::{LockOutput, Locks, Permit, Semaphores};
+pub use news::{channel_group, channel_of, matches, News, NewsOutput, NewsService, Posting};
+pub use pquery::{combine, ParallelQueries, ParallelQuery, QueryAnswer, QueryProgress, Share};
 pub use replicated::{Apply, MapUpdate, Replica, Replicated, ReplicatedMap, ReplicatedOutput};
 
 use bytes::Bytes;

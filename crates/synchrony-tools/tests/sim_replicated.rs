@@ -35,7 +35,7 @@ struct MapScenario {
 impl Scenario for MapScenario {
     type C = Replica<Map>;
 
-    fn new_core(&mut self, slot: usize) -> Replica<Map> {
+    fn new_core(&mut self, slot: usize, _me: &ProcessId) -> Replica<Map> {
         self.asked.remove(&slot);
         Replica::default()
     }

@@ -5,6 +5,7 @@
 
 use bytes::Bytes;
 use std::collections::BTreeMap;
+use std::time::Duration;
 use synchrony_engine::{Delivery, Event, GroupName, ProcessId};
 use synchrony_sim::{run_app, App, Ctx, Profile, SimConfig};
 use synchrony_tools::{Core, Effect, Effects};
@@ -14,7 +15,7 @@ pub trait Scenario {
     /// The core under test.
     type C: Core;
     /// A fresh core for a new member.
-    fn new_core(&mut self, slot: usize) -> Self::C;
+    fn new_core(&mut self, slot: usize, me: &ProcessId) -> Self::C;
     /// An application action at a member; returns the effects to make.
     fn act(&mut self, slot: usize, me: &ProcessId, core: &Self::C, ctx: &mut Ctx<'_>) -> Vec<Effect>;
     /// After the core handled an input (the delivery, if it was one) and made `outputs`.
@@ -26,6 +27,15 @@ pub trait Scenario {
         input: Input<'_>,
         outputs: &[<Self::C as Core>::Output],
     );
+    /// A query the host made for the core or the scenario went out as `id`.
+    fn queried(&mut self, slot: usize, id: &synchrony_engine::MsgId) {
+        let _ = (slot, id);
+    }
+    /// A query of a process that is no longer in the group ended.
+    fn ended_outside(&mut self, slot: usize, outcome: &synchrony_engine::QueryOutcome) {
+        let _ = (slot, outcome);
+    }
+
     /// At the end: the cores of the processes that are members, by slot.
     fn finish(&mut self, cores: &BTreeMap<usize, &Self::C>) -> Vec<String>;
     /// Problems found while running.
@@ -55,7 +65,7 @@ impl<S: Scenario> Host<S> {
         Self { scenario, cores: (0..nodes).map(|_| None).collect() }
     }
 
-    fn run_effects(ctx: &mut Ctx<'_>, effects: Vec<Effect>) {
+    fn run_effects(&mut self, ctx: &mut Ctx<'_>, effects: Vec<Effect>) {
         let g = tool_group();
         for e in effects {
             match e {
@@ -63,7 +73,9 @@ impl<S: Scenario> Host<S> {
                     let _ = ctx.send(&g, order, payload);
                 }
                 Effect::Query { order, payload, replies } => {
-                    let _ = ctx.query(&g, order, payload, replies);
+                    if let Ok(id) = ctx.query(&g, order, payload, replies) {
+                        self.scenario.queried(ctx.slot(), &id);
+                    }
                 }
                 Effect::Reply { query, payload } => ctx.reply(&query, payload),
             }
@@ -98,7 +110,7 @@ impl<S: Scenario> App for Host<S> {
         let mut fx = Effects::default();
         match event {
             Event::View { view, .. } => {
-                let core = self.cores[slot].get_or_insert_with(|| self.scenario.new_core(slot));
+                let core = self.cores[slot].get_or_insert_with(|| self.scenario.new_core(slot, &me));
                 core.on_view(view, &mut fx);
                 self.scenario.observe(slot, &me, core, Input::View(view), &fx.outputs);
             }
@@ -108,14 +120,18 @@ impl<S: Scenario> App for Host<S> {
                 self.scenario.observe(slot, &me, core, Input::Message(d), &fx.outputs);
             }
             Event::State { state, .. } => {
-                let core = self.cores[slot].get_or_insert_with(|| self.scenario.new_core(slot));
+                let core = self.cores[slot].get_or_insert_with(|| self.scenario.new_core(slot, &me));
                 if let Err(e) = core.restore(state) {
                     panic!("state did not load: {e}");
                 }
                 self.scenario.observe(slot, &me, core, Input::State, &fx.outputs);
             }
             Event::QueryDone(q) if q.group == tool_group() => {
-                let Some(core) = self.cores[slot].as_mut() else { return };
+                let Some(core) = self.cores[slot].as_mut() else {
+                    // A query ends even after its caller left the group (it fails then).
+                    self.scenario.ended_outside(slot, q);
+                    return;
+                };
                 core.on_query_done(q, &mut fx);
                 self.scenario.observe(slot, &me, core, Input::QueryDone(q), &fx.outputs);
             }
@@ -124,7 +140,7 @@ impl<S: Scenario> App for Host<S> {
             }
             _ => {}
         }
-        Self::run_effects(ctx, fx.effects);
+        self.run_effects(ctx, fx.effects);
     }
 
     fn state(&mut self, _ctx: &mut Ctx<'_>, group: &GroupName) -> Bytes {
@@ -142,7 +158,7 @@ impl<S: Scenario> App for Host<S> {
         let me = ctx.me().clone();
         let Some(core) = self.cores[slot].as_ref() else { return };
         let effects = self.scenario.act(slot, &me, core, ctx);
-        Self::run_effects(ctx, effects);
+        self.run_effects(ctx, effects);
     }
 
     fn finish(&mut self, live: &[usize]) -> Vec<String> {
@@ -174,7 +190,14 @@ pub fn check_seeds<S: Scenario>(name: &str, seeds: u64, make: impl Fn() -> S + S
                     let only: Option<u64> = std::env::var("ONLY").ok().and_then(|s| s.parse().ok());
                     for seed in (w..seeds).step_by(2).filter(|s| only.is_none_or(|o| o == *s)) {
                         let profile = PROFILES[(seed % PROFILES.len() as u64) as usize];
-                        let cfg = SimConfig::new(seed, Profile::named(profile).expect("profile"));
+                        // Shorter than the checker's runs: a tool's state is checked at the
+                        // end of each, and many seeds beat long ones.
+                        let cfg = SimConfig {
+                            fault_phase: Duration::from_millis(1500),
+                            calm_traffic: Duration::from_millis(300),
+                            settle: Duration::from_millis(2000),
+                            ..SimConfig::new(seed, Profile::named(profile).expect("profile"))
+                        };
                         let mut host = Host::new(make(), cfg.nodes);
                         let out = run_app(cfg, &mut host);
                         if let Ok(path) = std::env::var("TRACE_OUT") {
