@@ -302,6 +302,11 @@ impl<H: Handler, S: GroupSend> CohortService<H, S> {
         Self { tool: ToolHandle::start(group, Cohort::new(me, host, handler), None), host: host.into() }
     }
 
+    /// The group's sender (for [`call`] from another machine's point of view).
+    pub fn sender(&self) -> &S {
+        self.tool.sender()
+    }
+
     /// Sends a request and waits for its one reply; [`ToolError::NoSurvivor`] when every
     /// member that could answer failed.
     pub async fn call(&self, body: &[u8]) -> Result<Bytes, ToolError> {

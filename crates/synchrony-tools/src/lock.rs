@@ -298,6 +298,12 @@ pub struct Locks<S: GroupSend> {
     tool: ToolHandle<Semaphores, S>,
 }
 
+impl<S: GroupSend> Clone for Locks<S> {
+    fn clone(&self) -> Self {
+        Self { tool: self.tool.clone() }
+    }
+}
+
 impl<S: GroupSend> std::fmt::Debug for Locks<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Locks").finish_non_exhaustive()

@@ -82,6 +82,11 @@ impl Message {
         Ok(())
     }
 
+    /// The delivery as the engine gave it.
+    pub fn into_delivery(self) -> Delivery {
+        self.delivery
+    }
+
     /// Says "I will not answer", so the caller does not wait for this member.
     pub async fn reply_null(&self) {
         self.rt.reply(self.delivery.id.clone(), None).await;
@@ -305,6 +310,10 @@ impl GroupSender {
     /// The group's name.
     pub fn name(&self) -> &GroupName {
         &self.name
+    }
+
+    pub(crate) fn runtime(&self) -> &Runtime {
+        &self.rt
     }
 
     /// Multicasts bytes to the group.

@@ -36,9 +36,14 @@
 //! - [`Order::Total`]: one order for all members.
 //! - [`Order::Safe`]: total, and delivered only once every member has it.
 //! - [`Order::Gbcast`]: ordered with view changes and every other message.
+//!
+//! ## Tools
+//! [`tools`] has the Isis tools on top of groups: replicated data, locks, coordinator-cohort,
+//! news, configuration and parallel query.
 
 mod group;
 mod node;
+pub mod tools;
 
 pub use group::{Event, Group, GroupSendError, GroupSender, Message, StateRequest};
 pub use node::{JoinError, JoinOptions, Node, NodeEvent};

@@ -1,0 +1,231 @@
+//! The tools between nodes in one process, over real TCP on loopback: every tool's wrapper
+//! on the public API.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+use synchrony::tools::{self, Apply, Handler, Share, ToolError};
+use synchrony::{Config, JoinOptions, Node};
+use tokio::time::{sleep, timeout};
+
+async fn node(name: &str, contact: Option<&Node>) -> Node {
+    let mut config = Config::new(name, "127.0.0.1:0");
+    config.failure_timeout = Duration::from_millis(500);
+    config.heartbeat_interval = Duration::from_millis(50);
+    config.contacts.extend(contact.map(|n| n.listen_addr().to_string()));
+    Node::start(config).await.expect("starts")
+}
+
+async fn cluster(n: usize) -> Vec<Node> {
+    let first = node("n1", None).await;
+    let mut nodes = vec![first];
+    for i in 2..=n {
+        let next = node(&format!("n{i}"), Some(&nodes[0])).await;
+        nodes.push(next);
+    }
+    nodes
+}
+
+/// Polls `f` until it holds (or panics after 10 s).
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if f() {
+            return;
+        }
+        sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} did not happen within 10 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicated_map_converges_and_a_joiner_gets_it() {
+    timeout(Duration::from_secs(60), async {
+        let nodes = cluster(3).await;
+        let mut maps = Vec::new();
+        for n in &nodes {
+            let g = n.join("inventory", JoinOptions::default()).await.expect("joins");
+            maps.push(tools::ReplicatedMap::<String, u64>::start(g));
+        }
+        // Concurrent writers: every replica applies the same order.
+        let mut writers = Vec::new();
+        for (i, m) in maps.iter().enumerate() {
+            let m = m.clone();
+            writers.push(tokio::spawn(async move {
+                for k in 0..20u64 {
+                    m.put(format!("k{}", k % 7), i as u64 * 100 + k).await.expect("put");
+                }
+            }));
+        }
+        for w in writers {
+            w.await.expect("writer");
+        }
+        eventually("replicas converge", || maps.iter().all(|m| m.applied() == 60)).await;
+        let first = maps[0].to_map();
+        assert!(maps.iter().all(|m| m.to_map() == first), "replicas differ");
+        // Under the lock, causal updates.
+        let lock = maps[1].lock(Some(Duration::from_secs(5))).await.expect("locks");
+        maps[1].put_locked(&lock, "locked".into(), 7).await.expect("put");
+        maps[1].unlock(lock).await.expect("unlocks");
+        eventually("the locked update everywhere", || maps.iter().all(|m| m.get(&"locked".into()) == Some(7))).await;
+        // A joiner receives the map by state transfer.
+        let late = node("n4", Some(&nodes[0])).await;
+        let g = late.join("inventory", JoinOptions::default()).await.expect("joins");
+        let joined = tools::ReplicatedMap::<String, u64>::start(g);
+        eventually("the joiner has the map", || joined.to_map() == maps[0].to_map()).await;
+        for n in nodes.iter().chain([&late]) {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("within 60 s");
+}
+
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Counter(i64);
+
+impl Apply for Counter {
+    type Update = i64;
+    fn apply(&mut self, by: &i64) {
+        self.0 += by;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_queue_time_out_and_pass_on() {
+    timeout(Duration::from_secs(60), async {
+        let nodes = cluster(3).await;
+        let mut locks = Vec::new();
+        for n in &nodes {
+            let g = n.join("locks", JoinOptions::default()).await.expect("joins");
+            locks.push(tools::Locks::start(g));
+        }
+        let held = locks[0].acquire("printer", 1, true, None).await.expect("free");
+        let waited = locks[1].acquire("printer", 1, true, Some(Duration::from_millis(300))).await;
+        assert_eq!(waited, Err(ToolError::Timeout));
+        let l2 = locks[2].clone();
+        let second = tokio::spawn(async move { l2.acquire("printer", 1, true, Some(Duration::from_secs(10))).await });
+        sleep(Duration::from_millis(200)).await;
+        locks[0].release(held).await.expect("releases");
+        let p = second.await.expect("task").expect("granted after the release");
+        eventually("every replica knows the holder", || {
+            locks.iter().all(|l| l.holders("printer") == vec![p.request.clone()])
+        })
+        .await;
+        // A replicated value of the user's own type.
+        let g = nodes[0].join("counter", JoinOptions::default()).await.expect("joins");
+        let counter: tools::Replicated<Counter> = tools::Replicated::start(g);
+        counter.update(&5).await.expect("update");
+        counter.update(&-2).await.expect("update");
+        assert_eq!(counter.read(|c| c.0), 3);
+        for n in &nodes {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("within 60 s");
+}
+
+struct Rows(Vec<u64>);
+
+impl Share for Rows {
+    fn answer(&mut self, _query: &[u8], rank: usize, n: usize) -> bytes::Bytes {
+        let sum: u64 = self.0.iter().enumerate().filter(|(i, _)| i % n == rank).map(|(_, v)| v).sum();
+        sum.to_le_bytes().to_vec().into()
+    }
+}
+
+struct Echo(String);
+
+impl Handler for Echo {
+    fn execute(&mut self, request: &[u8]) -> bytes::Bytes {
+        format!("{} by {}", String::from_utf8_lossy(request), self.0).into()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configuration_news_parallel_query_and_coordinator_cohort() {
+    timeout(Duration::from_secs(60), async {
+        let nodes = cluster(3).await;
+        // Configuration: a change, then an application message, seen under one version.
+        let mut configs = Vec::new();
+        for n in &nodes {
+            let g = n.join("config", JoinOptions::default()).await.expect("joins");
+            configs.push(tools::ConfigHandle::start(g));
+        }
+        let v = configs[0].0.set("mode", "fast").await.expect("set");
+        configs[1].0.sender().send(synchrony::Order::Fifo, "hello").await.expect("sends");
+        for (_, rx) in configs.iter_mut() {
+            loop {
+                match rx.recv().await.expect("runs") {
+                    tools::ConfigOutput::Message { version, .. } => {
+                        assert_eq!(version, v);
+                        break;
+                    }
+                    tools::ConfigOutput::Changed { .. } => {}
+                }
+            }
+        }
+        assert!(configs.iter().all(|(c, _)| c.get("mode").as_deref() == Some("fast")));
+        // News on 2 channels.
+        let mut services = Vec::new();
+        for n in &nodes {
+            let mut channels = Vec::new();
+            for k in 0..2 {
+                channels.push(n.join(tools::channel_group("market", k), JoinOptions::default()).await.expect("joins"));
+            }
+            services.push(tools::NewsService::start(channels));
+        }
+        let mut acme = services[2].subscribe("prices.*");
+        let mut weather = services[1].subscribe("weather.paris");
+        for i in 0..5u8 {
+            services[0].post("prices.acme", &[i]).await.expect("posts");
+            services[1].post("weather.paris", b"rain").await.expect("posts");
+        }
+        for i in 0..5u8 {
+            let p = acme.recv().await.expect("posting");
+            assert_eq!((p.subject.as_str(), &p.body[..]), ("prices.acme", &[i][..]));
+        }
+        assert_eq!(&weather.recv().await.expect("posting").body[..], b"rain");
+        // Parallel query: three shares of 0..1000.
+        let mut pqs = Vec::new();
+        for n in &nodes {
+            let g = n.join("rows", JoinOptions::default()).await.expect("joins");
+            pqs.push(tools::ParallelQueries::start(g, n.id().clone(), Rows((0..1000).collect())));
+        }
+        sleep(Duration::from_millis(300)).await;
+        let answer = pqs[0].query(b"sum").await.expect("answered");
+        let total: u64 = answer.parts.iter().map(|p| u64::from_le_bytes(p[..8].try_into().expect("8 bytes"))).sum();
+        assert_eq!((answer.parts.len(), total), (3, 499_500));
+        // Coordinator-cohort: every call gets one reply, from a member on the caller's
+        // machine if there is one, else from one spread by hash.
+        let mut services = Vec::new();
+        for (i, n) in nodes.iter().enumerate() {
+            let g = n.join("service", JoinOptions::default()).await.expect("joins");
+            services.push(tools::CohortService::start(
+                g,
+                n.id().clone(),
+                &format!("host{i}"),
+                Echo(n.id().to_string()),
+            ));
+        }
+        sleep(Duration::from_millis(300)).await;
+        let by = |r: bytes::Bytes| String::from_utf8_lossy(&r).split(" by ").nth(1).unwrap_or_default().to_string();
+        for (i, s) in services.iter().enumerate() {
+            let r = s.call(b"local").await.expect("one reply");
+            assert_eq!(by(r), nodes[i].id().to_string(), "the member on the caller's machine coordinates");
+        }
+        let mut spread = BTreeMap::new();
+        for i in 0..30 {
+            let r = tools::cohort_call(services[0].sender(), "elsewhere", format!("req{i}").as_bytes())
+                .await
+                .expect("one reply");
+            assert!(String::from_utf8_lossy(&r).starts_with(&format!("req{i} by ")));
+            *spread.entry(by(r)).or_insert(0) += 1;
+        }
+        assert!(spread.len() >= 2, "the coordinators were not spread: {spread:?}");
+        for n in &nodes {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("within 60 s");
+}
