@@ -1,16 +1,12 @@
 //! The public API between nodes in one process, over real TCP on loopback.
 
 use std::time::Duration;
-use synchrony::{Config, Event, Group, GroupSendError, JoinOptions, Node, Order, Replies};
+use synchrony::{Event, Group, GroupSendError, JoinOptions, Order, Replies};
 use tokio::time::timeout;
 
-async fn node(name: &str, contact: Option<&Node>) -> Node {
-    let mut config = Config::new(name, "127.0.0.1:0");
-    config.failure_timeout = Duration::from_millis(500);
-    config.heartbeat_interval = Duration::from_millis(50);
-    config.contacts.extend(contact.map(|n| n.listen_addr().to_string()));
-    Node::start(config).await.expect("starts")
-}
+mod common;
+
+use common::node;
 
 /// Reads events until a view with `n` members, answering state requests.
 async fn until_view(g: &mut Group, n: usize) {

@@ -4,16 +4,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 use synchrony::tools::{self, Apply, Handler, Share, ToolError};
-use synchrony::{Config, JoinOptions, Node};
+use synchrony::{JoinOptions, Node};
 use tokio::time::{sleep, timeout};
 
-async fn node(name: &str, contact: Option<&Node>) -> Node {
-    let mut config = Config::new(name, "127.0.0.1:0");
-    config.failure_timeout = Duration::from_millis(500);
-    config.heartbeat_interval = Duration::from_millis(50);
-    config.contacts.extend(contact.map(|n| n.listen_addr().to_string()));
-    Node::start(config).await.expect("starts")
-}
+mod common;
+
+use common::node;
 
 async fn cluster(n: usize) -> Vec<Node> {
     let first = node("n1", None).await;
