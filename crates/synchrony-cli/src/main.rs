@@ -12,6 +12,7 @@ use synchrony_sim::{run, Profile, SimConfig};
 mod bench;
 mod demo;
 mod node;
+mod tool;
 
 /// Virtual synchrony for Rust: process groups whose members see the same events in the
 /// same order.
@@ -83,6 +84,9 @@ enum Cmd {
     /// One member of `synchrony bench` (started by it).
     #[command(hide = true)]
     BenchMember(bench::MemberArgs),
+    /// One member process of a tool, printing what it sees as JSON lines (for tests).
+    #[command(hide = true)]
+    Tool(tool::ToolArgs),
     /// Run a long-lived member of a cluster until SIGTERM or Ctrl-C.
     Node(node::NodeArgs),
     /// Join a group, send traffic at a rate for a while, keep taking part until SIGTERM or
@@ -257,6 +261,7 @@ fn main() -> Result<()> {
         Cmd::Bench(args) => bench::run_bench(args),
         Cmd::BenchMember(args) => tokio_main(bench::run_member(args)),
         Cmd::Node(args) => tokio_main(node::run_node(args)),
+        Cmd::Tool(args) => tokio_main(tool::run_tool(args)),
         Cmd::Load(args) => tokio_main(node::run_load(args)),
         Cmd::Status { addr, secret_file, json, watch } => tokio_main(node::run_status(addr, secret_file, json, watch)),
     }

@@ -80,6 +80,12 @@ impl From<&str> for GroupName {
     }
 }
 
+impl From<String> for GroupName {
+    fn from(s: String) -> Self {
+        Self::new(s)
+    }
+}
+
 /// A group view's id: views of one group are numbered 1, 2, 3, ...
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
 pub struct ViewId(pub u64);

@@ -79,16 +79,6 @@ struct State {
     finished: Vec<(MsgId, Finished)>,
 }
 
-/// FNV-1a: a hash that is the same at every process and every build.
-fn fnv(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
 /// One member's side of coordinator-cohort (a [`Core`]).
 #[derive(Debug)]
 pub struct Cohort<H: Handler> {
@@ -130,7 +120,7 @@ impl<H: Handler> Cohort<H> {
         if let Some(local) = members.iter().find(|m| hosts.get(*m).is_some_and(|h| h == host)) {
             return local.clone();
         }
-        let k = fnv(id.to_string().as_bytes()) % members.len().max(1) as u64;
+        let k = crate::fnv1a(id.to_string().as_bytes()) % members.len().max(1) as u64;
         members[k as usize].clone()
     }
 

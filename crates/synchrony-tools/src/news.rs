@@ -60,12 +60,7 @@ pub fn matches(pattern: &str, subject: &str) -> bool {
 /// The channel a subject is posted on, of `channels` (FNV-1a of the subject: the same at
 /// every process and every build).
 pub fn channel_of(subject: &str, channels: u32) -> u32 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in subject.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (h % u64::from(channels.max(1))) as u32
+    (crate::fnv1a(subject.as_bytes()) % u64::from(channels.max(1))) as u32
 }
 
 /// The group of channel `k` of the news service `service`.

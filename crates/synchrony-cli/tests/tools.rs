@@ -1,0 +1,190 @@
+//! Each tool across real processes on loopback, with a member SIGKILLed while it works:
+//! the survivors' accounts (printed by `synchrony tool` as JSON lines) must agree and be
+//! complete.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+struct Member {
+    name: String,
+    child: Child,
+    lines: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Member {
+    fn events(&self, kind: &str) -> Vec<Value> {
+        self.lines.lock().expect("lines").iter().filter(|v| v["event"] == kind).cloned().collect()
+    }
+
+    fn wait_for(&self, kind: &str, within: Duration) {
+        let t = Instant::now();
+        while self.events(kind).is_empty() {
+            assert!(t.elapsed() < within, "{} printed no {kind} within {within:?}", self.name);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("binds").local_addr().expect("addr").port()
+}
+
+/// Starts `synchrony tool --tool TOOL` as `name`, joining through `contact`.
+fn member(tool: &str, name: &str, port: u16, contact: Option<u16>, extra: &[&str]) -> Member {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_synchrony"));
+    cmd.args(["tool", "--tool", tool, "--name", name, "--listen", &format!("127.0.0.1:{port}")]);
+    cmd.args(["--failure-timeout", "300ms", "--heartbeat", "30ms", "--exit-after", "6s"]);
+    if let Some(c) = contact {
+        cmd.args(["--contact", &format!("127.0.0.1:{c}")]);
+    }
+    cmd.args(extra).stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("starts");
+    let out = child.stdout.take().expect("stdout");
+    let lines: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str(&line) {
+                sink.lock().expect("lines").push(v);
+            }
+        }
+    });
+    let m = Member { name: name.into(), child, lines };
+    m.wait_for("member", Duration::from_secs(10));
+    m
+}
+
+/// Three members (the third killed `kill_after` after it started); waits for the others to
+/// exit and returns them.
+fn three(tool: &str, args: [&[&str]; 3], kill_after: Duration) -> Vec<Member> {
+    let p: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let a = member(tool, "n1", p[0], None, args[0]);
+    let b = member(tool, "n2", p[1], Some(p[0]), args[1]);
+    let mut c = member(tool, "n3", p[2], Some(p[0]), args[2]);
+    std::thread::sleep(kill_after);
+    c.child.kill().expect("SIGKILL");
+    let _ = c.child.wait();
+    let mut survivors = vec![a, b];
+    for m in &mut survivors {
+        let status = m.child.wait().expect("exits");
+        assert!(status.success(), "{} failed: {status}", m.name);
+    }
+    survivors
+}
+
+#[test]
+fn replicated_map_survivors_agree_and_keep_every_acknowledged_put() {
+    let ops: &[&str] = &["--ops", "150", "--every", "5ms"];
+    let ms = three("map", [ops, ops, ops], Duration::from_millis(800));
+    let last: Vec<Value> = ms.iter().map(|m| m.events("map").last().cloned().expect("a map line")).collect();
+    assert_eq!(last[0]["digest"], last[1]["digest"], "survivors differ: {last:?}");
+    let acked: u64 = ms.iter().map(|m| m.events("put").iter().filter(|p| p["ok"] == true).count() as u64).sum();
+    assert_eq!(acked, 300, "every survivor's put returned");
+    assert!(last[0]["len"].as_u64().expect("len") >= acked, "acknowledged puts lost: {last:?}");
+}
+
+#[test]
+fn a_killed_holder_returns_its_permit_and_holders_never_overlap() {
+    let p: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let rounds: &[&str] = &["--ops", "10", "--every", "20ms", "--delay", "1500ms"];
+    let a = member("lock", "n1", p[0], None, rounds);
+    let mut c = member("lock", "n3", p[2], Some(p[0]), &["--hold-forever"]);
+    c.wait_for("granted", Duration::from_secs(5));
+    let b = member("lock", "n2", p[1], Some(p[0]), rounds);
+    std::thread::sleep(Duration::from_millis(1000));
+    let killed_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_micros();
+    c.child.kill().expect("SIGKILL");
+    let _ = c.child.wait();
+    let mut intervals = Vec::new();
+    for mut m in [a, b] {
+        assert!(m.child.wait().expect("exits").success());
+        assert_eq!(m.events("done").len(), 1, "{} did not finish its rounds", m.name);
+        let g = m.events("granted");
+        let r = m.events("released");
+        assert_eq!((g.len(), r.len()), (10, 10));
+        for (g, r) in g.iter().zip(&r) {
+            let (s, e) = (g["at_us"].as_u64().expect("us") as u128, r["at_us"].as_u64().expect("us") as u128);
+            assert!(s > killed_at, "{} held the lock while the killed holder had it", m.name);
+            intervals.push((s, e, m.name.clone()));
+        }
+    }
+    intervals.sort();
+    for w in intervals.windows(2) {
+        assert!(w[0].1 <= w[1].0, "two holders at once: {:?} and {:?}", w[0], w[1]);
+    }
+}
+
+#[test]
+fn coordinator_cohort_answers_every_call_once_through_a_coordinators_death() {
+    let calls: &[&str] = &["--ops", "60", "--every", "20ms"];
+    let ms = three("cohort", [calls, calls, &[]], Duration::from_millis(600));
+    let mut by = std::collections::BTreeSet::new();
+    for m in &ms {
+        assert!(m.events("error").is_empty(), "{}: {:?}", m.name, m.events("error"));
+        let replies = m.events("reply");
+        assert_eq!(replies.len(), 60, "{} got {} replies", m.name, replies.len());
+        for r in replies {
+            assert_eq!(r["req"], r["want"], "a reply to another request");
+            by.insert(r["by"].as_str().expect("by").to_string());
+        }
+    }
+    assert!(by.iter().any(|b| b.starts_with("n3#")), "the killed member never coordinated: {by:?}");
+    assert!(by.len() >= 2, "no takeover: {by:?}");
+}
+
+#[test]
+fn parallel_queries_count_every_row_once_while_a_member_dies() {
+    let q: &[&str] = &["--ops", "40", "--every", "20ms"];
+    let ms = three("pquery", [q, &[], &[]], Duration::from_millis(400));
+    let answers = ms[0].events("answer");
+    assert!(ms[0].events("error").is_empty(), "{:?}", ms[0].events("error"));
+    assert_eq!(answers.len(), 40);
+    for a in &answers {
+        assert_eq!(a["sum"], a["want"], "a row lost or counted twice: {a}");
+    }
+    assert!(answers.iter().any(|a| a["parts"] == 3) && answers.iter().any(|a| a["parts"] == 2));
+}
+
+#[test]
+fn configuration_versions_agree_on_every_message() {
+    let ops: &[&str] = &["--ops", "100", "--every", "10ms"];
+    let ms = three("config", [ops, ops, ops], Duration::from_millis(500));
+    let seen: Vec<std::collections::BTreeMap<String, u64>> = ms
+        .iter()
+        .map(|m| {
+            m.events("msg")
+                .iter()
+                .map(|e| (e["id"].as_str().expect("id").to_string(), e["version"].as_u64().expect("version")))
+                .collect()
+        })
+        .collect();
+    let both: Vec<(&String, &u64, u64)> =
+        seen[0].iter().filter_map(|(id, v)| seen[1].get(id).map(|w| (id, v, *w))).collect();
+    assert!(both.len() >= 150, "too few messages seen by both: {}", both.len());
+    let differ: Vec<_> = both.iter().filter(|(_, v, w)| **v != *w).collect();
+    assert!(differ.is_empty(), "messages seen under different configurations: {differ:?}");
+}
+
+#[test]
+fn news_subscriber_gets_a_posters_postings_in_order_and_none_lost() {
+    let ms = three(
+        "news",
+        [
+            &["--ops", "100", "--every", "10ms", "--delay", "1s"],
+            &["--subscribe", "prices.*"],
+            &["--ops", "100", "--every", "10ms", "--delay", "1s"],
+        ],
+        Duration::from_millis(1500),
+    );
+    let from_n1: Vec<u64> = ms[1]
+        .events("posting")
+        .iter()
+        .filter(|p| p["from"].as_str().is_some_and(|f| f.starts_with("n1#")))
+        .map(|p| p["n"].as_u64().expect("n"))
+        .collect();
+    assert_eq!(from_n1, (0..100).collect::<Vec<_>>());
+    assert!(ms[1].events("posting").iter().any(|p| p["subject"] == "prices.n3"));
+}
