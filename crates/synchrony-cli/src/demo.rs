@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use synchrony_check::{check, parse, Options, TraceEvent};
 
@@ -36,6 +37,8 @@ struct Procs {
     secret: Option<PathBuf>,
     children: Vec<(String, Child)>,
     ports: BTreeMap<String, u16>,
+    /// What each tool process printed (JSON lines).
+    tool_lines: BTreeMap<String, Arc<Mutex<Vec<serde_json::Value>>>>,
 }
 
 impl Drop for Procs {
@@ -88,6 +91,43 @@ impl Procs {
         let child = cmd.spawn().with_context(|| format!("starting {}", self.exe.display()))?;
         self.children.push((name.to_string(), child));
         Ok(())
+    }
+
+    /// Starts `synchrony tool --tool showcase` as `name` (the replicated map and the lock),
+    /// joining the cluster through n1; its JSON lines are kept.
+    fn start_tool(&mut self, name: &str, extra: &[&str]) -> Result<()> {
+        let port = free_port()?;
+        self.ports.insert(name.to_string(), port);
+        let mut cmd = Command::new(&self.exe);
+        cmd.args(["tool", "--tool", "showcase", "--name", name, "--listen", &self.addr(name)]);
+        cmd.args(["--contact", &self.addr("n1"), "--failure-timeout", FAILURE_TIMEOUT, "--exit-after", "30s"]);
+        cmd.args(["--ops", "60", "--every", "30ms"]).args(extra);
+        if let Some(s) = &self.secret {
+            cmd.arg("--secret-file").arg(s);
+        }
+        cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+        let mut child = cmd.spawn().with_context(|| format!("starting {}", self.exe.display()))?;
+        let out = child.stdout.take().context("the tool's output")?;
+        let lines: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str(&line) {
+                    sink.lock().unwrap_or_else(|e| e.into_inner()).push(v);
+                }
+            }
+        });
+        self.tool_lines.insert(name.to_string(), lines);
+        self.children.push((name.to_string(), child));
+        Ok(())
+    }
+
+    /// The lines tool process `name` printed with `"event": kind`.
+    fn tool_events(&self, name: &str, kind: &str) -> Vec<serde_json::Value> {
+        let Some(lines) = self.tool_lines.get(name) else { return Vec::new() };
+        let lines = lines.lock().unwrap_or_else(|e| e.into_inner());
+        lines.iter().filter(|v| v["event"] == kind).cloned().collect()
     }
 
     fn child(&self, name: &str) -> &Child {
@@ -209,6 +249,40 @@ fn status_of(exe: &Path, addr: &str, secret: Option<&Path>) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).to_string())
 }
 
+/// Checks and tells what the tool processes did: equal maps holding every acknowledged put,
+/// and lock holds that never overlapped.
+fn tools_verdict(procs: &Procs, n: &Narrator, killed_micros: u64) -> Result<()> {
+    let maps: Vec<serde_json::Value> =
+        ["t1", "t2"].iter().filter_map(|t| procs.tool_events(t, "map").last().cloned()).collect();
+    let acked: usize =
+        ["t1", "t2"].iter().map(|t| procs.tool_events(t, "put").iter().filter(|p| p["ok"] == true).count()).sum();
+    if maps.len() != 2 || maps[0]["digest"] != maps[1]["digest"] {
+        bail!("the replicated map differs between t1 and t2: {maps:?}");
+    }
+    let len = maps[0]["len"].as_u64().unwrap_or(0) as usize;
+    if len < acked {
+        bail!("the replicated map lost acknowledged puts ({len} entries, {acked} acknowledged)");
+    }
+    n.say(&format!(
+        "the replicated map: t1 and t2 hold the same {len} entries (digest {}), with all {acked} puts acknowledged to them",
+        maps[0]["digest"].as_str().unwrap_or("?")
+    ));
+    let mut holds: Vec<(u64, u64)> = Vec::new();
+    for t in ["t1", "t2"] {
+        let g = procs.tool_events(t, "granted");
+        let r = procs.tool_events(t, "released");
+        holds.extend(
+            g.iter().zip(&r).map(|(g, r)| (g["at_us"].as_u64().unwrap_or(0), r["at_us"].as_u64().unwrap_or(0))),
+        );
+    }
+    holds.sort_unstable();
+    if holds.windows(2).any(|w| w[0].1 > w[1].0) || holds.first().is_some_and(|h| h.0 < killed_micros) {
+        bail!("two processes held the lock at once");
+    }
+    n.say(&format!("the lock: {} holds by t1 and t2 after t3's failure, never two at once", holds.len()));
+    Ok(())
+}
+
 /// Runs the demo. Returns an error (and the command exits non-zero) if a check fails.
 pub(crate) fn run_demo(args: DemoArgs) -> Result<()> {
     let secret_on = args.secret || args.intruders;
@@ -231,6 +305,7 @@ pub(crate) fn run_demo(args: DemoArgs) -> Result<()> {
         secret: secret.clone(),
         children: Vec::new(),
         ports: BTreeMap::new(),
+        tool_lines: BTreeMap::new(),
     };
     let mut n = Narrator {
         start: Instant::now(),
@@ -257,7 +332,18 @@ pub(crate) fn run_demo(args: DemoArgs) -> Result<()> {
         files.push(procs.trace(name));
     }
     n.say("started n1 (it founds the cluster) and n2..n5 (they join through n1)");
-    wait(&mut n, &files, Duration::from_secs(3), &mut last_rate);
+    wait(&mut n, &files, Duration::from_millis(500), &mut last_rate);
+    // The tools: a replicated map and a lock, in three more processes of the same cluster.
+    procs.start_tool("t3", &["--hold-forever"])?;
+    wait(&mut n, &files, Duration::from_millis(300), &mut last_rate);
+    procs.start_tool("t1", &["--delay", "1s"])?;
+    procs.start_tool("t2", &["--delay", "1s"])?;
+    n.say("started t1, t2, t3: each puts 60 entries into a replicated map (tools.map); t3 takes the lock `res`");
+    n.say("and keeps it, t1 and t2 then queue for it (tools.lock, FIFO, released if a holder fails)");
+    wait(&mut n, &files, Duration::from_millis(2200), &mut last_rate);
+    if procs.tool_events("t3", "granted").is_empty() {
+        bail!("t3 did not get the lock");
+    }
 
     if args.intruders {
         n.say("an intruder with the wrong secret tries to join, and a process sends garbage bytes to n1");
@@ -284,11 +370,28 @@ pub(crate) fn run_demo(args: DemoArgs) -> Result<()> {
         n.say("the intruder gave up: it could not join without the secret");
     }
 
-    n.say("SIGKILL n5");
-    signal(procs.child("n5"), "KILL")?;
+    n.say("SIGKILL n5, and t3 while it holds the lock");
+    // Taken before the signals: a failure on loopback is seen within milliseconds.
     let killed_micros =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+    signal(procs.child("n5"), "KILL")?;
+    signal(procs.child("t3"), "KILL")?;
     wait(&mut n, &files, Duration::from_secs(2), &mut last_rate);
+    let first = ["t1", "t2"]
+        .iter()
+        .flat_map(|t| procs.tool_events(t, "granted").into_iter().map(move |g| (g["at_us"].as_u64().unwrap_or(0), *t)))
+        .min();
+    match first {
+        Some((at, t)) if at > killed_micros => n.say(&format!(
+            "the lock: t3's permit came back when it was excluded; {t} got the lock {} ms after the kill",
+            (at - killed_micros) / 1000
+        )),
+        Some((at, t)) => bail!(
+            "{t} held the lock at {at} while t3 still had it (killed at {killed_micros}; t3 granted {:?})",
+            procs.tool_events("t3", "granted")
+        ),
+        None => bail!("t3's lock never came back after it was killed"),
+    }
 
     n.say("starting n6, which joins during the traffic and gets the state by state transfer");
     procs.start_load("n6", Some("n1"), "total,causal", "8")?;
@@ -320,8 +423,9 @@ pub(crate) fn run_demo(args: DemoArgs) -> Result<()> {
     } else {
         println!("\n`synchrony status {}`:\n{status}", procs.addr("n1"));
     }
+    tools_verdict(&procs, &n, killed_micros)?;
     for (name, c) in &procs.children {
-        if name != "n5" {
+        if name != "n5" && name != "t3" {
             signal(c, "TERM")?;
         }
     }

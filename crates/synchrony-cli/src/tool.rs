@@ -14,7 +14,7 @@ use synchrony::{JoinOptions, Node, Order};
 pub(crate) struct ToolArgs {
     #[command(flatten)]
     pub(crate) node: NodeArgs,
-    /// map, lock, cohort, pquery, config or news.
+    /// map, lock, cohort, pquery, config, news, or showcase (map and lock at once).
     #[arg(long)]
     pub(crate) tool: String,
     /// Operations this member makes (puts, lock rounds, calls, queries, changes, postings).
@@ -71,41 +71,13 @@ pub(crate) async fn run_tool(args: ToolArgs) -> Result<()> {
     let work = async {
         tokio::time::sleep(args.delay).await;
         match args.tool.as_str() {
-            "map" => {
-                let map: tools::ReplicatedMap<String, u64> = tools::ReplicatedMap::start(group("map").await?);
-                for i in 0..args.ops {
-                    let ok = map.put(format!("{}-{i}", args.node.name), i as u64).await.is_ok();
-                    say(json!({"event": "put", "key": format!("{}-{i}", args.node.name), "ok": ok}));
-                    tokio::time::sleep(args.every).await;
-                }
-                let mut last = (0, 0);
-                loop {
-                    let entries = map.to_map();
-                    let lines: Vec<String> = entries.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                    let digest = synchrony_check::digest(lines.iter().map(|s| s.as_str()));
-                    if (map.applied(), entries.len()) != last {
-                        last = (map.applied(), entries.len());
-                        say(json!({"event": "map", "applied": last.0, "len": last.1, "digest": digest}));
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-            "lock" => {
-                let locks = tools::Locks::start(group("lock").await?);
-                if args.hold_forever {
-                    let _held = locks.acquire("res", 1, true, None).await?;
-                    say(json!({"event": "granted", "at_us": now_us()}));
-                    std::future::pending::<()>().await;
-                }
-                for _ in 0..args.ops {
-                    let p = locks.acquire("res", 1, true, Some(Duration::from_secs(20))).await?;
-                    say(json!({"event": "granted", "at_us": now_us()}));
-                    tokio::time::sleep(args.every).await;
-                    say(json!({"event": "released", "at_us": now_us()}));
-                    locks.release(p).await?;
-                }
-                say(json!({"event": "done"}));
-                std::future::pending::<()>().await;
+            "map" => run_map(&node, &args).await?,
+            "lock" => run_lock(&node, &args).await?,
+            // The demo's part: the map and the lock at once.
+            "showcase" => {
+                let (m, l) = tokio::join!(run_map(&node, &args), run_lock(&node, &args));
+                m?;
+                l?;
             }
             "cohort" => {
                 let host = format!("host-{}", args.node.name);
@@ -195,7 +167,7 @@ pub(crate) async fn run_tool(args: ToolArgs) -> Result<()> {
                     None => std::future::pending::<()>().await,
                 }
             }
-            other => bail!("no tool called {other} (map, lock, cohort, pquery, config, news)"),
+            other => bail!("no tool called {other} (map, lock, cohort, pquery, config, news, showcase)"),
         }
         #[allow(unreachable_code)]
         Ok(())
@@ -206,4 +178,48 @@ pub(crate) async fn run_tool(args: ToolArgs) -> Result<()> {
     };
     node.shutdown().await;
     outcome
+}
+
+/// Puts `ops` entries, then reports the map whenever it changes.
+async fn run_map(node: &Node, args: &ToolArgs) -> Result<()> {
+    let group = node.join("tools.map", JoinOptions::default()).await?;
+    let map: tools::ReplicatedMap<String, u64> = tools::ReplicatedMap::start(group);
+    for i in 0..args.ops {
+        let key = format!("{}-{i}", args.node.name);
+        let ok = map.put(key.clone(), i as u64).await.is_ok();
+        say(json!({"event": "put", "key": key, "ok": ok}));
+        tokio::time::sleep(args.every).await;
+    }
+    let mut last = (0, 0);
+    loop {
+        let entries = map.to_map();
+        if (map.applied(), entries.len()) != last {
+            last = (map.applied(), entries.len());
+            let lines: Vec<String> = entries.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let digest = synchrony_check::digest(lines.iter().map(|s| s.as_str()));
+            say(json!({"event": "map", "applied": last.0, "len": last.1, "digest": digest}));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Takes the lock `res` for `every`, `ops` times (or once and forever, to be killed).
+async fn run_lock(node: &Node, args: &ToolArgs) -> Result<()> {
+    let locks = tools::Locks::start(node.join("tools.lock", JoinOptions::default()).await?);
+    if args.hold_forever {
+        let _held = locks.acquire("res", 1, true, None).await?;
+        say(json!({"event": "granted", "at_us": now_us()}));
+        std::future::pending::<()>().await;
+    }
+    let rounds = if args.tool == "showcase" { args.ops / 10 } else { args.ops };
+    for _ in 0..rounds {
+        let p = locks.acquire("res", 1, true, Some(Duration::from_secs(20))).await?;
+        say(json!({"event": "granted", "at_us": now_us()}));
+        tokio::time::sleep(args.every).await;
+        say(json!({"event": "released", "at_us": now_us()}));
+        locks.release(p).await?;
+    }
+    say(json!({"event": "done"}));
+    std::future::pending::<()>().await;
+    Ok(())
 }

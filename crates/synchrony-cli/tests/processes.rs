@@ -25,6 +25,8 @@ fn demo(extra: &[&str], name: &str) {
     assert!(stdout.contains("n6#1 loaded the state"), "the joiner got no state:\n{stdout}");
     assert!(stdout.contains("- n5#1"), "the killed member was not excluded:\n{stdout}");
     assert!(stdout.contains("n4#2"), "the paused member did not rejoin as a new incarnation:\n{stdout}");
+    assert!(stdout.contains("the replicated map: t1 and t2 hold the same"), "no map verdict:\n{stdout}");
+    assert!(stdout.contains("t3's permit came back"), "the killed holder's lock did not return:\n{stdout}");
     let traces: Vec<_> = std::fs::read_dir(&dir)
         .expect("traces kept")
         .map(|e| e.expect("entry").path())
