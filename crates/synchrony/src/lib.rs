@@ -48,8 +48,8 @@ pub mod tools;
 pub use group::{Event, Group, GroupSendError, GroupSender, Message, StateRequest};
 pub use node::{JoinError, JoinOptions, Node, NodeEvent};
 pub use synchrony_engine::{
-    FlushError, GroupName, GroupView, MembershipError, MsgId, Order, PartitionReason, ProcessId, QueryOutcome, Replies,
-    SendError, ViewId,
+    Delivery, FlushError, GroupName, GroupView, MembershipError, MsgId, Order, PartitionReason, ProcessId,
+    QueryOutcome, Replies, SendError, ViewId,
 };
 pub use synchrony_runtime::{Config, NodeStatus, StartError};
 
