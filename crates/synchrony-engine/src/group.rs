@@ -164,8 +164,6 @@ pub(crate) struct GroupState {
     cut_mode: bool,
     /// A gbcast of this member not yet delivered: later sends wait for it (G5).
     pub(crate) hold: Option<MsgId>,
-    /// Non-members' messages this member relayed and has not yet acknowledged: (seq, id).
-    relayed: VecDeque<(u64, MsgId)>,
     /// Per non-member origin, the highest counter delivered (drops relay duplicates).
     pub(crate) external: BTreeMap<ProcessId, u64>,
     /// While a joiner waits for its state: its deliveries, to check against the table that
@@ -204,7 +202,6 @@ impl GroupState {
             checkpoints: BTreeMap::new(),
             cut_mode: false,
             hold: None,
-            relayed: VecDeque::new(),
             external: BTreeMap::new(),
             unchecked: None,
         }
@@ -286,8 +283,6 @@ impl GroupState {
         let msg = DataMsg { id: q.id, seq, order: q.order, vt, query: q.query, relayed, payload: q.payload };
         if msg.id.sender == self.view.members[self.rank] {
             self.own_unstable.push_back((seq, msg.id.counter));
-        } else {
-            self.relayed.push_back((seq, msg.id.clone()));
         }
         let wire = Msg::Data { group: self.name.clone(), view: self.view.id, epoch: self.epoch, msg: msg.clone() };
         self.broadcast(wire, out);
@@ -446,6 +441,14 @@ impl GroupState {
                     }
                     let msg = msg.clone();
                     self.streams[r].delivered = next;
+                    if r == self.rank && msg.id.sender != self.view.members[r] {
+                        // A non-member's message this member relayed: delivered here under
+                        // the uniform rule, so every survivor delivers it (it is in every
+                        // cut); only now may the origin forget it. Stability of the stream
+                        // alone is not enough: a cut drops what follows a message whose
+                        // causal past died with its sender (chaos seed 13989).
+                        out.sends.push((msg.id.sender.clone(), Msg::ForwardAck { id: msg.id.clone() }));
+                    }
                     if msg.order.is_total() {
                         self.delivered_total += 1;
                     }
@@ -534,7 +537,6 @@ impl GroupState {
             while self.own_unstable.front().is_some_and(|&(s, _)| s <= own_stable) {
                 self.own_unstable.pop_front();
             }
-            self.ack_relayed(own_stable, out);
             self.try_deliver(out);
         }
         self.check_flushes(out);
@@ -628,7 +630,6 @@ impl GroupState {
         // Everything of this epoch is now delivered everywhere that survives: own messages
         // count as stable for flush().
         self.own_unstable.clear();
-        self.ack_relayed(u64::MAX, out);
         missing
     }
 
@@ -674,14 +675,6 @@ impl GroupState {
         // later by a relay that held them.
         let seen = self.external.entry(id.sender.clone()).or_default();
         *seen = (*seen).max(id.counter + 1);
-    }
-
-    /// Tells non-members that their relayed messages up to `seq` are stable.
-    fn ack_relayed(&mut self, seq: u64, out: &mut Out) {
-        while self.relayed.front().is_some_and(|(s, _)| *s <= seq) {
-            let (_, id) = self.relayed.pop_front().expect("checked");
-            out.sends.push((id.sender.clone(), Msg::ForwardAck { id }));
-        }
     }
 
     /// After a gbcast-only round: the view goes on in a new epoch.

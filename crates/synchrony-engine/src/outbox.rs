@@ -1,7 +1,8 @@
 //! Sends from processes that are not members of the group.
 //!
 //! A non-member hands its multicasts to the group's oldest member (the relay), which puts
-//! them in its own stream and acknowledges once they are stable there (so in every cut).
+//! them in its own stream and acknowledges once it delivered them (a relayed message is
+//! delivered under the uniform rule, so then it is in every cut).
 //! Forwards carry a sequence number per origin and group, and a relay releases them in
 //! that order (holding them while it is not yet a member), so one relay never reorders an
 //! origin's messages. Unacknowledged messages go again, in order, to a new relay when the
