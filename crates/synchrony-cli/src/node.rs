@@ -60,6 +60,12 @@ pub(crate) struct NodeArgs {
     /// Serve Prometheus metrics at this address (GET any path), e.g. 127.0.0.1:9100.
     #[arg(long)]
     pub(crate) metrics: Option<std::net::SocketAddr>,
+    /// This process's weight in majority decisions (Isis: servers 1, clients 0).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) weight: u32,
+    /// A view change also needs at least this much weight.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) min_commit_weight: u32,
     /// Give up if not a member of the cluster after this long.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub(crate) join_timeout: Duration,
@@ -76,6 +82,8 @@ impl NodeArgs {
         c.rejoin = self.rejoin;
         c.join_timeout = self.join_timeout;
         c.metrics = self.metrics;
+        c.engine.weight = self.weight;
+        c.engine.min_commit_weight = self.min_commit_weight;
         if let Some(f) = &self.secret_file {
             let s = std::fs::read(f).with_context(|| format!("reading the secret from {}", f.display()))?;
             let s = s.strip_suffix(b"\n").unwrap_or(&s).to_vec();
