@@ -74,6 +74,9 @@ pub trait GroupChannel: Send + 'static {
     fn next_input(&mut self) -> impl Future<Output = Option<GroupInput>> + Send;
 }
 
+/// Sees each output of a core with the core, before callers are woken.
+pub type Observer<C> = Box<dyn FnMut(&C, &<C as Core>::Output) + Send>;
+
 /// Completions kept for callers that have not asked yet (a caller learns its message id
 /// only after the send returns, and a local delivery may come first).
 const DONE_KEPT: usize = 4096;
@@ -126,7 +129,22 @@ where
     /// `core` and one that makes the core's effects in order. Every output also goes to
     /// `listener` when there is one (a slow listener slows the group's reader, as any slow
     /// member does: it is flow control, not loss).
-    pub fn start<G>(mut channel: G, core: C, listener: Option<mpsc::Sender<C::Output>>) -> Self
+    pub fn start<G>(channel: G, core: C, listener: Option<mpsc::Sender<C::Output>>) -> Self
+    where
+        G: GroupChannel<Sender = S>,
+    {
+        Self::start_observed(channel, core, listener, None)
+    }
+
+    /// As [`ToolHandle::start`], with an observer that sees every output with the core it
+    /// came from, in the reader, before any caller is woken: what it does (write a log,
+    /// say) happens before the output is acknowledged to anyone.
+    pub fn start_observed<G>(
+        mut channel: G,
+        core: C,
+        listener: Option<mpsc::Sender<C::Output>>,
+        mut observer: Option<Observer<C>>,
+    ) -> Self
     where
         G: GroupChannel<Sender = S>,
     {
@@ -178,7 +196,15 @@ where
                 let mut fx = Effects::default();
                 match input {
                     GroupInput::View(v) => h.lock().core.on_view(&v, &mut fx),
-                    GroupInput::Message(m) => h.lock().core.on_message(&m, &mut fx),
+                    GroupInput::Message(m) => {
+                        let mut s = h.lock();
+                        s.core.on_message(&m, &mut fx);
+                        if let Some(obs) = observer.as_mut() {
+                            for o in &fx.outputs {
+                                obs(&s.core, o);
+                            }
+                        }
+                    }
                     GroupInput::StateRequest(view) => {
                         let state = h.lock().core.snapshot();
                         h.sender.provide_state(view, state).await;

@@ -28,13 +28,13 @@ mod news;
 mod pquery;
 mod replicated;
 
-pub use channel::{GroupChannel, GroupInput, GroupSend, Keyed, ToolError, ToolHandle};
+pub use channel::{GroupChannel, GroupInput, GroupSend, Keyed, Observer, ToolError, ToolHandle};
 pub use cohort::{call as cohort_call, Cohort, CohortOutput, CohortService, Handler};
 pub use config::{ConfigHandle, ConfigOutput, Configuration};
 pub use lock::{LockOutput, Locks, Permit, Semaphores};
 pub use news::{channel_group, channel_of, matches, News, NewsOutput, NewsService, Posting};
 pub use pquery::{combine, ParallelQueries, ParallelQuery, QueryAnswer, QueryProgress, Share};
-pub use replicated::{Apply, MapUpdate, Replica, Replicated, ReplicatedMap, ReplicatedOutput};
+pub use replicated::{Apply, LogContents, MapUpdate, Replica, Replicated, ReplicatedMap, ReplicatedOutput, UpdateLog};
 
 use bytes::Bytes;
 use synchrony_engine::{Delivery, GroupView, MsgId, Order, QueryOutcome, Replies};

@@ -69,6 +69,8 @@ pub enum ReplicatedOutput {
         id: MsgId,
         /// Updates applied so far (the same number at every member for the same update).
         seq: u64,
+        /// The update as multicast (what a log keeps).
+        update: Bytes,
     },
     /// The tool's lock.
     Lock(LockOutput),
@@ -182,7 +184,11 @@ impl<T: Apply> Core for Replica<T> {
             Ok(Msg::Update(u)) => {
                 self.value.apply(&u);
                 self.applied += 1;
-                fx.output(ReplicatedOutput::Applied { id: msg.id.clone(), seq: self.applied });
+                fx.output(ReplicatedOutput::Applied {
+                    id: msg.id.clone(),
+                    seq: self.applied,
+                    update: msg.payload.clone(),
+                });
             }
             Ok(Msg::Lock(m)) => {
                 let mut inner = Effects::default();
@@ -217,6 +223,60 @@ impl<T: Apply> LockHost for Replica<T> {
             ReplicatedOutput::Applied { .. } => None,
         }
     }
+}
+
+/// A log's contents: the last checkpoint (the last update it covers, the state) and the
+/// updates after it (sequence number, bytes).
+pub type LogContents = (Option<(u64, Vec<u8>)>, Vec<(u64, Vec<u8>)>);
+
+/// Where a logged replica keeps its updates, on stable storage (`synchrony::tools`
+/// implements it over the node's store).
+pub trait UpdateLog: Send + 'static {
+    /// Appends update `seq`; durable when this returns.
+    fn append(&mut self, seq: u64, update: &[u8]) -> Result<(), String>;
+    /// Stores a checkpoint covering the updates up to `seq`, dropping them from the log.
+    fn checkpoint(&mut self, seq: u64, state: &[u8]) -> Result<(), String>;
+    /// The last checkpoint and the updates after it.
+    fn load(&self) -> Result<LogContents, String>;
+}
+
+impl<T: Apply> Replica<T> {
+    /// A replica rebuilt from its log: the last checkpoint, then the updates after it.
+    pub fn from_log(log: &dyn UpdateLog) -> Result<Self, ToolError> {
+        let (checkpoint, updates) = log.load().map_err(ToolError::Refused)?;
+        let mut r = Replica::<T>::default();
+        if let Some((_, state)) = checkpoint {
+            r.restore(&state)?;
+        }
+        for (seq, bytes) in updates {
+            if let Msg::Update(u) = decode::<Msg<T::Update>>(&bytes)? {
+                r.value.apply(&u);
+                r.applied = seq;
+            }
+        }
+        Ok(r)
+    }
+}
+
+/// Logs every applied update before anyone is told of it, and checkpoints (compacting the
+/// log) every `every` updates. After a state transfer the next update does not follow the
+/// last one logged: the whole state is checkpointed then instead.
+fn logger<T: Apply>(mut log: Box<dyn UpdateLog>, every: u64, mut last: u64) -> crate::channel::Observer<Replica<T>> {
+    let mut since = 0;
+    Box::new(move |core: &Replica<T>, o: &ReplicatedOutput| {
+        let ReplicatedOutput::Applied { seq, update, .. } = o else { return };
+        let result = if *seq == last + 1 && since < every {
+            since += 1;
+            log.append(*seq, update)
+        } else {
+            since = 0;
+            log.checkpoint(*seq, &core.snapshot())
+        };
+        match result {
+            Ok(()) => last = *seq,
+            Err(e) => tracing::error!(seq, error = %e, "an update could not be logged"),
+        }
+    })
 }
 
 /// Any replicated `T`, for async callers: local reads, updates that return once applied
@@ -257,6 +317,22 @@ impl<T: Apply, S: GroupSend> Replicated<T, S> {
     /// Replicates a `T` on `group` (a joiner receives the members' copy).
     pub fn start<G: GroupChannel<Sender = S>>(group: G) -> Self {
         Self { tool: ToolHandle::start(group, Replica::default(), None) }
+    }
+
+    /// Replicates a `T` on `group` in logging mode: every update is on `log` before
+    /// `update` returns (or anyone is told of it), and the log is compacted into a
+    /// checkpoint every `checkpoint_every` updates. The replica starts from the log: if
+    /// this member starts the group (after a total failure, the last to fail does), that
+    /// is the group's state; if the group runs, a state transfer replaces it.
+    pub fn start_logged<G: GroupChannel<Sender = S>>(
+        group: G,
+        log: impl UpdateLog,
+        checkpoint_every: u64,
+    ) -> Result<Self, ToolError> {
+        let core = Replica::<T>::from_log(&log)?;
+        let last = core.applied();
+        let observer = logger::<T>(Box::new(log), checkpoint_every.max(1), last);
+        Ok(Self { tool: ToolHandle::start_observed(group, core, None, Some(observer)) })
     }
 
     /// Reads the local copy.
@@ -344,6 +420,15 @@ where
     /// Replicates a map on `group`.
     pub fn start<G: GroupChannel<Sender = S>>(group: G) -> Self {
         Self { inner: Replicated::start(group) }
+    }
+
+    /// Replicates a map on `group` in logging mode (see [`Replicated::start_logged`]).
+    pub fn start_logged<G: GroupChannel<Sender = S>>(
+        group: G,
+        log: impl UpdateLog,
+        checkpoint_every: u64,
+    ) -> Result<Self, ToolError> {
+        Ok(Self { inner: Replicated::start_logged(group, log, checkpoint_every)? })
     }
 
     /// The local value of `key`.

@@ -52,6 +52,8 @@ pub use synchrony_engine::{
     QueryOutcome, Replies, SendError, ViewId,
 };
 pub use synchrony_runtime::{Config, NodeStatus, StartError};
+/// Stable storage: a node's views, checkpoints and update logs ([`synchrony_storage`]).
+pub use synchrony_storage as storage;
 
 /// Encodes a value the way [`Group::send_value`] does (postcard).
 pub fn encode<T: serde::Serialize>(value: &T) -> Result<bytes::Bytes, postcard::Error> {

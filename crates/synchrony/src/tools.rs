@@ -37,6 +37,36 @@ pub type ParallelQueries<S> = synchrony_tools::ParallelQueries<S, GroupSender>;
 /// Coordinator-cohort on a [`Group`].
 pub type CohortService<H> = synchrony_tools::CohortService<H, GroupSender>;
 
+/// A logged group's update log in the node's store ([`synchrony_storage::Store`]), for
+/// [`ReplicatedMap::start_logged`] and [`Replicated::start_logged`].
+#[derive(Debug, Clone)]
+pub struct StoreLog {
+    store: std::sync::Arc<synchrony_storage::Store>,
+    group: crate::GroupName,
+}
+
+impl StoreLog {
+    /// The log of `group` in `store`.
+    pub fn new(store: std::sync::Arc<synchrony_storage::Store>, group: impl Into<crate::GroupName>) -> Self {
+        Self { store, group: group.into() }
+    }
+}
+
+impl UpdateLog for StoreLog {
+    fn append(&mut self, seq: u64, update: &[u8]) -> Result<(), String> {
+        self.store.append(&self.group, seq, update).map_err(|e| e.to_string())
+    }
+
+    fn checkpoint(&mut self, seq: u64, state: &[u8]) -> Result<(), String> {
+        self.store.checkpoint(&self.group, seq, state).map_err(|e| e.to_string())
+    }
+
+    fn load(&self) -> Result<LogContents, String> {
+        let r = self.store.load(&self.group).map_err(|e| e.to_string())?;
+        Ok((r.checkpoint, r.log))
+    }
+}
+
 fn refused(e: GroupSendError) -> ToolError {
     match e {
         GroupSendError::NotMember(_) => ToolError::Closed,

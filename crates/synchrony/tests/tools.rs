@@ -225,3 +225,43 @@ async fn configuration_news_parallel_query_and_coordinator_cohort() {
     .await
     .expect("within 60 s");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logged_map_comes_back_from_its_log_after_every_member_stopped() {
+    timeout(Duration::from_secs(60), async {
+        let dir = std::env::temp_dir().join(format!("synchrony-logged-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = std::sync::Arc::new(synchrony::storage::Store::open(&dir, "a").expect("store"));
+        {
+            let a = node("a", None).await;
+            let g = a.join("ledger", JoinOptions::default()).await.expect("joins");
+            let log = tools::StoreLog::new(store.clone(), "ledger");
+            let ledger = tools::ReplicatedMap::<String, u64>::start_logged(g, log, 10).expect("starts");
+            for i in 0..25u64 {
+                ledger.put(format!("acct{i}"), i * 100).await.expect("durable once it returns");
+            }
+            let on_disk = store.load(&"ledger".into()).expect("loads");
+            assert_eq!(on_disk.checkpoint.as_ref().map(|c| c.0), Some(22), "checkpoints every 10 updates (+1)");
+            assert_eq!(on_disk.log.len(), 3);
+            a.shutdown().await; // the whole group is gone
+        }
+        // The member restarts alone: the group comes back from its log.
+        let a = node("a", None).await;
+        let g = a.join("ledger", JoinOptions::default()).await.expect("joins");
+        let ledger =
+            tools::ReplicatedMap::<String, u64>::start_logged(g, tools::StoreLog::new(store.clone(), "ledger"), 10)
+                .expect("starts");
+        assert_eq!(ledger.len(), 25);
+        assert_eq!(ledger.get(&"acct24".to_string()), Some(2400));
+        // A joiner gets it by state transfer.
+        let b = node("b", Some(&a)).await;
+        let g = b.join("ledger", JoinOptions::default()).await.expect("joins");
+        let copy = tools::ReplicatedMap::<String, u64>::start(g);
+        eventually("the joiner has the ledger", || copy.to_map() == ledger.to_map()).await;
+        a.shutdown().await;
+        b.shutdown().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await
+    .expect("within 60 s");
+}
