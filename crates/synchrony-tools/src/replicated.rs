@@ -367,6 +367,13 @@ impl<T: Apply, S: GroupSend> Replicated<T, S> {
     pub fn applied(&self) -> u64 {
         self.tool.read(|r| r.applied())
     }
+
+    /// Returns once every update this member made is held by every member: after it, the
+    /// updates survive any failure that leaves a member (do this before an external action
+    /// such as answering a client).
+    pub async fn flush(&self) -> Result<(), ToolError> {
+        self.tool.sender().flush().await.map(|_| ())
+    }
 }
 
 fn applied(o: ReplicatedOutput) -> Result<u64, ToolError> {
@@ -479,5 +486,10 @@ where
     /// Updates applied here so far.
     pub fn applied(&self) -> u64 {
         self.inner.applied()
+    }
+
+    /// See [`Replicated::flush`].
+    pub async fn flush(&self) -> Result<(), ToolError> {
+        self.inner.flush().await
     }
 }
