@@ -29,6 +29,9 @@ pub(crate) struct ToolArgs {
     /// `lock`: take the lock once and never give it back (to be killed holding it).
     #[arg(long)]
     pub(crate) hold_forever: bool,
+    /// `durable`: the members that recover the group together (comma-separated names).
+    #[arg(long, default_value = "")]
+    pub(crate) expect: String,
     /// `news`: subscribe to this pattern and print what arrives.
     #[arg(long)]
     pub(crate) subscribe: Option<String>,
@@ -72,6 +75,7 @@ pub(crate) async fn run_tool(args: ToolArgs) -> Result<()> {
         tokio::time::sleep(args.delay).await;
         match args.tool.as_str() {
             "map" => run_map(&node, &args).await?,
+            "durable" => run_durable(&node, &args).await?,
             "lock" => run_lock(&node, &args).await?,
             // The demo's part: the map and the lock at once.
             "showcase" => {
@@ -222,4 +226,41 @@ async fn run_lock(node: &Node, args: &ToolArgs) -> Result<()> {
     say(json!({"event": "done"}));
     std::future::pending::<()>().await;
     Ok(())
+}
+
+/// A logged replicated map: recovers it (rejoin, or restart from the last to fail), makes
+/// `ops` puts, each reported `durable` once applied, logged and flushed, then reports the
+/// keys whenever they change.
+async fn run_durable(node: &Node, args: &ToolArgs) -> Result<()> {
+    let dir = args.node.data_dir.clone().context("--data-dir is needed")?;
+    let store = std::sync::Arc::new(synchrony::storage::Store::open(&dir.join("store"), &args.node.name)?);
+    let expected: Vec<String> = args.expect.split(',').filter(|s| !s.is_empty()).map(String::from).collect();
+    let (replica, how) = tools::recover::<std::collections::BTreeMap<String, u64>>(
+        node,
+        "tools.durable",
+        store,
+        &expected,
+        Duration::from_secs(3),
+        20,
+    )
+    .await?;
+    let map: tools::ReplicatedMap<String, u64> = replica.into();
+    say(json!({"event": "recovered", "how": format!("{how:?}"), "len": map.len()}));
+    let me = node.id().to_string();
+    for i in 0..args.ops {
+        let key = format!("{me}-{i}");
+        if map.put(key.clone(), i as u64).await.is_ok() && map.flush().await.is_ok() {
+            say(json!({"event": "durable", "key": key}));
+        }
+        tokio::time::sleep(args.every).await;
+    }
+    let mut last = usize::MAX;
+    loop {
+        let keys: Vec<String> = map.to_map().into_keys().collect();
+        if keys.len() != last {
+            last = keys.len();
+            say(json!({"event": "keys", "keys": keys}));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

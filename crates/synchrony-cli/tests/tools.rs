@@ -4,6 +4,7 @@
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -187,4 +188,102 @@ fn news_subscriber_gets_a_posters_postings_in_order_and_none_lost() {
         .collect();
     assert_eq!(from_n1, (0..100).collect::<Vec<_>>());
     assert!(ms[1].events("posting").iter().any(|p| p["subject"] == "prices.n3"));
+}
+
+/// Three members of a logged map make durable updates (applied, logged, flushed) and are
+/// SIGKILLed: all at once, or one by one with the last a while after the others. All three
+/// restart; the group must come back from the last to fail, with every update any of them
+/// reported durable, and every member's map equal.
+fn total_failure(one_by_one: bool) {
+    let dirs: Vec<PathBuf> = (1..=3)
+        .map(|i| std::env::temp_dir().join(format!("synchrony-durable-{}-{one_by_one}-n{i}", std::process::id())))
+        .collect();
+    for d in &dirs {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    let run = |ops: &str| -> Vec<Member> {
+        let p: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let mut ms = Vec::new();
+        for i in 0..3 {
+            let dir = dirs[i].to_str().expect("utf-8").to_string();
+            let extra = ["--data-dir", &dir, "--expect", "n1,n2,n3", "--ops", ops, "--every", "5ms"];
+            let contact = (i > 0).then_some(p[0]);
+            ms.push(member("durable", &format!("n{}", i + 1), p[i], contact, &extra));
+        }
+        ms
+    };
+    let mut first = run("1000");
+    for m in &first {
+        m.wait_for("recovered", Duration::from_secs(10));
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    if one_by_one {
+        for (k, pause) in [(2, 300), (1, 700), (0, 0)] {
+            first[k].child.kill().expect("SIGKILL");
+            std::thread::sleep(Duration::from_millis(pause));
+        }
+    } else {
+        for m in &mut first {
+            m.child.kill().expect("SIGKILL");
+        }
+    }
+    let mut durable = std::collections::BTreeSet::new();
+    for m in &mut first {
+        let _ = m.child.wait();
+        durable.extend(m.events("durable").iter().map(|e| e["key"].as_str().expect("key").to_string()));
+    }
+    assert!(durable.len() > 50, "too few durable updates to check: {}", durable.len());
+    let second = run("0");
+    let mut maps = Vec::new();
+    for m in &second {
+        m.wait_for("keys", Duration::from_secs(15));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    for m in &second {
+        let how = m.events("recovered")[0]["how"].as_str().expect("how").to_string();
+        let keys: std::collections::BTreeSet<String> = m.events("keys").last().expect("keys")["keys"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|k| k.as_str().expect("key").to_string())
+            .collect();
+        let lost: Vec<&String> = durable.difference(&keys).take(5).collect();
+        assert!(
+            lost.is_empty(),
+            "{} ({how}) lost durable updates, e.g. {lost:?} ({} of {})",
+            m.name,
+            durable.len() - durable.intersection(&keys).count(),
+            durable.len()
+        );
+        maps.push((how, keys));
+    }
+    assert!(maps.windows(2).all(|w| w[0].1 == w[1].1), "the restarted members differ");
+    let hows: Vec<&str> = maps.iter().map(|(h, _)| h.as_str()).collect();
+    println!(
+        "{} durable updates before the kills; after the restart {} keys everywhere; {hows:?}",
+        durable.len(),
+        maps[0].1.len()
+    );
+    assert_eq!(
+        maps.iter().filter(|(h, _)| h.starts_with("Restarted")).count(),
+        1,
+        "one member restarts the group: {maps:?}"
+    );
+    for mut m in second {
+        let _ = m.child.kill();
+        let _ = m.child.wait();
+    }
+    for d in &dirs {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+#[test]
+fn a_logged_map_comes_back_from_the_last_to_fail_after_all_are_killed_at_once() {
+    total_failure(false);
+}
+
+#[test]
+fn a_logged_map_comes_back_from_the_last_to_fail_after_one_by_one_kills() {
+    total_failure(true);
 }

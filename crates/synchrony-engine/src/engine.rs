@@ -152,6 +152,12 @@ impl Engine {
         self.views.get(group)
     }
 
+    /// Every group this process knows a view of (member or not; an empty view: nobody is
+    /// in the group any more).
+    pub fn known_groups(&self) -> impl Iterator<Item = (&GroupName, &GroupView)> {
+        self.views.iter()
+    }
+
     /// The groups this process is a member of.
     pub fn my_groups(&self) -> impl Iterator<Item = &GroupName> {
         self.groups.keys()

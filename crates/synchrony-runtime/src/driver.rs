@@ -801,8 +801,21 @@ impl Driver {
                     .collect()
             })
             .unwrap_or_default();
+        let known = e
+            .map(|e| {
+                e.known_groups()
+                    .filter(|(_, v)| !v.members.is_empty())
+                    .map(|(g, v)| GroupStatus {
+                        name: g.to_string(),
+                        view: v.id.0,
+                        members: v.members.iter().map(|m| m.to_string()).collect(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         NodeStatus {
             process: me.to_string(),
+            known,
             listen: self.peers.book.get(&self.config.name).cloned().unwrap_or_default(),
             status: e.map_or("finding a contact".into(), |e| format!("{:?}", e.status()).to_lowercase()),
             leader: e.and_then(|e| e.leader().map(|l| l.to_string())),

@@ -46,6 +46,9 @@ pub struct NodeStatus {
     pub members: Vec<String>,
     /// The groups it is a member of.
     pub groups: Vec<GroupStatus>,
+    /// Every group with members, as this node knows them (member or not).
+    #[serde(default)]
+    pub known: Vec<GroupStatus>,
     /// Peers it has a connection to.
     pub connections: Vec<String>,
     /// Multicasts sent per second (over the last second or so).

@@ -409,6 +409,15 @@ where
     }
 }
 
+impl<K, V, S: GroupSend> From<Replicated<BTreeMap<K, V>, S>> for ReplicatedMap<K, V, S>
+where
+    BTreeMap<K, V>: Apply<Update = MapUpdate<K, V>>,
+{
+    fn from(inner: Replicated<BTreeMap<K, V>, S>) -> Self {
+        Self { inner }
+    }
+}
+
 impl<K, V, S: GroupSend> Clone for ReplicatedMap<K, V, S>
 where
     BTreeMap<K, V>: Apply<Update = MapUpdate<K, V>>,

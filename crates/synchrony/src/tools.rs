@@ -122,3 +122,135 @@ impl GroupChannel for Group {
         }
     }
 }
+
+/// How a logged group came back when this node restarted (see [`recover`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Recovery {
+    /// The group was running: this node joined it and got its state by state transfer.
+    Rejoined,
+    /// Every member had failed, and this node's log reflected the most updates (it failed
+    /// last): the group restarted from it.
+    Restarted {
+        /// Updates in the restarted state.
+        applied: u64,
+    },
+    /// Every member had failed; the group restarted from `from`'s log and this node joined
+    /// it (its own log is replaced by the group's state).
+    Followed {
+        /// The node the group restarted from.
+        from: String,
+    },
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+enum RecoveryMsg {
+    Report { name: String, applied: u64 },
+    Ready { name: String },
+}
+
+fn join_error(e: crate::JoinError) -> ToolError {
+    ToolError::Refused(e.to_string())
+}
+
+/// The recovery manager: brings a logged replicated `T` of `group` back when this node
+/// restarts. If the group is running, the node joins it (state transfer). If every member
+/// failed, the restarting members of `expected` (node names) report how many updates their
+/// logs hold, in a recovery group whose state carries the reports to late joiners; once all
+/// of `expected` reported, or after `wait`, the one whose log reflects the most updates (the
+/// last to fail; ties by name) restarts the group from its log, and the others join it.
+pub async fn recover<T: Apply>(
+    node: &crate::Node,
+    group: &str,
+    store: std::sync::Arc<synchrony_storage::Store>,
+    expected: &[String],
+    wait: std::time::Duration,
+    checkpoint_every: u64,
+) -> Result<(Replicated<T>, Recovery), ToolError> {
+    use crate::JoinOptions;
+    let log = || StoreLog::new(store.clone(), group);
+    let running = || async { node.status().await.is_some_and(|s| s.known.iter().any(|g| g.name == group)) };
+    let start = |how: Recovery| async move {
+        let g = node.join(group, JoinOptions::default()).await.map_err(join_error)?;
+        Ok::<_, ToolError>((Replicated::start_logged(g, log(), checkpoint_every)?, how))
+    };
+    if running().await {
+        return start(Recovery::Rejoined).await;
+    }
+    let me = node.id().name.to_string();
+    let applied = Replica::<T>::from_log(&log())?.applied();
+    let mut r = node.join(format!("{group}.recovery"), JoinOptions::default()).await.map_err(join_error)?;
+    let report = RecoveryMsg::Report { name: me.clone(), applied };
+    r.send_value(crate::Order::Total, &report).await.map_err(|e| ToolError::Refused(e.to_string()))?;
+    let mut reports: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    let mut ready: Option<String> = None;
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut chosen: Option<String> = None;
+    loop {
+        if ready.is_some() || running().await {
+            break;
+        }
+        if chosen.is_none() && expected.iter().all(|n| reports.contains_key(n)) {
+            chosen = reports.iter().max_by_key(|(n, a)| (**a, (*n).clone())).map(|(n, _)| n.clone());
+            if chosen.as_deref() == Some(me.as_str()) {
+                break;
+            }
+        }
+        let until = if chosen.is_some() { deadline + wait } else { deadline };
+        match tokio::time::timeout_at(until, r.next_event()).await {
+            Ok(Some(crate::Event::Message(m))) => match m.value::<RecoveryMsg>() {
+                Ok(RecoveryMsg::Report { name, applied }) => {
+                    reports.insert(name, applied);
+                }
+                Ok(RecoveryMsg::Ready { name }) => ready = Some(name),
+                Err(_) => {}
+            },
+            Ok(Some(crate::Event::StateRequest(req))) => {
+                let state = crate::encode(&(&reports, &ready)).unwrap_or_default();
+                req.provide(state).await;
+            }
+            Ok(Some(crate::Event::State(s))) => {
+                if let Ok((got, r)) = crate::decode::<(std::collections::BTreeMap<String, u64>, Option<String>)>(&s) {
+                    reports.extend(got);
+                    ready = ready.or(r);
+                }
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(ToolError::Closed),
+            Err(_) if chosen.is_none() => {
+                // Not everyone came back: decide among those that did.
+                chosen = reports.iter().max_by_key(|(n, a)| (**a, (*n).clone())).map(|(n, _)| n.clone());
+                if chosen.as_deref() == Some(me.as_str()) {
+                    break;
+                }
+            }
+            Err(_) => return Err(ToolError::Timeout),
+        }
+    }
+    let outcome = if let Some(from) = ready.clone().filter(|f| *f != me) {
+        start(Recovery::Followed { from }).await?
+    } else if chosen.as_deref() == Some(me.as_str()) && !running().await {
+        let out = start(Recovery::Restarted { applied }).await?;
+        let msg = RecoveryMsg::Ready { name: me.clone() };
+        r.send_value(crate::Order::Total, &msg).await.map_err(|e| ToolError::Refused(e.to_string()))?;
+        out
+    } else {
+        start(Recovery::Rejoined).await?
+    };
+    // Stay in the recovery group a while, serving its state, so that a late restarter
+    // learns who restarted (it then sees the group running anyway).
+    let ready = match &outcome.1 {
+        Recovery::Restarted { .. } => Some(me),
+        Recovery::Followed { from } => Some(from.clone()),
+        Recovery::Rejoined => ready,
+    };
+    tokio::spawn(async move {
+        let until = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        while let Ok(Some(ev)) = tokio::time::timeout_at(until, r.next_event()).await {
+            if let crate::Event::StateRequest(req) = ev {
+                req.provide(crate::encode(&(&reports, &ready)).unwrap_or_default()).await;
+            }
+        }
+        let _ = r.leave().await;
+    });
+    Ok(outcome)
+}
