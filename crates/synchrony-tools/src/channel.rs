@@ -195,7 +195,15 @@ where
             while let Some(input) = channel.next_input().await {
                 let mut fx = Effects::default();
                 match input {
-                    GroupInput::View(v) => h.lock().core.on_view(&v, &mut fx),
+                    GroupInput::View(v) => {
+                        let mut s = h.lock();
+                        s.core.on_view(&v, &mut fx);
+                        if let Some(obs) = observer.as_mut() {
+                            for o in &fx.outputs {
+                                obs(&s.core, o);
+                            }
+                        }
+                    }
                     GroupInput::Message(m) => {
                         let mut s = h.lock();
                         s.core.on_message(&m, &mut fx);

@@ -74,6 +74,9 @@ pub enum ReplicatedOutput {
     },
     /// The tool's lock.
     Lock(LockOutput),
+    /// A view of the group was installed here (a logged replica records it: after a total
+    /// failure, the last views tell which members failed last).
+    View(GroupView),
 }
 
 impl Keyed for ReplicatedOutput {
@@ -81,6 +84,7 @@ impl Keyed for ReplicatedOutput {
         match self {
             ReplicatedOutput::Applied { id, .. } => Some(id),
             ReplicatedOutput::Lock(l) => l.key(),
+            ReplicatedOutput::View(_) => None,
         }
     }
 }
@@ -177,6 +181,7 @@ impl<T: Apply> Core for Replica<T> {
         let mut inner = Effects::default();
         self.lock.view(view, &mut inner);
         lift(fx, inner);
+        fx.output(ReplicatedOutput::View(view.clone()));
     }
 
     fn on_message(&mut self, msg: &Delivery, fx: &mut Effects<ReplicatedOutput>) {
@@ -220,7 +225,7 @@ impl<T: Apply> LockHost for Replica<T> {
     fn as_lock(o: ReplicatedOutput) -> Option<LockOutput> {
         match o {
             ReplicatedOutput::Lock(l) => Some(l),
-            ReplicatedOutput::Applied { .. } => None,
+            ReplicatedOutput::Applied { .. } | ReplicatedOutput::View(_) => None,
         }
     }
 }
@@ -238,6 +243,8 @@ pub trait UpdateLog: Send + 'static {
     fn checkpoint(&mut self, seq: u64, state: &[u8]) -> Result<(), String>;
     /// The last checkpoint and the updates after it.
     fn load(&self) -> Result<LogContents, String>;
+    /// Records a view of the group this member installed.
+    fn record_view(&mut self, view: &GroupView) -> Result<(), String>;
 }
 
 impl<T: Apply> Replica<T> {
@@ -264,6 +271,12 @@ impl<T: Apply> Replica<T> {
 fn logger<T: Apply>(mut log: Box<dyn UpdateLog>, every: u64, mut last: u64) -> crate::channel::Observer<Replica<T>> {
     let mut since = 0;
     Box::new(move |core: &Replica<T>, o: &ReplicatedOutput| {
+        if let ReplicatedOutput::View(v) = o {
+            if let Err(e) = log.record_view(v) {
+                tracing::error!(view = %v.id, error = %e, "a view could not be recorded");
+            }
+            return;
+        }
         let ReplicatedOutput::Applied { seq, update, .. } = o else { return };
         let result = if *seq == last + 1 && since < every {
             since += 1;
@@ -379,7 +392,7 @@ impl<T: Apply, S: GroupSend> Replicated<T, S> {
 fn applied(o: ReplicatedOutput) -> Result<u64, ToolError> {
     match o {
         ReplicatedOutput::Applied { seq, .. } => Ok(seq),
-        ReplicatedOutput::Lock(_) => Err(ToolError::Refused("not an update".into())),
+        ReplicatedOutput::Lock(_) | ReplicatedOutput::View(_) => Err(ToolError::Refused("not an update".into())),
     }
 }
 

@@ -65,6 +65,10 @@ impl UpdateLog for StoreLog {
         let r = self.store.load(&self.group).map_err(|e| e.to_string())?;
         Ok((r.checkpoint, r.log))
     }
+
+    fn record_view(&mut self, view: &synchrony_engine::GroupView) -> Result<(), String> {
+        self.store.record_view(&self.group, view).map_err(|e| e.to_string())
+    }
 }
 
 fn refused(e: GroupSendError) -> ToolError {

@@ -243,6 +243,8 @@ async fn a_logged_map_comes_back_from_its_log_after_every_member_stopped() {
             let on_disk = store.load(&"ledger".into()).expect("loads");
             assert_eq!(on_disk.checkpoint.as_ref().map(|c| c.0), Some(22), "checkpoints every 10 updates (+1)");
             assert_eq!(on_disk.log.len(), 3);
+            let views = store.views().expect("reads");
+            assert_eq!(views.get(&"ledger".into()).map(|v| v.members.len()), Some(1), "the installed view is recorded");
             a.shutdown().await; // the whole group is gone
         }
         // The member restarts alone: the group comes back from its log.
