@@ -195,18 +195,13 @@ where
             while let Some(input) = channel.next_input().await {
                 let mut fx = Effects::default();
                 match input {
-                    GroupInput::View(v) => {
+                    GroupInput::View(_) | GroupInput::Message(_) => {
                         let mut s = h.lock();
-                        s.core.on_view(&v, &mut fx);
-                        if let Some(obs) = observer.as_mut() {
-                            for o in &fx.outputs {
-                                obs(&s.core, o);
-                            }
+                        match &input {
+                            GroupInput::View(v) => s.core.on_view(v, &mut fx),
+                            GroupInput::Message(m) => s.core.on_message(m, &mut fx),
+                            _ => {}
                         }
-                    }
-                    GroupInput::Message(m) => {
-                        let mut s = h.lock();
-                        s.core.on_message(&m, &mut fx);
                         if let Some(obs) = observer.as_mut() {
                             for o in &fx.outputs {
                                 obs(&s.core, o);
