@@ -242,19 +242,20 @@ where
             {
                 let mut s = self.lock();
                 if let Some(id) = o.key().filter(|id| id.sender == s.me).cloned() {
-                    match s.waiters.remove(&id) {
-                        Some(w) => {
-                            let _ = w.send(o.clone());
-                        }
-                        None => {
-                            if s.done_order.len() >= DONE_KEPT {
-                                if let Some(old) = s.done_order.pop_front() {
-                                    s.done.remove(&old);
-                                }
+                    // A waiter that gave up (a caller's timeout dropped it) may wait again
+                    // for the same id: what it would have missed is kept in `done`.
+                    let unclaimed = match s.waiters.remove(&id) {
+                        Some(w) => w.send(o.clone()).err(),
+                        None => Some(o.clone()),
+                    };
+                    if let Some(o) = unclaimed {
+                        if s.done_order.len() >= DONE_KEPT {
+                            if let Some(old) = s.done_order.pop_front() {
+                                s.done.remove(&old);
                             }
-                            s.done_order.push_back(id.clone());
-                            s.done.insert(id, o.clone());
                         }
+                        s.done_order.push_back(id.clone());
+                        s.done.insert(id, o);
                     }
                 }
             }

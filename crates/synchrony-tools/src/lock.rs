@@ -337,6 +337,11 @@ impl<S: GroupSend> Locks<S> {
     pub fn holders(&self, name: &str) -> Vec<MsgId> {
         self.tool.read(|s| s.holders(name))
     }
+
+    /// The requests waiting for `name` now, first served first, as this member knows them.
+    pub fn waiters(&self, name: &str) -> Vec<MsgId> {
+        self.tool.read(|s| s.waiters(name))
+    }
 }
 
 /// A tool whose core embeds [`Semaphores`]: how its lock messages and outputs look.
