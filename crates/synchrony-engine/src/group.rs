@@ -622,6 +622,12 @@ impl GroupState {
             if self.hold.as_ref() == Some(&g.id) {
                 self.hold = None;
             }
+            if missing > 0 {
+                // Only a process the decision excludes can lack part of the cut (it did not
+                // report): delivering the gbcast after fewer messages than the survivors
+                // would break its place in the order (G8), so it never sees it.
+                continue;
+            }
             if let Some(u) = &mut self.unchecked {
                 u.push_back((g.id.clone(), false));
             }

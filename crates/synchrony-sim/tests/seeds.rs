@@ -74,6 +74,22 @@ fn chaos() {
     seeds("chaos", 7000, 60);
 }
 
+/// Seeds of the long acceptance runs that once failed, each with the bug it found.
+#[test]
+fn seeds_that_once_failed_pass() {
+    let past = [
+        // A non-member's messages were acked on stream stability, not on delivery (G13).
+        ("chaos", 13989),
+        // An excluded process behind the cut delivered the decision's gbcast after fewer
+        // messages than the survivors (G8).
+        ("partition", 3333),
+    ];
+    for (profile, seed) in past {
+        let out = run(SimConfig::new(seed, Profile::named(profile).expect("known profile")));
+        assert!(out.passed(), "synchrony sim --seed {seed} --profile {profile}: {:?}", out.first_problem());
+    }
+}
+
 #[test]
 fn same_seed_same_trace_byte_for_byte() {
     let a = run(SimConfig::new(42, Profile::named("chaos").unwrap()));
