@@ -29,9 +29,10 @@ pub(crate) struct ToolArgs {
     /// `lock`: take the lock once and never give it back (to be killed holding it).
     #[arg(long)]
     pub(crate) hold_forever: bool,
-    /// `durable`: the members that recover the group together (comma-separated names).
-    #[arg(long, default_value = "")]
-    pub(crate) expect: String,
+    /// `durable`: after a total failure, restart without the members still missing after
+    /// this long (they are taken as lost; by default recovery waits for them).
+    #[arg(long, value_parser = parse_duration)]
+    pub(crate) give_up_after: Option<Duration>,
     /// `news`: subscribe to this pattern and print what arrives.
     #[arg(long)]
     pub(crate) subscribe: Option<String>,
@@ -234,16 +235,9 @@ async fn run_lock(node: &Node, args: &ToolArgs) -> Result<()> {
 async fn run_durable(node: &Node, args: &ToolArgs) -> Result<()> {
     let dir = args.node.data_dir.clone().context("--data-dir is needed")?;
     let store = std::sync::Arc::new(synchrony::storage::Store::open(&dir.join("store"), &args.node.name)?);
-    let expected: Vec<String> = args.expect.split(',').filter(|s| !s.is_empty()).map(String::from).collect();
-    let (replica, how) = tools::recover::<std::collections::BTreeMap<String, u64>>(
-        node,
-        "tools.durable",
-        store,
-        &expected,
-        Duration::from_secs(3),
-        20,
-    )
-    .await?;
+    let (replica, how) =
+        tools::recover::<std::collections::BTreeMap<String, u64>>(node, "tools.durable", store, args.give_up_after, 20)
+            .await?;
     let map: tools::ReplicatedMap<String, u64> = replica.into();
     say(json!({"event": "recovered", "how": format!("{how:?}"), "len": map.len()}));
     let me = node.id().to_string();

@@ -26,6 +26,7 @@ mod config;
 mod lock;
 mod news;
 mod pquery;
+mod recovery;
 mod replicated;
 
 pub use channel::{GroupChannel, GroupInput, GroupSend, Keyed, Observer, ToolError, ToolHandle};
@@ -34,6 +35,7 @@ pub use config::{ConfigHandle, ConfigOutput, Configuration};
 pub use lock::{LockOutput, Locks, Permit, Semaphores};
 pub use news::{channel_group, channel_of, matches, News, NewsOutput, NewsService, Posting};
 pub use pquery::{combine, ParallelQueries, ParallelQuery, QueryAnswer, QueryProgress, Share};
+pub use recovery::{RecoveryCore, RecoveryDecision, RecoveryMsg, RecoveryReport};
 pub use replicated::{Apply, LogContents, MapUpdate, Replica, Replicated, ReplicatedMap, ReplicatedOutput, UpdateLog};
 
 use bytes::Bytes;

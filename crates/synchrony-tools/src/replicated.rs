@@ -245,6 +245,8 @@ pub trait UpdateLog: Send + 'static {
     fn load(&self) -> Result<LogContents, String>;
     /// Records a view of the group this member installed.
     fn record_view(&mut self, view: &GroupView) -> Result<(), String>;
+    /// The last view recorded (what recovery after a total failure reports).
+    fn last_view(&self) -> Result<Option<GroupView>, String>;
 }
 
 impl<T: Apply> Replica<T> {

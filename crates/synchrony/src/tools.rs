@@ -69,6 +69,10 @@ impl UpdateLog for StoreLog {
     fn record_view(&mut self, view: &synchrony_engine::GroupView) -> Result<(), String> {
         self.store.record_view(&self.group, view).map_err(|e| e.to_string())
     }
+
+    fn last_view(&self) -> Result<Option<synchrony_engine::GroupView>, String> {
+        self.store.views().map(|mut v| v.remove(&self.group)).map_err(|e| e.to_string())
+    }
 }
 
 fn refused(e: GroupSendError) -> ToolError {
@@ -146,28 +150,26 @@ pub enum Recovery {
     },
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
-enum RecoveryMsg {
-    Report { name: String, applied: u64 },
-    Ready { name: String },
-}
-
 fn join_error(e: crate::JoinError) -> ToolError {
     ToolError::Refused(e.to_string())
 }
 
 /// The recovery manager: brings a logged replicated `T` of `group` back when this node
 /// restarts. If the group is running, the node joins it (state transfer). If every member
-/// failed, the restarting members of `expected` (node names) report how many updates their
-/// logs hold, in a recovery group whose state carries the reports to late joiners; once all
-/// of `expected` reported, or after `wait`, the one whose log reflects the most updates (the
-/// last to fail; ties by name) restarts the group from its log, and the others join it.
+/// failed, the restarting members report their logs (how many updates, the last view they
+/// installed) in a recovery group whose state carries the reports to late restarters; the
+/// group restarts from the log with the most updates once every member of that log's last
+/// view has reported (Skeen's rule: any of them may have failed later and logged more; see
+/// [`RecoveryCore`]), and the others join it.
+///
+/// With `give_up_after`, a member still missing then is taken as lost for good: the group
+/// restarts from the best log of those that came back (updates only the missing ones
+/// logged are lost). Without it, recovery waits for them.
 pub async fn recover<T: Apply>(
     node: &crate::Node,
     group: &str,
     store: std::sync::Arc<synchrony_storage::Store>,
-    expected: &[String],
-    wait: std::time::Duration,
+    give_up_after: Option<std::time::Duration>,
     checkpoint_every: u64,
 ) -> Result<(Replicated<T>, Recovery), ToolError> {
     use crate::JoinOptions;
@@ -182,76 +184,67 @@ pub async fn recover<T: Apply>(
     }
     let me = node.id().name.to_string();
     let applied = Replica::<T>::from_log(&log())?.applied();
+    let last_view = log().last_view().map_err(ToolError::Refused)?;
     let mut r = node.join(format!("{group}.recovery"), JoinOptions::default()).await.map_err(join_error)?;
-    let report = RecoveryMsg::Report { name: me.clone(), applied };
-    r.send_value(crate::Order::Total, &report).await.map_err(|e| ToolError::Refused(e.to_string()))?;
-    let mut reports: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
-    let mut ready: Option<String> = None;
-    let deadline = tokio::time::Instant::now() + wait;
-    let mut chosen: Option<String> = None;
-    loop {
-        if ready.is_some() || running().await {
-            break;
+    let report = RecoveryMsg::Report(RecoveryReport::new(me.clone(), applied, last_view.as_ref()));
+    let send = |r: &crate::Group, m: RecoveryMsg| {
+        let sender = r.sender();
+        async move { sender.send(crate::Order::Total, m.encode()).await.map(|_| ()).map_err(refused) }
+    };
+    send(&r, report).await?;
+    let mut core = RecoveryCore::default();
+    let started = tokio::time::Instant::now();
+    let mut said_missing: Vec<String> = Vec::new();
+    let decision = loop {
+        if running().await && core.ready().is_none() {
+            break RecoveryDecision::Join { from: String::new() };
         }
-        if chosen.is_none() && expected.iter().all(|n| reports.contains_key(n)) {
-            chosen = reports.iter().max_by_key(|(n, a)| (**a, (*n).clone())).map(|(n, _)| n.clone());
-            if chosen.as_deref() == Some(me.as_str()) {
-                break;
-            }
-        }
-        let until = if chosen.is_some() { deadline + wait } else { deadline };
-        match tokio::time::timeout_at(until, r.next_event()).await {
-            Ok(Some(crate::Event::Message(m))) => match m.value::<RecoveryMsg>() {
-                Ok(RecoveryMsg::Report { name, applied }) => {
-                    reports.insert(name, applied);
-                }
-                Ok(RecoveryMsg::Ready { name }) => ready = Some(name),
-                Err(_) => {}
-            },
-            Ok(Some(crate::Event::StateRequest(req))) => {
-                let state = crate::encode(&(&reports, &ready)).unwrap_or_default();
-                req.provide(state).await;
-            }
-            Ok(Some(crate::Event::State(s))) => {
-                if let Ok((got, r)) = crate::decode::<(std::collections::BTreeMap<String, u64>, Option<String>)>(&s) {
-                    reports.extend(got);
-                    ready = ready.or(r);
+        let late = give_up_after.is_some_and(|g| started.elapsed() >= g);
+        match if late { core.decide_without_missing(&me) } else { core.decide(&me) } {
+            RecoveryDecision::Wait { missing } => {
+                if missing != said_missing {
+                    tracing::warn!(group, ?missing, "waiting for members that may have failed last");
+                    said_missing = missing;
                 }
             }
-            Ok(Some(_)) => {}
+            d @ (RecoveryDecision::Restart | RecoveryDecision::Join { .. }) => break d,
+            RecoveryDecision::AwaitReady { .. } => {}
+        }
+        let tick = tokio::time::Instant::now() + std::time::Duration::from_millis(200);
+        match tokio::time::timeout_at(tick, r.next_event()).await {
+            Ok(Some(crate::Event::Message(m))) => {
+                if let Ok(msg) = m.value::<RecoveryMsg>() {
+                    core.handle(msg);
+                }
+            }
+            Ok(Some(crate::Event::StateRequest(req))) => req.provide(core.snapshot()).await,
+            Ok(Some(crate::Event::State(s))) => core.restore(&s)?,
+            Ok(Some(_)) | Err(_) => {}
             Ok(None) => return Err(ToolError::Closed),
-            Err(_) if chosen.is_none() => {
-                // Not everyone came back: decide among those that did.
-                chosen = reports.iter().max_by_key(|(n, a)| (**a, (*n).clone())).map(|(n, _)| n.clone());
-                if chosen.as_deref() == Some(me.as_str()) {
-                    break;
-                }
-            }
-            Err(_) => return Err(ToolError::Timeout),
         }
-    }
-    let outcome = if let Some(from) = ready.clone().filter(|f| *f != me) {
-        start(Recovery::Followed { from }).await?
-    } else if chosen.as_deref() == Some(me.as_str()) && !running().await {
-        let out = start(Recovery::Restarted { applied }).await?;
-        let msg = RecoveryMsg::Ready { name: me.clone() };
-        r.send_value(crate::Order::Total, &msg).await.map_err(|e| ToolError::Refused(e.to_string()))?;
-        out
-    } else {
-        start(Recovery::Rejoined).await?
+    };
+    let outcome = match decision {
+        RecoveryDecision::Restart if !running().await => {
+            let out = start(Recovery::Restarted { applied }).await?;
+            send(&r, RecoveryMsg::Ready { name: me.clone() }).await?;
+            out
+        }
+        RecoveryDecision::Join { from } if !from.is_empty() && from != me => start(Recovery::Followed { from }).await?,
+        _ => start(Recovery::Rejoined).await?,
     };
     // Stay in the recovery group a while, serving its state, so that a late restarter
     // learns who restarted (it then sees the group running anyway).
-    let ready = match &outcome.1 {
-        Recovery::Restarted { .. } => Some(me),
-        Recovery::Followed { from } => Some(from.clone()),
-        Recovery::Rejoined => ready,
-    };
     tokio::spawn(async move {
         let until = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
         while let Ok(Some(ev)) = tokio::time::timeout_at(until, r.next_event()).await {
-            if let crate::Event::StateRequest(req) = ev {
-                req.provide(crate::encode(&(&reports, &ready)).unwrap_or_default()).await;
+            match ev {
+                crate::Event::StateRequest(req) => req.provide(core.snapshot()).await,
+                crate::Event::Message(m) => {
+                    if let Ok(msg) = m.value::<RecoveryMsg>() {
+                        core.handle(msg);
+                    }
+                }
+                _ => {}
             }
         }
         let _ = r.leave().await;
