@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant as WallClock;
 use synchrony_check::{check, parse, Options};
-use synchrony_sim::{run, Profile, SimConfig};
+use synchrony_sim::{Outcome, Profile, SimConfig};
 
 mod bench;
 mod demo;
@@ -36,7 +36,8 @@ enum Cmd {
         /// Run exactly this seed (overrides --seeds/--start).
         #[arg(long)]
         seed: Option<u64>,
-        /// Fault profile: calm, lossy, churn, partition, leader-crash, pause, chaos.
+        /// Fault profile: calm, lossy, churn, partition, leader-crash, pause, chaos, total-failure
+        /// (a logged ledger whose group fails whole, with a durability check).
         #[arg(long, default_value = "chaos")]
         profile: String,
         /// Processes in the cluster.
@@ -142,6 +143,16 @@ fn tokio_main<F: std::future::Future<Output = Result<()>>>(f: F) -> Result<()> {
         )
         .init();
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(f)
+}
+
+/// One simulated run: the checker's workload, or for `total-failure` the logged ledger
+/// whose group fails whole (with its durability check).
+fn run(cfg: SimConfig) -> Outcome {
+    if cfg.profile.name == "total-failure" {
+        synchrony_sim_durable::run(cfg)
+    } else {
+        synchrony_sim::run(cfg)
+    }
 }
 
 fn main() -> Result<()> {

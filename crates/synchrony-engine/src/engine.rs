@@ -417,13 +417,24 @@ impl Engine {
     /// Joins a group (creating it if nobody is in it). The view arrives as an event; if the
     /// group had members, so does its state.
     pub fn join(&mut self, now: Instant, group: GroupName) -> Result<(), MembershipError> {
+        self.request_join(now, wire::GroupOp::Join(group))
+    }
+
+    /// Joins a group only if it is running: a member that goes on hands over its state. If
+    /// every member failed or leaves, `JoinRefused` comes instead (a restarting process
+    /// must not found again, empty or from a stale log, a group it meant to rejoin).
+    pub fn join_running(&mut self, now: Instant, group: GroupName) -> Result<(), MembershipError> {
+        self.request_join(now, wire::GroupOp::JoinRunning(group))
+    }
+
+    fn request_join(&mut self, now: Instant, op: wire::GroupOp) -> Result<(), MembershipError> {
         if !self.alive() {
             return Err(MembershipError::Stopped);
         }
-        if self.groups.contains_key(&group) {
-            return Err(MembershipError::Redundant(group));
+        if self.groups.contains_key(op.group()) {
+            return Err(MembershipError::Redundant(op.group().clone()));
         }
-        self.gms.request_op(wire::GroupOp::Join(group));
+        self.gms.request_op(op);
         self.after_input(now);
         Ok(())
     }

@@ -123,7 +123,8 @@ pub enum Event {
         /// The message.
         id: MsgId,
     },
-    /// A member's join verifier refused this process's join of the group.
+    /// This process's join of the group was refused: a member's join verifier said no, or
+    /// (for `join_running`) no member goes on in the group.
     JoinRefused {
         /// The group.
         group: GroupName,

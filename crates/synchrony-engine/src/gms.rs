@@ -145,7 +145,7 @@ impl Gms {
 
     /// This process must leave the group whatever it asks later (its state is lost).
     pub(crate) fn force_leave(&mut self, group: GroupName) {
-        self.ops.retain(|o| *o != GroupOp::Join(group.clone()));
+        self.ops.retain(|o| o.joins() != Some(&group));
         self.request_op(GroupOp::Leave(group.clone()));
         self.forced_leaves.insert(group);
     }
@@ -177,14 +177,11 @@ impl Gms {
     }
 
     pub(crate) fn request_op(&mut self, op: GroupOp) {
-        let opposite = match &op {
-            GroupOp::Join(g) => GroupOp::Leave(g.clone()),
-            GroupOp::Leave(g) => GroupOp::Join(g.clone()),
-        };
-        // A forced leave (state lost) stands: a join then follows it.
-        let forced = matches!(&op, GroupOp::Join(g) if self.forced_leaves.contains(g));
+        // The last request about a group replaces the others, but a forced leave (state
+        // lost) stands: a join then follows it.
+        let forced = op.joins().is_some_and(|g| self.forced_leaves.contains(g));
         if !forced {
-            self.ops.retain(|o| *o != opposite);
+            self.ops.retain(|o| o.group() != op.group() || *o == op);
         }
         if !self.ops.contains(&op) {
             self.ops.push(op);
@@ -312,7 +309,7 @@ impl Engine {
             }
             Msg::Requests { suspects, ops, gbcasts, leave, verdicts, verifying, stalled } => {
                 // A refusal is remembered until the joiner stops asking.
-                self.gms.refused.retain(|(g, p)| p != from || ops.contains(&GroupOp::Join(g.clone())));
+                self.gms.refused.retain(|(g, p)| p != from || ops.iter().any(|o| o.joins() == Some(g)));
                 let r = Requests { suspects, ops, gbcasts, leave, verdicts, verifying, stalled };
                 self.gms.requests.insert(from.clone(), r);
             }
@@ -490,6 +487,14 @@ impl Engine {
             plan.resume |= r.stalled;
             for op in &r.ops {
                 match op {
+                    GroupOp::JoinRunning(g) if !self.views.get(g).is_some_and(|v| v.members.contains(p)) => {
+                        if !r.leave && self.goes_on(g, &plan.failed) {
+                            plan.group_joins.entry(g.clone()).or_default().push(p.clone());
+                        } else if !r.leave && !self.gms.refused.contains(&(g.clone(), p.clone())) {
+                            plan.refused.push((g.clone(), p.clone()));
+                        }
+                    }
+                    GroupOp::JoinRunning(_) => {}
                     GroupOp::Join(g) => {
                         let inside = self.views.get(g).is_some_and(|v| v.members.contains(p));
                         if !inside && !r.leave {
@@ -539,6 +544,19 @@ impl Engine {
         plan
     }
 
+    /// Whether a member of `group` stays in it through a round where `failed` go: one that
+    /// neither failed nor asks to leave the cluster or the group (a joiner that asked to
+    /// join only a running group gets its state from such a member).
+    fn goes_on(&self, group: &GroupName, failed: &BTreeSet<ProcessId>) -> bool {
+        let leaves = |m: &ProcessId| {
+            self.gms
+                .requests
+                .get(m)
+                .is_some_and(|r| r.leave || r.ops.iter().any(|o| matches!(o, GroupOp::Leave(g) if g == group)))
+        };
+        self.views.get(group).is_some_and(|v| v.members.iter().any(|m| !failed.contains(m) && !leaves(m)))
+    }
+
     fn plan_is_empty(plan: &Plan) -> bool {
         plan.failed.is_empty()
             && plan.leaving.is_empty()
@@ -586,7 +604,7 @@ impl Engine {
         let mut wanted: BTreeSet<(GroupName, ProcessId)> = BTreeSet::new();
         for (p, r) in &self.gms.requests {
             for op in &r.ops {
-                if let GroupOp::Join(g) = op {
+                if let Some(g) = op.joins() {
                     if mine.contains(g) && !self.views.get(g).is_some_and(|v| v.members.contains(p)) {
                         wanted.insert((g.clone(), p.clone()));
                     }
@@ -912,9 +930,8 @@ impl Engine {
         }
         for (g, p) in &d.refused {
             self.gms.refused.insert((g.clone(), p.clone()));
-            let op = GroupOp::Join(g.clone());
-            if *p == self.me && self.gms.ops.contains(&op) {
-                self.gms.ops.retain(|o| *o != op);
+            if *p == self.me && self.gms.ops.iter().any(|o| o.joins() == Some(g)) {
+                self.gms.ops.retain(|o| o.joins() != Some(g));
                 self.gms.requests_dirty = true;
                 self.push_event(Event::JoinRefused { group: g.clone() });
             }
@@ -925,7 +942,7 @@ impl Engine {
         let inside = |g: &GroupName| views.get(g).is_some_and(|v| v.members.contains(me));
         self.gms.forced_leaves.retain(|g| inside(g));
         self.gms.ops.retain(|op| match op {
-            GroupOp::Join(g) => !groups.contains_key(g),
+            GroupOp::Join(g) | GroupOp::JoinRunning(g) => !groups.contains_key(g),
             GroupOp::Leave(g) => inside(g),
         });
         let done = &self.gms.gbcast_done;

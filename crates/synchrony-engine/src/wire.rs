@@ -167,8 +167,28 @@ pub struct Snapshot {
 pub enum GroupOp {
     /// Join the group.
     Join(GroupName),
+    /// Join the group only if a member goes on in it to hand over its state; otherwise the
+    /// join is refused (so a process never founds a group it meant to rejoin).
+    JoinRunning(GroupName),
     /// Leave the group.
     Leave(GroupName),
+}
+
+impl GroupOp {
+    /// The group it is about.
+    pub fn group(&self) -> &GroupName {
+        match self {
+            GroupOp::Join(g) | GroupOp::JoinRunning(g) | GroupOp::Leave(g) => g,
+        }
+    }
+
+    /// The group it joins, if it is a join.
+    pub fn joins(&self) -> Option<&GroupName> {
+        match self {
+            GroupOp::Join(g) | GroupOp::JoinRunning(g) => Some(g),
+            GroupOp::Leave(_) => None,
+        }
+    }
 }
 
 /// Reliable messages.

@@ -32,6 +32,14 @@ pub trait App {
         wanted
     }
 
+    /// Whether a new incarnation joins `group` again by itself when a former one was in it
+    /// (by default yes). An app that decides how a group comes back after a failure (as the
+    /// recovery manager does) says no, and joins it itself.
+    fn rejoin_on_restart(&self, group: &GroupName) -> bool {
+        let _ = group;
+        true
+    }
+
     /// A new incarnation of the process in `slot` started: whatever the app kept for the
     /// previous one is gone (it crashed or stopped).
     fn started(&mut self, slot: usize) {
@@ -67,6 +75,8 @@ pub(crate) struct Proc {
     pub(crate) paused_until: Option<Instant>,
     pub(crate) held: Vec<Bytes>,
     pub(crate) restart_at: Option<Instant>,
+    /// A crash scheduled (a group's members failing one by one), and when it restarts.
+    pub(crate) crash_at: Option<(Instant, std::time::Duration)>,
     /// The membership round phase it was in at the last step (to catch a fresh commit).
     pub(crate) last_phase: Option<&'static str>,
     /// The last message sent to each group, and what each pending flush covers.
@@ -177,6 +187,16 @@ impl Ctx<'_> {
     pub fn join(&mut self, group: &GroupName) -> bool {
         let now = self.now;
         let ok = self.engine_mut().join(now, group.clone()).is_ok();
+        if ok {
+            self.proc.wanted.insert(group.clone());
+        }
+        ok
+    }
+
+    /// Joins a group only if a member goes on in it (else `JoinRefused` comes).
+    pub fn join_running(&mut self, group: &GroupName) -> bool {
+        let now = self.now;
+        let ok = self.engine_mut().join_running(now, group.clone()).is_ok();
         if ok {
             self.proc.wanted.insert(group.clone());
         }

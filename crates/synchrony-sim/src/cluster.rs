@@ -269,6 +269,8 @@ impl<A: App> Sim<'_, A> {
         let now = self.now;
         match &ev {
             Event::Joined => {
+                let app = &self.app;
+                self.nodes[idx].wanted.retain(|g| app.rejoin_on_restart(g));
                 let wanted: Vec<GroupName> = self.nodes[idx].wanted.iter().cloned().collect();
                 let e = self.nodes[idx].engine.as_mut().expect("live");
                 for g in wanted {
@@ -362,6 +364,40 @@ impl<A: App> Sim<'_, A> {
             })
             .count();
         up > view.len() / 2
+    }
+
+    /// Every member of the app's first group fails, at once or one by one (a total
+    /// failure of the group), keeping a working majority of the cluster; all restart after.
+    fn crash_group(&mut self) {
+        let live = self.live();
+        let busy = self.nodes.iter().any(|n| n.paused_until.is_some() || n.crash_at.is_some() || n.engine.is_none());
+        if self.heal_at.is_some() || busy {
+            return;
+        }
+        let g = &self.groups[0];
+        let mut targets: Vec<usize> = live
+            .iter()
+            .copied()
+            .filter(|&i| self.nodes[i].engine.as_ref().is_some_and(|e| e.my_groups().any(|x| x == g)))
+            .collect();
+        if targets.is_empty() || !self.majority_survives(&live, &targets) {
+            return;
+        }
+        targets.shuffle(&mut self.rng);
+        let one_by_one = self.rng.gen_bool(0.5);
+        let mut at = self.now;
+        let mut crashes = Vec::new();
+        for (k, &t) in targets.iter().enumerate() {
+            if one_by_one && k > 0 {
+                at = at + Duration::from_millis(self.rng.gen_range(20..300));
+            }
+            crashes.push((t, at));
+        }
+        let last = at;
+        for (t, at) in crashes {
+            let back = last.saturating_since(at) + Duration::from_millis(self.rng.gen_range(100..500));
+            self.nodes[t].crash_at = Some((at, back));
+        }
     }
 
     fn fault(&mut self, kind: u8) {
@@ -458,6 +494,7 @@ pub fn run_app<A: App>(cfg: SimConfig, app: &mut A) -> Outcome {
                 paused_until: None,
                 held: Vec::new(),
                 restart_at: Some(Instant::from_epoch(Duration::from_millis(i as u64 * 3))),
+                crash_at: None,
                 last_phase: None,
                 last_sent: BTreeMap::new(),
                 flushes: BTreeMap::new(),
@@ -485,12 +522,9 @@ pub fn run_app<A: App>(cfg: SimConfig, app: &mut A) -> Outcome {
     let end = traffic_end + cfg.settle;
     let p = cfg.profile.clone();
     let mut next_action = Instant::from_epoch(Duration::from_millis(50));
-    let mut next_fault: [Option<Instant>; 4] = [
-        p.crash_every.map(|d| Instant::ZERO + Duration::from_millis(300) + exp(&mut sim.rng, d)),
-        p.partition_every.map(|d| Instant::ZERO + Duration::from_millis(300) + exp(&mut sim.rng, d)),
-        p.pause_every.map(|d| Instant::ZERO + Duration::from_millis(300) + exp(&mut sim.rng, d)),
-        p.churn_every.map(|d| Instant::ZERO + Duration::from_millis(300) + exp(&mut sim.rng, d)),
-    ];
+    let means = [p.crash_every, p.partition_every, p.pause_every, p.churn_every, p.group_crash_every];
+    let mut next_fault: [Option<Instant>; 5] =
+        means.map(|m| m.map(|d| Instant::ZERO + Duration::from_millis(300) + exp(&mut sim.rng, d)));
     let action_gap = cfg.action_every / cfg.nodes.max(1) as u32;
     let mut steps = 0u64;
     loop {
@@ -503,6 +537,9 @@ pub fn run_app<A: App>(cfg: SimConfig, app: &mut A) -> Outcome {
         for n in &sim.nodes {
             if let Some(r) = n.restart_at {
                 t = t.min(r);
+            }
+            if let Some((c, _)) = n.crash_at {
+                t = t.min(c);
             }
             if let Some(u) = n.paused_until {
                 t = t.min(u);
@@ -534,6 +571,10 @@ pub fn run_app<A: App>(cfg: SimConfig, app: &mut A) -> Outcome {
             sim.heal_at = None;
         }
         for i in 0..sim.nodes.len() {
+            if let Some((_, back)) = sim.nodes[i].crash_at.filter(|(c, _)| *c <= now) {
+                sim.nodes[i].crash_at = None;
+                sim.crash(i, back);
+            }
             if sim.nodes[i].restart_at.is_some_and(|r| r <= now) {
                 sim.start(i);
             }
@@ -581,15 +622,13 @@ pub fn run_app<A: App>(cfg: SimConfig, app: &mut A) -> Outcome {
             sim.act(false);
             next_action = now + exp(&mut sim.rng, action_gap);
         }
-        for k in 0..4 {
-            if let (Some(f), Some(mean)) =
-                (next_fault[k], [p.crash_every, p.partition_every, p.pause_every, p.churn_every][k])
-            {
+        for k in 0..means.len() {
+            if let (Some(f), Some(mean)) = (next_fault[k], means[k]) {
                 if f <= now && now < faults_end {
-                    if k == 3 {
-                        sim.act(true);
-                    } else {
-                        sim.fault(k as u8);
+                    match k {
+                        3 => sim.act(true),
+                        4 => sim.crash_group(),
+                        _ => sim.fault(k as u8),
                     }
                     next_fault[k] = Some(now + exp(&mut sim.rng, mean));
                 }

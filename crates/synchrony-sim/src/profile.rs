@@ -23,6 +23,10 @@ pub struct Profile {
     pub pause_every: Option<Duration>,
     /// Mean time between group joins and leaves.
     pub churn_every: Option<Duration>,
+    /// Mean time between total failures of the app's first group: every member crashes,
+    /// at once or one by one, and all restart a little later (the rest of the cluster
+    /// keeps going; bringing the group back is the app's job).
+    pub group_crash_every: Option<Duration>,
 }
 
 const US: fn(u64) -> Duration = Duration::from_micros;
@@ -30,7 +34,8 @@ const MS: fn(u64) -> Duration = Duration::from_millis;
 
 impl Profile {
     /// Every profile's name.
-    pub const NAMES: [&'static str; 7] = ["calm", "lossy", "churn", "partition", "leader-crash", "pause", "chaos"];
+    pub const NAMES: [&'static str; 8] =
+        ["calm", "lossy", "churn", "partition", "leader-crash", "pause", "chaos", "total-failure"];
 
     /// The profile called `name`.
     pub fn named(name: &str) -> Option<Profile> {
@@ -44,6 +49,7 @@ impl Profile {
             partition_every: None,
             pause_every: None,
             churn_every: None,
+            group_crash_every: None,
         };
         Some(match name {
             "calm" => base,
@@ -66,6 +72,14 @@ impl Profile {
                 partition_every: Some(MS(900)),
                 pause_every: Some(MS(900)),
                 churn_every: Some(MS(80)),
+                group_crash_every: None,
+            },
+            "total-failure" => Profile {
+                name: "total-failure",
+                loss: 0.01,
+                latency: (US(50), MS(1)),
+                group_crash_every: Some(MS(700)),
+                ..base
             },
             _ => return None,
         })

@@ -36,7 +36,9 @@ pub use lock::{LockOutput, Locks, Permit, Semaphores};
 pub use news::{channel_group, channel_of, matches, News, NewsOutput, NewsService, Posting};
 pub use pquery::{combine, ParallelQueries, ParallelQuery, QueryAnswer, QueryProgress, Share};
 pub use recovery::{RecoveryCore, RecoveryDecision, RecoveryMsg, RecoveryReport};
-pub use replicated::{Apply, LogContents, MapUpdate, Replica, Replicated, ReplicatedMap, ReplicatedOutput, UpdateLog};
+pub use replicated::{
+    log_observer, Apply, LogContents, MapUpdate, Replica, Replicated, ReplicatedMap, ReplicatedOutput, UpdateLog,
+};
 
 use bytes::Bytes;
 use synchrony_engine::{Delivery, GroupView, MsgId, Order, QueryOutcome, Replies};

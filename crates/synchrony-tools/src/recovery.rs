@@ -138,6 +138,12 @@ impl RecoveryCore {
     pub fn handle(&mut self, msg: RecoveryMsg) {
         match msg {
             RecoveryMsg::Report(r) => {
+                if self.ready.take().is_some() {
+                    // A report after a restart: the restarted group failed whole in turn
+                    // (its restarter or a follower could not join it). A new round begins,
+                    // and the old reports say nothing of the logs now.
+                    self.reports.clear();
+                }
                 self.reports.insert(r.name.clone(), r);
             }
             RecoveryMsg::Ready { name } => {
@@ -207,6 +213,19 @@ mod tests {
         report(&mut t, "a", 9, Some(view(3, &["a", "b"])));
         report(&mut t, "b", 9, Some(view(4, &["b"])));
         assert_eq!(t.decide("a"), RecoveryDecision::AwaitReady { from: "b".into() });
+    }
+
+    #[test]
+    fn a_report_after_a_restart_begins_a_new_round() {
+        let mut c = RecoveryCore::default();
+        report(&mut c, "a", 5, Some(view(2, &["a", "b"])));
+        report(&mut c, "b", 4, Some(view(2, &["a", "b"])));
+        c.handle(RecoveryMsg::Ready { name: "a".into() });
+        // The restarted group failed whole too: b comes back first, with a newer log.
+        report(&mut c, "b", 9, Some(view(4, &["b"])));
+        assert_eq!(c.ready(), None);
+        assert_eq!(c.reports().count(), 1, "a's old report is dropped");
+        assert_eq!(c.decide("b"), RecoveryDecision::Restart);
     }
 
     #[test]

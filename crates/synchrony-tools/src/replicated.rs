@@ -267,10 +267,16 @@ impl<T: Apply> Replica<T> {
     }
 }
 
-/// Logs every applied update before anyone is told of it, and checkpoints (compacting the
-/// log) every `every` updates. After a state transfer the next update does not follow the
-/// last one logged: the whole state is checkpointed then instead.
-fn logger<T: Apply>(mut log: Box<dyn UpdateLog>, every: u64, mut last: u64) -> crate::channel::Observer<Replica<T>> {
+/// The observer of a logged replica: it records every view and logs every applied update
+/// before anyone is told of it, checkpointing (compacting the log) every `every` updates.
+/// After a state transfer the next update does not follow the last one logged (`last` at
+/// first): the whole state is checkpointed then instead. [`Replicated::start_logged`] uses
+/// it; a host of a bare [`Replica`] (the simulator's) calls it with each output.
+pub fn log_observer<T: Apply>(
+    mut log: Box<dyn UpdateLog>,
+    every: u64,
+    mut last: u64,
+) -> crate::channel::Observer<Replica<T>> {
     let mut since = 0;
     Box::new(move |core: &Replica<T>, o: &ReplicatedOutput| {
         if let ReplicatedOutput::View(v) = o {
@@ -346,7 +352,7 @@ impl<T: Apply, S: GroupSend> Replicated<T, S> {
     ) -> Result<Self, ToolError> {
         let core = Replica::<T>::from_log(&log)?;
         let last = core.applied();
-        let observer = logger::<T>(Box::new(log), checkpoint_every.max(1), last);
+        let observer = log_observer::<T>(Box::new(log), checkpoint_every.max(1), last);
         Ok(Self { tool: ToolHandle::start_observed(group, core, None, Some(observer)) })
     }
 
