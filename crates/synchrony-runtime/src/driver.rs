@@ -684,7 +684,12 @@ impl Driver {
                     return;
                 }
                 e.set_join_verifier(group.clone(), verifiers.join.clone());
-                match e.join(now, group.clone()) {
+                let asked = if verifiers.only_if_running {
+                    e.join_running(now, group.clone())
+                } else {
+                    e.join(now, group.clone())
+                };
+                match asked {
                     Ok(()) => {
                         self.verifiers.insert(group.clone(), verifiers);
                         self.join_started.insert(group.clone(), TokioInstant::now());

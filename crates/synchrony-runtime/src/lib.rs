@@ -84,6 +84,9 @@ pub struct Verifiers {
     /// Drops delivered messages it rejects (a rejected query gets a null reply); counted in
     /// the status as `rejected_by_verifier`.
     pub message: Option<MessageVerifier>,
+    /// Join only a running group: refused (as a verifier's refusal is) when no member goes
+    /// on in it to hand over its state (see `Engine::join_running`).
+    pub only_if_running: bool,
 }
 
 impl std::fmt::Debug for Verifiers {
@@ -91,6 +94,7 @@ impl std::fmt::Debug for Verifiers {
         f.debug_struct("Verifiers")
             .field("join", &self.join.is_some())
             .field("message", &self.message.is_some())
+            .field("only_if_running", &self.only_if_running)
             .finish()
     }
 }

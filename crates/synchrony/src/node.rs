@@ -40,6 +40,14 @@ impl JoinOptions {
         self.verifiers.message = Some(Arc::new(f));
         self
     }
+
+    /// Joins only if the group is running: when no member goes on in it to hand over its
+    /// state, `join` fails with [`JoinError::Refused`] instead of starting the group anew
+    /// (what a restarting member of a logged group needs: see `tools::recover`).
+    pub fn only_if_running(mut self) -> Self {
+        self.verifiers.only_if_running = true;
+        self
+    }
 }
 
 /// Why a join failed.

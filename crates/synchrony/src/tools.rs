@@ -176,7 +176,12 @@ pub async fn recover<T: Apply>(
     let log = || StoreLog::new(store.clone(), group);
     let running = || async { node.status().await.is_some_and(|s| s.known.iter().any(|g| g.name == group)) };
     let start = |how: Recovery| async move {
-        let g = node.join(group, JoinOptions::default()).await.map_err(join_error)?;
+        // Only the restarter may found the group: the others join it running, or fail.
+        let options = match how {
+            Recovery::Restarted { .. } => JoinOptions::default(),
+            _ => JoinOptions::default().only_if_running(),
+        };
+        let g = node.join(group, options).await.map_err(join_error)?;
         Ok::<_, ToolError>((Replicated::start_logged(g, log(), checkpoint_every)?, how))
     };
     if running().await {
