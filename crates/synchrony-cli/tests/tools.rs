@@ -35,7 +35,20 @@ fn free_port() -> u16 {
 
 /// Starts `synchrony tool --tool TOOL` as `name`, joining through `contact`.
 fn member(tool: &str, name: &str, port: u16, contact: Option<u16>, extra: &[&str]) -> Member {
+    member_with_env(tool, name, port, contact, extra, None)
+}
+
+/// [`member`] with one environment variable set.
+fn member_with_env(
+    tool: &str,
+    name: &str,
+    port: u16,
+    contact: Option<u16>,
+    extra: &[&str],
+    env: Option<(&str, &str)>,
+) -> Member {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_synchrony"));
+    cmd.envs(env);
     cmd.args(["tool", "--tool", tool, "--name", name, "--listen", &format!("127.0.0.1:{port}")]);
     cmd.args(["--failure-timeout", "300ms", "--heartbeat", "30ms", "--exit-after", "6s"]);
     if let Some(c) = contact {
@@ -190,41 +203,81 @@ fn news_subscriber_gets_a_posters_postings_in_order_and_none_lost() {
     assert!(ms[1].events("posting").iter().any(|p| p["subject"] == "prices.n3"));
 }
 
-/// Three members of a logged map make durable updates (applied, logged, flushed) and are
-/// SIGKILLed: all at once, or one by one with the last a while after the others. All three
-/// restart; the group must come back from the last to fail, with every update any of them
-/// reported durable, and every member's map equal.
-fn total_failure(one_by_one: bool) {
+/// How the members of a logged map fail.
+#[derive(Clone, Copy, Debug)]
+enum Failure {
+    /// SIGKILL, all at once.
+    AtOnce,
+    /// SIGKILL one by one, the last a while after the others.
+    OneByOne,
+    /// n1 dies in the middle of a log append and n2 in the middle of a checkpoint (fault
+    /// injection cuts a disk write in half and aborts); n3 is SIGKILLed after both.
+    MidWrite,
+}
+
+/// Three members of a logged map make durable updates (applied, logged, flushed) and all
+/// fail (see [`Failure`]). All three restart; the group must come back from the last to
+/// fail, with every update any of them reported durable, and every member's map equal.
+fn total_failure(how: Failure) {
     let dirs: Vec<PathBuf> = (1..=3)
-        .map(|i| std::env::temp_dir().join(format!("synchrony-durable-{}-{one_by_one}-n{i}", std::process::id())))
+        .map(|i| std::env::temp_dir().join(format!("synchrony-durable-{}-{how:?}-n{i}", std::process::id())))
         .collect();
     for d in &dirs {
         let _ = std::fs::remove_dir_all(d);
     }
-    let run = |ops: &str| -> Vec<Member> {
+    let run = |ops: &str, crashes: [Option<(&str, &str)>; 3]| -> Vec<Member> {
         let p: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let mut ms = Vec::new();
         for i in 0..3 {
             let dir = dirs[i].to_str().expect("utf-8").to_string();
             let extra = ["--data-dir", &dir, "--ops", ops, "--every", "5ms"];
             let contact = (i > 0).then_some(p[0]);
-            ms.push(member("durable", &format!("n{}", i + 1), p[i], contact, &extra));
+            ms.push(member_with_env("durable", &format!("n{}", i + 1), p[i], contact, &extra, crashes[i]));
         }
         ms
     };
-    let mut first = run("1000");
+    let crashes = match how {
+        // The map checkpoints every 20 updates: the 4th checkpoint comes around update 80.
+        Failure::MidWrite => [
+            Some((synchrony::storage::CRASH_ENV, "append:150")),
+            Some((synchrony::storage::CRASH_ENV, "checkpoint:4")),
+            None,
+        ],
+        _ => [None, None, None],
+    };
+    let mut first = run("1000", crashes);
     for m in &first {
         m.wait_for("recovered", Duration::from_secs(10));
     }
-    std::thread::sleep(Duration::from_millis(1200));
-    if one_by_one {
-        for (k, pause) in [(2, 300), (1, 700), (0, 0)] {
-            first[k].child.kill().expect("SIGKILL");
-            std::thread::sleep(Duration::from_millis(pause));
+    match how {
+        Failure::AtOnce => {
+            std::thread::sleep(Duration::from_millis(1200));
+            for m in &mut first {
+                m.child.kill().expect("SIGKILL");
+            }
         }
-    } else {
-        for m in &mut first {
-            m.child.kill().expect("SIGKILL");
+        Failure::OneByOne => {
+            std::thread::sleep(Duration::from_millis(1200));
+            for (k, pause) in [(2, 300), (1, 700), (0, 0)] {
+                first[k].child.kill().expect("SIGKILL");
+                std::thread::sleep(Duration::from_millis(pause));
+            }
+        }
+        Failure::MidWrite => {
+            use std::os::unix::process::ExitStatusExt;
+            let t = Instant::now();
+            for m in &mut first[..2] {
+                let status = loop {
+                    if let Some(s) = m.child.try_wait().expect("status") {
+                        break s;
+                    }
+                    assert!(t.elapsed() < Duration::from_secs(30), "{} did not die in its write", m.name);
+                    std::thread::sleep(Duration::from_millis(10));
+                };
+                assert_eq!(status.signal(), Some(6), "{} was to abort in the middle of a write: {status}", m.name);
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            first[2].child.kill().expect("SIGKILL");
         }
     }
     let mut durable = std::collections::BTreeSet::new();
@@ -233,7 +286,7 @@ fn total_failure(one_by_one: bool) {
         durable.extend(m.events("durable").iter().map(|e| e["key"].as_str().expect("key").to_string()));
     }
     assert!(durable.len() > 50, "too few durable updates to check: {}", durable.len());
-    let second = run("0");
+    let second = run("0", [None, None, None]);
     let mut maps = Vec::new();
     for m in &second {
         m.wait_for("keys", Duration::from_secs(15));
@@ -280,10 +333,15 @@ fn total_failure(one_by_one: bool) {
 
 #[test]
 fn a_logged_map_comes_back_from_the_last_to_fail_after_all_are_killed_at_once() {
-    total_failure(false);
+    total_failure(Failure::AtOnce);
 }
 
 #[test]
 fn a_logged_map_comes_back_from_the_last_to_fail_after_one_by_one_kills() {
-    total_failure(true);
+    total_failure(Failure::OneByOne);
+}
+
+#[test]
+fn a_logged_map_comes_back_after_crashes_in_the_middle_of_a_log_append_and_a_checkpoint() {
+    total_failure(Failure::MidWrite);
 }

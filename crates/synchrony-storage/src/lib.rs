@@ -25,6 +25,9 @@
 //! # drop(store); std::fs::remove_dir_all(&dir).unwrap();
 //! ```
 
+mod crash;
+
+pub use crash::CRASH_ENV;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -124,6 +127,8 @@ pub struct Recovered {
 pub struct Store {
     db: Database,
     path: PathBuf,
+    /// Fault injection armed by [`CRASH_ENV`] (tests only).
+    crash: Option<std::sync::Arc<crash::CrashPlan>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -140,7 +145,12 @@ impl Store {
         let path = dir.join(FILE);
         let fresh = !path.exists();
         // `create` would also take an empty file; `open` never initializes anything.
-        let opened = if fresh { Database::create(&path) } else { Database::open(&path) };
+        let crash = crash::CrashPlan::from_env();
+        let opened = match &crash {
+            None if fresh => Database::create(&path),
+            None => Database::open(&path),
+            Some(plan) => Self::open_crashing(&path, plan.clone()),
+        };
         let db = opened.map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => OpenError::InUse { path: path.clone() },
             // redb reports a file that is not a database as invalid data.
@@ -151,7 +161,7 @@ impl Store {
             }
             other => OpenError::Damaged { path: path.clone(), source: Box::new(other) },
         })?;
-        let store = Store { db, path: path.clone() };
+        let store = Store { db, path: path.clone(), crash };
         let wrap = |source: StoreError| OpenError::Store { path: path.clone(), source };
         let (format, owner) = store.meta().map_err(wrap)?;
         match (format, owner) {
@@ -166,6 +176,24 @@ impl Store {
             (found, _) => return Err(OpenError::Foreign { path, found }),
         }
         Ok(store)
+    }
+
+    fn open_crashing(path: &Path, plan: std::sync::Arc<crash::CrashPlan>) -> Result<Database, redb::DatabaseError> {
+        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let inner = redb::backends::FileBackend::new(file)?;
+        redb::Builder::new().create_with_backend(crash::CrashingBackend { inner, plan })
+    }
+
+    /// Runs one write operation, marking it for fault injection.
+    fn op<T>(&self, op: crash::Op, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Some(c) = &self.crash {
+            c.begin(op);
+        }
+        let r = f();
+        if let Some(c) = &self.crash {
+            c.end();
+        }
+        r
     }
 
     /// The file.
@@ -204,10 +232,12 @@ impl Store {
     /// Records the view this node installed of `group` (the last one is kept).
     pub fn record_view(&self, group: &GroupName, view: &GroupView) -> Result<(), StoreError> {
         let bytes = postcard::to_allocvec(view).map_err(|e| StoreError(e.to_string()))?;
-        let tx = self.db.begin_write()?;
-        tx.open_table(VIEWS)?.insert(group.as_str(), bytes.as_slice())?;
-        tx.commit()?;
-        Ok(())
+        self.op(crash::Op::View, || {
+            let tx = self.db.begin_write()?;
+            tx.open_table(VIEWS)?.insert(group.as_str(), bytes.as_slice())?;
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     /// The last view this node installed of each group.
@@ -234,34 +264,38 @@ impl Store {
 
     /// Appends several updates in one transaction (one disk sync for all).
     pub fn append_batch(&self, group: &GroupName, updates: &[(u64, &[u8])]) -> Result<(), StoreError> {
-        let tx = self.db.begin_write()?;
-        {
-            let mut t = tx.open_table(LOG)?;
-            for (seq, u) in updates {
-                t.insert((group.as_str(), *seq), *u)?;
+        self.op(crash::Op::Append, || {
+            let tx = self.db.begin_write()?;
+            {
+                let mut t = tx.open_table(LOG)?;
+                for (seq, u) in updates {
+                    t.insert((group.as_str(), *seq), *u)?;
+                }
             }
-        }
-        tx.commit()?;
-        Ok(())
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     /// Stores a checkpoint covering the updates up to `seq` and drops them from the log, in
     /// one transaction: a crash leaves either the old checkpoint and log or the new ones.
     pub fn checkpoint(&self, group: &GroupName, seq: u64, state: &[u8]) -> Result<(), StoreError> {
-        let tx = self.db.begin_write()?;
-        {
-            tx.open_table(CHECKPOINTS)?.insert(group.as_str(), (seq, state))?;
-            let mut log = tx.open_table(LOG)?;
-            let covered: Vec<u64> = log
-                .range((group.as_str(), 0)..=(group.as_str(), seq))?
-                .map(|r| r.map(|(k, _)| k.value().1))
-                .collect::<Result<_, _>>()?;
-            for s in covered {
-                log.remove((group.as_str(), s))?;
+        self.op(crash::Op::Checkpoint, || {
+            let tx = self.db.begin_write()?;
+            {
+                tx.open_table(CHECKPOINTS)?.insert(group.as_str(), (seq, state))?;
+                let mut log = tx.open_table(LOG)?;
+                let covered: Vec<u64> = log
+                    .range((group.as_str(), 0)..=(group.as_str(), seq))?
+                    .map(|r| r.map(|(k, _)| k.value().1))
+                    .collect::<Result<_, _>>()?;
+                for s in covered {
+                    log.remove((group.as_str(), s))?;
+                }
             }
-        }
-        tx.commit()?;
-        Ok(())
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     /// Updates in the log of `group` (after its checkpoint).

@@ -185,3 +185,34 @@ fn survives_sigkill_while_writing() {
         let _ = std::fs::remove_dir_all(&d);
     }
 }
+
+/// Fault injection cuts one write of the child's store in half and aborts it: in the middle
+/// of its 37th log append, and of its 2nd checkpoint. The store must open again and hold
+/// exactly what committed before.
+#[test]
+fn survives_a_write_cut_in_half() {
+    use std::os::unix::process::ExitStatusExt;
+    // (what to cut, the last seq committed, the checkpoint then)
+    for (cut, last, covered) in [("append:37", 36, 0), ("checkpoint:2", 100, 50)] {
+        let d = dir(&format!("cut-{}", cut.replace(':', "-")));
+        let status = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args(["--exact", "child_writer", "--nocapture", "--test-threads", "1"])
+            .env("SYNCHRONY_STORE_CHILD", &d)
+            .env(synchrony_storage::CRASH_ENV, cut)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("runs");
+        assert_eq!(status.signal(), Some(6), "{cut}: the child was to abort in its write ({status})");
+        let s = Store::open(&d, "n1").expect("reopens after the torn write");
+        let r = s.load(&GroupName::new("g")).expect("loads");
+        assert_eq!(r.checkpoint.as_ref().map_or(0, |c| c.0), covered, "{cut}: checkpoint");
+        if let Some((seq, state)) = &r.checkpoint {
+            assert_eq!(state, &seq.to_le_bytes().to_vec(), "{cut}: a torn checkpoint");
+        }
+        let seqs: Vec<u64> = r.log.iter().map(|l| l.0).collect();
+        assert_eq!(seqs, (covered + 1..=last).collect::<Vec<_>>(), "{cut}: the log");
+        drop(s);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
