@@ -137,12 +137,15 @@ struct Slot {
     phase: Phase,
     replica: Option<Replica<Book>>,
     observer: Option<Observer<Replica<Book>>>,
+    /// A joiner's first view, held from the logging observer until its state is loaded
+    /// (as the runtime's tool host does).
+    held: Vec<ReplicatedOutput>,
     recovery: RecoveryCore,
 }
 
 impl Slot {
     fn fresh() -> Self {
-        Self { phase: Phase::Start, replica: None, observer: None, recovery: RecoveryCore::default() }
+        Self { phase: Phase::Start, replica: None, observer: None, held: Vec::new(), recovery: RecoveryCore::default() }
     }
 }
 
@@ -186,10 +189,10 @@ impl Ledger {
     }
 
     /// Feeds a core's outputs to the logging observer, and notes acknowledged updates.
-    fn outputs(&mut self, ctx: &Ctx<'_>, fx: Effects<ReplicatedOutput>) {
+    fn outputs(&mut self, ctx: &Ctx<'_>, outputs: Vec<ReplicatedOutput>) {
         let s = &mut self.slots[ctx.slot()];
         let (Some(r), Some(obs)) = (s.replica.as_ref(), s.observer.as_mut()) else { return };
-        for o in &fx.outputs {
+        for o in std::mem::take(&mut s.held).iter().chain(&outputs) {
             obs(r, o);
             if let ReplicatedOutput::Applied { id, .. } = o {
                 if id.sender == *ctx.me() {
@@ -250,6 +253,7 @@ impl App for Ledger {
                     r.on_view(view, &mut fx);
                 }
                 let s = &mut self.slots[slot];
+                let joining = matches!(s.phase, Phase::Rejoining | Phase::Following);
                 if s.phase == Phase::Restarting {
                     self.restarts += 1;
                     let ready = RecoveryMsg::Ready { name: ctx.me().name.to_string() };
@@ -258,13 +262,17 @@ impl App for Ledger {
                     ctx.leave(&recovery());
                 }
                 s.phase = Phase::Member;
-                self.outputs(ctx, fx);
+                if joining {
+                    s.held = fx.outputs;
+                } else {
+                    self.outputs(ctx, fx.outputs);
+                }
             }
             Event::Deliver(d) if d.group == ledger() => {
                 if let Some(r) = self.slots[slot].replica.as_mut() {
                     r.on_message(d, &mut fx);
                 }
-                self.outputs(ctx, fx);
+                self.outputs(ctx, fx.outputs);
             }
             Event::State { group, state, .. } if *group == ledger() => {
                 let s = &mut self.slots[slot];
@@ -273,11 +281,8 @@ impl App for Ledger {
                     self.violations.push(format!("{}: the ledger's state did not load: {e}", ctx.me()));
                     return;
                 }
-                // The transferred state goes to disk at once, as a checkpoint.
-                let (applied, snap) = (r.applied(), r.snapshot());
-                let mut log = self.disks[slot].clone();
-                let _ = log.checkpoint(applied, &snap);
-                s.observer = Some(log_observer::<Book>(Box::new(log), CHECKPOINT_EVERY, applied));
+                // The held view now: the observer checkpoints the state, then records it.
+                self.outputs(ctx, Vec::new());
             }
             Event::Deliver(d) if d.group == recovery() => {
                 let mut fx = Effects::default();

@@ -46,3 +46,14 @@ fn restarting_from_the_first_log_to_report_loses_acknowledged_updates() {
         "the durability check did not catch the broken rule: {failed:?}"
     );
 }
+
+/// Seeds of the long runs that once failed, each with the bug it found.
+#[test]
+fn seeds_that_once_failed_pass() {
+    // A joiner recorded its first view before its state was on disk; when the restarter
+    // died, its report claimed a view it had no state of, and an acknowledged update
+    // was lost.
+    let seed = 895;
+    let out = run_with(SimConfig::new(seed, Profile::named("total-failure").expect("profile")), Rule::Skeen);
+    assert!(out.passed(), "synchrony sim --seed {seed} --profile total-failure: {:?}", out.first_problem());
+}

@@ -192,8 +192,21 @@ where
         });
         let h = handle.clone();
         tokio::spawn(async move {
+            // The outputs of this member's first view, held from the observer until its
+            // state (if one comes: the next input then) is loaded: a logging observer must
+            // not record a joiner's view before the log reflects the group's state.
+            let mut first_view: Option<Vec<C::Output>> = None;
+            let mut seen_view = false;
             while let Some(input) = channel.next_input().await {
                 let mut fx = Effects::default();
+                if !matches!(input, GroupInput::State(_)) {
+                    if let (Some(held), Some(obs)) = (first_view.take(), observer.as_mut()) {
+                        let s = h.lock();
+                        for o in &held {
+                            obs(&s.core, o);
+                        }
+                    }
+                }
                 match input {
                     GroupInput::View(_) | GroupInput::Message(_) => {
                         let mut s = h.lock();
@@ -202,7 +215,10 @@ where
                             GroupInput::Message(m) => s.core.on_message(m, &mut fx),
                             _ => {}
                         }
-                        if let Some(obs) = observer.as_mut() {
+                        if matches!(input, GroupInput::View(_)) && !seen_view {
+                            seen_view = true;
+                            first_view = Some(fx.outputs.clone());
+                        } else if let Some(obs) = observer.as_mut() {
                             for o in &fx.outputs {
                                 obs(&s.core, o);
                             }
@@ -217,6 +233,11 @@ where
                         if let Err(e) = s.core.restore(&state) {
                             s.foreign += 1;
                             tracing::error!(error = %e, "a tool's state did not load");
+                        }
+                        if let (Some(held), Some(obs)) = (first_view.take(), observer.as_mut()) {
+                            for o in &held {
+                                obs(&s.core, o);
+                            }
                         }
                     }
                 }

@@ -269,9 +269,13 @@ impl<T: Apply> Replica<T> {
 
 /// The observer of a logged replica: it records every view and logs every applied update
 /// before anyone is told of it, checkpointing (compacting the log) every `every` updates.
-/// After a state transfer the next update does not follow the last one logged (`last` at
-/// first): the whole state is checkpointed then instead. [`Replicated::start_logged`] uses
-/// it; a host of a bare [`Replica`] (the simulator's) calls it with each output.
+/// A view is recorded only once the log reflects the replica's state: after a state
+/// transfer (the replica no longer at `last`, the last update logged) the whole state is
+/// checkpointed first. Recovery reads a member's last view as "the members that may have
+/// outlived this log", so a joiner must not record its first view before its state is on
+/// disk: the host passes a joiner's first view to the observer only after the state loaded
+/// ([`ToolHandle`](crate::ToolHandle) does). [`Replicated::start_logged`] uses it; a host
+/// of a bare [`Replica`] (the simulator's) calls it with each output.
 pub fn log_observer<T: Apply>(
     mut log: Box<dyn UpdateLog>,
     every: u64,
@@ -280,6 +284,12 @@ pub fn log_observer<T: Apply>(
     let mut since = 0;
     Box::new(move |core: &Replica<T>, o: &ReplicatedOutput| {
         if let ReplicatedOutput::View(v) = o {
+            if core.applied() != last {
+                match log.checkpoint(core.applied(), &core.snapshot()) {
+                    Ok(()) => last = core.applied(),
+                    Err(e) => tracing::error!(error = %e, "a transferred state could not be logged"),
+                }
+            }
             if let Err(e) = log.record_view(v) {
                 tracing::error!(view = %v.id, error = %e, "a view could not be recorded");
             }
