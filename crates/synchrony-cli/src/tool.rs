@@ -235,9 +235,29 @@ async fn run_lock(node: &Node, args: &ToolArgs) -> Result<()> {
 async fn run_durable(node: &Node, args: &ToolArgs) -> Result<()> {
     let dir = args.node.data_dir.clone().context("--data-dir is needed")?;
     let store = std::sync::Arc::new(synchrony::storage::Store::open(&dir.join("store"), &args.node.name)?);
-    let (replica, how) =
-        tools::recover::<std::collections::BTreeMap<String, u64>>(node, "tools.durable", store, args.give_up_after, 20)
-            .await?;
+    // A join refused because the group died meanwhile (or a recovery cut short) is
+    // transient: recover again.
+    let mut attempt = 0;
+    let (replica, how) = loop {
+        let store = store.clone();
+        match tools::recover::<std::collections::BTreeMap<String, u64>>(
+            node,
+            "tools.durable",
+            store,
+            args.give_up_after,
+            20,
+        )
+        .await
+        {
+            Ok(r) => break r,
+            Err(e) if attempt < 20 => {
+                attempt += 1;
+                say(json!({"event": "recovery_retry", "error": e.to_string()}));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     let map: tools::ReplicatedMap<String, u64> = replica.into();
     say(json!({"event": "recovered", "how": format!("{how:?}"), "len": map.len()}));
     let me = node.id().to_string();

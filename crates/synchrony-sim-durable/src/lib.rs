@@ -97,7 +97,9 @@ impl UpdateLog for DiskLog {
     fn checkpoint(&mut self, seq: u64, state: &[u8]) -> Result<(), String> {
         let mut d = self.disk();
         d.checkpoint = Some((seq, state.to_vec()));
-        d.log.retain(|(s, _)| *s > seq);
+        // The checkpoint replaces the whole log, as the store's does.
+        let _ = seq;
+        d.log.clear();
         Ok(())
     }
 
@@ -308,7 +310,8 @@ impl App for Ledger {
     fn state(&mut self, ctx: &mut Ctx<'_>, group: &GroupName) -> Bytes {
         let s = &self.slots[ctx.slot()];
         if *group == ledger() {
-            s.replica.as_ref().map(|r| r.snapshot()).unwrap_or_default()
+            // The checkpoint and log tail on this process's disk, as a logged member sends.
+            s.replica.as_ref().map(|r| r.transfer_from_log(&self.disks[ctx.slot()])).unwrap_or_default()
         } else {
             s.recovery.snapshot()
         }

@@ -17,8 +17,8 @@
 //! let store = Store::open(&dir, "n1").unwrap();
 //! let g = GroupName::new("accounts");
 //! store.append(&g, 1, b"deposit 10").unwrap();
+//! store.checkpoint(&g, 1, b"balance 10").unwrap(); // replaces the log
 //! store.append(&g, 2, b"withdraw 3").unwrap();
-//! store.checkpoint(&g, 1, b"balance 10").unwrap(); // drops the log up to 1
 //! let r = store.load(&g).unwrap();
 //! assert_eq!(r.checkpoint, Some((1, b"balance 10".to_vec())));
 //! assert_eq!(r.log, vec![(2, b"withdraw 3".to_vec())]);
@@ -277,8 +277,10 @@ impl Store {
         })
     }
 
-    /// Stores a checkpoint covering the updates up to `seq` and drops them from the log, in
-    /// one transaction: a crash leaves either the old checkpoint and log or the new ones.
+    /// Stores a checkpoint of the state after update `seq` and empties the group's log (the
+    /// checkpoint replaces it: after a state transfer the old log may hold updates past
+    /// `seq` of a history the group did not keep), in one transaction: a crash leaves either
+    /// the old checkpoint and log or the new ones.
     pub fn checkpoint(&self, group: &GroupName, seq: u64, state: &[u8]) -> Result<(), StoreError> {
         self.op(crash::Op::Checkpoint, || {
             let tx = self.db.begin_write()?;
@@ -286,7 +288,7 @@ impl Store {
                 tx.open_table(CHECKPOINTS)?.insert(group.as_str(), (seq, state))?;
                 let mut log = tx.open_table(LOG)?;
                 let covered: Vec<u64> = log
-                    .range((group.as_str(), 0)..=(group.as_str(), seq))?
+                    .range((group.as_str(), 0)..=(group.as_str(), u64::MAX))?
                     .map(|r| r.map(|(k, _)| k.value().1))
                     .collect::<Result<_, _>>()?;
                 for s in covered {

@@ -26,9 +26,11 @@ fn written_data_and_views_come_back_after_reopening() {
         s.record_view(&g, &view).expect("writes");
         s.append_batch(&g, &[(1, b"a"), (2, b"b"), (3, b"c")]).expect("writes");
         s.checkpoint(&g, 2, b"ab").expect("writes");
+        s.append_batch(&g, &[(3, b"c")]).expect("writes");
     }
     let s = Store::open(&d, "n1").expect("reopens");
     assert_eq!(s.views().expect("reads").get(&g), Some(&view));
+    // The checkpoint replaced the whole log: the 3 there is the one appended after it.
     assert_eq!(
         s.load(&g).expect("reads"),
         Recovered { checkpoint: Some((2, b"ab".to_vec())), log: vec![(3, b"c".to_vec())] }

@@ -77,6 +77,10 @@ pub trait GroupChannel: Send + 'static {
 /// Sees each output of a core with the core, before callers are woken.
 pub type Observer<C> = Box<dyn FnMut(&C, &<C as Core>::Output) + Send>;
 
+/// Makes the state a joiner receives, in place of [`Core::snapshot`] (a logged replica
+/// sends its log's checkpoint and tail).
+pub type StateSource<C> = Box<dyn FnMut(&C) -> Bytes + Send>;
+
 /// Completions kept for callers that have not asked yet (a caller learns its message id
 /// only after the send returns, and a local delivery may come first).
 const DONE_KEPT: usize = 4096;
@@ -133,17 +137,19 @@ where
     where
         G: GroupChannel<Sender = S>,
     {
-        Self::start_observed(channel, core, listener, None)
+        Self::start_observed(channel, core, listener, None, None)
     }
 
     /// As [`ToolHandle::start`], with an observer that sees every output with the core it
     /// came from, in the reader, before any caller is woken: what it does (write a log,
-    /// say) happens before the output is acknowledged to anyone.
+    /// say) happens before the output is acknowledged to anyone; and with `source`, what
+    /// joiners receive comes from it rather than from [`Core::snapshot`].
     pub fn start_observed<G>(
         mut channel: G,
         core: C,
         listener: Option<mpsc::Sender<C::Output>>,
         mut observer: Option<Observer<C>>,
+        mut source: Option<StateSource<C>>,
     ) -> Self
     where
         G: GroupChannel<Sender = S>,
@@ -225,7 +231,13 @@ where
                         }
                     }
                     GroupInput::StateRequest(view) => {
-                        let state = h.lock().core.snapshot();
+                        let state = {
+                            let s = h.lock();
+                            match source.as_mut() {
+                                Some(f) => f(&s.core),
+                                None => s.core.snapshot(),
+                            }
+                        };
                         h.sender.provide_state(view, state).await;
                     }
                     GroupInput::State(state) => {

@@ -29,7 +29,7 @@ mod pquery;
 mod recovery;
 mod replicated;
 
-pub use channel::{GroupChannel, GroupInput, GroupSend, Keyed, Observer, ToolError, ToolHandle};
+pub use channel::{GroupChannel, GroupInput, GroupSend, Keyed, Observer, StateSource, ToolError, ToolHandle};
 pub use cohort::{call as cohort_call, Cohort, CohortOutput, CohortService, Handler};
 pub use config::{ConfigHandle, ConfigOutput, Configuration};
 pub use lock::{LockOutput, Locks, Permit, Semaphores};

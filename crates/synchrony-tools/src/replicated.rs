@@ -13,6 +13,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use synchrony_engine::{Delivery, GroupView, MsgId, Order};
 
@@ -161,12 +162,22 @@ impl<T: Apply> Replica<T> {
     }
 }
 
-/// The state a joiner receives.
+/// A replica's whole state: what a checkpoint holds.
 #[derive(Serialize, Deserialize)]
 struct State<T> {
     value: T,
     applied: u64,
     lock: LockState,
+}
+
+/// What a joiner receives.
+#[derive(Serialize, Deserialize)]
+enum Transfer<T> {
+    /// The provider's state, from memory.
+    Full(State<T>),
+    /// A logged provider's log as on its disk: its last checkpoint (a [`State`]'s bytes)
+    /// and the updates after it, with the lock's state now (lock messages are not logged).
+    Logged { checkpoint: Option<(u64, Vec<u8>)>, tail: Vec<(u64, Vec<u8>)>, lock: LockState },
 }
 
 fn lift(fx: &mut Effects<ReplicatedOutput>, inner: Effects<LockOutput>) {
@@ -205,14 +216,20 @@ impl<T: Apply> Core for Replica<T> {
     }
 
     fn snapshot(&self) -> Bytes {
-        encode(&State { value: &self.value, applied: self.applied, lock: self.lock.snapshot_value() })
+        encode(&Transfer::Full(State { value: &self.value, applied: self.applied, lock: self.lock.snapshot_value() }))
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<(), ToolError> {
-        let s: State<T> = decode(state)?;
-        self.value = s.value;
-        self.applied = s.applied;
-        self.lock.restore_value(s.lock);
+        match decode::<Transfer<T>>(state)? {
+            Transfer::Full(s) => self.load_state(s),
+            Transfer::Logged { checkpoint, tail, lock } => {
+                let mut r = Replica::<T>::default();
+                r.replay(checkpoint, tail)?;
+                self.value = r.value;
+                self.applied = r.applied;
+                self.lock.restore_value(lock);
+            }
+        }
         Ok(())
     }
 }
@@ -239,7 +256,8 @@ pub type LogContents = (Option<(u64, Vec<u8>)>, Vec<(u64, Vec<u8>)>);
 pub trait UpdateLog: Send + 'static {
     /// Appends update `seq`; durable when this returns.
     fn append(&mut self, seq: u64, update: &[u8]) -> Result<(), String>;
-    /// Stores a checkpoint covering the updates up to `seq`, dropping them from the log.
+    /// Stores a checkpoint of the state after update `seq`, replacing the whole log (after a
+    /// state transfer the old log may hold updates of a past the group did not keep).
     fn checkpoint(&mut self, seq: u64, state: &[u8]) -> Result<(), String>;
     /// The last checkpoint and the updates after it.
     fn load(&self) -> Result<LogContents, String>;
@@ -254,16 +272,87 @@ impl<T: Apply> Replica<T> {
     pub fn from_log(log: &dyn UpdateLog) -> Result<Self, ToolError> {
         let (checkpoint, updates) = log.load().map_err(ToolError::Refused)?;
         let mut r = Replica::<T>::default();
-        if let Some((_, state)) = checkpoint {
-            r.restore(&state)?;
+        r.replay(checkpoint, updates)?;
+        Ok(r)
+    }
+
+    /// The whole state, as a checkpoint in a log keeps it.
+    pub fn checkpoint_state(&self) -> Bytes {
+        encode(&State { value: &self.value, applied: self.applied, lock: self.lock.snapshot_value() })
+    }
+
+    /// What a logged member hands a joiner: its log's last checkpoint and the updates after
+    /// it, as on its disk (no new serialization of the state), with the lock's state now.
+    /// If the log does not end at this replica's state (it could not be written), the
+    /// state from memory instead.
+    pub fn transfer_from_log(&self, log: &dyn UpdateLog) -> Bytes {
+        match log.load() {
+            Ok((checkpoint, tail)) => {
+                let end = tail.last().map(|(s, _)| *s).or(checkpoint.as_ref().map(|(s, _)| *s)).unwrap_or(0);
+                if end == self.applied {
+                    return encode(&Transfer::<()>::Logged { checkpoint, tail, lock: self.lock.snapshot_value() });
+                }
+                tracing::warn!(log = end, applied = self.applied, "the log lags the replica: full state sent");
+            }
+            Err(e) => tracing::error!(error = %e, "the log could not be read: full state sent"),
         }
-        for (seq, bytes) in updates {
+        self.snapshot()
+    }
+
+    fn load_state(&mut self, s: State<T>) {
+        self.value = s.value;
+        self.applied = s.applied;
+        self.lock.restore_value(s.lock);
+    }
+
+    fn replay(&mut self, checkpoint: Option<(u64, Vec<u8>)>, tail: Vec<(u64, Vec<u8>)>) -> Result<(), ToolError> {
+        if let Some((_, state)) = checkpoint {
+            self.load_state(decode(&state)?);
+        }
+        for (seq, bytes) in tail {
             if let Msg::Update(u) = decode::<Msg<T::Update>>(&bytes)? {
-                r.value.apply(&u);
-                r.applied = seq;
+                self.value.apply(&u);
+                self.applied = seq;
             }
         }
-        Ok(r)
+        Ok(())
+    }
+}
+
+/// One log written by the observer and read for joiners.
+struct SharedLog<L>(Arc<Mutex<L>>);
+
+impl<L> Clone for SharedLog<L> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<L: UpdateLog> SharedLog<L> {
+    fn log(&self) -> std::sync::MutexGuard<'_, L> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl<L: UpdateLog> UpdateLog for SharedLog<L> {
+    fn append(&mut self, seq: u64, update: &[u8]) -> Result<(), String> {
+        self.log().append(seq, update)
+    }
+
+    fn checkpoint(&mut self, seq: u64, state: &[u8]) -> Result<(), String> {
+        self.log().checkpoint(seq, state)
+    }
+
+    fn load(&self) -> Result<LogContents, String> {
+        self.log().load()
+    }
+
+    fn record_view(&mut self, view: &GroupView) -> Result<(), String> {
+        self.log().record_view(view)
+    }
+
+    fn last_view(&self) -> Result<Option<GroupView>, String> {
+        self.log().last_view()
     }
 }
 
@@ -285,7 +374,7 @@ pub fn log_observer<T: Apply>(
     Box::new(move |core: &Replica<T>, o: &ReplicatedOutput| {
         if let ReplicatedOutput::View(v) = o {
             if core.applied() != last {
-                match log.checkpoint(core.applied(), &core.snapshot()) {
+                match log.checkpoint(core.applied(), &core.checkpoint_state()) {
                     Ok(()) => last = core.applied(),
                     Err(e) => tracing::error!(error = %e, "a transferred state could not be logged"),
                 }
@@ -301,7 +390,7 @@ pub fn log_observer<T: Apply>(
             log.append(*seq, update)
         } else {
             since = 0;
-            log.checkpoint(*seq, &core.snapshot())
+            log.checkpoint(*seq, &core.checkpoint_state())
         };
         match result {
             Ok(()) => last = *seq,
@@ -354,7 +443,8 @@ impl<T: Apply, S: GroupSend> Replicated<T, S> {
     /// `update` returns (or anyone is told of it), and the log is compacted into a
     /// checkpoint every `checkpoint_every` updates. The replica starts from the log: if
     /// this member starts the group (after a total failure, the last to fail does), that
-    /// is the group's state; if the group runs, a state transfer replaces it.
+    /// is the group's state; if the group runs, a state transfer replaces it. Joiners
+    /// receive this member's checkpoint and log tail ([`Replica::transfer_from_log`]).
     pub fn start_logged<G: GroupChannel<Sender = S>>(
         group: G,
         log: impl UpdateLog,
@@ -362,8 +452,10 @@ impl<T: Apply, S: GroupSend> Replicated<T, S> {
     ) -> Result<Self, ToolError> {
         let core = Replica::<T>::from_log(&log)?;
         let last = core.applied();
-        let observer = log_observer::<T>(Box::new(log), checkpoint_every.max(1), last);
-        Ok(Self { tool: ToolHandle::start_observed(group, core, None, Some(observer)) })
+        let log = SharedLog(Arc::new(Mutex::new(log)));
+        let observer = log_observer::<T>(Box::new(log.clone()), checkpoint_every.max(1), last);
+        let source: crate::StateSource<Replica<T>> = Box::new(move |core: &Replica<T>| core.transfer_from_log(&log));
+        Ok(Self { tool: ToolHandle::start_observed(group, core, None, Some(observer), Some(source)) })
     }
 
     /// Reads the local copy.
@@ -531,5 +623,74 @@ where
     /// See [`Replicated::flush`].
     pub async fn flush(&self) -> Result<(), ToolError> {
         self.inner.flush().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synchrony_engine::{GroupName, ProcessId, ViewId};
+
+    #[derive(Default)]
+    struct MemLog {
+        checkpoint: Option<(u64, Vec<u8>)>,
+        log: Vec<(u64, Vec<u8>)>,
+        view: Option<GroupView>,
+    }
+
+    impl UpdateLog for MemLog {
+        fn append(&mut self, seq: u64, update: &[u8]) -> Result<(), String> {
+            self.log.push((seq, update.to_vec()));
+            Ok(())
+        }
+        fn checkpoint(&mut self, seq: u64, state: &[u8]) -> Result<(), String> {
+            self.checkpoint = Some((seq, state.to_vec()));
+            self.log.clear();
+            Ok(())
+        }
+        fn load(&self) -> Result<LogContents, String> {
+            Ok((self.checkpoint.clone(), self.log.clone()))
+        }
+        fn record_view(&mut self, view: &GroupView) -> Result<(), String> {
+            self.view = Some(view.clone());
+            Ok(())
+        }
+        fn last_view(&self) -> Result<Option<GroupView>, String> {
+            Ok(self.view.clone())
+        }
+    }
+
+    type Map = BTreeMap<String, u64>;
+
+    #[test]
+    fn a_joiner_gets_the_checkpoint_and_log_tail_and_logs_it_before_its_view() {
+        let log = SharedLog(Arc::new(Mutex::new(MemLog::default())));
+        let mut observer = log_observer::<Map>(Box::new(log.clone()), 8, 0);
+        let mut r = Replica::<Map>::default();
+        for k in 0..21u64 {
+            let (order, payload) = Replica::<Map>::update(&MapUpdate::Put(format!("k{}", k % 5), k));
+            let id = MsgId { sender: ProcessId::new("a", 1), counter: k };
+            let d = Delivery { group: GroupName::new("g"), view: ViewId(1), id, order, query: false, payload };
+            let mut fx = Effects::default();
+            r.on_message(&d, &mut fx);
+            for o in &fx.outputs {
+                observer(&r, o);
+            }
+        }
+        let (checkpoint, tail) = log.load().expect("loads");
+        assert!(checkpoint.is_some() && !tail.is_empty(), "both a checkpoint and a tail: {checkpoint:?} {tail:?}");
+        let sent = r.transfer_from_log(&log);
+        assert!(matches!(decode::<Transfer<Map>>(&sent), Ok(Transfer::Logged { .. })), "the log went as it is");
+        // The joiner: its first view reaches its observer only after the state.
+        let mut joiner = Replica::<Map>::default();
+        joiner.restore(&sent).expect("loads");
+        assert_eq!((joiner.value(), joiner.applied()), (r.value(), r.applied()));
+        let jlog = SharedLog(Arc::new(Mutex::new(MemLog::default())));
+        let mut jobs = log_observer::<Map>(Box::new(jlog.clone()), 8, 0);
+        let view = GroupView { id: ViewId(2), members: vec![ProcessId::new("a", 1), ProcessId::new("b", 1)] };
+        jobs(&joiner, &ReplicatedOutput::View(view.clone()));
+        assert_eq!(jlog.last_view().expect("view"), Some(view));
+        let back = Replica::<Map>::from_log(&jlog).expect("its log loads");
+        assert_eq!((back.value(), back.applied()), (r.value(), r.applied()), "the state was on disk with the view");
     }
 }

@@ -164,7 +164,8 @@ fn join_error(e: crate::JoinError) -> ToolError {
 ///
 /// With `give_up_after`, a member still missing then is taken as lost for good: the group
 /// restarts from the best log of those that came back (updates only the missing ones
-/// logged are lost). Without it, recovery waits for them.
+/// logged are lost). Without it, recovery waits for them. If the group fails again while
+/// this node joins it, the join is refused and `recover` returns the error: call it again.
 pub async fn recover<T: Apply>(
     node: &crate::Node,
     group: &str,
@@ -228,14 +229,22 @@ pub async fn recover<T: Apply>(
             Ok(None) => return Err(ToolError::Closed),
         }
     };
-    let outcome = match decision {
-        RecoveryDecision::Restart if !running().await => {
-            let out = start(Recovery::Restarted { applied }).await?;
-            send(&r, RecoveryMsg::Ready { name: me.clone() }).await?;
-            out
+    let joined = match decision {
+        RecoveryDecision::Restart if !running().await => match start(Recovery::Restarted { applied }).await {
+            Ok(out) => send(&r, RecoveryMsg::Ready { name: me.clone() }).await.map(|()| out),
+            Err(e) => Err(e),
+        },
+        RecoveryDecision::Join { from } if !from.is_empty() && from != me => start(Recovery::Followed { from }).await,
+        _ => start(Recovery::Rejoined).await,
+    };
+    let outcome = match joined {
+        Ok(o) => o,
+        Err(e) => {
+            // The group died while this node joined it (a refused join): leave the recovery
+            // group, so that recovering again starts clean.
+            let _ = r.leave().await;
+            return Err(e);
         }
-        RecoveryDecision::Join { from } if !from.is_empty() && from != me => start(Recovery::Followed { from }).await?,
-        _ => start(Recovery::Rejoined).await?,
     };
     // Stay in the recovery group a while, serving its state, so that a late restarter
     // learns who restarted (it then sees the group running anyway).
