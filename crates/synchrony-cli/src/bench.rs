@@ -33,6 +33,10 @@ pub(crate) struct BenchArgs {
     /// Seconds of measured traffic (after one second of warm-up).
     #[arg(long, default_value_t = 5)]
     duration: u64,
+    /// Messages per second per sender, one at a time (latency at light load); 0: as fast
+    /// as flow control allows, in batches.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -64,6 +68,8 @@ pub(crate) struct MemberArgs {
     warmup: u64,
     #[arg(long)]
     duration: u64,
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
 }
 
 /// One member's results.
@@ -152,6 +158,28 @@ impl Meter {
     }
 }
 
+/// How a sender paces itself: `rate` messages a second one by one, or batches of 64 as
+/// fast as it can. Returns how many messages to make now (after waiting for their time).
+struct Pace {
+    interval_us: u64,
+    next: u64,
+}
+
+impl Pace {
+    fn new(rate: u64, start: u64) -> Self {
+        Self { interval_us: 1_000_000u64.checked_div(rate).map_or(0, |i| i.max(1)), next: start }
+    }
+
+    async fn batch(&mut self) -> usize {
+        if self.interval_us == 0 {
+            return 64;
+        }
+        sleep_until_us(self.next).await;
+        self.next += self.interval_us;
+        1
+    }
+}
+
 fn payload(size: usize) -> Vec<u8> {
     let mut p = vec![0u8; size.max(8)];
     p[..8].copy_from_slice(&now_us().to_le_bytes());
@@ -179,11 +207,13 @@ async fn sync_member(a: MemberArgs) -> Result<MemberResult> {
     let end = meter.to + 2_000_000;
     let sender = (a.index < a.senders).then(|| {
         let (rt, group, size, stop) = (rt.clone(), group.clone(), a.size, meter.to);
+        let mut pace = Pace::new(a.rate, a.start_at);
         tokio::spawn(async move {
             sleep_until_us(a.start_at).await;
             let mut sent = 0u64;
             while now_us() < stop {
-                let batch: Vec<Bytes> = (0..64).map(|_| Bytes::from(payload(size))).collect();
+                let n = pace.batch().await;
+                let batch: Vec<Bytes> = (0..n).map(|_| Bytes::from(payload(size))).collect();
                 sent += rt.send_batch(group.clone(), order, batch).await.iter().filter(|r| r.is_ok()).count() as u64;
             }
             sent
@@ -255,9 +285,11 @@ async fn raw_member(a: MemberArgs) -> Result<MemberResult> {
         }
         sleep_until_us(a.start_at).await;
         let stop = meter.lock().expect("lock").to;
+        let mut pace = Pace::new(a.rate, a.start_at);
         while now_us() < stop {
-            let mut batch = Vec::with_capacity(64 * (4 + size));
-            for _ in 0..64 {
+            let n = pace.batch().await;
+            let mut batch = Vec::with_capacity(n * (4 + size));
+            for _ in 0..n {
                 batch.extend_from_slice(&(size as u32).to_le_bytes());
                 batch.extend_from_slice(&payload(size));
             }
@@ -267,10 +299,10 @@ async fn raw_member(a: MemberArgs) -> Result<MemberResult> {
             }
             // The sender delivers its own message to itself, as a group member does.
             let mut m = meter.lock().expect("lock");
-            for k in 0..64 {
+            for k in 0..n {
                 m.deliver(&batch[k * (4 + size) + 4..(k + 1) * (4 + size)]);
             }
-            sent += 64;
+            sent += n as u64;
         }
     }
     sleep_until_us(end).await;
@@ -305,6 +337,7 @@ fn run_side(args: &BenchArgs, raw: bool) -> Result<Vec<MemberResult>> {
         cmd.args(["--index", &i.to_string(), "--addrs", &addrs.join(",")]);
         cmd.args(["--senders", &args.senders.to_string(), "--size", &args.size.to_string(), "--order", &args.order]);
         cmd.args(["--start-at", &start_at.to_string(), "--warmup", "1", "--duration", &args.duration.to_string()]);
+        cmd.args(["--rate", &args.rate.to_string()]);
         cmd.stdout(Stdio::piped()).stderr(Stdio::null());
         children.push(cmd.spawn().context("starting a bench member")?);
         if i == 0 && !raw {
@@ -344,15 +377,20 @@ pub(crate) fn run_bench(args: BenchArgs) -> Result<()> {
     if args.json {
         let v = serde_json::json!({
             "members": args.members, "size": args.size, "order": args.order, "senders": args.senders,
-            "duration_s": args.duration, "synchrony": sync, "raw": raw,
+            "duration_s": args.duration, "rate": args.rate, "synchrony": sync, "raw": raw,
             "delivered_per_sec_mean": { "synchrony": s_rate, "raw": r_rate, "ratio": ratio },
         });
         println!("{v}");
         return Ok(());
     }
     println!(
-        "synchrony bench: {} members, {} sender(s), {} B messages, order {}, {} s measured",
-        args.members, args.senders, args.size, args.order, args.duration
+        "synchrony bench: {} members, {} sender(s), {} B messages, order {}, {} s measured, {}",
+        args.members,
+        args.senders,
+        args.size,
+        args.order,
+        args.duration,
+        if args.rate == 0 { "full speed".to_string() } else { format!("{} msgs/s per sender", args.rate) }
     );
     println!(
         "{:<10} {:>6} {:>12} {:>9} {:>9} {:>9} {:>10} {:>8} {:>8}",
