@@ -27,3 +27,33 @@ fn a_paced_run_delivers_the_rate_at_every_member_on_both_sides() {
     let ratio = v["delivered_per_sec_mean"]["ratio"].as_f64().expect("ratio");
     assert!((0.9..=1.1).contains(&ratio), "at a light rate both sides deliver it all: ratio {ratio}");
 }
+
+/// Runs `synchrony bench` with `args` and the JSON flag, and returns its object.
+fn bench_json(args: &[&str]) -> Value {
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_synchrony")).arg("bench").args(args).arg("--json").output().expect("runs");
+    assert!(out.status.success(), "bench {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
+#[test]
+fn paced_rpcs_and_map_puts_are_made_by_the_caller_and_seen_by_every_member() {
+    // 2 callers at 100 calls/s each: 200 a second, each answered by all 3 (or applied by all 3).
+    for (mode, callers_kind, others_kind) in [("--rpc", "calls", "delivered"), ("--map", "puts", "applied")] {
+        let v = bench_json(&["--members", "3", mode, "--clients", "2", "--rate", "100", "--duration", "2"]);
+        assert_eq!(v["raw"].as_array().map(Vec::len), Some(0), "{mode}: no raw baseline");
+        let members = v["synchrony"].as_array().expect("members");
+        assert_eq!(members.len(), 3);
+        for m in members {
+            let kind = if m["index"] == 0 { callers_kind } else { others_kind };
+            assert_eq!(m["kind"], kind, "{mode}: member {}", m["index"]);
+            let rate = m["delivered_per_sec"].as_f64().expect("rate");
+            assert!((180.0..=220.0).contains(&rate), "{mode} member {}: {rate} a second, not 200", m["index"]);
+        }
+        let caller = &members[0];
+        assert!(caller["latency_p50_us"].as_u64().expect("p50") > 0, "{mode}: call latency measured");
+        assert!(caller["latency_p99_us"].as_u64() >= caller["latency_p50_us"].as_u64());
+        let calls = v["calls_per_sec"].as_f64().expect("calls");
+        assert!((180.0..=220.0).contains(&calls), "{mode}: {calls} calls a second");
+    }
+}

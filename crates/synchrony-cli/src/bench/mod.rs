@@ -4,7 +4,10 @@
 //!
 //! Each member is a child process (`synchrony bench-member`) that prints one JSON line of
 //! results. A message carries its send time (wall clock, the same on one machine), so every
-//! member measures send-to-delivery latency.
+//! member measures send-to-delivery latency. `--rpc` and `--map` measure group RPCs and
+//! replicated-map updates instead ([`calls`]).
+
+mod calls;
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
@@ -43,6 +46,34 @@ pub(crate) struct BenchArgs {
     /// Skip the raw TCP baseline.
     #[arg(long)]
     no_baseline: bool,
+    /// Group RPCs waiting for every member's reply instead of multicasts: calls per second
+    /// and call latency at the callers (no raw baseline).
+    #[arg(long, conflicts_with = "map")]
+    rpc: bool,
+    /// Updates to the replicated map (values of SIZE bytes) instead of multicasts: puts per
+    /// second and put latency at the callers (no raw baseline).
+    #[arg(long)]
+    map: bool,
+    /// With --rpc or --map: concurrent callers per sending member (default 1 for --rpc,
+    /// 16 for --map, as the etcd peer script's clients).
+    #[arg(long)]
+    clients: Option<usize>,
+}
+
+impl BenchArgs {
+    fn mode(&self) -> &'static str {
+        if self.rpc {
+            "rpc"
+        } else if self.map {
+            "map"
+        } else {
+            "multicast"
+        }
+    }
+
+    fn clients(&self) -> usize {
+        self.clients.unwrap_or(if self.map { 16 } else { 1 })
+    }
 }
 
 /// `synchrony bench-member` (started by `bench`).
@@ -70,12 +101,20 @@ pub(crate) struct MemberArgs {
     duration: u64,
     #[arg(long, default_value_t = 0)]
     rate: u64,
+    /// multicast, rpc or map.
+    #[arg(long, default_value = "multicast")]
+    mode: String,
+    #[arg(long, default_value_t = 1)]
+    clients: usize,
 }
 
 /// One member's results.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct MemberResult {
     index: usize,
+    /// What the rate and latencies count: `delivered` messages, `calls` (RPCs made),
+    /// `puts` (map updates made), `applied` (map updates applied here).
+    kind: String,
     delivered_per_sec: f64,
     mb_per_sec: f64,
     latency_p50_us: u64,
@@ -135,7 +174,7 @@ impl Meter {
         }
     }
 
-    fn result(mut self, index: usize, sent: u64) -> MemberResult {
+    fn result(mut self, index: usize, sent: u64, kind: &str) -> MemberResult {
         self.samples.sort_unstable();
         let q = |p: f64| {
             self.samples
@@ -146,6 +185,7 @@ impl Meter {
         let secs = (self.to - self.from) as f64 / 1e6;
         MemberResult {
             index,
+            kind: kind.to_string(),
             delivered_per_sec: self.count as f64 / secs,
             mb_per_sec: self.count as f64 * self.size as f64 / secs / 1e6,
             latency_p50_us: q(0.5),
@@ -237,7 +277,7 @@ async fn sync_member(a: MemberArgs) -> Result<MemberResult> {
         Some(h) => h.await.unwrap_or(0),
         None => 0,
     };
-    Ok(meter.result(a.index, sent))
+    Ok(meter.result(a.index, sent, "delivered"))
 }
 
 /// One raw member: a TCP listener that counts; a sender also writes to every other member.
@@ -307,12 +347,17 @@ async fn raw_member(a: MemberArgs) -> Result<MemberResult> {
     }
     sleep_until_us(end).await;
     let m = std::mem::replace(&mut *meter.lock().expect("lock"), Meter::new(&a));
-    Ok(m.result(a.index, sent))
+    Ok(m.result(a.index, sent, "delivered"))
 }
 
 /// `synchrony bench-member`: runs one member and prints its result as JSON.
 pub(crate) async fn run_member(a: MemberArgs) -> Result<()> {
-    let r = if a.raw { raw_member(a).await? } else { sync_member(a).await? };
+    let r = match (a.raw, a.mode.as_str()) {
+        (true, _) => raw_member(a).await?,
+        (false, "rpc") => calls::rpc_member(a).await?,
+        (false, "map") => calls::map_member(a).await?,
+        _ => sync_member(a).await?,
+    };
     println!("{}", serde_json::to_string(&r)?);
     Ok(())
 }
@@ -337,7 +382,7 @@ fn run_side(args: &BenchArgs, raw: bool) -> Result<Vec<MemberResult>> {
         cmd.args(["--index", &i.to_string(), "--addrs", &addrs.join(",")]);
         cmd.args(["--senders", &args.senders.to_string(), "--size", &args.size.to_string(), "--order", &args.order]);
         cmd.args(["--start-at", &start_at.to_string(), "--warmup", "1", "--duration", &args.duration.to_string()]);
-        cmd.args(["--rate", &args.rate.to_string()]);
+        cmd.args(["--rate", &args.rate.to_string(), "--mode", args.mode(), "--clients", &args.clients().to_string()]);
         cmd.stdout(Stdio::piped()).stderr(Stdio::null());
         children.push(cmd.spawn().context("starting a bench member")?);
         if i == 0 && !raw {
@@ -364,7 +409,10 @@ pub(crate) fn run_bench(args: BenchArgs) -> Result<()> {
     }
     let _: Order = args.order.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
     let sync = run_side(&args, false)?;
-    let raw = if args.no_baseline { Vec::new() } else { run_side(&args, true)? };
+    let raw = if args.no_baseline || args.rpc || args.map { Vec::new() } else { run_side(&args, true)? };
+    // Calls made (RPCs or puts), summed over the callers.
+    let calls: f64 =
+        sync.iter().filter(|r| matches!(r.kind.as_str(), "calls" | "puts")).map(|r| r.delivered_per_sec).sum();
     let mean = |rs: &[MemberResult], f: fn(&MemberResult) -> f64| {
         if rs.is_empty() {
             0.0
@@ -377,14 +425,19 @@ pub(crate) fn run_bench(args: BenchArgs) -> Result<()> {
     if args.json {
         let v = serde_json::json!({
             "members": args.members, "size": args.size, "order": args.order, "senders": args.senders,
-            "duration_s": args.duration, "rate": args.rate, "synchrony": sync, "raw": raw,
+            "duration_s": args.duration, "rate": args.rate, "mode": args.mode(), "clients": args.clients(),
+            "calls_per_sec": calls, "synchrony": sync, "raw": raw,
             "delivered_per_sec_mean": { "synchrony": s_rate, "raw": r_rate, "ratio": ratio },
         });
         println!("{v}");
         return Ok(());
     }
     println!(
-        "synchrony bench: {} members, {} sender(s), {} B messages, order {}, {} s measured, {}",
+        "synchrony bench{}: {} members, {} sender(s), {} B messages, order {}, {} s measured, {}",
+        match args.mode() {
+            "multicast" => String::new(),
+            m => format!(" --{m} ({} caller(s) per sender)", args.clients()),
+        },
         args.members,
         args.senders,
         args.size,
@@ -393,14 +446,15 @@ pub(crate) fn run_bench(args: BenchArgs) -> Result<()> {
         if args.rate == 0 { "full speed".to_string() } else { format!("{} msgs/s per sender", args.rate) }
     );
     println!(
-        "{:<10} {:>6} {:>12} {:>9} {:>9} {:>9} {:>10} {:>8} {:>8}",
-        "side", "member", "msgs/s", "MB/s", "p50 us", "p99 us", "p99.9 us", "cpu s", "rss MB"
+        "{:<10} {:>6} {:>9} {:>12} {:>9} {:>9} {:>9} {:>10} {:>8} {:>8}",
+        "side", "member", "counts", "per s", "MB/s", "p50 us", "p99 us", "p99.9 us", "cpu s", "rss MB"
     );
     for (side, rs) in [("synchrony", &sync), ("raw tcp", &raw)] {
         for r in rs.iter() {
             println!(
-                "{side:<10} {:>6} {:>12.0} {:>9.1} {:>9} {:>9} {:>10} {:>8.2} {:>8.1}",
+                "{side:<10} {:>6} {:>9} {:>12.0} {:>9.1} {:>9} {:>9} {:>10} {:>8.2} {:>8.1}",
                 r.index,
+                r.kind,
                 r.delivered_per_sec,
                 r.mb_per_sec,
                 r.latency_p50_us,
@@ -410,6 +464,9 @@ pub(crate) fn run_bench(args: BenchArgs) -> Result<()> {
                 r.peak_rss_mb
             );
         }
+    }
+    if calls > 0.0 {
+        println!("{} per second, all callers: {calls:.0}", if args.rpc { "calls" } else { "puts" });
     }
     if !raw.is_empty() {
         println!("delivered msgs/s per member: synchrony {s_rate:.0}, raw {r_rate:.0}: ratio {ratio:.3}");
