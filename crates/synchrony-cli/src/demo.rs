@@ -54,7 +54,7 @@ fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn signal(child: &Child, sig: &str) -> Result<()> {
+pub(crate) fn signal(child: &Child, sig: &str) -> Result<()> {
     let ok = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status()?.success();
     if !ok {
         bail!("kill -{sig} {} failed", child.id());
@@ -133,6 +133,13 @@ impl Procs {
     fn child(&self, name: &str) -> &Child {
         &self.children.iter().find(|(n, _)| n == name).expect("started").1
     }
+}
+
+/// The `crash` event a harness writes for a process it killed at `killed_us` (TRACE.md):
+/// after the last event of the incarnation whose id starts with `prefix` (`NAME#`).
+pub(crate) fn crash_event(events: &[TraceEvent], prefix: &str, killed_us: u64) -> Option<TraceEvent> {
+    let last = events.iter().filter(|e| e.p.starts_with(prefix)).max_by_key(|e| (e.t, e.i))?;
+    Some(TraceEvent { p: last.p.clone(), i: last.i + 1, t: last.t.max(killed_us), ..TraceEvent::bare("crash") })
 }
 
 /// Follows the trace files and tells what they show.
@@ -435,10 +442,7 @@ pub(crate) fn run_demo(args: DemoArgs) -> Result<()> {
     procs.children.clear();
     n.read_new(&files);
     // The harness writes the killed process's `crash` event, as TRACE.md says.
-    let n5: Vec<&TraceEvent> = n.events.iter().filter(|e| e.p.starts_with("n5#")).collect();
-    if let Some(last) = n5.iter().max_by_key(|e| e.i) {
-        let crash =
-            TraceEvent { p: last.p.clone(), i: last.i + 1, t: last.t.max(killed_micros), ..TraceEvent::bare("crash") };
+    if let Some(crash) = crash_event(&n.events, "n5#", killed_micros) {
         let mut f = std::fs::OpenOptions::new().append(true).open(procs.trace("n5"))?;
         writeln!(f, "{}", crash.to_json_line())?;
         n.events.push(crash);

@@ -57,3 +57,27 @@ fn paced_rpcs_and_map_puts_are_made_by_the_caller_and_seen_by_every_member() {
         assert!((180.0..=220.0).contains(&calls), "{mode}: {calls} calls a second");
     }
 }
+
+#[test]
+fn a_churn_run_times_failures_and_joins_and_its_traces_pass_the_checker() {
+    let v = bench_json(&["--churn", "--rate", "300", "--rounds", "2", "--state-mb", "0.5,2", "--check"]);
+    let rounds = v["rounds"].as_array().expect("rounds");
+    assert_eq!(rounds.len(), 2);
+    for (r, want_mb) in rounds.iter().zip([0.5, 2.0]) {
+        let to_view = r["failure_to_view_max_ms"].as_f64().expect("failure to view");
+        assert!(to_view > 0.0 && to_view < 5000.0, "{r}: the survivors saw the new view ({to_view} ms)");
+        assert_eq!(r["failure_to_view_ms"].as_object().map(|m| m.len()), Some(2), "{r}: both survivors timed");
+        assert_eq!(r["state_bytes"].as_f64(), Some(want_mb * 1e6), "{r}: the joiner got the whole state");
+        let join = r["join_to_first_delivery_ms"].as_f64().expect("join");
+        assert!(join >= r["state_transfer_ms"].as_f64().expect("transfer") && join > 0.0, "{r}");
+    }
+    assert_eq!(v["blocked_senders"].as_array().map(Vec::len), Some(0), "no sender blocked");
+    let verdict = v["check"].as_str().expect("checked");
+    assert!(verdict.starts_with("every guarantee holds"), "{verdict}");
+    // The killed members are gone and the joiners are in: three members report at the end.
+    let finals = v["members_at_end"].as_array().expect("finals");
+    let mut at_end: Vec<u64> = finals.iter().filter_map(|f| f["index"].as_u64()).collect();
+    at_end.sort();
+    assert_eq!(at_end, vec![0, 1, 4]);
+    assert!(finals.iter().all(|f| f["delivered"].as_u64() > Some(0)));
+}

@@ -163,6 +163,15 @@ impl Engine {
         self.groups.keys()
     }
 
+    /// How much of its state this joiner of `group` has received: `(bytes, total)`, the
+    /// total 0 until the first chunk came; `None` if it is not waiting for state.
+    pub fn state_progress(&self, group: &GroupName) -> Option<(u64, u64)> {
+        match &self.groups.get(group)?.join {
+            JoinState::Waiting { buf, total, .. } => Some((buf.len() as u64, *total)),
+            JoinState::Ready => None,
+        }
+    }
+
     /// A one-line dump of a group's internal state, for debugging and `synchrony status`.
     pub fn debug_group(&self, group: &GroupName) -> Option<String> {
         let pending: Vec<String> =
@@ -961,7 +970,7 @@ impl Engine {
     /// lost (every member that had it is gone) and the process leaves the group.
     fn drop_provider(&mut self, group: &GroupName, view: ViewId, gone: &ProcessId) {
         let Some(g) = self.groups.get_mut(group) else { return };
-        let JoinState::Waiting { view: v, providers, idx, buf, retry_at } = &mut g.join else { return };
+        let JoinState::Waiting { view: v, providers, idx, buf, retry_at, .. } = &mut g.join else { return };
         let Some(pos) = providers.iter().position(|p| p == gone).filter(|_| *v == view) else { return };
         providers.remove(pos);
         if providers.is_empty() {
@@ -1043,12 +1052,13 @@ impl Engine {
                 }
             }
             Msg::StateChunk { offset, total, data, .. } => {
-                let JoinState::Waiting { view: v, providers, idx, buf, .. } = &mut g.join else {
+                let JoinState::Waiting { view: v, providers, idx, buf, total: known, .. } = &mut g.join else {
                     return;
                 };
                 if *v != view || providers[*idx] != *from || offset != buf.len() as u64 {
                     return;
                 }
+                *known = total;
                 buf.extend_from_slice(&data);
                 if (buf.len() as u64) < total {
                     self.start_fetch(group);

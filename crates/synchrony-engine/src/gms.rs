@@ -1045,7 +1045,8 @@ impl Engine {
                 .collect();
             let mut gs = GroupState::new(g.clone(), v.clone(), &me);
             if !providers.is_empty() {
-                gs.join = JoinState::Waiting { view: v.id, providers, idx: 0, buf: Vec::new(), retry_at: None };
+                gs.join =
+                    JoinState::Waiting { view: v.id, providers, idx: 0, buf: Vec::new(), total: 0, retry_at: None };
                 gs.unchecked = Some(Default::default());
             }
             let waiting = matches!(gs.join, JoinState::Waiting { .. });

@@ -103,8 +103,9 @@ pub(crate) struct Queued {
 pub(crate) enum JoinState {
     /// It has its state (or founded the group).
     Ready,
-    /// It waits for the state of `view` from one of `providers`.
-    Waiting { view: ViewId, providers: Vec<ProcessId>, idx: usize, buf: Vec<u8>, retry_at: Option<Instant> },
+    /// It waits for the state of `view` from one of `providers`; `total` is the state's size
+    /// once the first chunk told it (0 before).
+    Waiting { view: ViewId, providers: Vec<ProcessId>, idx: usize, buf: Vec<u8>, total: u64, retry_at: Option<Instant> },
 }
 
 /// A checkpoint held for joiners of a view.

@@ -801,6 +801,7 @@ impl Driver {
                             name: g.to_string(),
                             view: v.id.0,
                             members: v.members.iter().map(|m| m.to_string()).collect(),
+                            state_transfer: e.state_progress(g),
                         })
                     })
                     .collect()
@@ -814,6 +815,7 @@ impl Driver {
                         name: g.to_string(),
                         view: v.id.0,
                         members: v.members.iter().map(|m| m.to_string()).collect(),
+                        state_transfer: None,
                     })
                     .collect()
             })

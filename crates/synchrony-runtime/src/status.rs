@@ -11,6 +11,10 @@ pub struct GroupStatus {
     pub view: u64,
     /// The view's members, oldest first.
     pub members: Vec<String>,
+    /// While this node, a joiner, receives the group's state: bytes received and the
+    /// state's size (0 until the first chunk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_transfer: Option<(u64, u64)>,
 }
 
 /// Counters of the transport.
@@ -72,6 +76,9 @@ impl std::fmt::Display for NodeStatus {
             // total order.
             if let Some(first) = g.members.first() {
                 writeln!(f, "    coordinator and sequencer: {first}")?;
+            }
+            if let Some((got, total)) = g.state_transfer {
+                writeln!(f, "    receiving the group's state: {got} of {total} bytes")?;
             }
         }
         writeln!(f, "  rates: {:.0} sent/s, {:.0} delivered/s", self.sent_per_sec, self.delivered_per_sec)?;

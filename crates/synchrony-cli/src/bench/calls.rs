@@ -9,14 +9,10 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use synchrony::{tools::ReplicatedMap, Config, Event, Group, JoinOptions, Node, Order, Replies};
+use synchrony::{tools::ReplicatedMap, Event, Group, JoinOptions, Node, Order, Replies};
 
 async fn start(a: &MemberArgs) -> Result<(Node, Group)> {
-    let mut c = Config::new(format!("b{}", a.index), a.addrs[a.index].clone());
-    if a.index > 0 {
-        c.contacts.push(a.addrs[0].clone());
-    }
-    let node = Node::start(c).await.context("starting")?;
+    let node = Node::start(super::member_config(a)).await.context("starting")?;
     let group = node.join("bench", JoinOptions::default()).await?;
     Ok((node, group))
 }

@@ -8,6 +8,7 @@
 //! replicated-map updates instead ([`calls`]).
 
 mod calls;
+mod churn;
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
@@ -58,6 +59,28 @@ pub(crate) struct BenchArgs {
     /// 16 for --map, as the etcd peer script's clients).
     #[arg(long)]
     clients: Option<usize>,
+    /// Membership speed under load: kill a member (SIGKILL) and time the new view at every
+    /// survivor, then time a new member's join with --state-mb of state; --rounds times.
+    #[arg(long, conflicts_with_all = ["rpc", "map"])]
+    churn: bool,
+    /// With --churn: kill-and-join rounds.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+    /// With --churn: the group's state in MB, one per round (cycled).
+    #[arg(long, value_delimiter = ',', default_value = "1,100")]
+    state_mb: Vec<f64>,
+    /// Silence after which a member is suspected (heartbeats at a tenth of it).
+    #[arg(long, default_value = "1s", value_parser = crate::node::parse_duration)]
+    failure_timeout: Duration,
+    /// With --churn: freeze the member (SIGSTOP: a hung process whose sockets stay open, so
+    /// only missing heartbeats reveal it) instead of killing it; it is killed once the
+    /// survivors moved on. A SIGKILLed process's sockets close at once and a refused
+    /// reconnection is taken as its failure.
+    #[arg(long)]
+    freeze: bool,
+    /// With --churn: trace every member and check the traces at the end.
+    #[arg(long)]
+    check: bool,
 }
 
 impl BenchArgs {
@@ -106,6 +129,16 @@ pub(crate) struct MemberArgs {
     mode: String,
     #[arg(long, default_value_t = 1)]
     clients: usize,
+    #[arg(long, value_parser = crate::node::parse_duration)]
+    failure_timeout: Option<Duration>,
+    #[arg(long)]
+    trace: Option<std::path::PathBuf>,
+    /// A member started during the run (reports its join's timing).
+    #[arg(long)]
+    joiner: bool,
+    /// The state it gives joiners, in bytes.
+    #[arg(long, default_value_t = 0)]
+    state_bytes: usize,
 }
 
 /// One member's results.
@@ -233,12 +266,23 @@ async fn sleep_until_us(t: u64) {
     }
 }
 
-/// One synchrony member: joins, waits for everyone, sends if it is a sender, measures.
-async fn sync_member(a: MemberArgs) -> Result<MemberResult> {
+/// A member's node settings: `b{index}`, joining through member 0.
+fn member_config(a: &MemberArgs) -> Config {
     let mut c = Config::new(format!("b{}", a.index), a.addrs[a.index].clone());
     if a.index > 0 {
         c.contacts.push(a.addrs[0].clone());
     }
+    if let Some(t) = a.failure_timeout {
+        c.failure_timeout = t;
+        c.heartbeat_interval = t / 10;
+    }
+    c.trace = a.trace.clone();
+    c
+}
+
+/// One synchrony member: joins, waits for everyone, sends if it is a sender, measures.
+async fn sync_member(a: MemberArgs) -> Result<MemberResult> {
+    let c = member_config(&a);
     let order: Order = a.order.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
     let (rt, _node) = Runtime::start(c).await.context("starting")?;
     let group = GroupName::new("bench");
@@ -352,6 +396,9 @@ async fn raw_member(a: MemberArgs) -> Result<MemberResult> {
 
 /// `synchrony bench-member`: runs one member and prints its result as JSON.
 pub(crate) async fn run_member(a: MemberArgs) -> Result<()> {
+    if a.mode == "churn" {
+        return churn::churn_member(a).await;
+    }
     let r = match (a.raw, a.mode.as_str()) {
         (true, _) => raw_member(a).await?,
         (false, "rpc") => calls::rpc_member(a).await?,
@@ -383,6 +430,7 @@ fn run_side(args: &BenchArgs, raw: bool) -> Result<Vec<MemberResult>> {
         cmd.args(["--senders", &args.senders.to_string(), "--size", &args.size.to_string(), "--order", &args.order]);
         cmd.args(["--start-at", &start_at.to_string(), "--warmup", "1", "--duration", &args.duration.to_string()]);
         cmd.args(["--rate", &args.rate.to_string(), "--mode", args.mode(), "--clients", &args.clients().to_string()]);
+        cmd.args(["--failure-timeout", &format!("{}ms", args.failure_timeout.as_millis())]);
         cmd.stdout(Stdio::piped()).stderr(Stdio::null());
         children.push(cmd.spawn().context("starting a bench member")?);
         if i == 0 && !raw {
@@ -408,6 +456,9 @@ pub(crate) fn run_bench(args: BenchArgs) -> Result<()> {
         bail!("need at least 2 members, 1 to MEMBERS senders, and messages of at least 8 bytes");
     }
     let _: Order = args.order.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+    if args.churn {
+        return churn::run_churn(&args);
+    }
     let sync = run_side(&args, false)?;
     let raw = if args.no_baseline || args.rpc || args.map { Vec::new() } else { run_side(&args, true)? };
     // Calls made (RPCs or puts), summed over the callers.
