@@ -70,6 +70,8 @@ pub struct Engine {
     /// Messages to this process itself, handled after the current input.
     pub(crate) local: VecDeque<Msg>,
     dirty: BTreeSet<GroupName>,
+    /// Frames are held back until `uncork` (see [`Engine::cork`]).
+    corked: bool,
     counter: u64,
     pub(crate) queries: BTreeMap<MsgId, QueryState>,
     events: VecDeque<Event>,
@@ -106,6 +108,7 @@ impl Engine {
             relay_in: BTreeMap::new(),
             local: VecDeque::new(),
             dirty: BTreeSet::new(),
+            corked: false,
             counter: 0,
             queries: BTreeMap::new(),
             events: VecDeque::new(),
@@ -259,11 +262,26 @@ impl Engine {
     /// A frame arrived from the network. Bad frames are dropped and counted, never a panic;
     /// the error says why, so that a runtime can close the connection it came on.
     pub fn handle_packet(&mut self, now: Instant, frame: &[u8]) -> Result<(), DecodeError> {
+        self.on_frame(now, frame, None)
+    }
+
+    /// A frame arrived, as [`Engine::handle_packet`], held in a `Bytes` that the delivered
+    /// payloads share instead of being copied out of it.
+    pub fn handle_frame(&mut self, now: Instant, frame: &Bytes) -> Result<(), DecodeError> {
+        self.on_frame(now, frame, Some(frame))
+    }
+
+    fn on_frame(&mut self, now: Instant, frame: &[u8], shared: Option<&Bytes>) -> Result<(), DecodeError> {
         if !self.alive() {
             return Ok(());
         }
         self.stats.frames_in += 1;
-        let packet = match wire::decode(frame, self.config.secret.as_deref()) {
+        let secret = self.config.secret.as_deref();
+        let decoded = match shared {
+            Some(b) => wire::decode_shared(b, secret),
+            None => wire::decode(frame, secret),
+        };
+        let packet = match decoded {
             Ok(p) => p,
             Err(e) => {
                 match e {
@@ -486,6 +504,38 @@ impl Engine {
         payload: Bytes,
         replies: Replies,
     ) -> Result<MsgId, SendError> {
+        let sent = self.enqueue(group, order, payload, replies);
+        if sent.is_ok() {
+            self.after_input(now);
+        }
+        sent
+    }
+
+    /// Multicasts several payloads to a group, as [`Engine::send`] would one after the other
+    /// with no other input in between, but with the work that follows an input done once for
+    /// the whole batch.
+    pub fn send_batch(
+        &mut self,
+        now: Instant,
+        group: &GroupName,
+        order: Order,
+        payloads: impl IntoIterator<Item = Bytes>,
+    ) -> Vec<Result<MsgId, SendError>> {
+        let sent: Vec<_> = payloads.into_iter().map(|p| self.enqueue(group.clone(), order, p, Replies::None)).collect();
+        if sent.iter().any(Result::is_ok) {
+            self.after_input(now);
+        }
+        sent
+    }
+
+    /// A send or query up to the point where the engine would do its follow-up work.
+    fn enqueue(
+        &mut self,
+        group: GroupName,
+        order: Order,
+        payload: Bytes,
+        replies: Replies,
+    ) -> Result<MsgId, SendError> {
         match self.status {
             Status::Member => {}
             Status::Joining => return Err(SendError::NotJoined),
@@ -514,17 +564,13 @@ impl Engine {
                 payload,
             };
             self.outbox_push(group, msg);
-            self.after_input(now);
             return Ok(id);
         }
         let id = self.next_id();
         self.stats.sent += 1;
         self.track_query(&id, &group, replies, None);
-        {
-            let q = Queued { id: id.clone(), order, query: replies != Replies::None, relayed: false, payload };
-            self.with_group(&group, |g, out| g.send(q, out));
-        }
-        self.after_input(now);
+        let q = Queued { id: id.clone(), order, query: replies != Replies::None, relayed: false, payload };
+        self.with_group(&group, |g, out| g.send(q, out));
         Ok(id)
     }
 
@@ -1133,7 +1179,25 @@ impl Engine {
                 break;
             }
         }
-        self.flush_links(now);
+        if !self.corked {
+            self.flush_links(now);
+        }
+    }
+
+    /// Holds frames back until [`Engine::uncork`]: the inputs handled in between share
+    /// frames, so a burst of sends, or of received packets and the acknowledgements they
+    /// owe, goes out as one frame per peer instead of one each. A runtime corks around each
+    /// batch of inputs it drains at once; nothing changes but how messages are packed.
+    pub fn cork(&mut self) {
+        self.corked = true;
+    }
+
+    /// Packs what was held since [`Engine::cork`] into frames (see [`Engine::poll_transmit`]).
+    pub fn uncork(&mut self, now: Instant) {
+        self.corked = false;
+        if self.alive() {
+            self.flush_links(now);
+        }
     }
 
     /// Packs pending link messages, acks, heartbeats and control messages into frames.

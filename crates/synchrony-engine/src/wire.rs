@@ -74,6 +74,7 @@ pub struct DataMsg {
     /// it only once it is stable, in the view where it is stable (G3).
     pub relayed: bool,
     /// The application's bytes.
+    #[serde(deserialize_with = "shared_bytes")]
     pub payload: Bytes,
 }
 
@@ -358,6 +359,7 @@ pub enum Msg {
         /// Total length.
         total: u64,
         /// The bytes.
+        #[serde(deserialize_with = "shared_bytes")]
         data: Bytes,
     },
     /// The provider has no checkpoint yet; ask again later.
@@ -443,7 +445,8 @@ fn mac(secret: &[u8]) -> HmacSha256 {
 
 /// Encodes a packet into a frame, with a tag when `secret` is set.
 pub fn encode(packet: &Packet, secret: Option<&[u8]>) -> Bytes {
-    let mut out = Vec::with_capacity(128);
+    // Room for the whole packet at once: no regrowing (and copying) a large one.
+    let mut out = Vec::with_capacity(64 + TAG_LEN + packet.msgs.iter().map(Msg::approx_size).sum::<usize>());
     out.extend_from_slice(MAGIC);
     out.push(WIRE_VERSION);
     out.push(if secret.is_some() { FLAG_TAG } else { 0 });
@@ -454,6 +457,51 @@ pub fn encode(packet: &Packet, secret: Option<&[u8]>) -> Bytes {
         out.extend_from_slice(&m.finalize().into_bytes());
     }
     Bytes::from(out)
+}
+
+std::thread_local! {
+    /// The frame [`decode_shared`] is decoding: payloads become slices of it, not copies.
+    static FRAME: std::cell::RefCell<Option<Bytes>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Deserializes bytes as a slice of the frame being decoded when they lie in it (see
+/// [`decode_shared`]), and as a copy otherwise.
+fn shared_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+    struct Shared;
+    impl<'de> serde::de::Visitor<'de> for Shared {
+        type Value = Bytes;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("bytes")
+        }
+        fn visit_borrowed_bytes<E>(self, v: &'de [u8]) -> Result<Bytes, E> {
+            Ok(FRAME.with(|f| match &*f.borrow() {
+                Some(frame) if !v.is_empty() && within(frame, v) => frame.slice_ref(v),
+                _ => Bytes::copy_from_slice(v),
+            }))
+        }
+        fn visit_bytes<E>(self, v: &[u8]) -> Result<Bytes, E> {
+            Ok(Bytes::copy_from_slice(v))
+        }
+        fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Bytes, E> {
+            Ok(Bytes::from(v))
+        }
+    }
+    d.deserialize_bytes(Shared)
+}
+
+/// Whether `part` lies inside `whole`'s memory (what `Bytes::slice_ref` needs).
+fn within(whole: &[u8], part: &[u8]) -> bool {
+    let (w, p) = (whole.as_ptr() as usize, part.as_ptr() as usize);
+    p >= w && p + part.len() <= w + whole.len()
+}
+
+/// Decodes a frame as [`decode`] does, with the messages' payloads sharing the frame's
+/// buffer instead of being copied out of it.
+pub fn decode_shared(frame: &Bytes, secret: Option<&[u8]>) -> Result<Packet, DecodeError> {
+    FRAME.with(|f| *f.borrow_mut() = Some(frame.clone()));
+    let packet = decode(frame, secret);
+    FRAME.with(|f| *f.borrow_mut() = None);
+    packet
 }
 
 /// Decodes a frame. With `secret` set, a frame without a valid tag is rejected.
@@ -513,6 +561,24 @@ mod tests {
             }],
             ctl: vec![Ctl::JoinCluster { weight: 1 }],
         }
+    }
+
+    #[test]
+    fn a_shared_decode_slices_payloads_out_of_the_frame_and_equals_a_copying_one() {
+        for secret in [None, Some(&b"k"[..])] {
+            let frame = encode(&sample(), secret);
+            let copied = decode(&frame, secret).expect("decodes");
+            let shared = decode_shared(&frame, secret).expect("decodes");
+            assert_eq!(format!("{copied:?}"), format!("{shared:?}"));
+            let Msg::Data { msg, .. } = &shared.msgs[0] else { panic!("a data message") };
+            assert!(within(&frame, &msg.payload), "the payload is a slice of the frame");
+            let Msg::Data { msg, .. } = &copied.msgs[0] else { panic!("a data message") };
+            assert!(!within(&frame, &msg.payload), "the plain decode copies");
+        }
+        // After a shared decode, a plain one of another buffer copies again.
+        let other = encode(&sample(), None).to_vec();
+        let Msg::Data { msg, .. } = &decode(&other, None).expect("decodes").msgs[0] else { panic!() };
+        assert!(!within(&other, &msg.payload));
     }
 
     #[test]

@@ -414,6 +414,7 @@ impl Driver {
             tokio::select! {
                 c = commands.recv() => {
                     let Some(c) = c else { return };
+                    self.cork();
                     self.on_command(c);
                     for _ in 0..INPUT_BATCH {
                         match commands.try_recv() {
@@ -423,6 +424,7 @@ impl Driver {
                     }
                 }
                 Some(ev) = net_events.recv() => {
+                    self.cork();
                     self.on_net(ev);
                     for _ in 0..INPUT_BATCH {
                         match net_events.try_recv() {
@@ -470,8 +472,19 @@ impl Driver {
         }
     }
 
+    /// Lets the inputs of one batch share frames (released by `pump`).
+    fn cork(&mut self) {
+        if let Some(e) = self.engine.as_mut() {
+            e.cork();
+        }
+    }
+
     /// Moves the engine's output to sockets and the application.
     async fn pump(&mut self) {
+        let now = self.now();
+        if let Some(e) = self.engine.as_mut() {
+            e.uncork(now);
+        }
         loop {
             let Some(engine) = self.engine.as_mut() else { return };
             while let Some(t) = engine.poll_transmit() {
@@ -487,9 +500,10 @@ impl Driver {
         }
     }
 
-    fn record(&mut self, e: TraceEvent) {
+    /// Writes a trace event; it is only built when there is a trace (off the hot path).
+    fn record(&mut self, e: impl FnOnce() -> TraceEvent) {
         if let Some(t) = &mut self.trace {
-            t.record(e);
+            t.record(e());
         }
     }
 
@@ -517,7 +531,7 @@ impl Driver {
             }
             Event::View { group, view } => {
                 let members = view.members.iter().map(|m| m.to_string()).collect();
-                self.record(TraceEvent::view_installed(group.as_str(), view.id.0, members));
+                self.record(|| TraceEvent::view_installed(group.as_str(), view.id.0, members));
                 self.installed.insert(group.clone(), view.id);
                 self.deliver_to_group(&group, GroupEvent::View(view)).await;
             }
@@ -531,16 +545,18 @@ impl Driver {
                     }
                     return;
                 }
-                if let Some(t) = self.in_flight.remove(&d.id) {
+                if let Some(t) = (!self.in_flight.is_empty()).then(|| self.in_flight.remove(&d.id)).flatten() {
                     crate::metrics::time("synchrony_send_to_delivery_seconds", t.elapsed());
                 }
-                self.record(TraceEvent::delivered(
-                    d.group.as_str(),
-                    d.id.to_string(),
-                    d.id.sender.to_string(),
-                    d.order.as_str(),
-                    d.view.0,
-                ));
+                self.record(|| {
+                    TraceEvent::delivered(
+                        d.group.as_str(),
+                        d.id.to_string(),
+                        d.id.sender.to_string(),
+                        d.order.as_str(),
+                        d.view.0,
+                    )
+                });
                 let group = d.group.clone();
                 self.deliver_to_group(&group, GroupEvent::Message(d)).await;
             }
@@ -552,13 +568,13 @@ impl Driver {
                 if let Some(t) = self.join_started.remove(&group) {
                     crate::metrics::time("synchrony_state_transfer_seconds", t.elapsed());
                 }
-                self.record(TraceEvent::state_loaded(group.as_str(), view.0, state_digest(&state)));
+                self.record(|| TraceEvent::state_loaded(group.as_str(), view.0, state_digest(&state)));
                 self.deliver_to_group(&group, GroupEvent::State { view, state }).await;
             }
             Event::Flushed { group, view } => {
                 if let Some((reply, covers, asked)) = self.flushes.get_mut(&group).and_then(|q| q.pop_front()) {
                     crate::metrics::time("synchrony_flush_seconds", asked.elapsed());
-                    self.record(TraceEvent::flushed(group.as_str(), view.0, covers));
+                    self.record(|| TraceEvent::flushed(group.as_str(), view.0, covers));
                     let _ = reply.send(Ok(view));
                 }
             }
@@ -568,7 +584,7 @@ impl Driver {
                 }
             }
             Event::Left { group } | Event::StateLost { group } => {
-                self.record(TraceEvent::left(group.as_str()));
+                self.record(|| TraceEvent::left(group.as_str()));
                 self.installed.remove(&group);
                 self.wanted.remove(&group);
                 for (reply, _, _) in self.flushes.remove(&group).unwrap_or_default() {
@@ -588,7 +604,7 @@ impl Driver {
             }
             Event::Partitioned { reason } => {
                 tracing::warn!(me = %self.me(), ?reason, "this incarnation stopped");
-                self.record(TraceEvent::bare("partitioned"));
+                self.record(|| TraceEvent::bare("partitioned"));
                 self.installed.clear();
                 for (_, q) in self.flushes.drain() {
                     for (reply, _, _) in q {
@@ -717,8 +733,7 @@ impl Driver {
                 let _ = reply.send(self.send(now, &group, order, payload, replies));
             }
             Command::SendBatch { group, order, payloads, reply } => {
-                let sent = payloads.into_iter().map(|p| self.send(now, &group, order, p, Replies::None).map(|s| s.id));
-                let _ = reply.send(sent.collect());
+                let _ = reply.send(self.send_batch(now, &group, order, payloads));
             }
             Command::Reply { id, payload } => {
                 if let Some(e) = self.engine.as_mut() {
@@ -744,7 +759,7 @@ impl Driver {
             Command::ProvideState { group, view, state } => {
                 let dg = state_digest(&state);
                 for j in self.state_requests.remove(&(group.clone(), view)).unwrap_or_default() {
-                    self.record(TraceEvent::state_sent(group.as_str(), view.0, j.to_string(), dg.clone()));
+                    self.record(|| TraceEvent::state_sent(group.as_str(), view.0, j.to_string(), dg.clone()));
                 }
                 if let Some(e) = self.engine.as_mut() {
                     e.provide_state(now, &group, view, state);
@@ -776,8 +791,26 @@ impl Driver {
     ) -> Result<Sent, SendError> {
         let e = self.engine.as_mut().ok_or(SendError::NotJoined)?;
         let id = e.query(now, group.clone(), order, payload, replies)?;
+        Ok(self.sent(group, order, id, replies))
+    }
+
+    /// Multicasts a batch (the engine's follow-up work done once for all of it).
+    fn send_batch(
+        &mut self,
+        now: Instant,
+        group: &GroupName,
+        order: Order,
+        payloads: Vec<Bytes>,
+    ) -> Vec<Result<MsgId, SendError>> {
+        let Some(e) = self.engine.as_mut() else { return payloads.iter().map(|_| Err(SendError::NotJoined)).collect() };
+        let sent = e.send_batch(now, group, order, payloads);
+        sent.into_iter().map(|r| r.map(|id| self.sent(group, order, id, Replies::None).id)).collect()
+    }
+
+    /// The driver's bookkeeping of a message the engine accepted.
+    fn sent(&mut self, group: &GroupName, order: Order, id: MsgId, replies: Replies) -> Sent {
         let view = self.installed.get(group).map(|v| v.0);
-        self.record(TraceEvent::sent(group.as_str(), id.to_string(), order.as_str(), view));
+        self.record(|| TraceEvent::sent(group.as_str(), id.to_string(), order.as_str(), view));
         self.last_sent.insert(group.clone(), id.clone());
         // Only with a metrics endpoint: it is a map insert per message.
         if self.config.metrics.is_some() && self.in_flight.len() < IN_FLIGHT_MAX {
@@ -788,7 +821,7 @@ impl Driver {
             self.queries.insert(id.clone(), tx);
             rx
         });
-        Ok(Sent { id, outcome })
+        Sent { id, outcome }
     }
 
     fn status(&self, me: ProcessId) -> NodeStatus {
@@ -841,7 +874,7 @@ impl Driver {
         match ev {
             NetEvent::Frame { name, conn, frame } => {
                 let Some(e) = self.engine.as_mut() else { return };
-                if let Err(err) = e.handle_packet(now, &frame) {
+                if let Err(err) = e.handle_frame(now, &frame) {
                     tracing::warn!(peer = %name, error = %err, "rejected a frame; closing its connection");
                     if self.peers.conns.get(&name).is_some_and(|c| c.id == conn) {
                         self.peers.close(&name);
