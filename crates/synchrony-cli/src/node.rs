@@ -122,12 +122,7 @@ pub(crate) struct LoadArgs {
 }
 
 /// One group's application: the set of delivered ids; answers queries and state requests.
-async fn serve_group(
-    rt: Runtime,
-    group: GroupName,
-    mut events: tokio::sync::mpsc::Receiver<GroupEvent>,
-    verbose: bool,
-) {
+async fn serve_group(rt: Runtime, group: GroupName, mut events: synchrony_runtime::GroupEvents, verbose: bool) {
     let state: Arc<Mutex<BTreeSet<String>>> = Arc::default();
     let me = rt.me().name.to_string();
     while let Some(ev) = events.recv().await {

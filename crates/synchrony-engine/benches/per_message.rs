@@ -19,7 +19,7 @@ fn packet(n: usize, size: usize) -> Packet {
                 id: MsgId { sender: me.clone(), counter: k as u64 },
                 seq: k as u64 + 1,
                 order: Order::Total,
-                vt: vec![k as u64 + 1, 0, 0],
+                vt: vec![k as u64 + 1, 0, 0].into(),
                 query: false,
                 relayed: false,
                 payload: Bytes::from(vec![7u8; size]),
@@ -36,6 +36,9 @@ fn codec(c: &mut Criterion) {
     g.bench_function("encode 64 x 1 KB", |b| b.iter(|| wire::encode(&p, Some(b"secret"))));
     let f = wire::encode(&p, Some(b"secret"));
     g.bench_function("decode 64 x 1 KB", |b| b.iter(|| wire::decode(&f, Some(b"secret")).expect("decodes")));
+    g.bench_function("decode shared 64 x 1 KB", |b| {
+        b.iter(|| wire::decode_shared(&f, Some(b"secret")).expect("decodes"))
+    });
     g.finish();
 }
 
@@ -44,6 +47,8 @@ struct Trio {
     engines: Vec<Engine>,
     now: Instant,
     delivered: usize,
+    /// Cork every engine around each round of frames, as the runtime does.
+    corked: bool,
 }
 
 impl Trio {
@@ -54,7 +59,7 @@ impl Trio {
             let config = Config { contacts: vec![ProcessId::contact("n0")], ..Config::default() };
             engines.push(Engine::new(config, ProcessId::new(format!("n{i}"), 1), now));
         }
-        let mut t = Trio { engines, now, delivered: 0 };
+        let mut t = Trio { engines, now, delivered: 0, corked: false };
         t.engines[0].join(now, GroupName::new("g")).expect("joins");
         for _ in 0..200 {
             t.step(Duration::from_millis(5));
@@ -94,10 +99,17 @@ impl Trio {
             if frames.is_empty() {
                 break;
             }
+            if self.corked {
+                self.engines.iter_mut().for_each(Engine::cork);
+            }
             for t in frames {
                 if let Some(e) = self.engines.iter_mut().find(|e| e.id().name == t.to.name) {
-                    let _ = e.handle_packet(self.now, &t.frame);
+                    let _ = e.handle_frame(self.now, &t.frame);
                 }
+            }
+            if self.corked {
+                let now = self.now;
+                self.engines.iter_mut().for_each(|e| e.uncork(now));
             }
         }
         self.now = Instant::from_epoch(self.now.since_epoch() + tick);
@@ -123,6 +135,25 @@ fn order_and_deliver(c: &mut Criterion) {
                             .send(now, GroupName::new("g"), order, Bytes::from(vec![1u8; 1000]))
                             .expect("sends");
                     }
+                    while t.delivered - start < 3 * 256 {
+                        t.step(Duration::from_millis(1));
+                    }
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    // As the runtime drives it: one send_batch, engines corked around each round of frames.
+    for order in [Order::Fifo, Order::Total] {
+        g.throughput(Throughput::Elements(3 * 256));
+        g.bench_function(format!("{} 256 x 1 KB to 3 members, batched and corked", order.as_str()), |b| {
+            b.iter_batched(
+                || Trio { corked: true, ..Trio::new() },
+                |mut t| {
+                    let start = t.delivered;
+                    let now = t.now;
+                    let batch = (0..256).map(|_| Bytes::from(vec![1u8; 1000]));
+                    t.engines[1].send_batch(now, &GroupName::new("g"), order, batch);
                     while t.delivered - start < 3 * 256 {
                         t.step(Duration::from_millis(1));
                     }

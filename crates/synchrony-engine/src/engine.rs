@@ -558,7 +558,7 @@ impl Engine {
                 id: id.clone(),
                 seq: 0,
                 order,
-                vt: Vec::new(),
+                vt: Default::default(),
                 query: replies != Replies::None,
                 relayed: true,
                 payload,

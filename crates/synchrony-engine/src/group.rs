@@ -15,7 +15,7 @@
 use crate::id::{GroupName, MsgId, ProcessId, ViewId};
 use crate::order::Order;
 use crate::time::Instant;
-use crate::wire::{Cut, DataMsg, GroupView, Msg, OrderEntry, Report};
+use crate::wire::{Cut, DataMsg, GroupView, Msg, OrderEntry, Report, VectorTime};
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -264,7 +264,7 @@ impl GroupState {
                 id: q.id,
                 seq: 0,
                 order: q.order,
-                vt: Vec::new(),
+                vt: VectorTime::default(),
                 query: q.query,
                 relayed: false,
                 payload: q.payload,
@@ -276,9 +276,9 @@ impl GroupState {
         let vt = if q.order.is_causal() {
             let mut vt: Vec<u64> = self.streams.iter().map(|s| s.delivered).collect();
             vt[self.rank] = seq;
-            vt
+            VectorTime::from(vt)
         } else {
-            Vec::new()
+            VectorTime::default()
         };
         let relayed = q.relayed || q.id.sender != self.view.members[self.rank];
         let msg = DataMsg { id: q.id, seq, order: q.order, vt, query: q.query, relayed, payload: q.payload };
@@ -613,20 +613,22 @@ impl GroupState {
         self.cut_mode = true;
         self.try_deliver(out);
         self.cut_mode = false;
-        let mut missing = 0;
+        let (mut missing, mut beyond) = (0, 0);
         for (owner, hi) in &cut.streams {
             if let Some(r) = self.rank_of(owner) {
                 missing += hi.saturating_sub(self.streams[r].delivered) as usize;
+                beyond += self.streams[r].delivered.saturating_sub(*hi) as usize;
             }
         }
         for g in gbcasts {
             if self.hold.as_ref() == Some(&g.id) {
                 self.hold = None;
             }
-            if missing > 0 {
-                // Only a process the decision excludes can lack part of the cut (it did not
-                // report): delivering the gbcast after fewer messages than the survivors
-                // would break its place in the order (G8), so it never sees it.
+            if missing > 0 || beyond > 0 {
+                // Only a process the decision excludes can lack part of the cut, or have
+                // delivered past it (it did not report: what it delivered reached none of
+                // the survivors): delivering the gbcast after other messages than the
+                // survivors would break its place in the order (G8), so it never sees it.
                 continue;
             }
             if let Some(u) = &mut self.unchecked {

@@ -66,7 +66,7 @@ pub struct DataMsg {
     /// Vector timestamp by view rank (causal, total and safe only; empty otherwise):
     /// entry j counts the messages from member j the sender had delivered, and the
     /// sender's own entry is `seq`.
-    pub vt: Vec<u64>,
+    pub vt: VectorTime,
     /// Whether the sender waits for replies (group RPC).
     pub query: bool,
     /// Sent while its origin was not a member of the group: it may also arrive by another
@@ -76,6 +76,36 @@ pub struct DataMsg {
     /// The application's bytes.
     #[serde(deserialize_with = "shared_bytes")]
     pub payload: Bytes,
+}
+
+/// A vector timestamp, shared by every copy of its message (a message is copied once per
+/// peer and again into each frame: the timestamp is not). On the wire, a sequence of `u64`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VectorTime(Option<Arc<[u64]>>);
+
+impl From<Vec<u64>> for VectorTime {
+    fn from(v: Vec<u64>) -> Self {
+        Self((!v.is_empty()).then(|| Arc::from(v)))
+    }
+}
+
+impl std::ops::Deref for VectorTime {
+    type Target = [u64];
+    fn deref(&self) -> &[u64] {
+        self.0.as_deref().unwrap_or(&[])
+    }
+}
+
+impl Serialize for VectorTime {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (**self).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for VectorTime {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Vec::<u64>::deserialize(d).map(Self::from)
+    }
 }
 
 /// One position of the total order: (rank of the stream's owner in the view, seq).
@@ -553,7 +583,7 @@ mod tests {
                     id: MsgId { sender: ProcessId::new("a", 1), counter: 9 },
                     seq: 1,
                     order: Order::Causal,
-                    vt: vec![1, 0],
+                    vt: vec![1, 0].into(),
                     query: false,
                     relayed: false,
                     payload: Bytes::from_static(b"hello"),

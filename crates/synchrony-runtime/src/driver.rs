@@ -21,7 +21,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant as TokioInstant;
 
 /// Group events queued for one group handle before the driver waits for the application.
-pub(crate) const GROUP_QUEUE: usize = 65_536;
+/// Batches of events queued for one group's handle (at most [`GROUP_BATCH`] each): about
+/// 65k events before the driver waits for the application.
+pub(crate) const GROUP_QUEUE: usize = 256;
+/// Deliveries handed to a group's handle at once (one channel operation and one wake-up).
+const GROUP_BATCH: usize = 256;
 /// How often the driver samples rates and retries connections.
 const HOUSEKEEPING: Duration = Duration::from_millis(50);
 /// Inputs handled before the engine's output is flushed: this is what batches frames.
@@ -45,7 +49,7 @@ pub(crate) enum Command {
     Join {
         group: GroupName,
         verifiers: Verifiers,
-        reply: oneshot::Sender<Result<mpsc::Receiver<GroupEvent>, MembershipError>>,
+        reply: oneshot::Sender<Result<crate::GroupEvents, MembershipError>>,
     },
     Leave {
         group: GroupName,
@@ -276,7 +280,9 @@ pub(crate) struct Driver {
     /// Contacts still to be found (contact phase, before the engine exists).
     contacts: Vec<String>,
     contact_names: BTreeSet<String>,
-    groups: HashMap<GroupName, mpsc::Sender<GroupEvent>>,
+    groups: HashMap<GroupName, mpsc::Sender<Vec<GroupEvent>>>,
+    /// Deliveries not yet handed to their groups' handles (see `deliver_to_group`).
+    outgoing: HashMap<GroupName, Vec<GroupEvent>>,
     wanted: BTreeSet<GroupName>,
     verifiers: HashMap<GroupName, Verifiers>,
     installed: HashMap<GroupName, ViewId>,
@@ -338,6 +344,7 @@ impl Driver {
             contacts,
             contact_names: BTreeSet::new(),
             groups: HashMap::new(),
+            outgoing: HashMap::new(),
             wanted: BTreeSet::new(),
             verifiers: HashMap::new(),
             installed: HashMap::new(),
@@ -495,7 +502,7 @@ impl Driver {
                 Some(ev) => self.on_event(ev).await,
                 // Room may have opened for waiting sends; what they make goes round again.
                 None if self.release_parked() > 0 => {}
-                None => return,
+                None => return self.hand_over_all().await,
             }
         }
     }
@@ -507,16 +514,46 @@ impl Driver {
         }
     }
 
+    /// Queues an event for a group's handle. Deliveries go in batches (handed over when
+    /// one is full and at the end of each pump); any other event goes at once, after the
+    /// deliveries before it.
     async fn deliver_to_group(&mut self, group: &GroupName, ev: GroupEvent) {
+        if !self.groups.contains_key(group) {
+            return;
+        }
+        let message = matches!(ev, GroupEvent::Message(_));
+        let batch = self.outgoing.entry(group.clone()).or_default();
+        batch.push(ev);
+        if !message || batch.len() >= GROUP_BATCH {
+            self.hand_over(group).await;
+        }
+    }
+
+    /// Hands a group's queued events to its handle.
+    async fn hand_over(&mut self, group: &GroupName) {
+        let Some(batch) = self.outgoing.remove(group).filter(|b| !b.is_empty()) else { return };
         if let Some(tx) = self.groups.get(group) {
-            if tx.send(ev).await.is_err() {
+            if tx.send(batch).await.is_err() {
                 self.groups.remove(group); // the handle is gone
             }
         }
     }
 
+    /// Hands every group's queued events over (before anything that must follow them).
+    async fn hand_over_all(&mut self) {
+        let groups: Vec<GroupName> = self.outgoing.keys().cloned().collect();
+        for g in groups {
+            self.hand_over(&g).await;
+        }
+    }
+
     async fn on_event(&mut self, ev: Event) {
         let now = self.now();
+        if !matches!(ev, Event::Deliver(_)) {
+            // Replies to flushes and queries, and node events, come after the deliveries
+            // the engine made before them.
+            self.hand_over_all().await;
+        }
         match ev {
             Event::Joined => {
                 let me = self.me();
@@ -712,7 +749,7 @@ impl Driver {
                         let (tx, rx) = mpsc::channel(GROUP_QUEUE);
                         self.groups.insert(group.clone(), tx);
                         self.wanted.insert(group);
-                        let _ = reply.send(Ok(rx));
+                        let _ = reply.send(Ok(crate::GroupEvents::new(rx)));
                     }
                     Err(err) => {
                         let _ = reply.send(Err(err));
@@ -804,24 +841,39 @@ impl Driver {
     ) -> Vec<Result<MsgId, SendError>> {
         let Some(e) = self.engine.as_mut() else { return payloads.iter().map(|_| Err(SendError::NotJoined)).collect() };
         let sent = e.send_batch(now, group, order, payloads);
-        sent.into_iter().map(|r| r.map(|id| self.sent(group, order, id, Replies::None).id)).collect()
+        if let Some(last) = sent.iter().rev().find_map(|r| r.as_ref().ok()) {
+            self.last_sent.insert(group.clone(), last.clone());
+        }
+        if self.trace.is_some() || self.config.metrics.is_some() {
+            for id in sent.iter().flatten() {
+                self.sent_one(group, order, id);
+            }
+        }
+        sent
     }
 
     /// The driver's bookkeeping of a message the engine accepted.
     fn sent(&mut self, group: &GroupName, order: Order, id: MsgId, replies: Replies) -> Sent {
-        let view = self.installed.get(group).map(|v| v.0);
-        self.record(|| TraceEvent::sent(group.as_str(), id.to_string(), order.as_str(), view));
         self.last_sent.insert(group.clone(), id.clone());
-        // Only with a metrics endpoint: it is a map insert per message.
-        if self.config.metrics.is_some() && self.in_flight.len() < IN_FLIGHT_MAX {
-            self.in_flight.insert(id.clone(), TokioInstant::now());
-        }
+        self.sent_one(group, order, &id);
         let outcome = (replies != Replies::None).then(|| {
             let (tx, rx) = oneshot::channel();
             self.queries.insert(id.clone(), tx);
             rx
         });
         Sent { id, outcome }
+    }
+
+    /// What the trace and the metrics keep of each message sent.
+    fn sent_one(&mut self, group: &GroupName, order: Order, id: &MsgId) {
+        if self.trace.is_some() {
+            let view = self.installed.get(group).map(|v| v.0);
+            self.record(|| TraceEvent::sent(group.as_str(), id.to_string(), order.as_str(), view));
+        }
+        // Only with a metrics endpoint: it is a map insert per message.
+        if self.config.metrics.is_some() && self.in_flight.len() < IN_FLIGHT_MAX {
+            self.in_flight.insert(id.clone(), TokioInstant::now());
+        }
     }
 
     fn status(&self, me: ProcessId) -> NodeStatus {

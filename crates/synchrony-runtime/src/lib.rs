@@ -72,6 +72,41 @@ pub enum GroupEvent {
     Partitioned(PartitionReason),
 }
 
+/// The events of one group this node joined ([`Runtime::join`]), in the order the engine
+/// produced them. The driver hands deliveries over in batches; `recv` gives them one by one.
+#[derive(Debug)]
+pub struct GroupEvents {
+    rx: mpsc::Receiver<Vec<GroupEvent>>,
+    ahead: std::collections::VecDeque<GroupEvent>,
+}
+
+impl GroupEvents {
+    pub(crate) fn new(rx: mpsc::Receiver<Vec<GroupEvent>>) -> Self {
+        Self { rx, ahead: std::collections::VecDeque::new() }
+    }
+
+    /// The next event; `None` once the node has shut down or left the group. Cancel-safe
+    /// (in `select!`, no event is lost).
+    pub async fn recv(&mut self) -> Option<GroupEvent> {
+        loop {
+            if let Some(ev) = self.ahead.pop_front() {
+                return Some(ev);
+            }
+            self.ahead.extend(self.rx.recv().await?);
+        }
+    }
+
+    /// The next event if one is ready.
+    pub fn try_recv(&mut self) -> Option<GroupEvent> {
+        loop {
+            if let Some(ev) = self.ahead.pop_front() {
+                return Some(ev);
+            }
+            self.ahead.extend(self.rx.try_recv().ok()?);
+        }
+    }
+}
+
 /// Decides whether a delivered message reaches the application (by sender and payload). It
 /// must decide the same way at every member, or members would see different messages.
 pub type MessageVerifier = std::sync::Arc<dyn Fn(&ProcessId, &[u8]) -> bool + Send + Sync>;
@@ -271,16 +306,12 @@ impl Runtime {
 
     /// Joins `group`; its events (first of all its view, then its state if it had
     /// members) arrive on the receiver.
-    pub async fn join(&self, group: GroupName) -> Result<mpsc::Receiver<GroupEvent>, MembershipError> {
+    pub async fn join(&self, group: GroupName) -> Result<GroupEvents, MembershipError> {
         self.join_verified(group, Verifiers::default()).await
     }
 
     /// Joins `group` with join and message verifiers installed for it.
-    pub async fn join_verified(
-        &self,
-        group: GroupName,
-        verifiers: Verifiers,
-    ) -> Result<mpsc::Receiver<GroupEvent>, MembershipError> {
+    pub async fn join_verified(&self, group: GroupName, verifiers: Verifiers) -> Result<GroupEvents, MembershipError> {
         self.ask(|reply| Command::Join { group, verifiers, reply }).await.unwrap_or(Err(MembershipError::Stopped))
     }
 

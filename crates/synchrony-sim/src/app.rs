@@ -77,6 +77,8 @@ pub(crate) struct Proc {
     pub(crate) restart_at: Option<Instant>,
     /// A crash scheduled (a group's members failing one by one), and when it restarts.
     pub(crate) crash_at: Option<(Instant, std::time::Duration)>,
+    /// With [`crate::Profile::cork`]: the engine is corked and its frames go out then.
+    pub(crate) uncork_at: Option<Instant>,
     /// The membership round phase it was in at the last step (to catch a fresh commit).
     pub(crate) last_phase: Option<&'static str>,
     /// The last message sent to each group, and what each pending flush covers.

@@ -167,6 +167,7 @@ impl<A: App> Sim<'_, A> {
         n.paused_until = None;
         n.held.clear();
         n.restart_at = None;
+        n.uncork_at = None;
         n.last_sent.clear();
         n.flushes.clear();
         n.engine = Some(Engine::new(config, ProcessId::new(n.name.as_str(), inc), self.now));
@@ -495,6 +496,7 @@ pub fn run_app<A: App>(cfg: SimConfig, app: &mut A) -> Outcome {
                 held: Vec::new(),
                 restart_at: Some(Instant::from_epoch(Duration::from_millis(i as u64 * 3))),
                 crash_at: None,
+                uncork_at: None,
                 last_phase: None,
                 last_sent: BTreeMap::new(),
                 flushes: BTreeMap::new(),
@@ -540,6 +542,9 @@ pub fn run_app<A: App>(cfg: SimConfig, app: &mut A) -> Outcome {
             }
             if let Some((c, _)) = n.crash_at {
                 t = t.min(c);
+            }
+            if let Some(u) = n.uncork_at {
+                t = t.min(u);
             }
             if let Some(u) = n.paused_until {
                 t = t.min(u);
@@ -601,8 +606,23 @@ pub fn run_app<A: App>(cfg: SimConfig, app: &mut A) -> Outcome {
                 continue;
             }
             if let Some(e) = n.engine.as_mut() {
+                // Corking as a runtime does: the packets of the next moments, and what the
+                // node does about them, go out together.
+                if let (Some(d), None) = (p.cork, n.uncork_at) {
+                    e.cork();
+                    n.uncork_at = Some(now + d);
+                }
                 let _ = e.handle_packet(now, &f.frame);
                 sim.pump(f.to);
+            }
+        }
+        for i in 0..sim.nodes.len() {
+            if sim.nodes[i].uncork_at.is_some_and(|u| u <= now) {
+                sim.nodes[i].uncork_at = None;
+                if let Some(e) = sim.nodes[i].engine.as_mut() {
+                    e.uncork(now);
+                }
+                sim.pump(i);
             }
         }
         for i in 0..sim.nodes.len() {

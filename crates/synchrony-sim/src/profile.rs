@@ -27,6 +27,10 @@ pub struct Profile {
     /// at once or one by one, and all restart a little later (the rest of the cluster
     /// keeps going; bringing the group back is the app's job).
     pub group_crash_every: Option<Duration>,
+    /// Cork a process's engine when a packet reaches it and uncork it this much later, as
+    /// the runtime corks around each batch of inputs: what it receives and sends in between
+    /// shares frames.
+    pub cork: Option<Duration>,
 }
 
 const US: fn(u64) -> Duration = Duration::from_micros;
@@ -34,8 +38,8 @@ const MS: fn(u64) -> Duration = Duration::from_millis;
 
 impl Profile {
     /// Every profile's name.
-    pub const NAMES: [&'static str; 8] =
-        ["calm", "lossy", "churn", "partition", "leader-crash", "pause", "chaos", "total-failure"];
+    pub const NAMES: [&'static str; 9] =
+        ["calm", "lossy", "churn", "partition", "leader-crash", "pause", "chaos", "corked", "total-failure"];
 
     /// The profile called `name`.
     pub fn named(name: &str) -> Option<Profile> {
@@ -50,6 +54,7 @@ impl Profile {
             pause_every: None,
             churn_every: None,
             group_crash_every: None,
+            cork: None,
         };
         Some(match name {
             "calm" => base,
@@ -73,7 +78,9 @@ impl Profile {
                 pause_every: Some(MS(900)),
                 churn_every: Some(MS(80)),
                 group_crash_every: None,
+                cork: None,
             },
+            "corked" => Profile { name: "corked", cork: Some(US(300)), ..Profile::named("chaos")? },
             "total-failure" => Profile {
                 name: "total-failure",
                 loss: 0.01,

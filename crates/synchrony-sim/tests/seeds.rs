@@ -74,6 +74,12 @@ fn chaos() {
     seeds("chaos", 7000, 60);
 }
 
+/// Chaos with the engines corked as the runtime corks them (frames packed over 300 us).
+#[test]
+fn corked() {
+    seeds("corked", 8000, 30);
+}
+
 /// Seeds of the long acceptance runs that once failed, each with the bug it found.
 #[test]
 fn seeds_that_once_failed_pass() {
@@ -83,6 +89,9 @@ fn seeds_that_once_failed_pass() {
         // An excluded process behind the cut delivered the decision's gbcast after fewer
         // messages than the survivors (G8).
         ("partition", 3333),
+        // An excluded process that had delivered past the cut (messages no survivor got)
+        // delivered the decision's gbcast after other messages than the survivors (G8).
+        ("corked", 1303),
     ];
     for (profile, seed) in past {
         let out = run(SimConfig::new(seed, Profile::named(profile).expect("known profile")));

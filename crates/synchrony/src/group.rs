@@ -11,7 +11,6 @@ use synchrony_engine::{
     QueryOutcome, Replies, SendError, ViewId,
 };
 use synchrony_runtime::{GroupEvent, Runtime};
-use tokio::sync::mpsc;
 
 /// Why a send or query on a [`Group`] failed.
 #[derive(Debug, thiserror::Error)]
@@ -176,7 +175,7 @@ pub enum Event {
 #[derive(Debug)]
 pub struct Group {
     sender: GroupSender,
-    events: mpsc::Receiver<GroupEvent>,
+    events: synchrony_runtime::GroupEvents,
     /// Events read ahead while waiting for the first view, handed out first.
     ahead: VecDeque<GroupEvent>,
     view: Option<GroupView>,
@@ -192,7 +191,7 @@ pub struct GroupSender {
 }
 
 impl Group {
-    pub(crate) fn new(name: GroupName, rt: Runtime, events: mpsc::Receiver<GroupEvent>) -> Self {
+    pub(crate) fn new(name: GroupName, rt: Runtime, events: synchrony_runtime::GroupEvents) -> Self {
         Self { sender: GroupSender { name, rt, left: Arc::default() }, events, ahead: VecDeque::new(), view: None }
     }
 
