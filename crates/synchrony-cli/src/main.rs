@@ -135,6 +135,12 @@ pub(crate) fn write_diagram(
 }
 
 fn tokio_main<F: std::future::Future<Output = Result<()>>>(f: F) -> Result<()> {
+    tokio_main_on(f, None)
+}
+
+/// Runs `f` on a tokio runtime: `threads` worker threads (0: all on the calling thread;
+/// `None`: one per core), unless `SYNCHRONY_WORKER_THREADS` says otherwise.
+fn tokio_main_on<F: std::future::Future<Output = Result<()>>>(f: F, threads: Option<usize>) -> Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -142,7 +148,13 @@ fn tokio_main<F: std::future::Future<Output = Result<()>>>(f: F) -> Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(f)
+    let from_env = std::env::var("SYNCHRONY_WORKER_THREADS").ok().and_then(|n| n.parse::<usize>().ok());
+    let rt = match from_env.or(threads) {
+        Some(0) => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
+        Some(n) => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build()?,
+        None => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
+    };
+    rt.block_on(f)
 }
 
 /// One simulated run: the checker's workload, or for `total-failure` the logged ledger
@@ -270,7 +282,9 @@ fn main() -> Result<()> {
         }
         Cmd::Demo(args) => demo::run_demo(args),
         Cmd::Bench(args) => bench::run_bench(args),
-        Cmd::BenchMember(args) => tokio_main(bench::run_member(args)),
+        // One thread: with the members and the machine's two cores, wake-ups across
+        // threads cost more than they give (both sides of the bench run so).
+        Cmd::BenchMember(args) => tokio_main_on(bench::run_member(args), Some(0)),
         Cmd::Node(args) => tokio_main(node::run_node(args)),
         Cmd::Tool(args) => tokio_main(tool::run_tool(args)),
         Cmd::Load(args) => tokio_main(node::run_load(args)),
