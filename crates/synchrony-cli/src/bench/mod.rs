@@ -156,6 +156,24 @@ pub(crate) struct MemberResult {
     sent: u64,
     cpu_seconds: f64,
     peak_rss_mb: f64,
+    /// Resident memory sampled each second from the start of sending to the end of the
+    /// measured window (flat when buffers are bounded).
+    #[serde(default)]
+    rss_mb_each_second: Vec<f64>,
+}
+
+/// Samples resident memory once a second from `from` to `to` (microseconds since the epoch).
+fn sample_memory(from: u64, to: u64) -> tokio::task::JoinHandle<Vec<f64>> {
+    tokio::spawn(async move {
+        let mut samples = Vec::new();
+        let mut at = from;
+        while at <= to {
+            sleep_until_us(at).await;
+            samples.push(memory_mb("VmRSS:"));
+            at += 1_000_000;
+        }
+        samples
+    })
 }
 
 fn now_us() -> u64 {
@@ -172,28 +190,40 @@ fn cpu_seconds() -> f64 {
 }
 
 fn peak_rss_mb() -> f64 {
+    memory_mb("VmHWM:")
+}
+
+/// A memory figure of this process from /proc (`VmHWM:` peak, `VmRSS:` now), in MB.
+fn memory_mb(field: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let kb = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
         .unwrap_or(0.0);
     kb / 1024.0
 }
 
 /// Counts deliveries whose send time falls in the measured window, with their latencies.
+/// Latencies are a uniform sample (reservoir) of at most this many, in a buffer filled at
+/// the start, so the meter's own memory stays flat during a run.
+const SAMPLES: usize = 1 << 18;
+
 struct Meter {
     from: u64,
     to: u64,
     size: usize,
     count: u64,
     samples: Vec<u32>,
+    /// xorshift state for the reservoir.
+    rng: u64,
 }
 
 impl Meter {
     fn new(a: &MemberArgs) -> Self {
         let from = a.start_at + a.warmup * 1_000_000;
-        Self { from, to: from + a.duration * 1_000_000, size: a.size, count: 0, samples: Vec::new() }
+        let samples = vec![0; SAMPLES];
+        Self { from, to: from + a.duration * 1_000_000, size: a.size, count: 0, samples, rng: 0x9e37_79b9_7f4a_7c15 }
     }
 
     fn deliver(&mut self, payload: &[u8]) {
@@ -201,13 +231,23 @@ impl Meter {
         if stamp < self.from || stamp >= self.to {
             return;
         }
-        self.count += 1;
-        if self.samples.len() < 2_000_000 {
-            self.samples.push(now_us().saturating_sub(stamp).min(u32::MAX as u64) as u32);
+        let latency = now_us().saturating_sub(stamp).min(u32::MAX as u64) as u32;
+        let slot = if (self.count as usize) < SAMPLES {
+            self.count as usize
+        } else {
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            (self.rng % (self.count + 1)) as usize
+        };
+        if let Some(s) = self.samples.get_mut(slot) {
+            *s = latency;
         }
+        self.count += 1;
     }
 
     fn result(mut self, index: usize, sent: u64, kind: &str) -> MemberResult {
+        self.samples.truncate(self.count.min(SAMPLES as u64) as usize);
         self.samples.sort_unstable();
         let q = |p: f64| {
             self.samples
@@ -227,6 +267,7 @@ impl Meter {
             sent,
             cpu_seconds: cpu_seconds(),
             peak_rss_mb: peak_rss_mb(),
+            rss_mb_each_second: Vec::new(),
         }
     }
 }
@@ -288,6 +329,7 @@ async fn sync_member(a: MemberArgs) -> Result<MemberResult> {
     let group = GroupName::new("bench");
     let mut events = rt.join(group.clone()).await?;
     let mut meter = Meter::new(&a);
+    let memory = sample_memory(a.start_at, meter.to);
     let end = meter.to + 2_000_000;
     let sender = (a.index < a.senders).then(|| {
         let (rt, group, size, stop) = (rt.clone(), group.clone(), a.size, meter.to);
@@ -321,13 +363,16 @@ async fn sync_member(a: MemberArgs) -> Result<MemberResult> {
         Some(h) => h.await.unwrap_or(0),
         None => 0,
     };
-    Ok(meter.result(a.index, sent, "delivered"))
+    let mut r = meter.result(a.index, sent, "delivered");
+    r.rss_mb_each_second = memory.await.unwrap_or_default();
+    Ok(r)
 }
 
 /// One raw member: a TCP listener that counts; a sender also writes to every other member.
 async fn raw_member(a: MemberArgs) -> Result<MemberResult> {
     let listener = tokio::net::TcpListener::bind(&a.addrs[a.index]).await?;
     let meter = std::sync::Arc::new(std::sync::Mutex::new(Meter::new(&a)));
+    let memory = sample_memory(a.start_at, meter.lock().expect("lock").to);
     let (size, end) = (a.size.max(8), meter.lock().expect("lock").to + 2_000_000);
     {
         let meter = meter.clone();
@@ -391,7 +436,9 @@ async fn raw_member(a: MemberArgs) -> Result<MemberResult> {
     }
     sleep_until_us(end).await;
     let m = std::mem::replace(&mut *meter.lock().expect("lock"), Meter::new(&a));
-    Ok(m.result(a.index, sent, "delivered"))
+    let mut r = m.result(a.index, sent, "delivered");
+    r.rss_mb_each_second = memory.await.unwrap_or_default();
+    Ok(r)
 }
 
 /// `synchrony bench-member`: runs one member and prints its result as JSON.
@@ -514,6 +561,19 @@ pub(crate) fn run_bench(args: BenchArgs) -> Result<()> {
                 r.cpu_seconds,
                 r.peak_rss_mb
             );
+        }
+    }
+    for (side, rs) in [("synchrony", &sync), ("raw tcp", &raw)] {
+        let flat: Vec<String> = rs
+            .iter()
+            .filter_map(|r| {
+                let (first, last) = (r.rss_mb_each_second.first()?, r.rss_mb_each_second.last()?);
+                let max = r.rss_mb_each_second.iter().copied().fold(0.0, f64::max);
+                Some(format!("{} {first:.1} -> {last:.1} (max {max:.1})", r.index))
+            })
+            .collect();
+        if !flat.is_empty() {
+            println!("{side} resident memory MB, first to last second: {}", flat.join(", "));
         }
     }
     if calls > 0.0 {
