@@ -4,7 +4,7 @@
 use crate::config::Config;
 use crate::event::*;
 use crate::gms::Gms;
-use crate::group::{Checkpoint, GroupState, JoinState, Out, Queued};
+use crate::group::{Checkpoint, GroupState, JoinState, Out, Queued, StateBytes};
 use crate::id::{GroupName, MsgId, ProcessId, ViewId};
 use crate::link::Link;
 use crate::order::Order;
@@ -636,11 +636,10 @@ impl Engine {
         if let Some(g) = self.groups.get_mut(group) {
             if let Some(cp) = g.checkpoints.get_mut(&view) {
                 // The engine's part of the state (captured at the join point) goes first.
-                let mut all = Vec::with_capacity(4 + cp.engine_part.len() + state.len());
-                all.extend_from_slice(&(cp.engine_part.len() as u32).to_le_bytes());
-                all.extend_from_slice(&cp.engine_part);
-                all.extend_from_slice(&state);
-                cp.state = Some(Bytes::from(all));
+                let mut head = Vec::with_capacity(4 + cp.engine_part.len());
+                head.extend_from_slice(&(cp.engine_part.len() as u32).to_le_bytes());
+                head.extend_from_slice(&cp.engine_part);
+                cp.state = Some(StateBytes { head: Bytes::from(head), body: state });
             }
         }
         self.ungate(group);
@@ -1083,7 +1082,7 @@ impl Engine {
                             view,
                             offset,
                             total: state.len() as u64,
-                            data: state.slice(start..end),
+                            data: state.slice(start, end),
                         }
                     }
                     _ => Msg::StateNotReady { group: group.clone(), view },

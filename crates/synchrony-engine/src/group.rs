@@ -108,11 +108,41 @@ pub(crate) enum JoinState {
     Waiting { view: ViewId, providers: Vec<ProcessId>, idx: usize, buf: Vec<u8>, total: u64, retry_at: Option<Instant> },
 }
 
+/// A checkpoint's bytes as a joiner receives them: the engine's part (its length first),
+/// then the application's state, kept apart so that a large state is never copied.
+#[derive(Debug)]
+pub(crate) struct StateBytes {
+    pub(crate) head: Bytes,
+    pub(crate) body: Bytes,
+}
+
+impl StateBytes {
+    pub(crate) fn len(&self) -> usize {
+        self.head.len() + self.body.len()
+    }
+
+    /// Bytes `start..end` (`end <= len`): a slice of one part, or a copy of the one chunk
+    /// that straddles both.
+    pub(crate) fn slice(&self, start: usize, end: usize) -> Bytes {
+        let h = self.head.len();
+        if end <= h {
+            self.head.slice(start..end)
+        } else if start >= h {
+            self.body.slice(start - h..end - h)
+        } else {
+            let mut v = Vec::with_capacity(end - start);
+            v.extend_from_slice(&self.head[start..]);
+            v.extend_from_slice(&self.body[..end - h]);
+            Bytes::from(v)
+        }
+    }
+}
+
 /// A checkpoint held for joiners of a view.
 #[derive(Debug)]
 pub(crate) struct Checkpoint {
-    /// The application's state; None until it answers the state request.
-    pub(crate) state: Option<Bytes>,
+    /// The engine's part and the application's state; None until it answers the request.
+    pub(crate) state: Option<StateBytes>,
     /// The engine's own part, captured at the join point.
     pub(crate) engine_part: Vec<u8>,
     /// A provider still waiting for its own state cannot know its duplicate table yet: it
@@ -832,4 +862,25 @@ pub(crate) fn compute_cut(old: &GroupView, reports: &[&Report]) -> Cut {
         }
     }
     Cut { streams: (0..n).map(|r| (old.members[r].clone(), hi[r])).collect(), msgs: cut_msgs, order_base: base, order }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StateBytes;
+    use bytes::Bytes;
+
+    #[test]
+    fn state_bytes_slice_like_one_buffer_without_copying_the_state() {
+        let (head, body) = (Bytes::from_static(b"0123"), Bytes::from(b"abcdefgh".to_vec()));
+        let s = StateBytes { head: head.clone(), body: body.clone() };
+        let whole: Vec<u8> = [&head[..], &body[..]].concat();
+        assert_eq!(s.len(), whole.len());
+        for start in 0..whole.len() {
+            for end in start..=whole.len() {
+                assert_eq!(&s.slice(start, end)[..], &whole[start..end], "{start}..{end}");
+            }
+        }
+        // A chunk inside the state is a view of the application's buffer.
+        assert_eq!(s.slice(6, 10).as_ptr(), body[2..].as_ptr());
+    }
 }

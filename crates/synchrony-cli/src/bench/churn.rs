@@ -95,8 +95,10 @@ pub(super) async fn churn_member(a: MemberArgs) -> Result<()> {
     });
     let mut ids = a.trace.is_some().then(BTreeSet::new);
     let mut state_bytes = a.state_bytes;
+    let mut padding = make_state(None, state_bytes);
     let (mut delivered, mut state_us, mut reported) = (0u64, None, false);
     let mut stop_at = None;
+    let mut ended = "stopped".to_string();
     loop {
         // After `stop`, two more seconds for what was sent to arrive everywhere.
         let wait =
@@ -119,7 +121,8 @@ pub(super) async fn churn_member(a: MemberArgs) -> Result<()> {
                     }
                 }
                 Some(GroupEvent::StateRequest { view, .. }) => {
-                    rt.provide_state(group.clone(), view, make_state(ids.as_ref(), state_bytes)).await
+                    let state = if ids.is_some() { make_state(ids.as_ref(), state_bytes) } else { padding.clone() };
+                    rt.provide_state(group.clone(), view, state).await
                 }
                 Some(GroupEvent::State { state, .. }) => {
                     state_us = Some(now_us());
@@ -130,11 +133,22 @@ pub(super) async fn churn_member(a: MemberArgs) -> Result<()> {
                         ids.extend(text.split('\n').filter(|l| !l.is_empty()).map(str::to_string));
                     }
                 }
-                Some(GroupEvent::Partitioned(_) | GroupEvent::Left) | None => break,
+                Some(GroupEvent::Partitioned(reason)) => {
+                    ended = format!("partitioned: {reason:?}");
+                    break;
+                }
+                Some(GroupEvent::Left) | None => {
+                    ended = "left".to_string();
+                    break;
+                }
                 Some(_) => {}
             },
             cmd = cmds.recv() => match cmd.as_deref().map(str::split_whitespace).map(|mut w| (w.next(), w.next())) {
-                Some((Some("state"), Some(n))) => state_bytes = n.parse().unwrap_or(state_bytes),
+                Some((Some("state"), Some(n))) => {
+                    state_bytes = n.parse().unwrap_or(state_bytes);
+                    // Made now, before the joiner comes: not while heartbeats wait.
+                    padding = make_state(None, state_bytes);
+                }
                 Some((Some("stop"), _)) | None if stop_at.is_none() => {
                     stop.store(true, Ordering::Relaxed);
                     stop_at = Some(now_us() + 2_000_000);
@@ -150,7 +164,7 @@ pub(super) async fn churn_member(a: MemberArgs) -> Result<()> {
         None => 0,
     };
     rt.close_trace().await;
-    say(json!({"event": "result", "index": a.index, "sent": sent, "delivered": delivered,
+    say(json!({"event": "result", "index": a.index, "sent": sent, "delivered": delivered, "ended": ended,
         "last_send_age_us": stopped_at.saturating_sub(last_ok.load(Ordering::Relaxed)),
         "cpu_seconds": cpu_seconds(), "peak_rss_mb": peak_rss_mb()}));
     Ok(())
