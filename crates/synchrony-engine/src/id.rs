@@ -12,9 +12,46 @@ use std::sync::Arc;
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ProcessId {
     /// The process's name, unique in the cluster.
+    #[serde(deserialize_with = "interned")]
     pub name: Arc<str>,
     /// The incarnation, from 1.
     pub incarnation: u64,
+}
+
+std::thread_local! {
+    /// Names decoded lately on this thread (see `interned`).
+    static NAMES: std::cell::RefCell<Vec<Arc<str>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The same few names come in every message: decoding shares one `Arc<str>` per name (of
+/// the last 64 seen on this thread) instead of allocating each again.
+fn intern(s: &str) -> Arc<str> {
+    NAMES.with(|names| {
+        let mut names = names.borrow_mut();
+        if let Some(a) = names.iter().find(|a| ***a == *s) {
+            return a.clone();
+        }
+        if names.len() >= 64 {
+            names.remove(0);
+        }
+        let a: Arc<str> = Arc::from(s);
+        names.push(a.clone());
+        a
+    })
+}
+
+fn interned<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
+    struct Name;
+    impl serde::de::Visitor<'_> for Name {
+        type Value = Arc<str>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a name")
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Arc<str>, E> {
+            Ok(intern(v))
+        }
+    }
+    d.deserialize_str(Name)
 }
 
 impl ProcessId {
@@ -48,7 +85,7 @@ impl fmt::Debug for ProcessId {
 
 /// The name of a process group.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct GroupName(pub Arc<str>);
+pub struct GroupName(#[serde(deserialize_with = "interned")] pub Arc<str>);
 
 impl GroupName {
     /// Builds a group name.
