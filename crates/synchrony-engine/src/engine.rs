@@ -1191,10 +1191,10 @@ impl Engine {
         self.corked = true;
     }
 
-    /// Packs what was held since [`Engine::cork`] into frames (see [`Engine::poll_transmit`]).
+    /// Packs what was held since [`Engine::cork`] into frames (see [`Engine::poll_transmit`]);
+    /// nothing to do if the engine was not corked (every input flushed its own frames).
     pub fn uncork(&mut self, now: Instant) {
-        self.corked = false;
-        if self.alive() {
+        if std::mem::take(&mut self.corked) && self.alive() {
             self.flush_links(now);
         }
     }

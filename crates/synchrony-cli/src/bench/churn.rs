@@ -8,14 +8,14 @@
 //! The parent drives the members through their standard input (`state BYTES`, `stop`) and
 //! reads what they see as JSON lines on their standard output.
 
-use super::{cpu_seconds, now_us, payload, peak_rss_mb, BenchArgs, MemberArgs, Pace};
+use super::{cpu_seconds, now_us, peak_rss_mb, BenchArgs, MemberArgs, Pace};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
@@ -82,11 +82,9 @@ pub(super) async fn churn_member(a: MemberArgs) -> Result<()> {
         tokio::spawn(async move {
             let mut sent = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let n = pace.batch().await;
-                let batch: Vec<Bytes> = (0..n).map(|_| Bytes::from(payload(size))).collect();
-                let ok = rt.send_batch(group.clone(), order, batch).await.iter().filter(|r| r.is_ok()).count();
+                let ok = super::send_paced(&rt, &group, order, size, &mut pace).await;
                 if ok > 0 {
-                    sent += ok as u64;
+                    sent += ok;
                     last_ok.store(now_us(), Ordering::Relaxed);
                 }
             }
@@ -195,13 +193,8 @@ impl Members {
     }
 
     fn start(&mut self, i: usize, joiner: bool, state_bytes: usize) -> Result<()> {
-        let a = &self.args;
-        let mut cmd = Command::new(&self.exe);
-        cmd.args(["bench-member", "--mode", "churn", "--index", &i.to_string(), "--addrs", &self.addrs.join(",")]);
-        cmd.args(["--senders", &a.senders.to_string(), "--size", &a.size.to_string(), "--order", &a.order]);
-        cmd.args(["--start-at", "0", "--warmup", "0", "--duration", "0", "--rate", &a.rate.to_string()]);
-        cmd.args(["--failure-timeout", &format!("{}ms", a.failure_timeout.as_millis())]);
-        cmd.args(["--state-bytes", &state_bytes.to_string()]);
+        let mut cmd = super::member_command(&self.exe, &self.args, i, &self.addrs, "churn");
+        cmd.args(["--start-at", "0", "--warmup", "0", "--duration", "0", "--state-bytes", &state_bytes.to_string()]);
         if joiner {
             cmd.arg("--joiner");
         }

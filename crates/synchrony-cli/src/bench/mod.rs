@@ -321,6 +321,25 @@ fn member_config(a: &MemberArgs) -> Config {
     c
 }
 
+/// Waits for the pace, then multicasts its batch of stamped payloads; returns how many the
+/// runtime accepted.
+async fn send_paced(rt: &Runtime, group: &GroupName, order: Order, size: usize, pace: &mut Pace) -> u64 {
+    let n = pace.batch().await;
+    let batch: Vec<Bytes> = (0..n).map(|_| Bytes::from(payload(size))).collect();
+    rt.send_batch(group.clone(), order, batch).await.iter().filter(|r| r.is_ok()).count() as u64
+}
+
+/// The `synchrony bench-member` command for member `i` with the run's common settings
+/// (each mode adds its own).
+fn member_command(exe: &std::path::Path, args: &BenchArgs, i: usize, addrs: &[String], mode: &str) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.args(["bench-member", "--mode", mode, "--index", &i.to_string(), "--addrs", &addrs.join(",")]);
+    cmd.args(["--senders", &args.senders.to_string(), "--size", &args.size.to_string(), "--order", &args.order]);
+    cmd.args(["--rate", &args.rate.to_string(), "--clients", &args.clients().to_string()]);
+    cmd.args(["--failure-timeout", &format!("{}ms", args.failure_timeout.as_millis())]);
+    cmd
+}
+
 /// One synchrony member: joins, waits for everyone, sends if it is a sender, measures.
 async fn sync_member(a: MemberArgs) -> Result<MemberResult> {
     let c = member_config(&a);
@@ -338,9 +357,7 @@ async fn sync_member(a: MemberArgs) -> Result<MemberResult> {
             sleep_until_us(a.start_at).await;
             let mut sent = 0u64;
             while now_us() < stop {
-                let n = pace.batch().await;
-                let batch: Vec<Bytes> = (0..n).map(|_| Bytes::from(payload(size))).collect();
-                sent += rt.send_batch(group.clone(), order, batch).await.iter().filter(|r| r.is_ok()).count() as u64;
+                sent += send_paced(&rt, &group, order, size, &mut pace).await;
             }
             sent
         })
@@ -468,16 +485,11 @@ fn run_side(args: &BenchArgs, raw: bool) -> Result<Vec<MemberResult>> {
     let start_at = now_us() + 2_000_000 + args.members as u64 * 300_000;
     let mut children = Vec::new();
     for i in 0..args.members {
-        let mut cmd = Command::new(&exe);
-        cmd.arg("bench-member");
+        let mut cmd = member_command(&exe, args, i, &addrs, args.mode());
         if raw {
             cmd.arg("--raw");
         }
-        cmd.args(["--index", &i.to_string(), "--addrs", &addrs.join(",")]);
-        cmd.args(["--senders", &args.senders.to_string(), "--size", &args.size.to_string(), "--order", &args.order]);
         cmd.args(["--start-at", &start_at.to_string(), "--warmup", "1", "--duration", &args.duration.to_string()]);
-        cmd.args(["--rate", &args.rate.to_string(), "--mode", args.mode(), "--clients", &args.clients().to_string()]);
-        cmd.args(["--failure-timeout", &format!("{}ms", args.failure_timeout.as_millis())]);
         cmd.stdout(Stdio::piped()).stderr(Stdio::null());
         children.push(cmd.spawn().context("starting a bench member")?);
         if i == 0 && !raw {
