@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use std::sync::Arc;
 use std::time::Duration;
 use synchrony_engine::wire::{self, DataMsg, Msg, Packet};
 use synchrony_engine::{Config, Engine, Event, GroupName, Instant, MsgId, Order, ProcessId, ViewId};
@@ -15,7 +16,7 @@ fn packet(n: usize, size: usize) -> Packet {
             group: GroupName::new("g"),
             view: ViewId(1),
             epoch: 0,
-            msg: DataMsg {
+            msg: Arc::new(DataMsg {
                 id: MsgId { sender: me.clone(), counter: k as u64 },
                 seq: k as u64 + 1,
                 order: Order::Total,
@@ -23,7 +24,7 @@ fn packet(n: usize, size: usize) -> Packet {
                 query: false,
                 relayed: false,
                 payload: Bytes::from(vec![7u8; size]),
-            },
+            }),
         })
         .collect();
     Packet { from: me, to: ProcessId::new("b", 1), ack: 0, seq: 0, msgs, ctl: Vec::new() }

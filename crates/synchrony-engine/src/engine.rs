@@ -14,6 +14,7 @@ use bytes::Bytes;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 /// Where this process stands in the cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +83,8 @@ pub struct Engine {
     pub(crate) join_next_try: Instant,
     join_attempt: usize,
     next_tick: Instant,
+    /// Since when the runtime has not been reading from peers (see `handle_listening`).
+    pub(crate) deaf_since: Option<Instant>,
     pub(crate) stats: Stats,
     pub(crate) verifiers: crate::verify::Verifiers,
 }
@@ -119,6 +122,7 @@ impl Engine {
             join_next_try: now,
             join_attempt: 0,
             next_tick: now,
+            deaf_since: None,
             stats: Stats::default(),
             verifiers: Default::default(),
         };
@@ -313,6 +317,35 @@ impl Engine {
             self.suspect(p);
             self.after_input(now);
         }
+    }
+
+    /// The runtime stopped (`false`) or resumed (`true`) reading from its peers, because its
+    /// application is behind on the events already delivered. Meanwhile timers run and
+    /// heartbeats go out, so the others do not suspect this process, and this process does
+    /// not suspect them: silence it did not listen to is no evidence. On resuming, each
+    /// peer's silence counts from where it stood when reading stopped.
+    pub fn handle_listening(&mut self, now: Instant, listening: bool) {
+        match (listening, self.deaf_since) {
+            (false, None) => self.deaf_since = Some(now),
+            (true, Some(since)) => {
+                self.deaf_since = None;
+                let paused = now - since;
+                for link in self.links.values_mut() {
+                    if let Some(h) = &mut link.last_heard {
+                        *h = (*h + paused).min(now);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The runtime gives up on an application that has not taken its events for too long:
+    /// this process stops (`PartitionReason::Stalled`), and being silent from then on, is
+    /// excluded by the others.
+    pub fn handle_stalled(&mut self, now: Instant) {
+        self.stop(PartitionReason::Stalled);
+        self.after_input(now);
     }
 
     /// A process that was stopped (SIGSTOP, a long pause) past the failure timeout must
@@ -782,13 +815,15 @@ impl Engine {
                 }
                 self.check_query(&d.msg.id.clone());
             }
+            // The last holder takes the fields; otherwise they are refcounted copies.
+            let msg = Arc::unwrap_or_clone(d.msg);
             self.push_event(Event::Deliver(Delivery {
                 group: group.clone(),
                 view: d.view,
-                id: d.msg.id,
-                order: d.msg.order,
-                query: d.msg.query,
-                payload: d.msg.payload,
+                id: msg.id,
+                order: msg.order,
+                query: msg.query,
+                payload: msg.payload,
             }));
         }
         if out.flushed > 0 {

@@ -56,6 +56,9 @@ pub enum PartitionReason {
     LostMajority,
     /// The others excluded it (it was suspected, e.g. while paused).
     Excluded,
+    /// Its application left delivered events untaken for longer than the runtime allows:
+    /// it stopped so that the others go on without it.
+    Stalled,
 }
 
 /// Events for the application, in the order they happen. Drain with

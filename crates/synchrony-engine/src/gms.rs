@@ -261,6 +261,9 @@ impl Engine {
 
     /// Suspects silent members; stops when the majority is out of reach.
     pub(crate) fn detect_failures(&mut self, now: Instant) {
+        if self.deaf_since.is_some() {
+            return; // not reading: no silence to judge (see `Engine::handle_listening`)
+        }
         let members: Vec<ProcessId> = self.gms.members.iter().map(|(p, _)| p.clone()).collect();
         let config = self.config.clone();
         for p in members {

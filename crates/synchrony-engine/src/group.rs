@@ -18,6 +18,7 @@ use crate::time::Instant;
 use crate::wire::{Cut, DataMsg, GroupView, Msg, OrderEntry, Report, VectorTime};
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 /// Outputs of group operations, drained by the engine.
 #[derive(Default)]
@@ -32,7 +33,7 @@ pub(crate) struct Out {
 /// A delivery, before the engine turns it into an event.
 pub(crate) struct Delivered {
     pub(crate) view: ViewId,
-    pub(crate) msg: DataMsg,
+    pub(crate) msg: Arc<DataMsg>,
 }
 
 /// One member's stream as seen here.
@@ -41,7 +42,7 @@ pub(crate) struct Stream {
     pub(crate) owner: ProcessId,
     /// Seq of `msgs[0]`.
     base: u64,
-    msgs: VecDeque<DataMsg>,
+    msgs: VecDeque<Arc<DataMsg>>,
     /// Highest seq held (contiguous).
     pub(crate) received: u64,
     /// Highest seq delivered.
@@ -55,11 +56,11 @@ impl Stream {
         Self { owner, base: 1, msgs: VecDeque::new(), received: 0, delivered: 0, stable: 0 }
     }
 
-    fn get(&self, seq: u64) -> Option<&DataMsg> {
+    fn get(&self, seq: u64) -> Option<&Arc<DataMsg>> {
         seq.checked_sub(self.base).and_then(|i| self.msgs.get(i as usize))
     }
 
-    fn push(&mut self, msg: DataMsg) -> bool {
+    fn push(&mut self, msg: Arc<DataMsg>) -> bool {
         if msg.seq != self.received + 1 {
             return false;
         }
@@ -311,7 +312,7 @@ impl GroupState {
             VectorTime::default()
         };
         let relayed = q.relayed || q.id.sender != self.view.members[self.rank];
-        let msg = DataMsg { id: q.id, seq, order: q.order, vt, query: q.query, relayed, payload: q.payload };
+        let msg = Arc::new(DataMsg { id: q.id, seq, order: q.order, vt, query: q.query, relayed, payload: q.payload });
         if msg.id.sender == self.view.members[self.rank] {
             self.own_unstable.push_back((seq, msg.id.counter));
         }
@@ -331,7 +332,7 @@ impl GroupState {
     }
 
     /// A multicast from the member at `rank` (current view and epoch).
-    pub(crate) fn on_data(&mut self, rank: usize, msg: DataMsg) {
+    pub(crate) fn on_data(&mut self, rank: usize, msg: Arc<DataMsg>) {
         if !self.streams[rank].push(msg) {
             return;
         }
@@ -624,7 +625,7 @@ impl GroupState {
             let Some(r) = self.rank_of(owner) else {
                 continue;
             };
-            let mut add: Vec<&DataMsg> = cut
+            let mut add: Vec<&Arc<DataMsg>> = cut
                 .msgs
                 .iter()
                 .filter(|(o, m)| o == owner && m.seq > self.streams[r].received && m.seq <= *hi)
@@ -664,7 +665,7 @@ impl GroupState {
             if let Some(u) = &mut self.unchecked {
                 u.push_back((g.id.clone(), false));
             }
-            out.delivered.push(Delivered { view: self.view.id, msg: g.clone() });
+            out.delivered.push(Delivered { view: self.view.id, msg: Arc::new(g.clone()) });
         }
         // Everything of this epoch is now delivered everywhere that survives: own messages
         // count as stable for flush().
@@ -757,7 +758,7 @@ pub(crate) fn compute_cut(old: &GroupView, reports: &[&Report]) -> Cut {
     let n = old.members.len();
     let rank = |p: &ProcessId| old.members.iter().position(|m| m == p);
     let mut low = vec![u64::MAX; n];
-    let mut msgs: Vec<BTreeMap<u64, DataMsg>> = vec![BTreeMap::new(); n];
+    let mut msgs: Vec<BTreeMap<u64, Arc<DataMsg>>> = vec![BTreeMap::new(); n];
     for rep in reports {
         for (owner, d) in &rep.delivered {
             if let Some(r) = rank(owner) {

@@ -128,7 +128,7 @@ pub struct Report {
     /// The reporter's view of it.
     pub view: ViewId,
     /// Per stream owner: every message still buffered (undelivered, or not yet stable).
-    pub streams: Vec<(ProcessId, Vec<DataMsg>)>,
+    pub streams: Vec<(ProcessId, Vec<Arc<DataMsg>>)>,
     /// How many messages of each stream the reporter delivered.
     pub delivered: Vec<(ProcessId, u64)>,
     /// Position of `order[0]` in the view's total order.
@@ -145,7 +145,7 @@ pub struct Cut {
     /// Per stream owner, the last seq delivered in the epoch.
     pub streams: Vec<(ProcessId, u64)>,
     /// Messages some survivor may lack.
-    pub msgs: Vec<(ProcessId, DataMsg)>,
+    pub msgs: Vec<(ProcessId, Arc<DataMsg>)>,
     /// Position of `order[0]`.
     pub order_base: u64,
     /// The final total order from `order_base` on.
@@ -306,8 +306,8 @@ pub enum Msg {
         view: ViewId,
         /// Epoch in the view (bumped by each gbcast).
         epoch: u32,
-        /// The message.
-        msg: DataMsg,
+        /// The message, shared by the copies queued for each peer.
+        msg: Arc<DataMsg>,
     },
     /// Total order tokens from the sequencer.
     Order {
@@ -419,7 +419,8 @@ impl Msg {
     /// A cheap estimate of the encoded size, to fill packets.
     pub fn approx_size(&self) -> usize {
         match self {
-            Msg::Data { msg, .. } | Msg::Forward { msg, .. } => 48 + msg.payload.len() + 8 * msg.vt.len(),
+            Msg::Data { msg, .. } => 48 + msg.payload.len() + 8 * msg.vt.len(),
+            Msg::Forward { msg, .. } => 48 + msg.payload.len() + 8 * msg.vt.len(),
             Msg::StateChunk { data, .. } => 48 + data.len(),
             Msg::Reply { payload, .. } => 48 + payload.as_ref().map_or(0, |p| p.len()),
             Msg::Order { entries, .. } => 32 + 12 * entries.len(),
@@ -579,7 +580,7 @@ mod tests {
                 group: GroupName::new("g"),
                 view: ViewId(1),
                 epoch: 0,
-                msg: DataMsg {
+                msg: Arc::new(DataMsg {
                     id: MsgId { sender: ProcessId::new("a", 1), counter: 9 },
                     seq: 1,
                     order: Order::Causal,
@@ -587,7 +588,7 @@ mod tests {
                     query: false,
                     relayed: false,
                     payload: Bytes::from_static(b"hello"),
-                },
+                }),
             }],
             ctl: vec![Ctl::JoinCluster { weight: 1 }],
         }

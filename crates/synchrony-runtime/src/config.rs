@@ -49,6 +49,12 @@ pub struct Config {
     pub send_window: usize,
     /// Frames queued for one peer before more are dropped (the engine retransmits).
     pub peer_queue_frames: usize,
+    /// How long the application may leave a group's events untaken (its queue full).
+    /// Meanwhile this node stops reading from the network (so senders slow down to its
+    /// pace) but keeps its heartbeats, so that a busy application is not taken for a failed
+    /// process. Past this, the node stops (`PartitionReason::Stalled`) and the others go on
+    /// without it.
+    pub app_stall_timeout: Duration,
     /// The engine's other settings (weights, buffer bounds, packet size).
     pub engine: synchrony_engine::Config,
 }
@@ -72,6 +78,7 @@ impl Config {
             rejoin: false,
             send_window: 2048,
             peer_queue_frames: 8192,
+            app_stall_timeout: Duration::from_secs(10),
             engine: synchrony_engine::Config::default(),
         }
     }

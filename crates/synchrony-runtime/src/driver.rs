@@ -94,7 +94,7 @@ pub(crate) enum Command {
 
 struct Conn {
     id: u64,
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<net::Outgoing>,
     by_me: bool,
     incarnation: u64,
     reader: tokio::task::AbortHandle,
@@ -111,7 +111,7 @@ struct Peers {
     retry_at: HashMap<String, (TokioInstant, Duration)>,
     /// Names whose connection dropped: if a new one cannot be made, the engine hears of it.
     lost: HashSet<String>,
-    pending: HashMap<String, VecDeque<Bytes>>,
+    pending: HashMap<String, VecDeque<net::Outgoing>>,
     queue_max: usize,
     next_conn: Arc<AtomicU64>,
     events: mpsc::Sender<NetEvent>,
@@ -119,7 +119,7 @@ struct Peers {
 }
 
 impl Peers {
-    fn send(&mut self, to: &str, frame: Bytes) {
+    fn send(&mut self, to: &str, frame: net::Outgoing) {
         if to == self.my_name {
             return;
         }
@@ -170,9 +170,9 @@ impl Peers {
         });
     }
 
-    fn book_frame(&self) -> Bytes {
+    fn book_frame(&self) -> net::Outgoing {
         let entries: Vec<(String, String)> = self.book.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        net::control(net::KIND_BOOK, &entries, self.secret.as_deref())
+        net::control_body(net::KIND_BOOK, &entries, self.secret.as_deref())
     }
 
     fn broadcast_book(&mut self) {
@@ -283,6 +283,11 @@ pub(crate) struct Driver {
     groups: HashMap<GroupName, mpsc::Sender<Vec<GroupEvent>>>,
     /// Deliveries not yet handed to their groups' handles (see `deliver_to_group`).
     outgoing: HashMap<GroupName, Vec<GroupEvent>>,
+    /// Batches a group's handle had no room for: while any wait, the driver reads nothing
+    /// from the network (see `listen`), so these stay few.
+    backlog: HashMap<GroupName, VecDeque<Vec<GroupEvent>>>,
+    /// Since when an application has been behind (a backlog exists).
+    behind_since: Option<TokioInstant>,
     wanted: BTreeSet<GroupName>,
     verifiers: HashMap<GroupName, Verifiers>,
     installed: HashMap<GroupName, ViewId>,
@@ -345,6 +350,8 @@ impl Driver {
             contact_names: BTreeSet::new(),
             groups: HashMap::new(),
             outgoing: HashMap::new(),
+            backlog: HashMap::new(),
+            behind_since: None,
             wanted: BTreeSet::new(),
             verifiers: HashMap::new(),
             installed: HashMap::new(),
@@ -402,12 +409,15 @@ impl Driver {
         self.engine = Some(engine);
     }
 
-    /// The driver's loop; returns when the node shuts down.
+    /// The driver's loop; returns when the node shuts down. It never waits on the
+    /// application: when a group's handle is full it stops reading the network until the
+    /// application takes a batch, and meanwhile keeps its timers and heartbeats going.
     pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut net_events: mpsc::Receiver<NetEvent>) {
         let mut tick = tokio::time::interval(HOUSEKEEPING);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             self.pump().await;
+            self.listen();
             if let Some(reply) = self.shutdown.take() {
                 let _ = reply.send(());
                 return;
@@ -418,6 +428,15 @@ impl Driver {
                 .and_then(|e| e.poll_timeout())
                 .map(|t| self.epoch + t.since_epoch())
                 .unwrap_or_else(|| TokioInstant::now() + Duration::from_secs(3600));
+            // A handle of a group with a backlog, to wait for room in.
+            let full = self.backlog.keys().next().and_then(|g| self.groups.get(g)).cloned();
+            let behind = full.is_some();
+            let room = async move {
+                match full {
+                    Some(tx) => tx.reserve_owned().await.ok(),
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 c = commands.recv() => {
                     let Some(c) = c else { return };
@@ -430,7 +449,7 @@ impl Driver {
                         }
                     }
                 }
-                Some(ev) = net_events.recv() => {
+                Some(ev) = net_events.recv(), if !behind => {
                     self.cork();
                     self.on_net(ev);
                     for _ in 0..INPUT_BATCH {
@@ -446,8 +465,41 @@ impl Driver {
                         e.handle_timeout(now);
                     }
                 }
+                permit = room => {
+                    // Room for one batch: the permit goes unused and the backlog drains
+                    // in order on the next pump.
+                    drop(permit);
+                    self.drain_backlogs();
+                }
                 _ = tick.tick() => self.housekeeping(),
             }
+        }
+    }
+
+    /// Tells the engine whether the network is being read (it is not while an application
+    /// is behind), and stops the node if one has been behind for too long.
+    fn listen(&mut self) {
+        let behind = !self.backlog.is_empty();
+        let now = self.now();
+        let Some(e) = self.engine.as_mut() else { return };
+        match self.behind_since {
+            None if behind => {
+                self.behind_since = Some(TokioInstant::now());
+                self.peers.counters.reading_paused += 1;
+                e.handle_listening(now, false);
+            }
+            Some(_) if !behind => {
+                self.behind_since = None;
+                e.handle_listening(now, true);
+            }
+            Some(since)
+                if since.elapsed() > self.config.app_stall_timeout
+                    && e.status() == synchrony_engine::Status::Member =>
+            {
+                tracing::warn!(me = %e.id(), "the application took no events for too long: stopping");
+                e.handle_stalled(now);
+            }
+            _ => {}
         }
     }
 
@@ -495,14 +547,13 @@ impl Driver {
         loop {
             let Some(engine) = self.engine.as_mut() else { return };
             while let Some(t) = engine.poll_transmit() {
-                let f = net::frame(net::KIND_ENGINE, &t.frame);
-                self.peers.send(&t.to.name, f);
+                self.peers.send(&t.to.name, net::Outgoing::engine(t.frame));
             }
             match engine.poll_event() {
                 Some(ev) => self.on_event(ev).await,
                 // Room may have opened for waiting sends; what they make goes round again.
                 None if self.release_parked() > 0 => {}
-                None => return self.hand_over_all().await,
+                None => return self.hand_over_all(),
             }
         }
     }
@@ -517,7 +568,7 @@ impl Driver {
     /// Queues an event for a group's handle. Deliveries go in batches (handed over when
     /// one is full and at the end of each pump); any other event goes at once, after the
     /// deliveries before it.
-    async fn deliver_to_group(&mut self, group: &GroupName, ev: GroupEvent) {
+    fn deliver_to_group(&mut self, group: &GroupName, ev: GroupEvent) {
         if !self.groups.contains_key(group) {
             return;
         }
@@ -525,25 +576,54 @@ impl Driver {
         let batch = self.outgoing.entry(group.clone()).or_default();
         batch.push(ev);
         if !message || batch.len() >= GROUP_BATCH {
-            self.hand_over(group).await;
+            self.hand_over(group);
         }
     }
 
-    /// Hands a group's queued events to its handle.
-    async fn hand_over(&mut self, group: &GroupName) {
-        let Some(batch) = self.outgoing.remove(group).filter(|b| !b.is_empty()) else { return };
-        if let Some(tx) = self.groups.get(group) {
-            if tx.send(batch).await.is_err() {
-                self.groups.remove(group); // the handle is gone
+    /// Hands a group's queued events to its handle, behind any batches still waiting.
+    fn hand_over(&mut self, group: &GroupName) {
+        if let Some(batch) = self.outgoing.remove(group).filter(|b| !b.is_empty()) {
+            self.backlog.entry(group.clone()).or_default().push_back(batch);
+        }
+        self.drain_backlog(group);
+    }
+
+    /// Hands a group's waiting batches over while its handle has room.
+    fn drain_backlog(&mut self, group: &GroupName) {
+        let Some(q) = self.backlog.get_mut(group) else { return };
+        let Some(tx) = self.groups.get(group) else {
+            self.backlog.remove(group);
+            return;
+        };
+        while let Some(batch) = q.pop_front() {
+            match tx.try_send(batch) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(batch)) => {
+                    q.push_front(batch);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.groups.remove(group); // the handle is gone
+                    self.backlog.remove(group);
+                    return;
+                }
             }
+        }
+        self.backlog.remove(group);
+    }
+
+    fn drain_backlogs(&mut self) {
+        let groups: Vec<GroupName> = self.backlog.keys().cloned().collect();
+        for g in groups {
+            self.drain_backlog(&g);
         }
     }
 
     /// Hands every group's queued events over (before anything that must follow them).
-    async fn hand_over_all(&mut self) {
+    fn hand_over_all(&mut self) {
         let groups: Vec<GroupName> = self.outgoing.keys().cloned().collect();
         for g in groups {
-            self.hand_over(&g).await;
+            self.hand_over(&g);
         }
     }
 
@@ -552,7 +632,7 @@ impl Driver {
         if !matches!(ev, Event::Deliver(_)) {
             // Replies to flushes and queries, and node events, come after the deliveries
             // the engine made before them.
-            self.hand_over_all().await;
+            self.hand_over_all();
         }
         match ev {
             Event::Joined => {
@@ -570,7 +650,7 @@ impl Driver {
                 let members = view.members.iter().map(|m| m.to_string()).collect();
                 self.record(|| TraceEvent::view_installed(group.as_str(), view.id.0, members));
                 self.installed.insert(group.clone(), view.id);
-                self.deliver_to_group(&group, GroupEvent::View(view)).await;
+                self.deliver_to_group(&group, GroupEvent::View(view));
             }
             Event::Deliver(d) => {
                 let verifier = self.verifiers.get(&d.group).and_then(|v| v.message.clone());
@@ -595,18 +675,18 @@ impl Driver {
                     )
                 });
                 let group = d.group.clone();
-                self.deliver_to_group(&group, GroupEvent::Message(d)).await;
+                self.deliver_to_group(&group, GroupEvent::Message(d));
             }
             Event::StateRequest { group, view, joiners } => {
                 self.state_requests.insert((group.clone(), view), joiners.clone());
-                self.deliver_to_group(&group, GroupEvent::StateRequest { view, joiners }).await;
+                self.deliver_to_group(&group, GroupEvent::StateRequest { view, joiners });
             }
             Event::State { group, view, state } => {
                 if let Some(t) = self.join_started.remove(&group) {
                     crate::metrics::time("synchrony_state_transfer_seconds", t.elapsed());
                 }
                 self.record(|| TraceEvent::state_loaded(group.as_str(), view.0, state_digest(&state)));
-                self.deliver_to_group(&group, GroupEvent::State { view, state }).await;
+                self.deliver_to_group(&group, GroupEvent::State { view, state });
             }
             Event::Flushed { group, view } => {
                 if let Some((reply, covers, asked)) = self.flushes.get_mut(&group).and_then(|q| q.pop_front()) {
@@ -627,13 +707,13 @@ impl Driver {
                 for (reply, _, _) in self.flushes.remove(&group).unwrap_or_default() {
                     let _ = reply.send(Err(FlushError::NotMember(group.clone())));
                 }
-                self.deliver_to_group(&group, GroupEvent::Left).await;
+                self.deliver_to_group(&group, GroupEvent::Left);
             }
             Event::JoinRefused { group } => {
                 tracing::warn!(group = %group, "join refused by a member's verifier");
                 self.wanted.remove(&group);
                 self.verifiers.remove(&group);
-                self.deliver_to_group(&group, GroupEvent::JoinRefused).await;
+                self.deliver_to_group(&group, GroupEvent::JoinRefused);
                 self.groups.remove(&group);
             }
             Event::SendLost { group, id } => {
@@ -652,7 +732,7 @@ impl Driver {
                 self.in_flight.clear();
                 let groups: Vec<GroupName> = self.groups.keys().cloned().collect();
                 for g in groups {
-                    self.deliver_to_group(&g, GroupEvent::Partitioned(reason)).await;
+                    self.deliver_to_group(&g, GroupEvent::Partitioned(reason));
                 }
                 let _ = self.node_events.send(NodeEvent::Partitioned { reason }).await;
                 if self.config.rejoin {
@@ -924,12 +1004,15 @@ impl Driver {
     fn on_net(&mut self, ev: NetEvent) {
         let now = self.now();
         match ev {
-            NetEvent::Frame { name, conn, frame } => {
+            NetEvent::Frames { name, conn, frames } => {
                 let Some(e) = self.engine.as_mut() else { return };
-                if let Err(err) = e.handle_frame(now, &frame) {
-                    tracing::warn!(peer = %name, error = %err, "rejected a frame; closing its connection");
-                    if self.peers.conns.get(&name).is_some_and(|c| c.id == conn) {
-                        self.peers.close(&name);
+                for frame in &frames {
+                    if let Err(err) = e.handle_frame(now, frame) {
+                        tracing::warn!(peer = %name, error = %err, "rejected a frame; closing its connection");
+                        if self.peers.conns.get(&name).is_some_and(|c| c.id == conn) {
+                            self.peers.close(&name);
+                        }
+                        return;
                     }
                 }
             }

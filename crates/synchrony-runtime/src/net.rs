@@ -6,7 +6,7 @@
 //! HMAC-SHA256 tag of their own when a secret is set, so that a process without the
 //! secret is turned away at the handshake.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -25,6 +25,10 @@ pub(crate) const MAX_FRAME: usize = 64 << 20;
 const TAG_LEN: usize = 32;
 /// Bytes gathered into one write when frames queue up.
 const WRITE_BATCH: usize = 256 * 1024;
+/// A reader's buffer: one read takes up to this much.
+const READ_BUF: usize = 64 * 1024;
+/// Room below which the reader gets a new buffer before reading.
+const READ_MIN: usize = 4 * 1024;
 /// The transport's protocol version, in the hello.
 const VERSION: u8 = 1;
 /// How long a handshake may take.
@@ -81,23 +85,51 @@ fn mac(secret: &[u8], kind: u8, body: &[u8]) -> Hmac<Sha256> {
     m
 }
 
+/// A frame queued for a connection's writer: its kind and body (the writer adds the
+/// header as it copies the body into its batch, so the body is never copied twice).
+#[derive(Clone, Debug)]
+pub(crate) struct Outgoing {
+    pub(crate) kind: u8,
+    pub(crate) body: Bytes,
+}
+
+impl Outgoing {
+    /// An engine frame.
+    pub(crate) fn engine(body: Bytes) -> Self {
+        Self { kind: KIND_ENGINE, body }
+    }
+
+    fn put(&self, buf: &mut BytesMut) {
+        buf.reserve(5 + self.body.len());
+        buf.put_u32((self.body.len() + 1) as u32);
+        buf.put_u8(self.kind);
+        buf.put_slice(&self.body);
+    }
+}
+
 /// One stream frame around `body`.
 pub(crate) fn frame(kind: u8, body: &[u8]) -> Bytes {
-    let mut b = BytesMut::with_capacity(5 + body.len());
-    b.put_u32((body.len() + 1) as u32);
-    b.put_u8(kind);
-    b.put_slice(body);
+    let mut b = BytesMut::new();
+    Outgoing { kind, body: Bytes::copy_from_slice(body) }.put(&mut b);
     b.freeze()
 }
 
-/// A control frame: `value` encoded, with a tag when `secret` is set.
-pub(crate) fn control<T: Serialize>(kind: u8, value: &T, secret: Option<&[u8]>) -> Bytes {
+/// A control frame's body: `value` encoded, with a tag when `secret` is set.
+pub(crate) fn control_body<T: Serialize>(kind: u8, value: &T, secret: Option<&[u8]>) -> Outgoing {
     let mut body = postcard::to_allocvec(value).expect("encoding into a Vec cannot fail");
     if let Some(s) = secret {
         let tag = mac(s, kind, &body).finalize().into_bytes();
         body.extend_from_slice(&tag);
     }
-    frame(kind, &body)
+    Outgoing { kind, body: body.into() }
+}
+
+/// A control frame: `value` encoded, with a tag when `secret` is set.
+pub(crate) fn control<T: Serialize>(kind: u8, value: &T, secret: Option<&[u8]>) -> Bytes {
+    let o = control_body(kind, value, secret);
+    let mut b = BytesMut::new();
+    o.put(&mut b);
+    b.freeze()
 }
 
 /// Checks and decodes a control frame's body.
@@ -166,13 +198,17 @@ pub(crate) async fn connect(addr: &str, mine: &Hello, secret: Option<&[u8]>) -> 
 
 /// Writes queued frames, many per write when they pile up. Ends when the queue closes or
 /// the socket fails.
-pub(crate) async fn writer<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Bytes>) {
+pub(crate) async fn writer<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Outgoing>) {
     let mut buf = BytesMut::with_capacity(WRITE_BATCH);
-    while let Some(first) = rx.recv().await {
-        buf.extend_from_slice(&first);
+    let mut got = Vec::with_capacity(64);
+    // One wake-up takes every frame queued so far (up to a write's worth).
+    while rx.recv_many(&mut got, 64).await > 0 {
+        for f in got.drain(..) {
+            f.put(&mut buf);
+        }
         while buf.len() < WRITE_BATCH {
             match rx.try_recv() {
-                Ok(more) => buf.extend_from_slice(&more),
+                Ok(f) => f.put(&mut buf),
                 Err(_) => break,
             }
         }
@@ -192,7 +228,7 @@ pub(crate) enum NetEvent {
         incarnation: u64,
         listen: String,
         conn: u64,
-        tx: mpsc::Sender<Bytes>,
+        tx: mpsc::Sender<Outgoing>,
         by_me: bool,
         reader: tokio::task::AbortHandle,
     },
@@ -200,8 +236,8 @@ pub(crate) enum NetEvent {
     Down { name: String, conn: u64, error: Option<NetError> },
     /// An outgoing connection could not be made.
     ConnectFailed { name: String, error: NetError },
-    /// An engine frame from a peer.
-    Frame { name: String, conn: u64, frame: Bytes },
+    /// Engine frames from a peer, in the order they came.
+    Frames { name: String, conn: u64, frames: Vec<Bytes> },
     /// A peer's address book.
     Book { entries: Vec<(String, String)> },
     /// A handshake was refused (bad secret, garbage).
@@ -210,7 +246,9 @@ pub(crate) enum NetEvent {
     Status { reply: oneshot::Sender<Bytes> },
 }
 
-/// Reads frames from an established connection until it ends.
+/// Reads frames from an established connection until it ends. Each read takes what the
+/// socket holds (up to [`READ_BUF`]); the engine frames in it go to the driver together,
+/// as slices of the read buffer (a retained payload keeps at most one buffer alive).
 pub(crate) async fn reader<R: AsyncRead + Unpin>(
     mut r: R,
     name: String,
@@ -218,25 +256,59 @@ pub(crate) async fn reader<R: AsyncRead + Unpin>(
     secret: Option<Vec<u8>>,
     events: mpsc::Sender<NetEvent>,
 ) {
-    let error = loop {
-        match read_frame(&mut r).await {
-            Ok((KIND_ENGINE, frame)) => {
-                if events.send(NetEvent::Frame { name: name.clone(), conn, frame }).await.is_err() {
-                    return;
-                }
+    let mut buf = BytesMut::with_capacity(READ_BUF);
+    let error = 'read: loop {
+        let mut frames = Vec::new();
+        while buf.len() >= 4 {
+            let len = u32::from_be_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
+            if len > MAX_FRAME {
+                break 'read Some(NetError::TooLong(len));
             }
-            Ok((KIND_BOOK, body)) => match open_control::<Vec<(String, String)>>(KIND_BOOK, &body, secret.as_deref()) {
-                Ok(entries) => {
-                    let _ = events.send(NetEvent::Book { entries }).await;
-                }
-                Err(e) => break Some(e),
-            },
-            Ok((kind, _)) => break Some(NetError::Malformed(format!("unexpected frame kind {kind}"))),
-            Err(NetError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break None,
-            Err(e) => break Some(e),
+            if len == 0 {
+                break 'read Some(NetError::Malformed("empty frame".into()));
+            }
+            if buf.len() < 4 + len {
+                buf.reserve(4 + len - buf.len());
+                break;
+            }
+            buf.advance(4);
+            let mut body = buf.split_to(len).freeze();
+            let kind = body.split_to(1)[0];
+            match kind {
+                KIND_ENGINE => frames.push(body),
+                KIND_BOOK => match open_control::<Vec<(String, String)>>(KIND_BOOK, &body, secret.as_deref()) {
+                    Ok(entries) => {
+                        // Frames before the book stay before it.
+                        let earlier = std::mem::take(&mut frames);
+                        if !earlier.is_empty() && !forward(&events, &name, conn, earlier).await {
+                            return;
+                        }
+                        let _ = events.send(NetEvent::Book { entries }).await;
+                    }
+                    Err(e) => break 'read Some(e),
+                },
+                kind => break 'read Some(NetError::Malformed(format!("unexpected frame kind {kind}"))),
+            }
+        }
+        if !frames.is_empty() && !forward(&events, &name, conn, frames).await {
+            return;
+        }
+        if buf.capacity() - buf.len() < READ_MIN {
+            buf.reserve(READ_BUF);
+        }
+        match r.read_buf(&mut buf).await {
+            Ok(0) if buf.is_empty() => break None,
+            Ok(0) => break Some(NetError::Malformed("connection closed inside a frame".into())),
+            Ok(_) => {}
+            Err(e) => break Some(NetError::Io(e)),
         }
     };
     let _ = events.send(NetEvent::Down { name, conn, error }).await;
+}
+
+/// Hands engine frames to the driver; false when the driver is gone.
+async fn forward(events: &mpsc::Sender<NetEvent>, name: &str, conn: u64, frames: Vec<Bytes>) -> bool {
+    events.send(NetEvent::Frames { name: name.to_string(), conn, frames }).await.is_ok()
 }
 
 #[cfg(test)]
@@ -259,6 +331,81 @@ mod tests {
         assert!(block_on(read_hello(&mut &f[..], None)).is_ok());
         let plain = control(KIND_HELLO, &hello, None);
         assert!(matches!(block_on(read_hello(&mut &plain[..], Some(b"secret"))), Err(NetError::Auth)));
+    }
+
+    /// Hands out a byte string in the chunk sizes given (cycled), as a socket may.
+    struct Chunked {
+        bytes: Vec<u8>,
+        at: usize,
+        sizes: Vec<usize>,
+        k: usize,
+    }
+
+    impl AsyncRead for Chunked {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let size = self.sizes[self.k % self.sizes.len()].max(1);
+            self.k += 1;
+            let n = size.min(buf.remaining()).min(self.bytes.len() - self.at);
+            let at = self.at;
+            buf.put_slice(&self.bytes[at..at + n]);
+            self.at += n;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// What a reader told the driver, in order: engine frames, books, and how it ended.
+    fn read_all(bytes: Vec<u8>, sizes: Vec<usize>) -> (Vec<Vec<u8>>, usize, Option<String>) {
+        block_on(async move {
+            let (tx, mut rx) = mpsc::channel(1024);
+            reader(Chunked { bytes, at: 0, sizes, k: 0 }, "p".into(), 1, None, tx).await;
+            let (mut frames, mut books, mut end) = (Vec::new(), 0, None);
+            while let Ok(ev) = rx.try_recv() {
+                match ev {
+                    NetEvent::Frames { frames: f, .. } => frames.extend(f.iter().map(|b| b.to_vec())),
+                    NetEvent::Book { .. } => books += 1,
+                    NetEvent::Down { error, .. } => end = Some(error.map_or("eof".into(), |e| e.to_string())),
+                    _ => {}
+                }
+            }
+            (frames, books, end)
+        })
+    }
+
+    proptest! {
+        /// However the socket splits the stream, the reader hands over every engine frame
+        /// whole and in order, and the books between them.
+        #[test]
+        fn the_reader_reassembles_frames_split_anywhere(
+            bodies in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..3000), 0..20),
+            sizes in proptest::collection::vec(1usize..5000, 1..8),
+            book_at in any::<usize>(),
+        ) {
+            let mut stream = Vec::new();
+            for (i, b) in bodies.iter().enumerate() {
+                if !bodies.is_empty() && i == book_at % bodies.len() {
+                    stream.extend_from_slice(&control(KIND_BOOK, &vec![("a".to_string(), "b".to_string())], None));
+                }
+                stream.extend_from_slice(&frame(KIND_ENGINE, b));
+            }
+            let (frames, books, end) = read_all(stream, sizes);
+            prop_assert_eq!(frames, bodies.clone());
+            prop_assert_eq!(books, usize::from(!bodies.is_empty()));
+            prop_assert_eq!(end.as_deref(), Some("eof"));
+        }
+    }
+
+    #[test]
+    fn the_reader_refuses_a_truncated_an_oversized_and_an_unknown_frame() {
+        let mut cut = frame(KIND_ENGINE, b"hello").to_vec();
+        cut.pop();
+        assert!(read_all(cut, vec![3]).2.is_some_and(|e| e.contains("inside a frame")));
+        let huge = ((MAX_FRAME + 1) as u32).to_be_bytes().to_vec();
+        assert!(read_all(huge, vec![7]).2.is_some_and(|e| e.contains("over the limit")));
+        assert!(read_all(frame(9, b"x").to_vec(), vec![100]).2.is_some_and(|e| e.contains("kind 9")));
     }
 
     proptest! {

@@ -33,6 +33,10 @@ pub struct NetCounters {
     /// Delivered messages a group's message verifier rejected.
     #[serde(default)]
     pub rejected_by_verifier: u64,
+    /// Times this node stopped reading the network because an application was behind on
+    /// its events (its group's queue full); it reads again once the application takes some.
+    #[serde(default)]
+    pub reading_paused: u64,
 }
 
 /// A node's status.

@@ -73,6 +73,8 @@ pub(crate) struct Proc {
     pub(crate) delivered: BTreeMap<GroupName, BTreeSet<String>>,
     pub(crate) wanted: BTreeSet<GroupName>,
     pub(crate) paused_until: Option<Instant>,
+    /// The pause is deaf (see [`crate::Profile::deaf`]): timers run meanwhile.
+    pub(crate) deaf: bool,
     pub(crate) held: Vec<Bytes>,
     pub(crate) restart_at: Option<Instant>,
     /// A crash scheduled (a group's members failing one by one), and when it restarts.

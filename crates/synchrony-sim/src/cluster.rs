@@ -165,6 +165,7 @@ impl<A: App> Sim<'_, A> {
         n.counter = 0;
         n.delivered.clear();
         n.paused_until = None;
+        n.deaf = false;
         n.held.clear();
         n.restart_at = None;
         n.uncork_at = None;
@@ -464,6 +465,12 @@ impl<A: App> Sim<'_, A> {
                 if let Some(&t) = live.choose(&mut self.rng).filter(|&&t| self.majority_survives(&live, &[t])) {
                     let d = Duration::from_millis(self.rng.gen_range(250..600));
                     self.nodes[t].paused_until = Some(self.now + d);
+                    if self.cfg.profile.deaf {
+                        self.nodes[t].deaf = true;
+                        if let Some(e) = self.nodes[t].engine.as_mut() {
+                            e.handle_listening(self.now, false);
+                        }
+                    }
                 }
             }
         }
@@ -493,6 +500,7 @@ pub fn run_app<A: App>(cfg: SimConfig, app: &mut A) -> Outcome {
                 delivered: BTreeMap::new(),
                 wanted,
                 paused_until: None,
+                deaf: false,
                 held: Vec::new(),
                 restart_at: Some(Instant::from_epoch(Duration::from_millis(i as u64 * 3))),
                 crash_at: None,
@@ -548,8 +556,9 @@ pub fn run_app<A: App>(cfg: SimConfig, app: &mut A) -> Outcome {
             }
             if let Some(u) = n.paused_until {
                 t = t.min(u);
-            } else if let Some(e) = &n.engine {
-                if let Some(x) = e.poll_timeout() {
+            }
+            if n.paused_until.is_none() || n.deaf {
+                if let Some(x) = n.engine.as_ref().and_then(|e| e.poll_timeout()) {
                     t = t.min(x);
                 }
             }
@@ -585,6 +594,11 @@ pub fn run_app<A: App>(cfg: SimConfig, app: &mut A) -> Outcome {
             }
             if sim.nodes[i].paused_until.is_some_and(|u| u <= now || now >= faults_end) {
                 sim.nodes[i].paused_until = None;
+                if std::mem::take(&mut sim.nodes[i].deaf) {
+                    if let Some(e) = sim.nodes[i].engine.as_mut() {
+                        e.handle_listening(now, true);
+                    }
+                }
                 let held = std::mem::take(&mut sim.nodes[i].held);
                 for f in held {
                     if let Some(e) = sim.nodes[i].engine.as_mut() {
@@ -626,7 +640,7 @@ pub fn run_app<A: App>(cfg: SimConfig, app: &mut A) -> Outcome {
             }
         }
         for i in 0..sim.nodes.len() {
-            if sim.nodes[i].paused_until.is_some() {
+            if sim.nodes[i].paused_until.is_some() && !sim.nodes[i].deaf {
                 continue;
             }
             let due = sim.nodes[i].engine.as_ref().and_then(|e| e.poll_timeout()).is_some_and(|x| x <= now);

@@ -31,6 +31,10 @@ pub struct Profile {
     /// the runtime corks around each batch of inputs: what it receives and sends in between
     /// shares frames.
     pub cork: Option<Duration>,
+    /// Pauses stop the application, not the process: the process reads nothing (its
+    /// packets wait) while its timers and heartbeats go on, as the runtime does while an
+    /// application is behind on its events (`Engine::handle_listening`).
+    pub deaf: bool,
 }
 
 const US: fn(u64) -> Duration = Duration::from_micros;
@@ -38,8 +42,8 @@ const MS: fn(u64) -> Duration = Duration::from_millis;
 
 impl Profile {
     /// Every profile's name.
-    pub const NAMES: [&'static str; 9] =
-        ["calm", "lossy", "churn", "partition", "leader-crash", "pause", "chaos", "corked", "total-failure"];
+    pub const NAMES: [&'static str; 10] =
+        ["calm", "lossy", "churn", "partition", "leader-crash", "pause", "deaf", "chaos", "corked", "total-failure"];
 
     /// The profile called `name`.
     pub fn named(name: &str) -> Option<Profile> {
@@ -55,6 +59,7 @@ impl Profile {
             churn_every: None,
             group_crash_every: None,
             cork: None,
+            deaf: false,
         };
         Some(match name {
             "calm" => base,
@@ -67,6 +72,7 @@ impl Profile {
                 Profile { name: "leader-crash", loss: 0.02, crash_every: Some(MS(300)), crash_leader: true, ..base }
             }
             "pause" => Profile { name: "pause", pause_every: Some(MS(500)), ..base },
+            "deaf" => Profile { name: "deaf", loss: 0.02, pause_every: Some(MS(400)), deaf: true, ..base },
             "chaos" => Profile {
                 name: "chaos",
                 loss: 0.05,
@@ -79,6 +85,7 @@ impl Profile {
                 churn_every: Some(MS(80)),
                 group_crash_every: None,
                 cork: None,
+                deaf: false,
             },
             "corked" => Profile { name: "corked", cork: Some(US(300)), ..Profile::named("chaos")? },
             "total-failure" => Profile {

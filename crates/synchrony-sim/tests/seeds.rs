@@ -69,6 +69,19 @@ fn pause() {
     seeds("pause", 6000, 40);
 }
 
+/// Pauses of the application only (the process reads nothing but keeps its heartbeats):
+/// checked like the rest, and nobody is taken for failed for them (every pause the `pause`
+/// profile makes excludes someone; these must not).
+#[test]
+fn deaf() {
+    seeds("deaf", 9000, 30);
+    for seed in 9000..9010 {
+        let out = run(SimConfig::new(seed, Profile::named("deaf").expect("known profile")));
+        let stopped = out.trace.iter().filter(|e| e.ev == "partitioned").count();
+        assert_eq!(stopped, 0, "synchrony sim --seed {seed} --profile deaf: a deaf pause excluded a process");
+    }
+}
+
 #[test]
 fn chaos() {
     seeds("chaos", 7000, 60);

@@ -55,7 +55,9 @@ impl Message {
         self.delivery.view
     }
 
-    /// The bytes.
+    /// The bytes. They are a slice of the buffer the network read them into (no copy),
+    /// so keeping them keeps up to 64 KB alive: copy them (`Bytes::copy_from_slice`) to
+    /// hold many small payloads for long.
     pub fn payload(&self) -> &Bytes {
         &self.delivery.payload
     }
@@ -268,6 +270,11 @@ impl Group {
         self.sender.send_value(order, value).await
     }
 
+    /// Multicasts many payloads at once; see [`GroupSender::send_many`].
+    pub async fn send_many(&self, order: Order, payloads: Vec<Bytes>) -> Vec<Result<MsgId, GroupSendError>> {
+        self.sender.send_many(order, payloads).await
+    }
+
     /// A group RPC: multicasts and waits for `replies` (none, one, k, or all members;
     /// null replies and members that fail count as answered, and the outcome says which).
     pub async fn query(
@@ -324,6 +331,17 @@ impl GroupSender {
     /// Multicasts a value (encoded with postcard; read it with [`Message::value`]).
     pub async fn send_value<T: Serialize>(&self, order: Order, value: &T) -> Result<MsgId, GroupSendError> {
         self.send(order, crate::encode(value)?).await
+    }
+
+    /// Multicasts many payloads in this order, as one step: they share frames and the
+    /// trip to the node's driver, so small messages go many times faster than one `send`
+    /// at a time. One result per payload; flow control waits for room for the whole batch.
+    pub async fn send_many(&self, order: Order, payloads: Vec<Bytes>) -> Vec<Result<MsgId, GroupSendError>> {
+        if self.check_member().is_err() {
+            return payloads.iter().map(|_| Err(GroupSendError::NotMember(self.name.clone()))).collect();
+        }
+        let sent = self.rt.send_batch(self.name.clone(), order, payloads).await;
+        sent.into_iter().map(|r| r.map_err(GroupSendError::from)).collect()
     }
 
     /// A group RPC; see [`Group::query`].

@@ -6,18 +6,7 @@ use tokio::time::timeout;
 
 mod common;
 
-use common::node;
-
-/// Reads events until a view with `n` members, answering state requests.
-async fn until_view(g: &mut Group, n: usize) {
-    loop {
-        match g.next_event().await.expect("event") {
-            Event::View(v) if v.members.len() == n => return,
-            Event::StateRequest(r) => r.provide("").await,
-            _ => {}
-        }
-    }
-}
+use common::{node, until_view};
 
 /// Reads `n` messages, answering queries (`null_replies`: with a null reply).
 async fn messages(g: &mut Group, n: usize, null_replies: bool) -> Vec<String> {
