@@ -114,7 +114,7 @@ struct Peers {
     pending: HashMap<String, VecDeque<net::Outgoing>>,
     queue_max: usize,
     next_conn: Arc<AtomicU64>,
-    events: mpsc::Sender<NetEvent>,
+    events: net::NetSenders,
     counters: NetCounters,
 }
 
@@ -201,7 +201,7 @@ pub(crate) fn establish(
     by_me: bool,
     conn: u64,
     secret: Option<Vec<u8>>,
-    events: mpsc::Sender<NetEvent>,
+    events: net::NetSenders,
     queue: usize,
 ) -> NetEvent {
     let (r, w) = stream.into_split();
@@ -216,7 +216,7 @@ pub(crate) async fn accept_loop(
     listener: TcpListener,
     hello: Hello,
     secret: Option<Vec<u8>>,
-    events: mpsc::Sender<NetEvent>,
+    events: net::NetSenders,
     ids: Arc<AtomicU64>,
 ) {
     loop {
@@ -315,7 +315,7 @@ impl Driver {
         config: Config,
         incarnation: u64,
         listen: String,
-        events: mpsc::Sender<NetEvent>,
+        events: net::NetSenders,
         ids: Arc<AtomicU64>,
         node_events: mpsc::Sender<NodeEvent>,
         trace: Option<TraceWriter>,
@@ -412,7 +412,12 @@ impl Driver {
     /// The driver's loop; returns when the node shuts down. It never waits on the
     /// application: when a group's handle is full it stops reading the network until the
     /// application takes a batch, and meanwhile keeps its timers and heartbeats going.
-    pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut net_events: mpsc::Receiver<NetEvent>) {
+    pub(crate) async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut net_control: mpsc::Receiver<NetEvent>,
+        mut net_frames: mpsc::Receiver<NetEvent>,
+    ) {
         let mut tick = tokio::time::interval(HOUSEKEEPING);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -449,15 +454,19 @@ impl Driver {
                         }
                     }
                 }
-                Some(ev) = net_events.recv(), if !behind => {
+                Some(ev) = net_frames.recv(), if !behind => {
                     self.cork();
                     self.on_net(ev);
                     for _ in 0..INPUT_BATCH {
-                        match net_events.try_recv() {
+                        match net_frames.try_recv() {
                             Ok(ev) => self.on_net(ev),
                             Err(_) => break,
                         }
                     }
+                }
+                Some(ev) = net_control.recv() => {
+                    self.cork();
+                    self.on_net(ev);
                 }
                 _ = tokio::time::sleep_until(deadline) => {
                     let now = self.now();

@@ -251,7 +251,9 @@ impl Runtime {
             }
         }
         let incarnation = next_incarnation(&config, None);
-        let (net_tx, net_rx) = mpsc::channel(4096);
+        let (control_tx, control_rx) = mpsc::channel(4096);
+        let (frames_tx, frames_rx) = mpsc::channel(4096);
+        let net_tx = net::NetSenders { control: control_tx, frames: frames_tx };
         let (cmd_tx, cmd_rx) = mpsc::channel(4096);
         let (node_tx, mut node_rx) = mpsc::channel(1024);
         let ids = Arc::new(AtomicU64::new(1));
@@ -259,7 +261,7 @@ impl Runtime {
         tokio::spawn(driver::accept_loop(listener, hello, config.secret.clone(), net_tx.clone(), ids.clone()));
         let join_timeout = config.join_timeout;
         let driver = Driver::new(config, incarnation, listen.clone(), net_tx, ids, node_tx, trace);
-        tokio::spawn(driver.run(cmd_rx, net_rx));
+        tokio::spawn(driver.run(cmd_rx, control_rx, frames_rx));
         // Wait to be a member; pass on whatever else comes first.
         let (out_tx, out_rx) = mpsc::channel(1024);
         let joined = tokio::time::timeout(join_timeout, async {

@@ -220,6 +220,27 @@ pub(crate) async fn writer<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiv
     let _ = w.shutdown().await;
 }
 
+/// Where the transport's tasks report to the driver: engine frames on one channel, which
+/// the driver stops reading while an application is behind (TCP then slows the senders),
+/// and everything else (connections up and down, address books, status requests) on the
+/// other, which it always reads, so that a node that is behind still connects to a new
+/// member and keeps its heartbeats flowing.
+#[derive(Clone)]
+pub(crate) struct NetSenders {
+    pub(crate) control: mpsc::Sender<NetEvent>,
+    pub(crate) frames: mpsc::Sender<NetEvent>,
+}
+
+impl NetSenders {
+    /// Sends `ev` on its channel; an error when the driver is gone.
+    pub(crate) async fn send(&self, ev: NetEvent) -> Result<(), mpsc::error::SendError<NetEvent>> {
+        match ev {
+            NetEvent::Frames { .. } => self.frames.send(ev).await,
+            _ => self.control.send(ev).await,
+        }
+    }
+}
+
 /// What the transport's tasks tell the driver.
 pub(crate) enum NetEvent {
     /// A handshake completed.
@@ -254,7 +275,7 @@ pub(crate) async fn reader<R: AsyncRead + Unpin>(
     name: String,
     conn: u64,
     secret: Option<Vec<u8>>,
-    events: mpsc::Sender<NetEvent>,
+    events: NetSenders,
 ) {
     let mut buf = BytesMut::with_capacity(READ_BUF);
     let error = 'read: loop {
@@ -307,7 +328,7 @@ pub(crate) async fn reader<R: AsyncRead + Unpin>(
 }
 
 /// Hands engine frames to the driver; false when the driver is gone.
-async fn forward(events: &mpsc::Sender<NetEvent>, name: &str, conn: u64, frames: Vec<Bytes>) -> bool {
+async fn forward(events: &NetSenders, name: &str, conn: u64, frames: Vec<Bytes>) -> bool {
     events.send(NetEvent::Frames { name: name.to_string(), conn, frames }).await.is_ok()
 }
 
@@ -361,7 +382,8 @@ mod tests {
     fn read_all(bytes: Vec<u8>, sizes: Vec<usize>) -> (Vec<Vec<u8>>, usize, Option<String>) {
         block_on(async move {
             let (tx, mut rx) = mpsc::channel(1024);
-            reader(Chunked { bytes, at: 0, sizes, k: 0 }, "p".into(), 1, None, tx).await;
+            let senders = NetSenders { control: tx.clone(), frames: tx };
+            reader(Chunked { bytes, at: 0, sizes, k: 0 }, "p".into(), 1, None, senders).await;
             let (mut frames, mut books, mut end) = (Vec::new(), 0, None);
             while let Ok(ev) = rx.try_recv() {
                 match ev {
