@@ -758,14 +758,20 @@ impl Engine {
             return;
         };
         gate.count = gate.count.saturating_sub(1);
-        while gate.count == 0 {
-            let Some(ev) = gate.held.pop_front() else {
-                break;
-            };
-            if matches!(ev, Event::StateRequest { .. }) {
+        if gate.count == 0 {
+            // Everything up to and including the next state request goes, at once (a
+            // joiner's gate may hold hundreds of thousands of deliveries).
+            let found = gate.held.iter().position(|ev| matches!(ev, Event::StateRequest { .. }));
+            let rest = found.map(|k| gate.held.split_off(k + 1)).unwrap_or_default();
+            if found.is_some() {
                 gate.count += 1;
             }
-            self.events.push_back(ev);
+            let mut released = std::mem::replace(&mut gate.held, rest);
+            if self.events.is_empty() {
+                self.events = released;
+            } else {
+                self.events.append(&mut released);
+            }
         }
         if gate.count == 0 && gate.held.is_empty() {
             self.gates.remove(group);
@@ -1153,7 +1159,9 @@ impl Engine {
                 };
                 let providers = std::mem::take(providers);
                 g.join = JoinState::Ready;
-                let mut dups = g.settle_unchecked(external).into_iter();
+                let dups = g.settle_unchecked(external);
+                let any_dup = dups.contains(&true);
+                let mut dups = dups.into_iter();
                 let members: BTreeSet<ProcessId> = g.view.members.iter().cloned().collect();
                 for p in providers.iter().filter(|p| members.contains(*p)) {
                     self.send_to(p, Msg::StateDone { group: group.clone(), view });
@@ -1161,10 +1169,12 @@ impl Engine {
                 // The state goes ahead of everything held for the group; deliveries that the
                 // table shows were duplicates are dropped.
                 let gate = self.gates.entry(group.clone()).or_default();
-                gate.held.retain(|ev| match ev {
-                    Event::Deliver(d) if d.group == *group => !dups.next().unwrap_or(false),
-                    _ => true,
-                });
+                if any_dup {
+                    gate.held.retain(|ev| match ev {
+                        Event::Deliver(d) if d.group == *group => !dups.next().unwrap_or(false),
+                        _ => true,
+                    });
+                }
                 gate.held.push_front(Event::State { group: group.clone(), view, state });
                 let ev = gate.held.pop_front().expect("just pushed");
                 self.events.push_back(ev);

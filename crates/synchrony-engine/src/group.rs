@@ -677,7 +677,6 @@ impl GroupState {
     /// meanwhile. Returns, in order, whether each was a duplicate.
     pub(crate) fn settle_unchecked(&mut self, table: BTreeMap<ProcessId, u64>) -> Vec<bool> {
         self.external = table;
-        let mut dups = Vec::new();
         let pending: Vec<(ViewId, usize)> =
             self.checkpoints.iter().filter_map(|(v, cp)| cp.unsettled.map(|n| (*v, n))).collect();
         let snapshot =
@@ -693,18 +692,38 @@ impl GroupState {
             };
         let unchecked = self.unchecked.take().unwrap_or_default();
         let total = unchecked.len();
+        let mut dups = Vec::with_capacity(total);
+        // A joiner may hold hundreds of thousands of ids, in long runs from one origin: the
+        // origin's entry is looked up once per run and written back when the run ends.
+        let mut run: Option<(ProcessId, Option<u64>)> = None;
+        let write_back = |external: &mut BTreeMap<ProcessId, u64>, run: &mut Option<(ProcessId, Option<u64>)>| {
+            if let Some((p, Some(seen))) = run.take() {
+                external.insert(p, seen);
+            }
+        };
         for (at, (id, checked)) in unchecked.into_iter().enumerate() {
-            snapshot(&self.external, &mut self.checkpoints, at);
+            if pending.iter().any(|(_, n)| *n == at) {
+                write_back(&mut self.external, &mut run);
+                snapshot(&self.external, &mut self.checkpoints, at);
+            }
             if !checked {
                 dups.push(false);
                 continue;
             }
-            let dup = self.external.get(&id.sender).is_some_and(|&seen| id.counter < seen);
+            if run.as_ref().is_none_or(|(p, _)| *p != id.sender) {
+                write_back(&mut self.external, &mut run);
+                let seen = self.external.get(&id.sender).copied();
+                run = Some((id.sender.clone(), seen));
+            }
+            let seen = &mut run.as_mut().expect("just set").1;
+            let dup = seen.is_some_and(|s| id.counter < s);
             if !dup {
-                self.note_delivered(&id);
+                // As `note_delivered` does.
+                *seen = Some(seen.unwrap_or(0).max(id.counter + 1));
             }
             dups.push(dup);
         }
+        write_back(&mut self.external, &mut run);
         snapshot(&self.external, &mut self.checkpoints, total);
         dups
     }

@@ -26,6 +26,8 @@ use tokio::time::Instant as TokioInstant;
 pub(crate) const GROUP_QUEUE: usize = 256;
 /// Deliveries handed to a group's handle at once (one channel operation and one wake-up).
 const GROUP_BATCH: usize = 256;
+/// Events moved to the application between checks of the engine's timers.
+const TIMERS_EVERY: usize = 4096;
 /// How often the driver samples rates and retries connections.
 const HOUSEKEEPING: Duration = Duration::from_millis(50);
 /// Inputs handled before the engine's output is flushed: this is what batches frames.
@@ -455,11 +457,17 @@ impl Driver {
                     }
                 }
                 Some(ev) = net_frames.recv(), if !behind => {
+                    // Up to INPUT_BATCH frames (a read may carry many) between pumps, so that
+                    // timers and heartbeats are never long behind.
                     self.cork();
+                    let mut frames = ev.frames();
                     self.on_net(ev);
-                    for _ in 0..INPUT_BATCH {
+                    while frames < INPUT_BATCH {
                         match net_frames.try_recv() {
-                            Ok(ev) => self.on_net(ev),
+                            Ok(ev) => {
+                                frames += ev.frames();
+                                self.on_net(ev);
+                            }
                             Err(_) => break,
                         }
                     }
@@ -553,13 +561,26 @@ impl Driver {
         if let Some(e) = self.engine.as_mut() {
             e.uncork(now);
         }
+        let mut events = 0usize;
         loop {
             let Some(engine) = self.engine.as_mut() else { return };
             while let Some(t) = engine.poll_transmit() {
                 self.peers.send(&t.to.name, net::Outgoing::engine(t.frame));
             }
+            // A long run of events (a joiner's backlog released with its state) must not
+            // hold up the timers: heartbeats go out in between.
+            if events % TIMERS_EVERY == TIMERS_EVERY - 1 {
+                let now = Instant::from_epoch(self.epoch.elapsed());
+                if engine.poll_timeout().is_some_and(|t| t <= now) {
+                    engine.handle_timeout(now);
+                    continue;
+                }
+            }
             match engine.poll_event() {
-                Some(ev) => self.on_event(ev).await,
+                Some(ev) => {
+                    events += 1;
+                    self.on_event(ev).await
+                }
                 // Room may have opened for waiting sends; what they make goes round again.
                 None if self.release_parked() > 0 => {}
                 None => return self.hand_over_all(),
@@ -883,9 +904,14 @@ impl Driver {
                 }
             }
             Command::ProvideState { group, view, state } => {
-                let dg = state_digest(&state);
-                for j in self.state_requests.remove(&(group.clone(), view)).unwrap_or_default() {
-                    self.record(|| TraceEvent::state_sent(group.as_str(), view.0, j.to_string(), dg.clone()));
+                let joiners = self.state_requests.remove(&(group.clone(), view)).unwrap_or_default();
+                // Only for the trace: digesting a large state takes the driver long enough
+                // (about 0.4 s for 100 MB) to silence its heartbeats.
+                if self.trace.is_some() {
+                    let dg = state_digest(&state);
+                    for j in joiners {
+                        self.record(|| TraceEvent::state_sent(group.as_str(), view.0, j.to_string(), dg.clone()));
+                    }
                 }
                 if let Some(e) = self.engine.as_mut() {
                     e.provide_state(now, &group, view, state);

@@ -267,6 +267,16 @@ pub(crate) enum NetEvent {
     Status { reply: oneshot::Sender<Bytes> },
 }
 
+impl NetEvent {
+    /// How many engine frames it carries.
+    pub(crate) fn frames(&self) -> usize {
+        match self {
+            NetEvent::Frames { frames, .. } => frames.len(),
+            _ => 0,
+        }
+    }
+}
+
 /// Reads frames from an established connection until it ends. Each read takes what the
 /// socket holds (up to [`READ_BUF`]); the engine frames in it go to the driver together,
 /// as slices of the read buffer (a retained payload keeps at most one buffer alive).

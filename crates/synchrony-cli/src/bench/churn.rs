@@ -201,7 +201,12 @@ impl Members {
         if let Some(t) = self.trace(i) {
             cmd.arg("--trace").arg(t);
         }
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null());
+        // SYNCHRONY_BENCH_LOG_DIR keeps each member's log (RUST_LOG sets what it says).
+        let log = match std::env::var_os("SYNCHRONY_BENCH_LOG_DIR") {
+            Some(dir) => Stdio::from(std::fs::File::create(std::path::Path::new(&dir).join(format!("b{i}.log")))?),
+            None => Stdio::null(),
+        };
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(log);
         let mut child = cmd.spawn().context("starting a bench member")?;
         let (stdin, stdout) = (child.stdin.take().context("stdin")?, child.stdout.take().context("stdout")?);
         let lines = self.lines.clone();
