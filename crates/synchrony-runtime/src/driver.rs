@@ -568,13 +568,16 @@ impl Driver {
                 self.peers.send(&t.to.name, net::Outgoing::engine(t.frame));
             }
             // A long run of events (a joiner's backlog released with its state) must not
-            // hold up the timers: heartbeats go out in between.
+            // hold up the timers, nor (on a one-thread runtime) the writer tasks that put
+            // the heartbeats on the wire: every so often both get their turn.
             if events % TIMERS_EVERY == TIMERS_EVERY - 1 {
+                events += 1;
                 let now = Instant::from_epoch(self.epoch.elapsed());
                 if engine.poll_timeout().is_some_and(|t| t <= now) {
                     engine.handle_timeout(now);
-                    continue;
                 }
+                tokio::task::yield_now().await;
+                continue;
             }
             match engine.poll_event() {
                 Some(ev) => {
