@@ -582,7 +582,7 @@ impl Driver {
             match engine.poll_event() {
                 Some(ev) => {
                     events += 1;
-                    self.on_event(ev).await
+                    self.on_event(ev)
                 }
                 // Room may have opened for waiting sends; what they make goes round again.
                 None if self.release_parked() > 0 => {}
@@ -660,7 +660,16 @@ impl Driver {
         }
     }
 
-    async fn on_event(&mut self, ev: Event) {
+    /// Passes an event to the node's handle; never waits: when the application reads no
+    /// node events and their queue is full, the event is dropped and counted.
+    fn node_event(&mut self, ev: NodeEvent) {
+        if let Err(mpsc::error::TrySendError::Full(ev)) = self.node_events.try_send(ev) {
+            self.peers.counters.node_events_dropped += 1;
+            tracing::warn!(?ev, "dropped a node event: the application reads none and their queue is full");
+        }
+    }
+
+    fn on_event(&mut self, ev: Event) {
         let now = self.now();
         if !matches!(ev, Event::Deliver(_)) {
             // Replies to flushes and queries, and node events, come after the deliveries
@@ -671,7 +680,7 @@ impl Driver {
             Event::Joined => {
                 let me = self.me();
                 tracing::info!(me = %me, "joined the cluster");
-                let _ = self.node_events.send(NodeEvent::Joined { me }).await;
+                self.node_event(NodeEvent::Joined { me });
                 let wanted: Vec<GroupName> = self.wanted.iter().cloned().collect();
                 if let Some(e) = &mut self.engine {
                     for g in wanted {
@@ -750,7 +759,7 @@ impl Driver {
                 self.groups.remove(&group);
             }
             Event::SendLost { group, id } => {
-                let _ = self.node_events.send(NodeEvent::SendLost { group, id }).await;
+                self.node_event(NodeEvent::SendLost { group, id });
             }
             Event::Partitioned { reason } => {
                 tracing::warn!(me = %self.me(), ?reason, "this incarnation stopped");
@@ -767,7 +776,7 @@ impl Driver {
                 for g in groups {
                     self.deliver_to_group(&g, GroupEvent::Partitioned(reason));
                 }
-                let _ = self.node_events.send(NodeEvent::Partitioned { reason }).await;
+                self.node_event(NodeEvent::Partitioned { reason });
                 if self.config.rejoin {
                     self.rejoin();
                 }
@@ -1158,4 +1167,36 @@ pub(crate) fn state_digest(state: &[u8]) -> String {
 
 fn digest_u64(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synchrony_engine::PartitionReason;
+
+    /// An application that never reads node events cannot stop the driver: past the
+    /// queue's room, events are dropped and counted.
+    #[test]
+    fn node_events_never_make_the_driver_wait() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async {
+            let (control, _c) = mpsc::channel(8);
+            let (frames, _f) = mpsc::channel(8);
+            let (node_tx, mut node_rx) = mpsc::channel(2);
+            let mut d = Driver::new(
+                Config::new("n", "127.0.0.1:0"),
+                1,
+                "127.0.0.1:1".into(),
+                net::NetSenders { control, frames },
+                Arc::new(AtomicU64::new(1)),
+                node_tx,
+                None,
+            );
+            for _ in 0..5 {
+                d.node_event(NodeEvent::Partitioned { reason: PartitionReason::Stalled });
+            }
+            assert_eq!(d.peers.counters.node_events_dropped, 3);
+            assert!(node_rx.try_recv().is_ok() && node_rx.try_recv().is_ok() && node_rx.try_recv().is_err());
+        });
+    }
 }

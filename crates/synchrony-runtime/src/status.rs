@@ -37,6 +37,10 @@ pub struct NetCounters {
     /// its events (its group's queue full); it reads again once the application takes some.
     #[serde(default)]
     pub reading_paused: u64,
+    /// Node events (joined, a send lost, partitioned) dropped because the application
+    /// reads none and their queue was full (the driver never waits for it).
+    #[serde(default)]
+    pub node_events_dropped: u64,
 }
 
 /// A node's status.
@@ -97,6 +101,13 @@ impl std::fmt::Display for NodeStatus {
             "  rejected: {} frames failed authentication, {} malformed frames, {} handshakes refused, {} connections closed for bad frames, {} messages by verifiers",
             e.rejected_auth, e.rejected_malformed, self.net.rejected_handshakes, self.net.rejected_frames, self.net.rejected_by_verifier
         )?;
+        if self.net.reading_paused > 0 || self.net.node_events_dropped > 0 {
+            writeln!(
+                f,
+                "  application behind: network reads paused {} times, {} node events dropped",
+                self.net.reading_paused, self.net.node_events_dropped
+            )?;
+        }
         write!(f, "  connections: {}", self.connections.join(", "))
     }
 }
