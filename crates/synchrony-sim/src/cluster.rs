@@ -602,7 +602,7 @@ pub fn run_app<A: App>(cfg: SimConfig, app: &mut A) -> Outcome {
                 let held = std::mem::take(&mut sim.nodes[i].held);
                 for f in held {
                     if let Some(e) = sim.nodes[i].engine.as_mut() {
-                        let _ = e.handle_packet(now, &f);
+                        let _ = e.handle_frame(now, &f);
                     }
                 }
                 if let Some(e) = sim.nodes[i].engine.as_mut() {
@@ -626,7 +626,7 @@ pub fn run_app<A: App>(cfg: SimConfig, app: &mut A) -> Outcome {
                     e.cork();
                     n.uncork_at = Some(now + d);
                 }
-                let _ = e.handle_packet(now, &f.frame);
+                let _ = e.handle_frame(now, &f.frame);
                 sim.pump(f.to);
             }
         }
