@@ -111,6 +111,7 @@ pub struct Ctx<'a> {
     pub(crate) now: Instant,
     pub(crate) rng: &'a mut ChaCha8Rng,
     pub(crate) trace: &'a mut Vec<TraceEvent>,
+    pub(crate) batches: bool,
 }
 
 impl Ctx<'_> {
@@ -151,6 +152,31 @@ impl Ctx<'_> {
     /// Multicasts (written to the trace as `sent`).
     pub fn send(&mut self, group: &GroupName, order: Order, payload: Bytes) -> Result<MsgId, SendError> {
         self.query(group, order, payload, Replies::None)
+    }
+
+    /// Whether the profile sends in batches as the runtime does (see [`Ctx::send_batch`]).
+    pub fn batches(&self) -> bool {
+        self.batches
+    }
+
+    /// Multicasts several payloads in one engine call (`Engine::send_batch`, as the runtime
+    /// sends what its application queued); each accepted one is written to the trace.
+    pub fn send_batch(
+        &mut self,
+        group: &GroupName,
+        order: Order,
+        payloads: Vec<Bytes>,
+    ) -> Vec<Result<MsgId, SendError>> {
+        let now = self.now;
+        let member = self.engine().my_groups().any(|g| g == group);
+        let view = self.engine().view(group).map(|v| v.id.0).filter(|_| member);
+        let sent = self.engine_mut().send_batch(now, group, order, payloads);
+        for id in sent.iter().flatten() {
+            self.proc.last_sent.insert(group.clone(), id.to_string());
+            let e = TraceEvent::sent(group.as_str(), id.to_string(), order.as_str(), view);
+            self.proc.record(now, self.trace, e);
+        }
+        sent
     }
 
     /// A group RPC; its outcome comes back as `Event::QueryDone`.

@@ -152,8 +152,14 @@ impl<A: App> Sim<'_, A> {
 
     /// The app's handle on process `idx` (which must be running).
     fn ctx(&mut self, idx: usize) -> (&mut A, Ctx<'_>) {
-        let ctx =
-            Ctx { slot: idx, proc: &mut self.nodes[idx], now: self.now, rng: &mut self.rng, trace: &mut self.trace };
+        let ctx = Ctx {
+            slot: idx,
+            proc: &mut self.nodes[idx],
+            now: self.now,
+            rng: &mut self.rng,
+            trace: &mut self.trace,
+            batches: self.cfg.profile.batches,
+        };
         (self.app, ctx)
     }
 

@@ -35,6 +35,9 @@ pub struct Profile {
     /// packets wait) while its timers and heartbeats go on, as the runtime does while an
     /// application is behind on its events (`Engine::handle_listening`).
     pub deaf: bool,
+    /// Some plain multicasts go several at a time through one `Engine::send_batch` call,
+    /// as the runtime sends what its application queued.
+    pub batches: bool,
 }
 
 const US: fn(u64) -> Duration = Duration::from_micros;
@@ -42,8 +45,19 @@ const MS: fn(u64) -> Duration = Duration::from_millis;
 
 impl Profile {
     /// Every profile's name.
-    pub const NAMES: [&'static str; 10] =
-        ["calm", "lossy", "churn", "partition", "leader-crash", "pause", "deaf", "chaos", "corked", "total-failure"];
+    pub const NAMES: [&'static str; 11] = [
+        "calm",
+        "lossy",
+        "churn",
+        "partition",
+        "leader-crash",
+        "pause",
+        "deaf",
+        "chaos",
+        "corked",
+        "batched",
+        "total-failure",
+    ];
 
     /// The profile called `name`.
     pub fn named(name: &str) -> Option<Profile> {
@@ -60,6 +74,7 @@ impl Profile {
             group_crash_every: None,
             cork: None,
             deaf: false,
+            batches: false,
         };
         Some(match name {
             "calm" => base,
@@ -86,8 +101,10 @@ impl Profile {
                 group_crash_every: None,
                 cork: None,
                 deaf: false,
+                batches: false,
             },
             "corked" => Profile { name: "corked", cork: Some(US(300)), ..Profile::named("chaos")? },
+            "batched" => Profile { name: "batched", batches: true, ..Profile::named("corked")? },
             "total-failure" => Profile {
                 name: "total-failure",
                 loss: 0.01,

@@ -93,6 +93,13 @@ fn corked() {
     seeds("corked", 8000, 30);
 }
 
+/// Corked, with some multicasts sent several at a time (`Engine::send_batch`), as the
+/// runtime sends them.
+#[test]
+fn batched() {
+    seeds("batched", 10000, 30);
+}
+
 /// Seeds of the long acceptance runs that once failed, each with the bug it found.
 #[test]
 fn seeds_that_once_failed_pass() {
