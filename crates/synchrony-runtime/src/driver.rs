@@ -409,6 +409,8 @@ impl Driver {
             engine.set_join_verifier(g.clone(), v.join.clone());
         }
         self.engine = Some(engine);
+        // A new incarnation's engine hears of a backlog (if any) at the next `listen`.
+        self.behind_since = None;
     }
 
     /// The driver's loop; returns when the node shuts down. It never waits on the
