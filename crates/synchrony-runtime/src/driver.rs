@@ -569,28 +569,30 @@ impl Driver {
             while let Some(t) = engine.poll_transmit() {
                 self.peers.send(&t.to.name, net::Outgoing::engine(t.frame));
             }
-            // A long run of events (a joiner's backlog released with its state) must not
-            // hold up the timers, nor (on a one-thread runtime) the writer tasks that put
-            // the heartbeats on the wire: every so often both get their turn.
-            if events % TIMERS_EVERY == TIMERS_EVERY - 1 {
-                events += 1;
-                let now = Instant::from_epoch(self.epoch.elapsed());
-                if engine.poll_timeout().is_some_and(|t| t <= now) {
-                    engine.handle_timeout(now);
-                }
-                tokio::task::yield_now().await;
-                continue;
-            }
             match engine.poll_event() {
                 Some(ev) => {
+                    self.on_event(ev);
                     events += 1;
-                    self.on_event(ev)
+                    if events.is_multiple_of(TIMERS_EVERY) {
+                        self.timers_and_yield().await;
+                    }
                 }
                 // Room may have opened for waiting sends; what they make goes round again.
                 None if self.release_parked() > 0 => {}
                 None => return self.hand_over_all(),
             }
         }
+    }
+
+    /// In a long run of events (a joiner's backlog released with its state): the engine's
+    /// timers, and (on a one-thread runtime) the writer tasks that put heartbeats on the
+    /// wire, get their turn.
+    async fn timers_and_yield(&mut self) {
+        let now = self.now();
+        if let Some(e) = self.engine.as_mut().filter(|e| e.poll_timeout().is_some_and(|t| t <= now)) {
+            e.handle_timeout(now);
+        }
+        tokio::task::yield_now().await;
     }
 
     /// Writes a trace event; it is only built when there is a trace (off the hot path).
@@ -617,10 +619,22 @@ impl Driver {
 
     /// Hands a group's queued events to its handle, behind any batches still waiting.
     fn hand_over(&mut self, group: &GroupName) {
-        if let Some(batch) = self.outgoing.remove(group).filter(|b| !b.is_empty()) {
-            self.backlog.entry(group.clone()).or_default().push_back(batch);
+        let Some(batch) = self.outgoing.remove(group).filter(|b| !b.is_empty()) else { return };
+        if let Some(q) = self.backlog.get_mut(group) {
+            q.push_back(batch);
+            return self.drain_backlog(group);
         }
-        self.drain_backlog(group);
+        // The usual case: nothing waits, the batch goes straight to the handle.
+        let Some(tx) = self.groups.get(group) else { return };
+        match tx.try_send(batch) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(batch)) => {
+                self.backlog.insert(group.clone(), VecDeque::from([batch]));
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.groups.remove(group); // the handle is gone
+            }
+        }
     }
 
     /// Hands a group's waiting batches over while its handle has room.
@@ -722,7 +736,10 @@ impl Driver {
                 self.deliver_to_group(&group, GroupEvent::Message(d));
             }
             Event::StateRequest { group, view, joiners } => {
-                self.state_requests.insert((group.clone(), view), joiners.clone());
+                if self.trace.is_some() {
+                    // For the trace's state_sent events (see `ProvideState`).
+                    self.state_requests.insert((group.clone(), view), joiners.clone());
+                }
                 self.deliver_to_group(&group, GroupEvent::StateRequest { view, joiners });
             }
             Event::State { group, view, state } => {
@@ -918,10 +935,9 @@ impl Driver {
                 }
             }
             Command::ProvideState { group, view, state } => {
-                let joiners = self.state_requests.remove(&(group.clone(), view)).unwrap_or_default();
                 // Only for the trace: digesting a large state takes the driver long enough
                 // (about 0.4 s for 100 MB) to silence its heartbeats.
-                if self.trace.is_some() {
+                if let Some(joiners) = self.state_requests.remove(&(group.clone(), view)) {
                     let dg = state_digest(&state);
                     for j in joiners {
                         self.record(|| TraceEvent::state_sent(group.as_str(), view.0, j.to_string(), dg.clone()));

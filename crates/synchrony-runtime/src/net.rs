@@ -100,17 +100,22 @@ impl Outgoing {
     }
 
     fn put(&self, buf: &mut BytesMut) {
-        buf.reserve(5 + self.body.len());
-        buf.put_u32((self.body.len() + 1) as u32);
-        buf.put_u8(self.kind);
-        buf.put_slice(&self.body);
+        put_frame(buf, self.kind, &self.body);
     }
+}
+
+/// Appends one stream frame around `body` to `buf`.
+fn put_frame(buf: &mut BytesMut, kind: u8, body: &[u8]) {
+    buf.reserve(5 + body.len());
+    buf.put_u32((body.len() + 1) as u32);
+    buf.put_u8(kind);
+    buf.put_slice(body);
 }
 
 /// One stream frame around `body`.
 pub(crate) fn frame(kind: u8, body: &[u8]) -> Bytes {
     let mut b = BytesMut::new();
-    Outgoing { kind, body: Bytes::copy_from_slice(body) }.put(&mut b);
+    put_frame(&mut b, kind, body);
     b.freeze()
 }
 
@@ -127,9 +132,7 @@ pub(crate) fn control_body<T: Serialize>(kind: u8, value: &T, secret: Option<&[u
 /// A control frame: `value` encoded, with a tag when `secret` is set.
 pub(crate) fn control<T: Serialize>(kind: u8, value: &T, secret: Option<&[u8]>) -> Bytes {
     let o = control_body(kind, value, secret);
-    let mut b = BytesMut::new();
-    o.put(&mut b);
-    b.freeze()
+    frame(kind, &o.body)
 }
 
 /// Checks and decodes a control frame's body.
@@ -309,11 +312,7 @@ pub(crate) async fn reader<R: AsyncRead + Unpin>(
                 KIND_ENGINE => frames.push(body),
                 KIND_BOOK => match open_control::<Vec<(String, String)>>(KIND_BOOK, &body, secret.as_deref()) {
                     Ok(entries) => {
-                        // Frames before the book stay before it.
-                        let earlier = std::mem::take(&mut frames);
-                        if !earlier.is_empty() && !forward(&events, &name, conn, earlier).await {
-                            return;
-                        }
+                        // On the control channel: the driver reads it even while behind.
                         let _ = events.send(NetEvent::Book { entries }).await;
                     }
                     Err(e) => break 'read Some(e),

@@ -167,16 +167,25 @@ impl Ctx<'_> {
         order: Order,
         payloads: Vec<Bytes>,
     ) -> Vec<Result<MsgId, SendError>> {
-        let now = self.now;
-        let member = self.engine().my_groups().any(|g| g == group);
-        let view = self.engine().view(group).map(|v| v.id.0).filter(|_| member);
+        let (now, view) = (self.now, self.send_view(group));
         let sent = self.engine_mut().send_batch(now, group, order, payloads);
         for id in sent.iter().flatten() {
-            self.proc.last_sent.insert(group.clone(), id.to_string());
-            let e = TraceEvent::sent(group.as_str(), id.to_string(), order.as_str(), view);
-            self.proc.record(now, self.trace, e);
+            self.record_sent(group, order, id, view);
         }
         sent
+    }
+
+    /// The view a send is made in (the trace's `view` of a `send`): none for a non-member.
+    fn send_view(&self, group: &GroupName) -> Option<u64> {
+        let member = self.engine().my_groups().any(|g| g == group);
+        self.engine().view(group).map(|v| v.id.0).filter(|_| member)
+    }
+
+    /// Writes an accepted send to the trace.
+    fn record_sent(&mut self, group: &GroupName, order: Order, id: &MsgId, view: Option<u64>) {
+        self.proc.last_sent.insert(group.clone(), id.to_string());
+        let e = TraceEvent::sent(group.as_str(), id.to_string(), order.as_str(), view);
+        self.proc.record(self.now, self.trace, e);
     }
 
     /// A group RPC; its outcome comes back as `Event::QueryDone`.
@@ -187,13 +196,9 @@ impl Ctx<'_> {
         payload: Bytes,
         replies: Replies,
     ) -> Result<MsgId, SendError> {
-        let now = self.now;
-        let member = self.engine().my_groups().any(|g| g == group);
-        let view = self.engine().view(group).map(|v| v.id.0).filter(|_| member);
+        let (now, view) = (self.now, self.send_view(group));
         let id = self.engine_mut().query(now, group.clone(), order, payload, replies)?;
-        self.proc.last_sent.insert(group.clone(), id.to_string());
-        let e = TraceEvent::sent(group.as_str(), id.to_string(), order.as_str(), view);
-        self.proc.record(now, self.trace, e);
+        self.record_sent(group, order, &id, view);
         Ok(id)
     }
 
