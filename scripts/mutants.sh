@@ -22,11 +22,11 @@ causal-on-arrival|group.rs|        if msg.order.is_causal() {|        if false \
 total-without-sequencer|group.rs|            if er as usize != r \|\| es != msg.seq {|            if false \&\& (er as usize != r \|\| es != msg.seq) {
 safe-without-stability|group.rs|            if msg.order == Order::Safe|            if false \&\& msg.order == Order::Safe
 skip-the-flush|group.rs|        self.cut_mode = true;|        self.cut_mode = true; return 0;
-no-freeze-on-prepare|gms.rs|                gs.frozen = Some(epoch);|                let _ = epoch;
+no-freeze-on-prepare|engine.rs|                    gs.frozen = Some(p.epoch);|                    let _ = p.epoch;
 minority-installs-views|gms.rs|        2 \* w > total \&\& w >= min_commit as u64|        w > 0
-joiner-not-held-for-state|gms.rs|                self.gate(g);|                let _ = g;
-no-causal-pruning-in-cut|group.rs|                        hi\[r\] = seq - 1;|                        let _ = seq;
-cut-order-from-zero|group.rs|    let base = reports.iter().map(\|r\| r.delivered_total).min().unwrap_or(0);|    let base = 0;
+joiner-not-held-for-state|engine.rs|            self.events.gate(g);|            let _ = g;
+no-causal-pruning-in-cut|cut.rs|                        hi\[r\] = seq - 1;|                        let _ = seq;
+cut-order-from-zero|cut.rs|    let base = reports.iter().map(\|r\| r.delivered_total).min().unwrap_or(0);|    let base = 0;
 takeover-ignores-accepted|gms.rs|        let prior = promises|        let prior = None::<(Ballot, Arc<Decision>)>; let _ = promises
 no-acks-while-running|group.rs|                self.ack_dirty\[rank\] = true;|                let _ = rank;
 stable-with-one-ack|group.rs|.min().unwrap_or(self.next_seq - 1);|.max().unwrap_or(self.next_seq - 1);

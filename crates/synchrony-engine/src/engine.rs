@@ -1,20 +1,34 @@
 //! The engine: one process's whole part in the protocol, driven by `handle_*` inputs and
 //! drained by `poll_*` outputs.
+//!
+//! [`Engine`] orchestrates rooms that own their data: the links to each peer
+//! ([`Link`]), the membership service ([`Gms`]), each group this process is a member of
+//! ([`GroupState`]), the relay of non-member sends ([`Relay`]), the outstanding group RPCs
+//! ([`Queries`]) and the application's event queue ([`EventQueue`]). Each room writes what
+//! it wants done into an output value; the engine carries it out, in order, and routes what
+//! one room produces to the next (a decision to the groups, a delivery to the queries, a
+//! group's gbcast to the membership).
 
 use crate::config::Config;
 use crate::event::*;
-use crate::gms::Gms;
+use crate::gate::EventQueue;
+use crate::gms::{Ctx, Gms, GmsOut, RoundPhase};
 use crate::group::{Checkpoint, GroupState, JoinState, Out, Queued, StateBytes};
 use crate::id::{GroupName, MsgId, ProcessId, ViewId};
 use crate::link::Link;
 use crate::order::Order;
+use crate::query::Queries;
+use crate::relay::{Handover, Relay, RelayAction, RelayCtx};
 use crate::time::Instant;
-use crate::wire::{self, Ctl, DecodeError, GroupView, Msg, Packet};
+use crate::timer::{Timer, TimerTable};
+use crate::wire::{self, Ctl, Decision, DecodeError, GroupChange, GroupView, Msg, Packet, Snapshot};
 use bytes::Bytes;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
+
+/// Messages held for views or epochs not installed here yet, across all groups, in reorder
+/// windows (`Config::reorder_buffer_max`): past it, the newest are dropped and counted.
+const FUTURE_WINDOWS: usize = 16;
 
 /// Where this process stands in the cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,64 +43,39 @@ pub enum Status {
     Left,
 }
 
-pub(crate) struct QueryState {
-    pub(crate) group: GroupName,
-    pub(crate) wanted: usize,
-    pub(crate) expected: Option<BTreeSet<ProcessId>>,
-    pub(crate) replies: Vec<(ProcessId, Bytes)>,
-    pub(crate) nulls: BTreeSet<ProcessId>,
-    pub(crate) failed: BTreeSet<ProcessId>,
-}
-
-/// Events held back per group: while a joiner waits for its state, and while the
-/// application has not answered a state request.
-#[derive(Default)]
-pub(crate) struct Gate {
-    count: usize,
-    held: VecDeque<Event>,
-}
-
 /// One process's virtual synchrony engine. Sans-IO: it never touches a socket, a clock or
 /// a thread. Feed it packets, commands and timeouts with the current time; after every
 /// call drain [`Engine::poll_transmit`], then [`Engine::poll_event`], and sleep until
 /// [`Engine::poll_timeout`].
 pub struct Engine {
-    pub(crate) config: Config,
-    pub(crate) me: ProcessId,
-    pub(crate) rng: ChaCha8Rng,
-    pub(crate) status: Status,
-    pub(crate) links: BTreeMap<ProcessId, Link>,
-    pub(crate) gms: Gms,
-    /// Every group's current view (the cluster configuration).
-    pub(crate) views: BTreeMap<GroupName, GroupView>,
+    config: Config,
+    me: ProcessId,
+    status: Status,
+    links: BTreeMap<ProcessId, Link>,
+    gms: Gms,
     /// Groups this process is a member of.
-    pub(crate) groups: BTreeMap<GroupName, GroupState>,
+    groups: BTreeMap<GroupName, GroupState>,
     /// Messages for views or epochs not installed here yet.
     future: BTreeMap<GroupName, Vec<(ProcessId, Msg)>>,
     future_len: usize,
-    /// Non-member sends, per group, in send order.
-    pub(crate) outbox: BTreeMap<GroupName, crate::outbox::Outbox>,
-    /// Relay side: non-members' forwards per (group, origin), released in order.
-    pub(crate) relay_in: BTreeMap<(GroupName, ProcessId), crate::outbox::RelayIn>,
+    relay: Relay,
     /// Messages to this process itself, handled after the current input.
-    pub(crate) local: VecDeque<Msg>,
+    local: VecDeque<Msg>,
+    /// Groups touched by the current input: they may owe acks, tokens or stability.
     dirty: BTreeSet<GroupName>,
     /// Frames are held back until `uncork` (see [`Engine::cork`]).
     corked: bool,
     counter: u64,
-    pub(crate) queries: BTreeMap<MsgId, QueryState>,
-    events: VecDeque<Event>,
-    pub(crate) gates: BTreeMap<GroupName, Gate>,
+    queries: Queries,
+    events: EventQueue,
     transmits: VecDeque<Transmit>,
-    pub(crate) ctl_out: BTreeMap<ProcessId, Vec<Ctl>>,
+    ctl_out: BTreeMap<ProcessId, Vec<Ctl>>,
     excluded_replied: BTreeMap<ProcessId, Instant>,
-    pub(crate) join_next_try: Instant,
+    timers: TimerTable,
     join_attempt: usize,
-    next_tick: Instant,
     /// Since when the runtime has not been reading from peers (see `handle_listening`).
-    pub(crate) deaf_since: Option<Instant>,
-    pub(crate) stats: Stats,
-    pub(crate) verifiers: crate::verify::Verifiers,
+    deaf_since: Option<Instant>,
+    stats: Stats,
 }
 
 impl Engine {
@@ -95,41 +84,34 @@ impl Engine {
     pub fn new(config: Config, me: ProcessId, now: Instant) -> Self {
         assert!(me.incarnation > 0, "incarnations start at 1");
         let found = config.contacts.iter().all(|c| c.name == me.name);
-        let rng = ChaCha8Rng::seed_from_u64(config.rng_seed);
         let mut e = Self {
-            gms: Gms::new(now),
+            gms: Gms::new(config.rng_seed),
             config,
             me,
-            rng,
             status: Status::Joining,
             links: BTreeMap::new(),
-            views: BTreeMap::new(),
             groups: BTreeMap::new(),
             future: BTreeMap::new(),
             future_len: 0,
-            outbox: BTreeMap::new(),
-            relay_in: BTreeMap::new(),
+            relay: Relay::default(),
             local: VecDeque::new(),
             dirty: BTreeSet::new(),
             corked: false,
             counter: 0,
-            queries: BTreeMap::new(),
-            events: VecDeque::new(),
-            gates: BTreeMap::new(),
+            queries: Queries::default(),
+            events: EventQueue::default(),
             transmits: VecDeque::new(),
             ctl_out: BTreeMap::new(),
             excluded_replied: BTreeMap::new(),
-            join_next_try: now,
+            timers: TimerTable::all_at(now),
             join_attempt: 0,
-            next_tick: now,
             deaf_since: None,
             stats: Stats::default(),
-            verifiers: Default::default(),
         };
         if found {
-            e.gms.found(&e.me.clone(), e.config.weight);
+            e.gms.found(&e.me, e.config.weight);
             e.status = Status::Member;
-            e.events.push_back(Event::Joined);
+            e.events.push(Event::Joined);
         }
         e
     }
@@ -151,18 +133,18 @@ impl Engine {
 
     /// The cluster's members (the process view), oldest first.
     pub fn members(&self) -> Vec<ProcessId> {
-        self.gms.members.iter().map(|(p, _)| p.clone()).collect()
+        self.gms.members().cloned().collect()
     }
 
     /// The current view of a group, as this process knows it (member or not).
     pub fn view(&self, group: &GroupName) -> Option<&GroupView> {
-        self.views.get(group)
+        self.gms.view(group)
     }
 
     /// Every group this process knows a view of (member or not; an empty view: nobody is
     /// in the group any more).
     pub fn known_groups(&self) -> impl Iterator<Item = (&GroupName, &GroupView)> {
-        self.views.iter()
+        self.gms.views().iter()
     }
 
     /// The groups this process is a member of.
@@ -179,57 +161,36 @@ impl Engine {
         }
     }
 
-    /// A one-line dump of a group's internal state, for debugging and `synchrony status`.
-    pub fn debug_group(&self, group: &GroupName) -> Option<String> {
-        let pending: Vec<String> =
-            self.gms.gbcasts.iter().filter(|(g, _, _)| g == group).map(|(_, _, m)| m.id.to_string()).collect();
-        let outbox = self.outbox.get(group).map(|q| format!(" outbox: {q:?}")).unwrap_or_default()
-            + &format!(" gbcasts requested: {pending:?}");
-        match self.groups.get(group) {
-            Some(g) => Some(format!("{g:?}{outbox}")),
-            None if !outbox.is_empty() => Some(outbox),
-            None => None,
-        }
-    }
-
-    /// A one-line summary of this process's membership state (epoch, suspicions, requests
-    /// it holds from others), for the simulator's debug dump.
-    pub fn debug_membership(&self) -> String {
-        let requests: Vec<String> = self
-            .gms
-            .requests
-            .iter()
-            .map(|(p, r)| {
-                let g: Vec<String> = r.gbcasts.iter().map(|(_, _, m)| m.id.to_string()).collect();
-                format!("{p}: suspects {:?} ops {} gbcasts {g:?} leave {}", r.suspects, r.ops.len(), r.leave)
-            })
-            .collect();
+    /// A dump of the engine's internal state (membership, links, and each group it knows),
+    /// for debugging; its format is not an interface.
+    #[doc(hidden)]
+    pub fn debug_dump(&self) -> String {
         let links: Vec<String> = self
             .links
             .iter()
             .map(|(p, l)| {
-                format!(
-                    "{p}: acked {} unacked {} sent_upto {} recv_next {}",
-                    l.acked,
-                    l.unacked.len(),
-                    l.sent_upto,
-                    l.recv_next
-                )
+                let (acked, unacked, sent_upto, recv_next) = l.debug_counts();
+                format!("{p}: acked {acked} unacked {unacked} sent_upto {sent_upto} recv_next {recv_next}")
             })
             .collect();
-        format!(
-            "epoch {} suspects {:?} round {} links [{}] requests [{}]",
-            self.gms.epoch,
-            self.gms.suspects,
-            self.gms.debug_round(),
-            links.join("; "),
-            requests.join("; ")
-        )
+        let mut out =
+            format!("{} {:?} {}\n  links [{}]", self.me, self.status, self.gms.debug_state(), links.join("; "));
+        for g in self.gms.views().keys() {
+            let pending: Vec<String> = self.gms.pending_gbcasts_of(g).map(|id| id.to_string()).collect();
+            let outbox = self.relay.debug_outbox(g).map(|q| format!(" outbox: {q}")).unwrap_or_default()
+                + &format!(" gbcasts requested: {pending:?}");
+            if let Some(gs) = self.groups.get(g) {
+                out += &format!("\n  {g}: {gs:?}{outbox}");
+            } else if self.relay.debug_outbox(g).is_some() || !pending.is_empty() {
+                out += &format!("\n  {g}:{outbox}");
+            }
+        }
+        out
     }
 
-    /// The phase of the membership round this process is leading, if any (`"prepare"` or
-    /// `"accept"`): for tests that crash a leader in the middle of a view change.
-    pub fn round_phase(&self) -> Option<&'static str> {
+    /// The phase of the membership round this process is leading, if any: for tests that
+    /// crash a leader in the middle of a view change.
+    pub fn round_phase(&self) -> Option<RoundPhase> {
         self.gms.round_phase()
     }
 
@@ -239,17 +200,13 @@ impl Engine {
     /// while this is at its window; it falls as the slowest member catches up, and a view
     /// change resets it.
     pub fn outstanding(&self, group: &GroupName) -> usize {
-        self.groups.get(group).map_or(0, |g| g.unstable()) + self.outbox.get(group).map_or(0, |o| o.len())
+        self.groups.get(group).map_or(0, |g| g.unstable()) + self.relay.outstanding(group)
     }
 
     /// Installs (or with `None` removes) the join verifier of `group`: while this process
     /// is a member, a process may join the group only if the verifier admits it.
     pub fn set_join_verifier(&mut self, group: GroupName, verifier: Option<crate::JoinVerifier>) {
-        match verifier {
-            Some(f) => self.verifiers.join.insert(group, f),
-            None => self.verifiers.join.remove(&group),
-        };
-        self.gms.requests_dirty = true;
+        self.gms.set_join_verifier(group, verifier);
     }
 
     /// The current leader of the cluster, as this process sees it.
@@ -312,8 +269,7 @@ impl Engine {
         if self.status != Status::Member {
             return;
         }
-        let peer = self.gms_member_named(name);
-        if let Some(p) = peer {
+        if let Some(p) = self.gms.member_named(name, &self.me) {
             self.suspect(p);
             self.after_input(now);
         }
@@ -331,9 +287,7 @@ impl Engine {
                 self.deaf_since = None;
                 let paused = now - since;
                 for link in self.links.values_mut() {
-                    if let Some(h) = &mut link.last_heard {
-                        *h = (*h + paused).min(now);
-                    }
+                    link.excuse_silence(paused, now);
                 }
             }
             _ => {}
@@ -352,7 +306,8 @@ impl Engine {
     /// assume it was excluded: it runs failure detection before it handles anything that
     /// arrived meanwhile, so it cannot deliver in a view the others have left (G3, G10).
     fn wake_check(&mut self, now: Instant) {
-        if self.status == Status::Member && now > self.next_tick + self.config.failure_timeout {
+        let tick = self.timers.get(Timer::Tick).unwrap_or(now);
+        if self.status == Status::Member && now > tick + self.config.failure_timeout {
             self.detect_failures(now);
         }
     }
@@ -368,7 +323,7 @@ impl Engine {
         if p.from == self.me {
             return;
         }
-        if self.gms.removed.contains(&p.from) {
+        if self.gms.is_removed(&p.from) {
             self.stats.from_excluded += 1;
             let due = self.excluded_replied.get(&p.from).is_none_or(|&t| now - t >= self.config.heartbeat_interval);
             if due {
@@ -377,7 +332,6 @@ impl Engine {
             }
             return;
         }
-        // A newer incarnation of a name supersedes older ones: the old one failed.
         let from = p.from.clone();
         for ctl in p.ctl {
             self.on_ctl(now, &from, ctl);
@@ -386,20 +340,13 @@ impl Engine {
             return;
         }
         let window = self.config.reorder_buffer_max;
-        let config = self.config.clone();
-        let link = self.links.entry(from.clone()).or_insert_with(|| Link::new(&config));
+        let config = &self.config;
+        let link = self.links.entry(from.clone()).or_insert_with(|| Link::new(config));
         link.heard(now);
-        link.on_ack(now, p.ack, &config);
-        let member = self.gms.members.iter().any(|(m, _)| *m == from);
-        if member && self.gms.suspects.contains(&from) {
-            // Heard again before any view change acted on it: the suspicion was wrong (a
-            // partition healed, a slow spell passed). Sticky suspicions could otherwise
-            // leave no leader able to gather a quorum.
-            self.gms.suspects.remove(&from);
-            self.gms.requests_dirty = true;
-        }
+        link.on_ack(now, p.ack, config);
         let mut inorder = Vec::new();
         link.receive(p.seq, p.msgs, window, &mut inorder);
+        self.gms.heard(&from);
         for m in inorder {
             self.on_msg(now, &from, m);
             if !self.alive() {
@@ -410,16 +357,21 @@ impl Engine {
 
     fn on_ctl(&mut self, now: Instant, from: &ProcessId, ctl: Ctl) {
         match ctl {
-            Ctl::JoinCluster { weight } => self.on_join_cluster(now, from, weight),
+            Ctl::JoinCluster { weight } if self.status == Status::Member => {
+                let mut out = GmsOut::default();
+                let ctx = Ctx { me: &self.me, config: &self.config, now };
+                self.gms.on_join_cluster(&ctx, from, weight, &mut out);
+                self.apply_gms(now, out);
+            }
+            Ctl::JoinCluster { .. } => {}
             Ctl::Redirect { leader } => {
                 if self.status == Status::Joining {
                     self.ctl_out.entry(leader).or_default().push(Ctl::JoinCluster { weight: self.config.weight });
-                    self.join_next_try = now + self.config.join_retry;
+                    self.timers.set(Timer::JoinRetry, now + self.config.join_retry);
                 }
             }
             Ctl::Excluded => {
-                let credible = self.gms.members.iter().any(|(p, _)| p == from);
-                if self.status == Status::Member && credible {
+                if self.status == Status::Member && self.gms.is_member(from) {
                     self.stop(PartitionReason::Excluded);
                 }
             }
@@ -432,15 +384,15 @@ impl Engine {
         if !self.alive() {
             return;
         }
-        let config = self.config.clone();
+        let config = &self.config;
         for link in self.links.values_mut() {
             if link.retransmit_at.is_some_and(|t| t <= now) {
-                link.on_retransmit(now, &config);
+                link.on_retransmit(now, config);
                 self.stats.retransmits += 1;
             }
         }
-        if now >= self.next_tick {
-            self.next_tick = now + self.config.heartbeat_interval / 2;
+        if self.timers.expired(Timer::Tick, now) {
+            self.timers.set(Timer::Tick, now + self.config.heartbeat_interval / 2);
             self.tick(now);
         }
         self.after_input(now);
@@ -448,11 +400,11 @@ impl Engine {
 
     fn tick(&mut self, now: Instant) {
         match self.status {
-            Status::Joining if now >= self.join_next_try && !self.config.contacts.is_empty() => {
+            Status::Joining if self.timers.expired(Timer::JoinRetry, now) && !self.config.contacts.is_empty() => {
                 let n = self.config.contacts.len();
                 let contact = self.config.contacts[self.join_attempt % n].clone();
                 self.join_attempt += 1;
-                self.join_next_try = now + self.config.join_retry;
+                self.timers.set(Timer::JoinRetry, now + self.config.join_retry);
                 if contact.name != self.me.name {
                     self.ctl_out.entry(contact).or_default().push(Ctl::JoinCluster { weight: self.config.weight });
                 }
@@ -460,7 +412,13 @@ impl Engine {
             Status::Member => {
                 self.detect_failures(now);
                 self.retry_state_fetches(now);
-                self.outbox_tick();
+                // A non-member's send waits this many ticks for its relay's acknowledgement.
+                let patience = (self.config.failure_timeout.as_micros()
+                    / self.config.heartbeat_interval.as_micros().max(1)
+                    * 2) as u32;
+                let mut out = Vec::new();
+                self.relay.tick(RelayCtx { me: &self.me, views: self.gms.views() }, patience, &mut out);
+                self.apply_relay(out);
             }
             _ => {}
         }
@@ -515,8 +473,7 @@ impl Engine {
     /// Leaves the cluster (and every group).
     pub fn leave_cluster(&mut self, now: Instant) {
         if self.status == Status::Member {
-            self.gms.leave = true;
-            self.gms.requests_dirty = true;
+            self.gms.request_leave_cluster();
             self.after_input(now);
         }
     }
@@ -578,53 +535,29 @@ impl Engine {
         if payload.len() > limit {
             return Err(SendError::TooLarge(payload.len()));
         }
-        let member = self.groups.contains_key(&group);
-        if !member {
-            // Non-members send through the group's oldest member (see outbox.rs).
-            let Some(v) = self.views.get(&group).filter(|v| !v.members.is_empty()).cloned() else {
+        if !self.groups.contains_key(&group) {
+            // Non-members send through the group's oldest member (see relay.rs).
+            let Some(v) = self.gms.view(&group).filter(|v| !v.members.is_empty()) else {
                 return Err(SendError::NoSuchGroup(group));
             };
+            let expected = Some(v.members.iter().cloned().collect());
             let id = self.next_id();
             self.stats.sent += 1;
-            self.track_query(&id, &group, replies, Some(v.members.iter().cloned().collect()));
-            let msg = wire::DataMsg {
-                id: id.clone(),
-                seq: 0,
-                order,
-                vt: Default::default(),
-                query: replies != Replies::None,
-                relayed: true,
-                payload,
-            };
-            self.outbox_push(group, msg);
+            self.queries.track(&id, &group, replies, expected);
+            let query = replies != Replies::None;
+            let msg =
+                wire::DataMsg { id: id.clone(), seq: 0, order, vt: Default::default(), query, relayed: true, payload };
+            let mut out = Vec::new();
+            self.relay.push(RelayCtx { me: &self.me, views: self.gms.views() }, group, msg, &mut out);
+            self.apply_relay(out);
             return Ok(id);
         }
         let id = self.next_id();
         self.stats.sent += 1;
-        self.track_query(&id, &group, replies, None);
+        self.queries.track(&id, &group, replies, None);
         let q = Queued { id: id.clone(), order, query: replies != Replies::None, relayed: false, payload };
         self.with_group(&group, |g, out| g.send(q, out));
         Ok(id)
-    }
-
-    fn track_query(&mut self, id: &MsgId, group: &GroupName, replies: Replies, expected: Option<BTreeSet<ProcessId>>) {
-        let wanted = match replies {
-            Replies::None => return,
-            Replies::One => 1,
-            Replies::Count(k) => k,
-            Replies::All => usize::MAX,
-        };
-        self.queries.insert(
-            id.clone(),
-            QueryState {
-                group: group.clone(),
-                wanted,
-                expected,
-                replies: Vec::new(),
-                nulls: BTreeSet::new(),
-                failed: BTreeSet::new(),
-            },
-        );
     }
 
     /// Replies to a delivered query (`None`: a null reply, "I will not answer").
@@ -633,7 +566,8 @@ impl Engine {
             return;
         }
         if query.sender == self.me {
-            self.on_reply(&self.me.clone(), query.clone(), payload);
+            let me = self.me.clone();
+            self.on_reply(&me, query, payload);
         } else {
             self.send_to(&query.sender.clone(), Msg::Reply { query: query.clone(), payload });
         }
@@ -647,35 +581,24 @@ impl Engine {
             return Err(FlushError::Stopped);
         }
         let last = self.counter.checked_sub(1);
-        let Some(g) = self.groups.get_mut(group) else {
+        if !self.groups.contains_key(group) {
             return Err(FlushError::NotMember(group.clone()));
-        };
-        if let Some(c) = last {
-            let delivered = g.delivered_vector();
-            g.flushes.push((c, Some(delivered)));
         }
-        let mut out = Out::default();
-        g.check_flushes(&mut out);
-        if last.is_none() {
-            out.flushed += 1;
-        }
-        self.absorb(group, out);
+        self.with_group(group, |g, out| g.flush(last, out));
         self.after_input(now);
         Ok(())
     }
 
     /// The application's answer to a `StateRequest`: the group's state at that point.
     pub fn provide_state(&mut self, now: Instant, group: &GroupName, view: ViewId, state: Bytes) {
-        if let Some(g) = self.groups.get_mut(group) {
-            if let Some(cp) = g.checkpoints.get_mut(&view) {
-                // The engine's part of the state (captured at the join point) goes first.
-                let mut head = Vec::with_capacity(4 + cp.engine_part.len());
-                head.extend_from_slice(&(cp.engine_part.len() as u32).to_le_bytes());
-                head.extend_from_slice(&cp.engine_part);
-                cp.state = Some(StateBytes { head: Bytes::from(head), body: state });
-            }
+        if let Some(cp) = self.groups.get_mut(group).and_then(|g| g.checkpoints.get_mut(&view)) {
+            // The engine's part of the state (captured at the join point) goes first.
+            let mut head = Vec::with_capacity(4 + cp.engine_part.len());
+            head.extend_from_slice(&(cp.engine_part.len() as u32).to_le_bytes());
+            head.extend_from_slice(&cp.engine_part);
+            cp.state = Some(StateBytes { head: Bytes::from(head), body: state });
         }
-        self.ungate(group);
+        self.events.ungate(group);
         self.after_input(now);
     }
 
@@ -688,7 +611,7 @@ impl Engine {
 
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        self.events.pop()
     }
 
     /// When to call [`Engine::handle_timeout`] next.
@@ -696,18 +619,13 @@ impl Engine {
         if !self.alive() {
             return None;
         }
-        let mut t = self.next_tick;
-        for l in self.links.values() {
-            if let Some(r) = l.retransmit_at {
-                t = t.min(r);
-            }
-        }
-        Some(t)
+        let links = self.links.values().filter_map(|l| l.retransmit_at);
+        self.timers.next_wake().into_iter().chain(links).min()
     }
 
-    // ------------------------------------------------------------------ internals
+    // ------------------------------------------------------------------ the rooms' outputs
 
-    pub(crate) fn send_to(&mut self, to: &ProcessId, msg: Msg) {
+    fn send_to(&mut self, to: &ProcessId, msg: Msg) {
         if *to == self.me {
             self.local.push_back(msg);
             return;
@@ -716,83 +634,56 @@ impl Engine {
         self.links.entry(to.clone()).or_insert_with(|| Link::new(config)).push(msg);
     }
 
-    pub(crate) fn stop(&mut self, reason: PartitionReason) {
-        if !self.alive() {
-            return;
+    /// Carries out what the membership asked for, in order.
+    fn apply_gms(&mut self, now: Instant, out: GmsOut) {
+        self.stats.rounds += out.rounds;
+        for (to, m) in out.sends {
+            self.send_to(&to, m);
         }
-        tracing::info!(me = %self.me, ?reason, "stopping: partitioned");
-        self.status = Status::Partitioned;
-        self.fail_all_queries();
-        // Events already queued stand; nothing more is delivered.
-        for (g, gate) in std::mem::take(&mut self.gates) {
-            // A joiner still waiting for its state never sees what it held.
-            let waiting = self.groups.get(&g).is_some_and(|gs| matches!(gs.join, JoinState::Waiting { .. }));
-            if !waiting {
-                self.events.extend(gate.held);
-            }
+        for (to, c) in out.ctl {
+            // Control messages ride in the next frame to that peer.
+            self.ctl_out.entry(to).or_default().push(c);
         }
-        self.events.push_back(Event::Partitioned { reason });
-        self.transmits.clear();
-    }
-
-    pub(crate) fn push_event(&mut self, ev: Event) {
-        let group = ev.group().cloned();
-        if let Some(g) = group {
-            if let Some(gate) = self.gates.get_mut(&g) {
-                gate.held.push_back(ev);
-                return;
+        if let Some(p) = out.promise {
+            // Phase 1 freezes the round's groups here and reports what they hold.
+            let mut reports = Vec::new();
+            for g in &p.groups {
+                if let Some(gs) = self.groups.get_mut(g) {
+                    gs.frozen = Some(p.epoch);
+                    reports.push(gs.report());
+                }
             }
-            if matches!(ev, Event::StateRequest { .. }) {
-                self.gates.entry(g).or_default().count += 1;
-            }
+            let promise = Msg::Promise { ballot: p.ballot, committed: p.committed, accepted: p.accepted, reports };
+            self.send_to(&p.to, promise);
         }
-        self.events.push_back(ev);
-    }
-
-    pub(crate) fn gate(&mut self, group: &GroupName) {
-        self.gates.entry(group.clone()).or_default().count += 1;
-    }
-
-    pub(crate) fn ungate(&mut self, group: &GroupName) {
-        let Some(gate) = self.gates.get_mut(group) else {
-            return;
-        };
-        gate.count = gate.count.saturating_sub(1);
-        if gate.count == 0 {
-            // Everything up to and including the next state request goes, at once (a
-            // joiner's gate may hold hundreds of thousands of deliveries).
-            let found = gate.held.iter().position(|ev| matches!(ev, Event::StateRequest { .. }));
-            let rest = found.map(|k| gate.held.split_off(k + 1)).unwrap_or_default();
-            if found.is_some() {
-                gate.count += 1;
-            }
-            let mut released = std::mem::replace(&mut gate.held, rest);
-            if self.events.is_empty() {
-                self.events = released;
-            } else {
-                self.events.append(&mut released);
-            }
-        }
-        if gate.count == 0 && gate.held.is_empty() {
-            self.gates.remove(group);
+        if let Some((decision, snapshot)) = out.commit {
+            self.apply_decision(now, decision, snapshot);
         }
     }
 
-    /// Drops what a joiner held for a group it leaves before its state came: deliveries and
-    /// views were never its to see, but the outcomes of its own queries still are (their
-    /// callers wait for them).
-    pub(crate) fn drop_gate(&mut self, group: &GroupName) {
-        if let Some(gate) = self.gates.remove(group) {
-            self.events.extend(gate.held.into_iter().filter(|e| matches!(e, Event::QueryDone(_))));
+    /// Carries out what the relay asked for, in order.
+    fn apply_relay(&mut self, out: Vec<RelayAction>) {
+        for action in out {
+            match action {
+                RelayAction::Send(to, m) => self.send_to(&to, m),
+                RelayAction::Gbcast(group, view, m) => self.gms.request_gbcast(group, view, m),
+                RelayAction::ToStream(group, items) => {
+                    self.with_group(&group, |g, out| {
+                        for item in items {
+                            match item {
+                                Handover::Send(q) => g.send(q, out),
+                                Handover::Hold(id) => g.hold = Some(id),
+                            }
+                        }
+                    });
+                }
+                RelayAction::Overflow => self.stats.dropped_overflow += 1,
+            }
         }
     }
 
     /// Runs `f` on a group and absorbs its outputs.
-    pub(crate) fn with_group<R>(
-        &mut self,
-        group: &GroupName,
-        f: impl FnOnce(&mut GroupState, &mut Out) -> R,
-    ) -> Option<R> {
+    fn with_group<R>(&mut self, group: &GroupName, f: impl FnOnce(&mut GroupState, &mut Out) -> R) -> Option<R> {
         let g = self.groups.get_mut(group)?;
         let mut out = Out::default();
         let r = f(g, &mut out);
@@ -800,7 +691,9 @@ impl Engine {
         Some(r)
     }
 
-    pub(crate) fn absorb(&mut self, group: &GroupName, out: Out) {
+    /// Carries out what a group asked for: sends, gbcasts for the membership, deliveries
+    /// (and the queries they complete), completed flushes.
+    fn absorb(&mut self, group: &GroupName, out: Out) {
         // Whatever touched the group may owe acks, tokens or stability announcements.
         self.dirty.insert(group.clone());
         for (to, m) in out.sends {
@@ -808,22 +701,19 @@ impl Engine {
         }
         let view = self.groups.get(group).map_or(ViewId(0), |g| g.view.id);
         for m in out.gbcasts {
-            self.gms.gbcasts.push((group.clone(), view, m));
-            self.gms.requests_dirty = true;
+            self.gms.request_gbcast(group.clone(), view, m);
         }
         for d in out.delivered {
             self.stats.delivered += 1;
             if d.msg.query && d.msg.id.sender == self.me {
-                if let (Some(q), Some(v)) = (self.queries.get_mut(&d.msg.id), self.groups.get(group)) {
-                    if q.expected.is_none() {
-                        q.expected = Some(v.view.members.iter().cloned().collect());
-                    }
+                let members = self.groups.get(group).map(|g| &g.view.members[..]);
+                if let Some(done) = self.queries.delivered(&d.msg.id, members) {
+                    self.events.push(Event::QueryDone(done));
                 }
-                self.check_query(&d.msg.id.clone());
             }
             // The last holder takes the fields; otherwise they are refcounted copies.
             let msg = Arc::unwrap_or_clone(d.msg);
-            self.push_event(Event::Deliver(Delivery {
+            self.events.push(Event::Deliver(Delivery {
                 group: group.clone(),
                 view: d.view,
                 id: msg.id,
@@ -835,56 +725,84 @@ impl Engine {
         if out.flushed > 0 {
             if let Some(view) = self.groups.get(group).map(|g| g.view.id) {
                 for _ in 0..out.flushed {
-                    self.push_event(Event::Flushed { group: group.clone(), view });
+                    self.events.push(Event::Flushed { group: group.clone(), view });
                 }
             }
         }
     }
 
+    fn stop(&mut self, reason: PartitionReason) {
+        if !self.alive() {
+            return;
+        }
+        tracing::info!(me = %self.me, ?reason, "stopping: partitioned");
+        self.status = Status::Partitioned;
+        for done in self.queries.fail_all() {
+            self.events.push(Event::QueryDone(done));
+        }
+        // Events already queued stand; nothing more is delivered. A joiner still waiting
+        // for its state never sees what it held.
+        let groups = &self.groups;
+        self.events.release_all(|g| groups.get(g).is_some_and(|gs| matches!(gs.join, JoinState::Waiting { .. })));
+        self.events.push(Event::Partitioned { reason });
+        self.transmits.clear();
+    }
+
+    // ------------------------------------------------------------------ routing
+
     fn on_msg(&mut self, now: Instant, from: &ProcessId, msg: Msg) {
         match msg {
             Msg::Data { ref group, view, epoch, .. } | Msg::Order { ref group, view, epoch, .. } => {
                 let group = group.clone();
-                self.route(now, from, &group, view, Some(epoch), msg)
+                self.route(from, &group, view, Some(epoch), msg)
             }
             Msg::Ack { ref group, view, .. } | Msg::Stable { ref group, view, .. } => {
                 let group = group.clone();
-                self.route(now, from, &group, view, None, msg)
+                self.route(from, &group, view, None, msg)
             }
-            Msg::StateFetch { ref group, view, .. }
-            | Msg::StateChunk { ref group, view, .. }
-            | Msg::StateNotReady { ref group, view }
-            | Msg::StateUnavailable { ref group, view }
-            | Msg::StateDone { ref group, view } => {
-                let group = group.clone();
-                self.on_transfer(now, from, &group, view, msg)
+            Msg::StateFetch { group, view, offset } => self.on_state_fetch(from, &group, view, offset),
+            Msg::StateChunk { group, view, offset, total, data } => {
+                self.on_state_chunk(from, &group, view, offset, total, data)
             }
-            Msg::Reply { query, payload } => self.on_reply(from, query, payload),
-            Msg::Forward { group, fseq, acked, msg } => self.on_forward(from, group, fseq, acked, msg),
-            Msg::ForwardAck { id } => self.outbox_acked(&id),
+            Msg::StateNotReady { group, view } => self.on_state_not_ready(now, from, &group, view),
+            Msg::StateUnavailable { group, view } => self.drop_provider(&group, view, from),
+            Msg::StateDone { group, view } => self.on_state_done(from, &group, view),
+            Msg::Reply { query, payload } => self.on_reply(from, &query, payload),
+            Msg::Forward { group, fseq, acked, msg } => {
+                let member = self.groups.contains_key(&group);
+                let mut out = Vec::new();
+                self.relay.on_forward(
+                    RelayCtx { me: &self.me, views: self.gms.views() },
+                    member,
+                    from,
+                    group,
+                    fseq,
+                    acked,
+                    msg,
+                    &mut out,
+                );
+                self.apply_relay(out);
+            }
+            Msg::ForwardAck { id } => {
+                let mut out = Vec::new();
+                self.relay.acked(RelayCtx { me: &self.me, views: self.gms.views() }, &id, &mut out);
+                self.apply_relay(out);
+            }
             other => self.on_gms(now, from, other),
         }
     }
 
     /// Routes a group message to its view and epoch, holding messages from the future.
-    fn route(
-        &mut self,
-        _now: Instant,
-        from: &ProcessId,
-        group: &GroupName,
-        view: ViewId,
-        epoch: Option<u32>,
-        msg: Msg,
-    ) {
+    fn route(&mut self, from: &ProcessId, group: &GroupName, view: ViewId, epoch: Option<u32>, msg: Msg) {
         let here = self.groups.get(group).map(|g| (g.view.id, g.epoch));
-        let known = self.views.get(group).map(|v| v.id).unwrap_or(ViewId(0));
+        let known = self.gms.view(group).map(|v| v.id).unwrap_or(ViewId(0));
         let mine = here.unwrap_or((known, u32::MAX));
         let theirs = (view, epoch.unwrap_or(mine.1));
         if here.is_none() && view <= known || here.is_some() && theirs < mine {
             return; // from a view (or epoch) that is over here
         }
         if here.is_none() || theirs > mine {
-            if self.future_len >= self.config.reorder_buffer_max * 16 {
+            if self.future_len >= self.config.reorder_buffer_max * FUTURE_WINDOWS {
                 self.stats.dropped_overflow += 1;
                 return;
             }
@@ -893,9 +811,10 @@ impl Engine {
             return;
         }
         let from = from.clone();
-        self.with_group(group, |g, out| {
-            let Some(r) = g.rank_of(&from) else { return };
+        let malformed = self.with_group(group, |g, out| {
+            let Some(r) = g.rank_of(&from) else { return false };
             match msg {
+                Msg::Data { msg, .. } if !g.well_formed(&msg) => return true,
                 Msg::Data { msg, .. } => {
                     g.on_data(r, msg);
                     g.try_deliver(out);
@@ -911,11 +830,19 @@ impl Engine {
                 }
                 _ => {}
             }
+            false
         });
+        if malformed == Some(true) {
+            // Authenticated, yet not what this view's members send: a broken peer. Its
+            // stream cannot go on past the message, so the view goes on without it.
+            self.stats.rejected_malformed += 1;
+            tracing::warn!(me = %self.me, %from, %group, "a member sent a malformed message; suspecting it");
+            self.suspect(from);
+        }
     }
 
     /// Re-routes held messages of a group after its view or epoch changed.
-    pub(crate) fn replay_future(&mut self, now: Instant, group: &GroupName) {
+    fn replay_future(&mut self, group: &GroupName) {
         if let Some(msgs) = self.future.remove(group) {
             self.future_len -= msgs.len();
             for (from, m) in msgs {
@@ -924,109 +851,322 @@ impl Engine {
                     Msg::Ack { view, .. } | Msg::Stable { view, .. } => (*view, None),
                     _ => continue,
                 };
-                self.route(now, &from, group, view, epoch, m);
+                self.route(&from, group, view, epoch, m);
             }
         }
     }
 
-    // ------------------------------------------------------------------ queries
+    fn on_reply(&mut self, from: &ProcessId, query: &MsgId, payload: Option<Bytes>) {
+        if let Some(done) = self.queries.on_reply(from, query, payload) {
+            self.events.push(Event::QueryDone(done));
+        }
+    }
 
-    fn on_reply(&mut self, from: &ProcessId, query: MsgId, payload: Option<Bytes>) {
-        let Some(q) = self.queries.get_mut(&query) else {
-            return;
-        };
-        if q.replies.iter().any(|(p, _)| p == from) || q.nulls.contains(from) {
+    // ------------------------------------------------------------------ membership
+
+    /// Suspects silent members; stops when the majority is out of reach.
+    fn detect_failures(&mut self, now: Instant) {
+        if self.deaf_since.is_some() {
+            return; // not reading: no silence to judge (see `Engine::handle_listening`)
+        }
+        let members: Vec<ProcessId> = self.gms.members().cloned().collect();
+        for p in members {
+            if p == self.me || self.gms.is_suspect(&p) {
+                continue;
+            }
+            let config = &self.config;
+            let link = self.links.entry(p.clone()).or_insert_with(|| Link::new(config));
+            if link.silent_for(now) > link.failure_timeout(config) {
+                tracing::info!(me = %self.me, suspect = %p, "suspecting a silent member");
+                self.gms.suspect(p);
+            }
+        }
+        self.check_majority();
+    }
+
+    fn check_majority(&mut self) {
+        if !self.gms.live_quorum(&self.config) {
+            self.stop(PartitionReason::LostMajority);
+        }
+    }
+
+    /// Suspects `p` on the runtime's word (its connection is gone), or for what it sent.
+    fn suspect(&mut self, p: ProcessId) {
+        if self.status != Status::Member {
             return;
         }
-        match payload {
-            Some(b) => q.replies.push((from.clone(), b)),
+        tracing::info!(me = %self.me, suspect = %p, "suspecting an unreachable member");
+        if self.gms.suspect(p) {
+            self.check_majority();
+        }
+    }
+
+    fn on_gms(&mut self, now: Instant, from: &ProcessId, msg: Msg) {
+        if matches!(msg, Msg::Prepare { .. }) && self.status != Status::Member {
+            return;
+        }
+        let mut out = GmsOut::default();
+        let ctx = Ctx { me: &self.me, config: &self.config, now };
+        self.gms.handle(&ctx, &mut self.timers, from, msg, &mut out);
+        self.apply_gms(now, out);
+    }
+
+    /// The membership's side of each input: requests, and the leader's rounds.
+    fn gms_drive(&mut self, now: Instant) {
+        if self.status != Status::Member {
+            return;
+        }
+        let epoch = self.gms.epoch();
+        let frozen_ahead = self.groups.values().any(|g| g.frozen.is_some_and(|e| e > epoch));
+        let mut out = GmsOut::default();
+        let ctx = Ctx { me: &self.me, config: &self.config, now };
+        self.gms.drive(&ctx, &mut self.timers, frozen_ahead, !self.local.is_empty(), &mut out);
+        self.apply_gms(now, out);
+    }
+
+    /// Applies a committed decision: cuts, gbcasts, new views, the new process view.
+    fn apply_decision(&mut self, now: Instant, decision: Arc<Decision>, snapshot: Option<Arc<Snapshot>>) {
+        if self.status == Status::Joining {
+            let Some(snap) = snapshot else { return };
+            if !decision.members.iter().any(|(p, _)| *p == self.me) {
+                return;
+            }
+            self.gms.install(decision, &snap);
+            self.status = Status::Member;
+            self.events.push(Event::Joined);
+            tracing::info!(me = %self.me, "joined the cluster");
+            return;
+        }
+        if self.status != Status::Member || decision.epoch != self.gms.epoch() + 1 {
+            return;
+        }
+        let d = decision.clone();
+        for gc in &d.groups {
+            self.apply_group_change(gc);
+            for m in &gc.gbcasts {
+                self.gms.remember_gbcast(m.id.clone());
+            }
+        }
+        self.gms.commit(&self.config, decision);
+        for p in &d.removed {
+            self.links.remove(p); // forgets everything about processes that left
+        }
+        for (p, _) in d.members.iter().filter(|(p, _)| *p != self.me) {
+            let config = &self.config;
+            self.links.entry(p.clone()).or_insert_with(|| Link::new(config)).hear_from_now_on(now);
+        }
+        self.resume_frozen(d.epoch);
+        for g in self.gms.apply_refusals(&d, &self.me) {
+            self.events.push(Event::JoinRefused { group: g });
+        }
+        let groups = &self.groups;
+        self.gms.settle_requests(&self.me, |g| groups.contains_key(g));
+        let mut out = Vec::new();
+        let (gms, groups) = (&self.gms, &self.groups);
+        self.relay.decided(
+            RelayCtx { me: &self.me, views: gms.views() },
+            |id| gms.gbcast_done(id),
+            |g| groups.contains_key(g),
+            &mut out,
+        );
+        self.apply_relay(out);
+        for gc in &d.groups {
+            self.replay_future(&gc.group);
+        }
+        if !d.members.iter().any(|(p, _)| *p == self.me) {
+            if self.gms.leaving() {
+                self.status = Status::Left;
+            } else {
+                self.stop(PartitionReason::Excluded);
+            }
+        }
+    }
+
+    /// Groups frozen for epoch `epoch` that its decision did not touch go on; so do groups
+    /// whose held gbcast was delivered (possibly before this process joined them).
+    fn resume_frozen(&mut self, epoch: u64) {
+        let frozen: Vec<(GroupName, bool)> = self
+            .groups
+            .iter()
+            .map(|(n, g)| {
+                let hold_done = g.hold.as_ref().is_some_and(|h| self.gms.gbcast_done(h));
+                (n, g.frozen.is_some_and(|e| e <= epoch), hold_done)
+            })
+            .filter(|(_, frozen, hold_done)| *frozen || *hold_done)
+            .map(|(n, _, hold_done)| (n.clone(), hold_done))
+            .collect();
+        for (g, hold_done) in frozen {
+            self.with_group(&g, |gs, out| {
+                if hold_done {
+                    gs.hold = None;
+                }
+                if gs.frozen.is_some_and(|e| e <= epoch) {
+                    gs.unfreeze(out);
+                } else {
+                    gs.release_queued(out);
+                    gs.try_deliver(out);
+                }
+            });
+        }
+    }
+
+    /// One group's part of a decision.
+    fn apply_group_change(&mut self, gc: &GroupChange) {
+        let g = &gc.group;
+        let was_member = self.groups.get(g).is_some_and(|s| s.view.id == gc.old_view);
+        if self.gms.set_group_view(gc) {
+            self.lineage_died(g);
+        }
+        if was_member {
+            self.end_epoch(gc);
+        } else if let Some(v) = gc.new_view.as_ref().filter(|v| v.members.contains(&self.me) && !self.gms.forced_out(g))
+        {
+            // (A process whose state was lost stays out until its forced leave is decided:
+            // it has nothing to continue the group with.)
+            self.enter_group(gc, v);
+        } else if gc.new_view.is_some() {
+            self.queries_view_changed(g);
+        }
+    }
+
+    /// A member's group: deliver the cut and the gbcasts, then go on in the next epoch,
+    /// install the next view, or leave.
+    fn end_epoch(&mut self, gc: &GroupChange) {
+        let g = &gc.group;
+        let mut out = Out::default();
+        let gs = self.groups.get_mut(g).expect("a member");
+        let missing = gs.apply_cut(&gc.cut, &gc.gbcasts, &mut out);
+        if missing > 0 {
+            // Only a broken protocol leaves a cut undelivered; counted (the simulator fails
+            // the run on it) and, in debug builds, fatal.
+            self.stats.cut_anomalies += missing as u64;
+            tracing::error!(me = %self.me, group = %g, missing, "cut not fully delivered");
+            debug_assert_eq!(missing, 0, "{}: cut of {g} not fully delivered", self.me);
+        }
+        match &gc.new_view {
             None => {
-                q.nulls.insert(from.clone());
+                gs.next_epoch(&mut out);
+                self.absorb(g, out);
+            }
+            Some(v) if v.members.contains(&self.me) => {
+                self.absorb(g, out);
+                let old = self.groups.remove(g).expect("a member");
+                let joiners: Vec<ProcessId> =
+                    v.members.iter().filter(|m| !old.view.members.contains(m)).cloned().collect();
+                self.groups.insert(g.clone(), old.succeed(v.clone(), &self.me));
+                if !joiners.is_empty() {
+                    self.expect_checkpoint(g, v.id, joiners);
+                }
+                self.stats.views += 1;
+                self.events.push(Event::View { group: g.clone(), view: v.clone() });
+                self.transfer_view_changed(g);
+                self.queries_view_changed(g);
+                self.with_group(g, |gs, out| {
+                    gs.release_queued(out);
+                    gs.try_deliver(out);
+                });
+            }
+            Some(_) => {
+                self.absorb(g, out);
+                let old = self.groups.remove(g);
+                if let Some(hold) = old.as_ref().and_then(|o| o.hold.clone()) {
+                    // Its gbcast is still on the way: as a non-member now, later sends
+                    // to the group wait for it all the same (G5).
+                    self.adopt_gbcast(g, &hold);
+                }
+                if old.is_some_and(|o| matches!(o.join, JoinState::Waiting { .. })) {
+                    // It leaves before its state came: what it held was never its to see.
+                    self.events.drop_gate(g);
+                }
+                self.fail_queries_of(g);
+                self.events.push(Event::Left { group: g.clone() });
             }
         }
-        self.check_query(&query);
     }
 
-    pub(crate) fn check_query(&mut self, id: &MsgId) {
-        let Some(q) = self.queries.get(id) else {
-            return;
-        };
-        let satisfied = q.replies.len() >= q.wanted;
-        let exhausted = q.expected.as_ref().is_some_and(|e| {
-            e.iter().all(|p| q.replies.iter().any(|(r, _)| r == p) || q.nulls.contains(p) || q.failed.contains(p))
-        });
-        if satisfied || exhausted {
-            let q = self.queries.remove(id).expect("present");
-            let outcome = QueryOutcome {
-                id: id.clone(),
-                group: q.group,
-                satisfied: q.replies.len() >= q.wanted.min(q.expected.as_ref().map_or(usize::MAX, |e| e.len())),
-                replies: q.replies,
-                nulls: q.nulls.into_iter().collect(),
-                failed: q.failed.into_iter().collect(),
-            };
-            self.push_event(Event::QueryDone(outcome));
+    /// This process joins a group: the view now, the state when a provider sends it.
+    fn enter_group(&mut self, gc: &GroupChange, v: &GroupView) {
+        let g = &gc.group;
+        let me = &self.me;
+        // Members that go on from the old view hold the group's state.
+        let providers: Vec<ProcessId> = v
+            .members
+            .iter()
+            .filter(|m| {
+                *m != me
+                    && gc.old_view.0 > 0
+                    && !gc.cut.streams.is_empty()
+                    && gc.cut.streams.iter().any(|(o, _)| o == *m)
+            })
+            .cloned()
+            .collect();
+        let mut gs = GroupState::new(g.clone(), v.clone(), me);
+        let waiting = !providers.is_empty();
+        if waiting {
+            gs.join = JoinState::Waiting { view: v.id, providers, idx: 0, buf: Vec::new(), total: 0, retry_at: None };
+            gs.unchecked = Some(Default::default());
+        }
+        self.groups.insert(g.clone(), gs);
+        self.stats.views += 1;
+        self.events.push(Event::View { group: g.clone(), view: v.clone() });
+        if waiting {
+            self.events.gate(g);
+            self.start_fetch(g);
+        }
+        let mut out = Vec::new();
+        self.relay.hand_to_stream(&self.me, g, &mut out);
+        self.apply_relay(out);
+    }
+
+    /// Every member of the group failed or left (the new view, if any, has nobody from the
+    /// old one): the group's lineage, and whatever it delivered, is gone. A message in
+    /// flight may or may not have been delivered; the sender is told.
+    fn lineage_died(&mut self, group: &GroupName) {
+        let mut lost = self.relay.lineage_died(group);
+        // Its gbcasts not yet delivered go with it.
+        self.gms.drop_gbcasts_of(group, &mut lost);
+        for id in lost {
+            self.events.push(Event::SendLost { group: group.clone(), id });
+        }
+    }
+
+    /// This process left the group with its gbcast `id` still pending: later sends, as a
+    /// non-member, stay behind it.
+    fn adopt_gbcast(&mut self, group: &GroupName, id: &MsgId) {
+        if let Some(msg) = self.gms.pending_gbcast(group, id) {
+            self.relay.adopt_gbcast(&self.me, group, msg);
         }
     }
 
     /// Members no longer in the group will not answer.
-    pub(crate) fn queries_view_changed(&mut self, group: &GroupName) {
+    fn queries_view_changed(&mut self, group: &GroupName) {
         let members: BTreeSet<ProcessId> =
-            self.views.get(group).map(|v| v.members.iter().cloned().collect()).unwrap_or_default();
-        let ids: Vec<MsgId> =
-            self.queries.iter().filter(|(_, q)| q.group == *group).map(|(id, _)| id.clone()).collect();
-        for id in ids {
-            if let Some(q) = self.queries.get_mut(&id) {
-                if let Some(e) = &q.expected {
-                    for p in e {
-                        if !members.contains(p) && !q.nulls.contains(p) && !q.replies.iter().any(|(r, _)| r == p) {
-                            q.failed.insert(p.clone());
-                        }
-                    }
-                }
-            }
-            self.check_query(&id);
+            self.gms.view(group).map(|v| v.members.iter().cloned().collect()).unwrap_or_default();
+        for done in self.queries.view_changed(group, &members) {
+            self.events.push(Event::QueryDone(done));
         }
     }
 
-    pub(crate) fn fail_queries_of(&mut self, group: &GroupName) {
-        let ids: Vec<MsgId> =
-            self.queries.iter().filter(|(_, q)| q.group == *group).map(|(id, _)| id.clone()).collect();
-        for id in ids {
-            if let Some(q) = self.queries.get_mut(&id) {
-                let e = q.expected.get_or_insert_with(BTreeSet::new).clone();
-                for p in e {
-                    if !q.nulls.contains(&p) && !q.replies.iter().any(|(r, _)| *r == p) {
-                        q.failed.insert(p);
-                    }
-                }
-                q.expected.get_or_insert_with(BTreeSet::new);
-            }
-            self.check_query(&id);
-        }
-    }
-
-    fn fail_all_queries(&mut self) {
-        let groups: BTreeSet<GroupName> = self.queries.values().map(|q| q.group.clone()).collect();
-        for g in groups {
-            self.fail_queries_of(&g);
+    fn fail_queries_of(&mut self, group: &GroupName) {
+        for done in self.queries.fail_group(group) {
+            self.events.push(Event::QueryDone(done));
         }
     }
 
     // ------------------------------------------------------------------ state transfer
 
     /// A provider records the checkpoint it will serve (filled by `provide_state`).
-    pub(crate) fn expect_checkpoint(&mut self, group: &GroupName, view: ViewId, joiners: Vec<ProcessId>) {
+    fn expect_checkpoint(&mut self, group: &GroupName, view: ViewId, joiners: Vec<ProcessId>) {
         if let Some(g) = self.groups.get_mut(group) {
             let unsettled = g.unchecked.as_ref().map(|u| u.len());
             let engine_part = crate::group::encode_table(&g.external);
             let joiners = joiners.iter().cloned().collect();
             g.checkpoints.insert(view, Checkpoint { state: None, engine_part, unsettled, joiners });
         }
-        self.push_event(Event::StateRequest { group: group.clone(), view, joiners });
+        self.events.push(Event::StateRequest { group: group.clone(), view, joiners });
     }
 
-    pub(crate) fn start_fetch(&mut self, group: &GroupName) {
+    fn start_fetch(&mut self, group: &GroupName) {
         let Some(g) = self.groups.get(group) else {
             return;
         };
@@ -1037,7 +1177,7 @@ impl Engine {
     }
 
     /// After a view change: a joiner drops the providers that left.
-    pub(crate) fn transfer_view_changed(&mut self, group: &GroupName) {
+    fn transfer_view_changed(&mut self, group: &GroupName) {
         let Some(g) = self.groups.get_mut(group) else { return };
         let members: BTreeSet<ProcessId> = g.view.members.iter().cloned().collect();
         for cp in g.checkpoints.values_mut() {
@@ -1061,11 +1201,11 @@ impl Engine {
         providers.remove(pos);
         if providers.is_empty() {
             tracing::warn!(me = %self.me, %group, "state transfer failed: no provider left");
-            self.drop_gate(group);
+            self.events.drop_gate(group);
             if let Some(hold) = self.groups.remove(group).and_then(|o| o.hold) {
-                self.outbox_adopt_gbcast(group, &hold);
+                self.adopt_gbcast(group, &hold);
             }
-            self.push_event(Event::StateLost { group: group.clone() });
+            self.events.push(Event::StateLost { group: group.clone() });
             self.gms.force_leave(group.clone());
             return;
         }
@@ -1094,101 +1234,92 @@ impl Engine {
         }
     }
 
-    fn on_transfer(&mut self, now: Instant, from: &ProcessId, group: &GroupName, view: ViewId, msg: Msg) {
+    /// A provider's side: the next chunk of the checkpoint for `view`, "not ready" while
+    /// the application has not provided it, "unavailable" if it never will.
+    fn on_state_fetch(&mut self, from: &ProcessId, group: &GroupName, view: ViewId, offset: u64) {
         let chunk_max = self.config.state_chunk_bytes;
-        let retry = now + self.config.heartbeat_interval;
-        if let Msg::StateUnavailable { .. } = msg {
-            self.drop_provider(group, view, from);
-            return;
-        }
-        let Some(g) = self.groups.get_mut(group) else {
-            if let Msg::StateFetch { .. } = msg {
-                self.send_to(from, Msg::StateUnavailable { group: group.clone(), view });
-            }
-            return;
-        };
-        match msg {
+        let reply = match self.groups.get(group) {
+            None => Msg::StateUnavailable { group: group.clone(), view },
             // Past the join point with no checkpoint for it: never will have one. (Before it,
             // the provider has simply not applied the join yet: "not ready".)
-            Msg::StateFetch { .. } if !g.checkpoints.contains_key(&view) && g.view.id >= view => {
-                self.send_to(from, Msg::StateUnavailable { group: group.clone(), view });
+            Some(g) if !g.checkpoints.contains_key(&view) && g.view.id >= view => {
+                Msg::StateUnavailable { group: group.clone(), view }
             }
-            Msg::StateFetch { offset, .. } => {
-                let reply = match g.checkpoints.get(&view).and_then(|cp| cp.state.as_ref()) {
-                    Some(state) if offset <= state.len() as u64 => {
-                        let start = offset as usize;
-                        let end = (start + chunk_max).min(state.len());
-                        Msg::StateChunk {
-                            group: group.clone(),
-                            view,
-                            offset,
-                            total: state.len() as u64,
-                            data: state.slice(start, end),
-                        }
-                    }
-                    _ => Msg::StateNotReady { group: group.clone(), view },
-                };
-                self.send_to(from, reply);
+            Some(g) => match g.checkpoints.get(&view).and_then(|cp| cp.state.as_ref()) {
+                Some(state) if offset <= state.len() as u64 => {
+                    let start = offset as usize;
+                    let end = (start + chunk_max).min(state.len());
+                    let total = state.len() as u64;
+                    Msg::StateChunk { group: group.clone(), view, offset, total, data: state.slice(start, end) }
+                }
+                _ => Msg::StateNotReady { group: group.clone(), view },
+            },
+        };
+        self.send_to(from, reply);
+    }
+
+    /// The provider has no state to give yet: ask it again after a while.
+    fn on_state_not_ready(&mut self, now: Instant, from: &ProcessId, group: &GroupName, view: ViewId) {
+        let retry = now + self.config.heartbeat_interval;
+        if let Some(JoinState::Waiting { view: v, providers, idx, retry_at, .. }) =
+            self.groups.get_mut(group).map(|g| &mut g.join)
+        {
+            if *v == view && providers[*idx] == *from {
+                *retry_at = Some(retry);
             }
-            Msg::StateNotReady { .. } => {
-                if let JoinState::Waiting { view: v, providers, idx, retry_at, .. } = &mut g.join {
-                    if *v == view && providers[*idx] == *from {
-                        *retry_at = Some(retry);
-                    }
-                }
+        }
+    }
+
+    /// A joiner's side: one chunk of its state; the last one completes the transfer.
+    fn on_state_chunk(
+        &mut self,
+        from: &ProcessId,
+        group: &GroupName,
+        view: ViewId,
+        offset: u64,
+        total: u64,
+        data: Bytes,
+    ) {
+        let Some(g) = self.groups.get_mut(group) else { return };
+        let JoinState::Waiting { view: v, providers, idx, buf, total: known, .. } = &mut g.join else {
+            return;
+        };
+        if *v != view || providers[*idx] != *from || offset != buf.len() as u64 {
+            return;
+        }
+        *known = total;
+        buf.extend_from_slice(&data);
+        if (buf.len() as u64) < total {
+            self.start_fetch(group);
+            return;
+        }
+        let all = Bytes::from(std::mem::take(buf));
+        let Some((external, state)) = split_state(&all) else {
+            self.stats.rejected_malformed += 1;
+            tracing::warn!(me = %self.me, %group, "malformed state received; asking again");
+            self.start_fetch(group);
+            return;
+        };
+        let providers = std::mem::take(providers);
+        g.join = JoinState::Ready;
+        let dups = g.settle_unchecked(external);
+        let members: BTreeSet<ProcessId> = g.view.members.iter().cloned().collect();
+        for p in providers.iter().filter(|p| members.contains(*p)) {
+            self.send_to(p, Msg::StateDone { group: group.clone(), view });
+        }
+        // The state goes ahead of everything held for the group; deliveries that the
+        // table shows were duplicates are dropped.
+        self.events.state_arrived(group, view, state, dups);
+    }
+
+    /// A joiner has its state: the provider forgets the checkpoint once every joiner did.
+    fn on_state_done(&mut self, from: &ProcessId, group: &GroupName, view: ViewId) {
+        let Some(g) = self.groups.get_mut(group) else { return };
+        if let Some(cp) = g.checkpoints.get_mut(&view) {
+            cp.joiners.remove(from);
+            if cp.joiners.is_empty() {
+                g.checkpoints.remove(&view);
             }
-            Msg::StateChunk { offset, total, data, .. } => {
-                let JoinState::Waiting { view: v, providers, idx, buf, total: known, .. } = &mut g.join else {
-                    return;
-                };
-                if *v != view || providers[*idx] != *from || offset != buf.len() as u64 {
-                    return;
-                }
-                *known = total;
-                buf.extend_from_slice(&data);
-                if (buf.len() as u64) < total {
-                    self.start_fetch(group);
-                    return;
-                }
-                let all = Bytes::from(std::mem::take(buf));
-                let Some((external, state)) = split_state(&all) else {
-                    self.stats.rejected_malformed += 1;
-                    tracing::warn!(me = %self.me, %group, "malformed state received; asking again");
-                    self.start_fetch(group);
-                    return;
-                };
-                let providers = std::mem::take(providers);
-                g.join = JoinState::Ready;
-                let dups = g.settle_unchecked(external);
-                let any_dup = dups.contains(&true);
-                let mut dups = dups.into_iter();
-                let members: BTreeSet<ProcessId> = g.view.members.iter().cloned().collect();
-                for p in providers.iter().filter(|p| members.contains(*p)) {
-                    self.send_to(p, Msg::StateDone { group: group.clone(), view });
-                }
-                // The state goes ahead of everything held for the group; deliveries that the
-                // table shows were duplicates are dropped.
-                let gate = self.gates.entry(group.clone()).or_default();
-                if any_dup {
-                    gate.held.retain(|ev| match ev {
-                        Event::Deliver(d) if d.group == *group => !dups.next().unwrap_or(false),
-                        _ => true,
-                    });
-                }
-                gate.held.push_front(Event::State { group: group.clone(), view, state });
-                let ev = gate.held.pop_front().expect("just pushed");
-                self.events.push_back(ev);
-                self.ungate(group);
-            }
-            Msg::StateDone { .. } => {
-                if let Some(cp) = g.checkpoints.get_mut(&view) {
-                    cp.joiners.remove(from);
-                    if cp.joiners.is_empty() {
-                        g.checkpoints.remove(&view);
-                    }
-                }
-            }
-            _ => {}
         }
     }
 
@@ -1249,36 +1380,23 @@ impl Engine {
         let secret = self.config.secret.clone();
         let hb = self.config.heartbeat_interval;
         let max = self.config.packet_bytes_max;
-        let members: BTreeSet<ProcessId> = self.gms.members.iter().map(|(p, _)| p.clone()).collect();
+        let member = self.status == Status::Member;
         let mut ctl_out = std::mem::take(&mut self.ctl_out);
         for (peer, link) in self.links.iter_mut() {
-            let heartbeat =
-                self.status == Status::Member && members.contains(peer) && link.last_sent.is_none_or(|t| now - t >= hb);
+            let heartbeat = member && self.gms.is_member(peer) && link.last_sent.is_none_or(|t| now - t >= hb);
             let mut ctl = ctl_out.remove(peer).unwrap_or_default();
             if !(link.has_unsent() || link.ack_dirty || heartbeat || !ctl.is_empty()) {
                 continue;
             }
             link.ack_dirty = false;
             loop {
-                let start = link.sent_upto;
-                let mut end = start;
-                let mut size = 0;
-                let mut msgs = Vec::new();
-                while end < link.next_seq() {
-                    let m = &link.unacked[(end - link.acked) as usize];
-                    let s = m.approx_size();
-                    if !msgs.is_empty() && size + s > max {
-                        break;
-                    }
-                    size += s;
-                    msgs.push(m.clone());
-                    end += 1;
-                }
+                let (seq, msgs) = link.next_batch(max);
+                let end = seq + msgs.len() as u64;
                 let packet = Packet {
                     from: self.me.clone(),
                     to: peer.clone(),
                     ack: link.recv_next,
-                    seq: start,
+                    seq,
                     msgs,
                     ctl: std::mem::take(&mut ctl),
                 };
@@ -1296,11 +1414,6 @@ impl Engine {
             self.transmits.push_back(Transmit { to: peer, frame: wire::encode(&packet, secret.as_deref()) });
             self.stats.frames_out += 1;
         }
-    }
-
-    /// Forgets everything about processes that left the cluster.
-    pub(crate) fn forget(&mut self, p: &ProcessId) {
-        self.links.remove(p);
     }
 }
 

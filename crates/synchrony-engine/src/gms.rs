@@ -1,6 +1,6 @@
-//! The membership service (GMS): the cluster's process view and every group view change,
-//! decided one epoch at a time by the leader (the oldest member it does not suspect) with
-//! the consent of a majority by weight of the previous process view.
+//! The membership service (GMS): the cluster's process view, every group's view, and the
+//! rounds that change them, decided one epoch at a time by the leader (the oldest member it
+//! does not suspect) with the consent of a majority by weight of the previous process view.
 //!
 //! A round is single-decree Paxos per epoch, with the flush folded into phase 1:
 //! `Prepare` (promise the ballot, freeze the listed groups, send flush reports) →
@@ -8,28 +8,77 @@
 //! cut per group) → `Accept` → `Accepted` from a majority → `Commit`. A leader that takes
 //! over after a failure re-proposes any decision a member already accepted, so at most one
 //! decision exists per epoch (G1, G10), whoever finishes the round.
+//!
+//! [`Gms`] is a state machine of its own: its handlers take what they need of the engine as
+//! arguments ([`Ctx`], and a few facts about the groups) and write what they want done into
+//! a [`GmsOut`] that the engine applies: messages to send, a promise to fill with flush
+//! reports, a decision to apply. Applying a decision to the groups is the engine's work;
+//! the membership's own part of it is [`Gms::commit`].
 
-use crate::engine::{Engine, Status};
-use crate::event::{Event, PartitionReason};
-use crate::group::{compute_cut, GroupState, JoinState, Out};
+use crate::config::Config;
+use crate::cut::compute_cut;
 use crate::id::{Ballot, GroupName, MsgId, ProcessId, ViewId};
-use crate::link::Link;
 use crate::time::Instant;
-use crate::wire::{Ctl, DataMsg, Decision, GroupChange, GroupOp, GroupView, Msg, Report, Snapshot};
-use rand::Rng;
+use crate::timer::{Timer, TimerTable};
+use crate::verify::JoinVerifier;
+use crate::wire::{Ctl, DataMsg, Decision, GroupChange, GroupOp, GroupView, Msg, Report, Requests, Snapshot};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
-/// A member's outstanding requests, as the leader holds them.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Requests {
-    pub(crate) suspects: Vec<ProcessId>,
-    pub(crate) ops: Vec<GroupOp>,
-    pub(crate) gbcasts: Vec<(GroupName, ViewId, DataMsg)>,
-    pub(crate) leave: bool,
-    pub(crate) verdicts: Vec<(GroupName, ProcessId, bool)>,
-    pub(crate) verifying: Vec<GroupName>,
-    pub(crate) stalled: bool,
+/// Gbcast ids remembered as delivered, so that a request repeated late is not delivered
+/// twice; the oldest are forgotten past this.
+const GBCAST_DONE_MAX: usize = 65536;
+
+/// What every membership handler may read of the engine.
+#[derive(Clone, Copy)]
+pub(crate) struct Ctx<'a> {
+    /// This process.
+    pub(crate) me: &'a ProcessId,
+    /// The engine's configuration.
+    pub(crate) config: &'a Config,
+    /// The time of the input being handled.
+    pub(crate) now: Instant,
+}
+
+/// What a membership handler asks the engine to do, in this order: send `sends` (reliable,
+/// in order) and `ctl` (unreliable), fill and send the `promise`, apply the `commit`.
+#[derive(Default)]
+pub(crate) struct GmsOut {
+    pub(crate) sends: Vec<(ProcessId, Msg)>,
+    pub(crate) ctl: Vec<(ProcessId, Ctl)>,
+    /// A promise to send once the engine froze `groups` and added their flush reports.
+    pub(crate) promise: Option<Promise>,
+    /// A committed decision (with the configuration, for a process that joins by it).
+    pub(crate) commit: Option<(Arc<Decision>, Option<Arc<Snapshot>>)>,
+    /// Rounds this process started.
+    pub(crate) rounds: u64,
+}
+
+impl GmsOut {
+    fn send(&mut self, to: &ProcessId, msg: Msg) {
+        self.sends.push((to.clone(), msg));
+    }
+}
+
+/// A promise in the making: the engine freezes `groups` for `epoch` and adds their reports.
+pub(crate) struct Promise {
+    pub(crate) to: ProcessId,
+    pub(crate) ballot: Ballot,
+    pub(crate) committed: u64,
+    pub(crate) accepted: Option<(Ballot, Arc<Decision>)>,
+    pub(crate) epoch: u64,
+    pub(crate) groups: Vec<GroupName>,
+}
+
+/// The phase of a membership round this process leads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoundPhase {
+    /// Phase 1: prepares sent, promises (with flush reports) coming in.
+    Prepare,
+    /// Phase 2: the decision proposed, acceptances coming in.
+    Accept,
 }
 
 /// What a round changes, fixed when it starts.
@@ -46,6 +95,17 @@ struct Plan {
     /// Some member's groups are frozen by a round that never ended (its leader lost the
     /// lead to an older member with nothing to change): a round must end it.
     resume: bool,
+}
+
+impl Plan {
+    fn is_empty(&self) -> bool {
+        self.failed.is_empty()
+            && self.leaving.is_empty()
+            && self.joins.is_empty()
+            && self.groups.is_empty()
+            && self.refused.is_empty()
+            && !self.resume
+    }
 }
 
 #[derive(Debug)]
@@ -73,52 +133,62 @@ type PromiseBody = (Option<(Ballot, Arc<Decision>)>, Vec<Report>);
 
 /// Membership state of one process.
 pub(crate) struct Gms {
-    pub(crate) epoch: u64,
-    pub(crate) members: Vec<(ProcessId, u32)>,
-    pub(crate) removed: BTreeSet<ProcessId>,
+    epoch: u64,
+    members: Vec<(ProcessId, u32)>,
+    removed: BTreeSet<ProcessId>,
+    /// Every group's current view (the cluster configuration).
+    views: BTreeMap<GroupName, GroupView>,
     promised: Option<Ballot>,
     accepted: Option<(Ballot, Arc<Decision>)>,
     log: VecDeque<Arc<Decision>>,
-    pub(crate) suspects: BTreeSet<ProcessId>,
+    suspects: BTreeSet<ProcessId>,
     max_round: u64,
+    /// Backoff jitter; seeded from the configuration, so a run replays exactly.
+    rng: ChaCha8Rng,
     // This process's own requests.
     ops: Vec<GroupOp>,
     /// Gbcasts this process asked for, with the view of the group it knew then.
-    pub(crate) gbcasts: Vec<(GroupName, ViewId, DataMsg)>,
+    gbcasts: Vec<(GroupName, ViewId, DataMsg)>,
     /// Per group, the first view of its current lineage: a gbcast asked of an older lineage
     /// (one whose members all failed or left) is never delivered in a newer one.
-    pub(crate) lineage_start: BTreeMap<GroupName, ViewId>,
-    pub(crate) leave: bool,
-    pub(crate) requests_dirty: bool,
+    lineage_start: BTreeMap<GroupName, ViewId>,
+    leave: bool,
+    /// The requests changed since they were last sent. Set only inside this type, by every
+    /// method that changes what [`Msg::Requests`] carries.
+    requests_dirty: bool,
     requests_sent_epoch: u64,
     /// Since when a group of this process has been frozen for an epoch not decided yet.
     frozen_since: Option<Instant>,
     /// Whether the requests last sent said "stalled".
     stalled_sent: bool,
+    /// This process's join verifiers and the verdicts they gave.
+    join_verifiers: BTreeMap<GroupName, JoinVerifier>,
+    verdicts: BTreeMap<(GroupName, ProcessId), bool>,
     // Leader state.
     round: Round,
-    backoff_until: Instant,
-    pub(crate) requests: BTreeMap<ProcessId, Requests>,
+    requests: BTreeMap<ProcessId, Requests>,
     /// Group joins refused by a verifier, while the joiner still asks.
     refused: BTreeSet<(GroupName, ProcessId)>,
     join_requests: BTreeMap<ProcessId, u32>,
-    pub(crate) gbcast_done: BTreeSet<MsgId>,
-    /// Groups this process must leave before it may join them again.
-    pub(crate) forced_leaves: BTreeSet<GroupName>,
+    gbcast_done: BTreeSet<MsgId>,
     gbcast_done_order: VecDeque<MsgId>,
+    /// Groups this process must leave before it may join them again.
+    forced_leaves: BTreeSet<GroupName>,
 }
 
 impl Gms {
-    pub(crate) fn new(now: Instant) -> Self {
+    pub(crate) fn new(rng_seed: u64) -> Self {
         Self {
             epoch: 0,
             members: Vec::new(),
             removed: BTreeSet::new(),
+            views: BTreeMap::new(),
             promised: None,
             accepted: None,
             log: VecDeque::new(),
             suspects: BTreeSet::new(),
             max_round: 0,
+            rng: ChaCha8Rng::seed_from_u64(rng_seed),
             ops: Vec::new(),
             gbcasts: Vec::new(),
             lineage_start: BTreeMap::new(),
@@ -127,40 +197,108 @@ impl Gms {
             requests_sent_epoch: 0,
             frozen_since: None,
             stalled_sent: false,
+            join_verifiers: BTreeMap::new(),
+            verdicts: BTreeMap::new(),
             round: Round::Idle,
-            backoff_until: now,
             requests: BTreeMap::new(),
             refused: BTreeSet::new(),
             join_requests: BTreeMap::new(),
             gbcast_done: BTreeSet::new(),
-            forced_leaves: BTreeSet::new(),
             gbcast_done_order: VecDeque::new(),
+            forced_leaves: BTreeSet::new(),
         }
     }
 
+    /// Founds a cluster of one.
     pub(crate) fn found(&mut self, me: &ProcessId, weight: u32) {
         self.epoch = 1;
         self.members = vec![(me.clone(), weight)];
     }
 
-    /// This process must leave the group whatever it asks later (its state is lost).
-    pub(crate) fn force_leave(&mut self, group: GroupName) {
-        self.ops.retain(|o| o.joins() != Some(&group));
-        self.request_op(GroupOp::Leave(group.clone()));
-        self.forced_leaves.insert(group);
+    // ------------------------------------------------------------------ what it knows
+
+    /// The number of the current process view.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
     }
 
-    /// The phase of the round this process leads, if any: "prepare" or "accept".
-    pub(crate) fn round_phase(&self) -> Option<&'static str> {
+    /// The cluster's members, oldest first.
+    pub(crate) fn members(&self) -> impl Iterator<Item = &ProcessId> + Clone {
+        self.members.iter().map(|(p, _)| p)
+    }
+
+    pub(crate) fn is_member(&self, p: &ProcessId) -> bool {
+        self.members.iter().any(|(m, _)| m == p)
+    }
+
+    /// Whether `p` was excluded from (or left) the cluster.
+    pub(crate) fn is_removed(&self, p: &ProcessId) -> bool {
+        self.removed.contains(p)
+    }
+
+    pub(crate) fn is_suspect(&self, p: &ProcessId) -> bool {
+        self.suspects.contains(p)
+    }
+
+    /// The member called `name`, other than `me`.
+    pub(crate) fn member_named(&self, name: &str, me: &ProcessId) -> Option<ProcessId> {
+        self.members().find(|p| &*p.name == name && *p != me).cloned()
+    }
+
+    pub(crate) fn leader(&self) -> Option<&ProcessId> {
+        self.members().find(|p| !self.suspects.contains(*p))
+    }
+
+    /// The current view of a group (member or not).
+    pub(crate) fn view(&self, group: &GroupName) -> Option<&GroupView> {
+        self.views.get(group)
+    }
+
+    pub(crate) fn views(&self) -> &BTreeMap<GroupName, GroupView> {
+        &self.views
+    }
+
+    /// Whether `me` is in the current view of `group`.
+    pub(crate) fn in_view(&self, group: &GroupName, me: &ProcessId) -> bool {
+        self.views.get(group).is_some_and(|v| v.members.contains(me))
+    }
+
+    /// The phase of the round this process leads, if any.
+    pub(crate) fn round_phase(&self) -> Option<RoundPhase> {
         match self.round {
             Round::Idle => None,
-            Round::Preparing { .. } => Some("prepare"),
-            Round::Accepting { .. } => Some("accept"),
+            Round::Preparing { .. } => Some(RoundPhase::Prepare),
+            Round::Accepting { .. } => Some(RoundPhase::Accept),
         }
     }
 
-    /// The round and the promised ballot, for debug dumps.
-    pub(crate) fn debug_round(&self) -> String {
+    pub(crate) fn gbcast_done(&self, id: &MsgId) -> bool {
+        self.gbcast_done.contains(id)
+    }
+
+    /// A gbcast this process asked for in `group` and is not yet delivered.
+    pub(crate) fn pending_gbcast(&self, group: &GroupName, id: &MsgId) -> Option<DataMsg> {
+        self.gbcasts.iter().find(|(g, _, m)| g == group && m.id == *id).map(|(_, _, m)| m.clone())
+    }
+
+    /// The gbcasts this process asked for in `group`, for debug dumps.
+    pub(crate) fn pending_gbcasts_of<'a>(&'a self, group: &'a GroupName) -> impl Iterator<Item = &'a MsgId> + 'a {
+        self.gbcasts.iter().filter(move |(g, _, _)| g == group).map(|(_, _, m)| &m.id)
+    }
+
+    /// Whether this process must stay out of `group` until its forced leave is decided.
+    pub(crate) fn forced_out(&self, group: &GroupName) -> bool {
+        self.forced_leaves.contains(group)
+    }
+
+    /// Whether this process asked to leave the cluster.
+    pub(crate) fn leaving(&self) -> bool {
+        self.leave
+    }
+
+    /// The round and the promised ballot, the suspicions and the requests held, for debug
+    /// dumps.
+    pub(crate) fn debug_state(&self) -> String {
         let round = match &self.round {
             Round::Idle => "idle".to_string(),
             Round::Preparing { ballot, epoch, waiting, promises, .. } => format!(
@@ -169,13 +307,27 @@ impl Gms {
             ),
             Round::Accepting { ballot, accepted, .. } => format!("accepting {ballot:?} accepted by {accepted:?}"),
         };
-        format!("{round}; promised {:?}; max round {}", self.promised, self.max_round)
+        let requests: Vec<String> = self
+            .requests
+            .iter()
+            .map(|(p, r)| {
+                let g: Vec<String> = r.gbcasts.iter().map(|(_, _, m)| m.id.to_string()).collect();
+                format!("{p}: suspects {:?} ops {} gbcasts {g:?} leave {}", r.suspects, r.ops.len(), r.leave)
+            })
+            .collect();
+        format!(
+            "epoch {} suspects {:?} round {round}; promised {:?}; max round {} requests [{}]",
+            self.epoch,
+            self.suspects,
+            self.promised,
+            self.max_round,
+            requests.join("; ")
+        )
     }
 
-    pub(crate) fn leader(&self) -> Option<&ProcessId> {
-        self.members.iter().map(|(p, _)| p).find(|p| !self.suspects.contains(*p))
-    }
+    // ------------------------------------------------------------------ this process's requests
 
+    /// Asks to join or leave a group.
     pub(crate) fn request_op(&mut self, op: GroupOp) {
         // The last request about a group replaces the others, but a forced leave (state
         // lost) stands: a join then follows it.
@@ -187,6 +339,72 @@ impl Gms {
             self.ops.push(op);
         }
         self.requests_dirty = true;
+    }
+
+    /// This process must leave the group whatever it asks later (its state is lost).
+    pub(crate) fn force_leave(&mut self, group: GroupName) {
+        self.ops.retain(|o| o.joins() != Some(&group));
+        self.request_op(GroupOp::Leave(group.clone()));
+        self.forced_leaves.insert(group);
+    }
+
+    /// Asks to leave the cluster.
+    pub(crate) fn request_leave_cluster(&mut self) {
+        self.leave = true;
+        self.requests_dirty = true;
+    }
+
+    /// Asks the leader to deliver a gbcast in `group` (whose view here is `view`).
+    pub(crate) fn request_gbcast(&mut self, group: GroupName, view: ViewId, msg: DataMsg) {
+        self.gbcasts.push((group, view, msg));
+        self.requests_dirty = true;
+    }
+
+    /// Forgets the gbcasts asked of `group` (its lineage died), adding their ids to `lost`
+    /// after those already there.
+    pub(crate) fn drop_gbcasts_of(&mut self, group: &GroupName, lost: &mut Vec<MsgId>) {
+        self.gbcasts.retain(|(g, _, m)| {
+            if g == group && !lost.contains(&m.id) {
+                lost.push(m.id.clone());
+            }
+            g != group
+        });
+        self.requests_dirty = true;
+    }
+
+    /// Installs (or with `None` removes) the join verifier of `group`.
+    pub(crate) fn set_join_verifier(&mut self, group: GroupName, verifier: Option<JoinVerifier>) {
+        match verifier {
+            Some(f) => self.join_verifiers.insert(group, f),
+            None => self.join_verifiers.remove(&group),
+        };
+        self.requests_dirty = true;
+    }
+
+    // ------------------------------------------------------------------ failure detection
+
+    /// Suspects `p`; false if it was suspected already.
+    pub(crate) fn suspect(&mut self, p: ProcessId) -> bool {
+        let new = self.suspects.insert(p);
+        if new {
+            self.requests_dirty = true;
+        }
+        new
+    }
+
+    /// `p` was heard from. A suspected member heard again before any view change acted on
+    /// it was wrongly suspected (a partition healed, a slow spell passed); sticky
+    /// suspicions could otherwise leave no leader able to gather a quorum.
+    pub(crate) fn heard(&mut self, p: &ProcessId) {
+        if self.is_member(p) && self.suspects.remove(p) {
+            self.requests_dirty = true;
+        }
+    }
+
+    /// Whether the members not suspected carry a majority (G10).
+    pub(crate) fn live_quorum(&self, config: &Config) -> bool {
+        let alive: Vec<&ProcessId> = self.members().filter(|p| !self.suspects.contains(*p)).collect();
+        self.quorum(alive.into_iter(), config.min_commit_weight)
     }
 
     fn weight_of<'a>(&self, ps: impl Iterator<Item = &'a ProcessId>) -> u64 {
@@ -203,192 +421,121 @@ impl Gms {
     fn quorum<'a>(&self, ps: impl Iterator<Item = &'a ProcessId> + Clone, min_commit: u32) -> bool {
         let total = self.total_weight();
         if total == 0 {
-            let n = ps.clone().filter(|p| self.members.iter().any(|(m, _)| m == *p)).count();
+            let n = ps.clone().filter(|p| self.is_member(p)).count();
             return 2 * n > self.members.len();
         }
         let w = self.weight_of(ps);
         2 * w > total && w >= min_commit as u64
     }
 
-    fn remember_gbcast(&mut self, id: MsgId) {
-        if self.gbcast_done.insert(id.clone()) {
-            self.gbcast_done_order.push_back(id);
-            if self.gbcast_done_order.len() > 65536 {
-                if let Some(old) = self.gbcast_done_order.pop_front() {
-                    self.gbcast_done.remove(&old);
-                }
-            }
-        }
+    /// No new round before a random part of half the failure timeout has passed.
+    fn backoff(&mut self, ctx: &Ctx, timers: &mut TimerTable) {
+        let jitter = self.rng.gen_range(0..=ctx.config.failure_timeout.as_micros() as u64 / 2);
+        timers.set(Timer::RoundBackoff, ctx.now + std::time::Duration::from_micros(jitter));
     }
-}
 
-impl Engine {
-    pub(crate) fn on_join_cluster(&mut self, _now: Instant, from: &ProcessId, weight: u32) {
-        if self.status != Status::Member {
-            return;
-        }
-        if self.gms.members.iter().any(|(p, _)| p == from) {
+    // ------------------------------------------------------------------ messages
+
+    /// A process asks a member to let it into the cluster.
+    pub(crate) fn on_join_cluster(&mut self, ctx: &Ctx, from: &ProcessId, weight: u32, out: &mut GmsOut) {
+        if self.is_member(from) {
             // It is in, but missed its commit (its leader failed): send the latest again.
-            if let Some(d) = self.gms.log.back().cloned() {
+            if let Some(d) = self.log.back().cloned() {
                 let snapshot = Some(Arc::new(self.snapshot()));
-                self.send_to(from, Msg::Commit { decision: d, snapshot });
+                out.send(from, Msg::Commit { decision: d, snapshot });
             }
             return;
         }
-        match self.gms.leader().cloned() {
-            Some(l) if l == self.me => {
-                self.gms.join_requests.insert(from.clone(), weight);
+        match self.leader().cloned() {
+            Some(l) if l == *ctx.me => {
+                self.join_requests.insert(from.clone(), weight);
             }
             Some(l) => {
-                self.send_to(&l, Msg::JoinRequest { who: from.clone(), weight });
-                self.ctl_queue(from, Ctl::Redirect { leader: l });
+                out.send(&l, Msg::JoinRequest { who: from.clone(), weight });
+                // Control messages ride in the next frame to that peer.
+                out.ctl.push((from.clone(), Ctl::Redirect { leader: l }));
             }
             None => {}
         }
     }
 
-    fn ctl_queue(&mut self, to: &ProcessId, ctl: Ctl) {
-        // Control messages ride in the next frame to that peer.
-        self.ctl_out.entry(to.clone()).or_default().push(ctl);
-    }
-
     fn snapshot(&self) -> Snapshot {
         Snapshot {
             groups: self.views.iter().map(|(n, v)| (n.clone(), v.clone())).collect(),
-            lineages: self.gms.lineage_start.iter().map(|(g, v)| (g.clone(), *v)).collect(),
+            lineages: self.lineage_start.iter().map(|(g, v)| (g.clone(), *v)).collect(),
         }
     }
 
-    /// Suspects silent members; stops when the majority is out of reach.
-    pub(crate) fn detect_failures(&mut self, now: Instant) {
-        if self.deaf_since.is_some() {
-            return; // not reading: no silence to judge (see `Engine::handle_listening`)
-        }
-        let members: Vec<ProcessId> = self.gms.members.iter().map(|(p, _)| p.clone()).collect();
-        let config = self.config.clone();
-        for p in members {
-            if p == self.me || self.gms.suspects.contains(&p) {
-                continue;
-            }
-            let link = self.links.entry(p.clone()).or_insert_with(|| Link::new(&config));
-            let last = *link.last_heard.get_or_insert(now);
-            if now - last > link.failure_timeout(&config) {
-                tracing::info!(me = %self.me, suspect = %p, "suspecting a silent member");
-                self.gms.suspects.insert(p);
-                self.gms.requests_dirty = true;
-            }
-        }
-        self.check_majority();
-    }
-
-    fn check_majority(&mut self) {
-        let alive: Vec<ProcessId> =
-            self.gms.members.iter().map(|(p, _)| p).filter(|p| !self.gms.suspects.contains(*p)).cloned().collect();
-        if !self.gms.quorum(alive.iter(), self.config.min_commit_weight) {
-            self.stop(PartitionReason::LostMajority);
-        }
-    }
-
-    /// The member called `name`, other than this process.
-    pub(crate) fn gms_member_named(&self, name: &str) -> Option<ProcessId> {
-        self.gms.members.iter().map(|(p, _)| p).find(|p| &*p.name == name && **p != self.me).cloned()
-    }
-
-    /// Suspects `p` on the runtime's word (its connection is gone).
-    pub(crate) fn suspect(&mut self, p: ProcessId) {
-        if self.gms.suspects.insert(p.clone()) {
-            tracing::info!(me = %self.me, suspect = %p, "suspecting an unreachable member");
-            self.gms.requests_dirty = true;
-            self.check_majority();
-        }
-    }
-
-    pub(crate) fn on_gms(&mut self, now: Instant, from: &ProcessId, msg: Msg) {
+    /// A membership message from `from` (a member, or a process it relays for).
+    pub(crate) fn handle(&mut self, ctx: &Ctx, timers: &mut TimerTable, from: &ProcessId, msg: Msg, out: &mut GmsOut) {
         match msg {
-            Msg::JoinRequest { who, weight }
-                if self.gms.leader() == Some(&self.me) && !self.gms.removed.contains(&who) =>
-            {
-                self.gms.join_requests.insert(who, weight);
+            Msg::JoinRequest { who, weight } if self.leader() == Some(ctx.me) && !self.removed.contains(&who) => {
+                self.join_requests.insert(who, weight);
             }
-            Msg::Requests { suspects, ops, gbcasts, leave, verdicts, verifying, stalled } => {
+            Msg::Requests(r) => {
                 // A refusal is remembered until the joiner stops asking.
-                self.gms.refused.retain(|(g, p)| p != from || ops.iter().any(|o| o.joins() == Some(g)));
-                let r = Requests { suspects, ops, gbcasts, leave, verdicts, verifying, stalled };
-                self.gms.requests.insert(from.clone(), r);
+                self.refused.retain(|(g, p)| p != from || r.ops.iter().any(|o| o.joins() == Some(g)));
+                self.requests.insert(from.clone(), r);
             }
-            Msg::Prepare { ballot, epoch, groups } => self.on_prepare(from, ballot, epoch, groups),
+            Msg::Prepare { ballot, epoch, groups } => self.on_prepare(from, ballot, epoch, groups, out),
             Msg::Promise { ballot, committed, accepted, reports } => {
-                self.on_promise(from, ballot, committed, accepted, reports)
+                self.on_promise(from, ballot, committed, accepted, reports, out)
             }
             Msg::Nack { promised } => {
-                self.gms.max_round = self.gms.max_round.max(promised.round);
-                if !matches!(self.gms.round, Round::Idle) {
-                    self.gms.round = Round::Idle;
-                    let jitter = self.rng.gen_range(0..=self.config.failure_timeout.as_micros() as u64 / 2);
-                    self.gms.backoff_until = now + std::time::Duration::from_micros(jitter);
+                self.max_round = self.max_round.max(promised.round);
+                if !matches!(self.round, Round::Idle) {
+                    self.round = Round::Idle;
+                    self.backoff(ctx, timers);
                 }
             }
             Msg::Accept { ballot, decision } => {
-                if self.gms.promised.as_ref().is_some_and(|p| *p > ballot) {
-                    let promised = self.gms.promised.clone().expect("checked");
-                    self.send_to(from, Msg::Nack { promised });
+                if let Some(promised) = self.promised.clone().filter(|p| *p > ballot) {
+                    out.send(from, Msg::Nack { promised });
                     return;
                 }
-                if decision.epoch != self.gms.epoch + 1 {
+                if decision.epoch != self.epoch + 1 {
                     return;
                 }
-                self.gms.max_round = self.gms.max_round.max(ballot.round);
-                self.gms.promised = Some(ballot.clone());
+                self.max_round = self.max_round.max(ballot.round);
+                self.promised = Some(ballot.clone());
                 let epoch = decision.epoch;
-                self.gms.accepted = Some((ballot.clone(), decision));
-                self.send_to(from, Msg::Accepted { ballot, epoch });
+                self.accepted = Some((ballot.clone(), decision));
+                out.send(from, Msg::Accepted { ballot, epoch });
             }
             Msg::Accepted { ballot, epoch } => {
-                if let Round::Accepting { ballot: b, decision, accepted, .. } = &mut self.gms.round {
+                if let Round::Accepting { ballot: b, decision, accepted, .. } = &mut self.round {
                     if *b == ballot && decision.epoch == epoch {
                         accepted.insert(from.clone());
                     }
                 }
             }
-            Msg::Commit { decision, snapshot } => self.apply_decision(now, decision, snapshot),
+            Msg::Commit { decision, snapshot } => out.commit = Some((decision, snapshot)),
             _ => {}
         }
     }
 
-    fn on_prepare(&mut self, from: &ProcessId, ballot: Ballot, epoch: u64, groups: Vec<GroupName>) {
-        if self.status != Status::Member {
-            return;
-        }
-        if epoch <= self.gms.epoch {
+    fn on_prepare(&mut self, from: &ProcessId, ballot: Ballot, epoch: u64, groups: Vec<GroupName>, out: &mut GmsOut) {
+        if epoch <= self.epoch {
             // The proposer is behind: send it what it missed.
-            let missing: Vec<Arc<Decision>> = self.gms.log.iter().filter(|d| d.epoch >= epoch).cloned().collect();
-            for d in missing {
-                self.send_to(from, Msg::Commit { decision: d, snapshot: None });
+            for d in self.log.iter().filter(|d| d.epoch >= epoch) {
+                out.send(from, Msg::Commit { decision: d.clone(), snapshot: None });
             }
             return;
         }
-        if self.gms.promised.as_ref().is_some_and(|p| *p > ballot) {
-            let promised = self.gms.promised.clone().expect("checked");
-            self.send_to(from, Msg::Nack { promised });
+        if let Some(promised) = self.promised.clone().filter(|p| *p > ballot) {
+            out.send(from, Msg::Nack { promised });
             return;
         }
-        self.gms.max_round = self.gms.max_round.max(ballot.round);
-        self.gms.promised = Some(ballot.clone());
-        let committed = self.gms.epoch;
+        self.max_round = self.max_round.max(ballot.round);
+        self.promised = Some(ballot.clone());
+        let committed = self.epoch;
         if epoch > committed + 1 {
             // Behind: the leader will send the missing commits and ask again.
-            self.send_to(from, Msg::Promise { ballot, committed, accepted: None, reports: Vec::new() });
+            out.send(from, Msg::Promise { ballot, committed, accepted: None, reports: Vec::new() });
             return;
         }
-        let mut reports = Vec::new();
-        for g in &groups {
-            if let Some(gs) = self.groups.get_mut(g) {
-                gs.frozen = Some(epoch);
-                reports.push(gs.report());
-            }
-        }
-        let accepted = self.gms.accepted.clone().filter(|(_, d)| d.epoch == epoch);
-        self.send_to(from, Msg::Promise { ballot, committed, accepted, reports });
+        let accepted = self.accepted.clone().filter(|(_, d)| d.epoch == epoch);
+        out.promise = Some(Promise { to: from.clone(), ballot, committed, accepted, epoch, groups });
     }
 
     fn on_promise(
@@ -398,9 +545,11 @@ impl Engine {
         committed: u64,
         accepted: Option<(Ballot, Arc<Decision>)>,
         reports: Vec<Report>,
+        out: &mut GmsOut,
     ) {
-        let my_epoch = self.gms.epoch;
-        let Round::Preparing { ballot: b, epoch, promises, waiting, .. } = &mut self.gms.round else {
+        let my_epoch = self.epoch;
+        let groups = self.prepare_groups();
+        let Round::Preparing { ballot: b, epoch, promises, waiting, .. } = &mut self.round else {
             return;
         };
         if *b != ballot || !waiting.contains(from) {
@@ -408,18 +557,18 @@ impl Engine {
         }
         if committed + 1 < *epoch {
             // Bring it up to date, then ask again (FIFO links keep the order).
-            let (e, g) = (*epoch, self.prepare_groups());
+            let e = *epoch;
             let missing: Vec<Arc<Decision>> =
-                self.gms.log.iter().filter(|d| d.epoch > committed && d.epoch <= my_epoch).cloned().collect();
+                self.log.iter().filter(|d| d.epoch > committed && d.epoch <= my_epoch).cloned().collect();
             if missing.first().is_none_or(|d| d.epoch != committed + 1) {
                 // Too far behind to catch up: it will be excluded as it cannot follow.
-                self.gms.suspects.insert(from.clone());
+                self.suspects.insert(from.clone());
                 return;
             }
             for d in missing {
-                self.send_to(from, Msg::Commit { decision: d, snapshot: None });
+                out.send(from, Msg::Commit { decision: d, snapshot: None });
             }
-            self.send_to(from, Msg::Prepare { ballot, epoch: e, groups: g });
+            out.send(from, Msg::Prepare { ballot, epoch: e, groups });
             return;
         }
         promises.insert(from.clone(), (accepted, reports));
@@ -428,60 +577,59 @@ impl Engine {
     /// Sends the prepare again to members that have not promised for a while: one that
     /// was still joining when it came (its commit, from a leader that crashed, arrived
     /// late) dropped it, and would otherwise hold the round forever.
-    fn prepare_again(&mut self, now: Instant) {
-        let patience = self.config.failure_timeout / 2;
+    fn prepare_again(&mut self, ctx: &Ctx, out: &mut GmsOut) {
+        let patience = ctx.config.failure_timeout / 2;
         let groups = self.prepare_groups();
-        let Round::Preparing { ballot, epoch, waiting, promises, sent_at, .. } = &mut self.gms.round else { return };
-        if now.saturating_since(*sent_at) < patience {
+        let Round::Preparing { ballot, epoch, waiting, promises, sent_at, .. } = &mut self.round else { return };
+        if ctx.now.saturating_since(*sent_at) < patience {
             return;
         }
-        *sent_at = now;
-        let (ballot, epoch) = (ballot.clone(), *epoch);
-        let late: Vec<ProcessId> = waiting.iter().filter(|p| !promises.contains_key(*p)).cloned().collect();
-        for p in late {
-            self.send_to(&p, Msg::Prepare { ballot: ballot.clone(), epoch, groups: groups.clone() });
+        *sent_at = ctx.now;
+        for p in waiting.iter().filter(|p| !promises.contains_key(*p)) {
+            out.send(p, Msg::Prepare { ballot: ballot.clone(), epoch: *epoch, groups: groups.clone() });
         }
     }
 
     fn prepare_groups(&self) -> Vec<GroupName> {
-        match &self.gms.round {
+        match &self.round {
             Round::Preparing { plan, .. } => plan.groups.iter().cloned().collect(),
             _ => Vec::new(),
         }
     }
+
+    // ------------------------------------------------------------------ the leader's rounds
 
     /// The suspicions the leader acts on: its own, and those of members it trusts that do
     /// not suspect a majority (those will stop by themselves). Members are heard oldest
     /// first, and an excluded member's suspicions are ignored: two members that suspect each
     /// other (a link cut between them) lose only the younger, not both (which could cost the
     /// majority and stall every round).
-    fn effective_suspects(&self) -> BTreeSet<ProcessId> {
-        let mut s = self.gms.suspects.clone();
-        let n = self.gms.members.len();
-        for (p, _) in &self.gms.members {
+    fn effective_suspects(&self, me: &ProcessId) -> BTreeSet<ProcessId> {
+        let mut s = self.suspects.clone();
+        let n = self.members.len();
+        for p in self.members() {
             if s.contains(p) {
                 continue;
             }
-            let Some(r) = self.gms.requests.get(p) else { continue };
+            let Some(r) = self.requests.get(p) else { continue };
             if 2 * r.suspects.len() >= n {
                 continue;
             }
-            if r.suspects.contains(&self.me) {
+            if r.suspects.contains(me) {
                 // It cannot hear its leader, so it cannot take part in a view change.
                 s.insert(p.clone());
             } else {
                 s.extend(r.suspects.iter().cloned());
             }
         }
-        s.retain(|p| self.gms.members.iter().any(|(m, _)| m == p));
+        s.retain(|p| self.is_member(p));
         s
     }
 
-    fn plan(&self) -> Plan {
-        let mut plan = Plan { failed: self.effective_suspects(), ..Plan::default() };
-        let member = |p: &ProcessId| self.gms.members.iter().any(|(m, _)| m == p);
-        for (p, r) in &self.gms.requests {
-            if !member(p) || plan.failed.contains(p) {
+    fn plan(&self, me: &ProcessId) -> Plan {
+        let mut plan = Plan { failed: self.effective_suspects(me), ..Plan::default() };
+        for (p, r) in &self.requests {
+            if !self.is_member(p) || plan.failed.contains(p) {
                 continue;
             }
             if r.leave {
@@ -489,37 +637,11 @@ impl Engine {
             }
             plan.resume |= r.stalled;
             for op in &r.ops {
-                match op {
-                    GroupOp::JoinRunning(g) if !self.views.get(g).is_some_and(|v| v.members.contains(p)) => {
-                        if !r.leave && self.goes_on(g, &plan.failed) {
-                            plan.group_joins.entry(g.clone()).or_default().push(p.clone());
-                        } else if !r.leave && !self.gms.refused.contains(&(g.clone(), p.clone())) {
-                            plan.refused.push((g.clone(), p.clone()));
-                        }
-                    }
-                    GroupOp::JoinRunning(_) => {}
-                    GroupOp::Join(g) => {
-                        let inside = self.views.get(g).is_some_and(|v| v.members.contains(p));
-                        if !inside && !r.leave {
-                            match self.admission(g, p) {
-                                Some(true) => plan.group_joins.entry(g.clone()).or_default().push(p.clone()),
-                                Some(false) if !self.gms.refused.contains(&(g.clone(), p.clone())) => {
-                                    plan.refused.push((g.clone(), p.clone()))
-                                }
-                                _ => {} // a verifier has not answered yet, or refused already
-                            }
-                        }
-                    }
-                    GroupOp::Leave(g) => {
-                        if self.views.get(g).is_some_and(|v| v.members.contains(p)) {
-                            plan.group_leaves.entry(g.clone()).or_default().insert(p.clone());
-                        }
-                    }
-                }
+                self.plan_op(&mut plan, p, r.leave, op);
             }
             for (g, asked_in, m) in &r.gbcasts {
-                let lineage = self.gms.lineage_start.get(g).copied().unwrap_or(ViewId(0));
-                if !self.gms.gbcast_done.contains(&m.id)
+                let lineage = self.lineage_start.get(g).copied().unwrap_or(ViewId(0));
+                if !self.gbcast_done.contains(&m.id)
                     && *asked_in >= lineage
                     && self.views.get(g).is_some_and(|v| !v.members.is_empty())
                 {
@@ -530,8 +652,8 @@ impl Engine {
                 }
             }
         }
-        for (p, w) in &self.gms.join_requests {
-            if !member(p) && !self.gms.removed.contains(p) {
+        for (p, w) in &self.join_requests {
+            if !self.is_member(p) && !self.removed.contains(p) {
                 plan.joins.push((p.clone(), *w));
             }
         }
@@ -547,26 +669,46 @@ impl Engine {
         plan
     }
 
+    /// Adds member `p`'s request `op` to the plan (`leaving`: it also leaves the cluster).
+    fn plan_op(&self, plan: &mut Plan, p: &ProcessId, leaving: bool, op: &GroupOp) {
+        let inside = |g: &GroupName| self.views.get(g).is_some_and(|v| v.members.contains(p));
+        let refused_already = |g: &GroupName| self.refused.contains(&(g.clone(), p.clone()));
+        match op {
+            GroupOp::JoinRunning(g) if !inside(g) => {
+                if !leaving && self.goes_on(g, &plan.failed) {
+                    plan.group_joins.entry(g.clone()).or_default().push(p.clone());
+                } else if !leaving && !refused_already(g) {
+                    plan.refused.push((g.clone(), p.clone()));
+                }
+            }
+            GroupOp::JoinRunning(_) => {}
+            GroupOp::Join(g) => {
+                if !inside(g) && !leaving {
+                    match self.admission(g, p) {
+                        Some(true) => plan.group_joins.entry(g.clone()).or_default().push(p.clone()),
+                        Some(false) if !refused_already(g) => plan.refused.push((g.clone(), p.clone())),
+                        _ => {} // a verifier has not answered yet, or refused already
+                    }
+                }
+            }
+            GroupOp::Leave(g) => {
+                if inside(g) {
+                    plan.group_leaves.entry(g.clone()).or_default().insert(p.clone());
+                }
+            }
+        }
+    }
+
     /// Whether a member of `group` stays in it through a round where `failed` go: one that
     /// neither failed nor asks to leave the cluster or the group (a joiner that asked to
     /// join only a running group gets its state from such a member).
     fn goes_on(&self, group: &GroupName, failed: &BTreeSet<ProcessId>) -> bool {
         let leaves = |m: &ProcessId| {
-            self.gms
-                .requests
+            self.requests
                 .get(m)
                 .is_some_and(|r| r.leave || r.ops.iter().any(|o| matches!(o, GroupOp::Leave(g) if g == group)))
         };
         self.views.get(group).is_some_and(|v| v.members.iter().any(|m| !failed.contains(m) && !leaves(m)))
-    }
-
-    fn plan_is_empty(plan: &Plan) -> bool {
-        plan.failed.is_empty()
-            && plan.leaving.is_empty()
-            && plan.joins.is_empty()
-            && plan.groups.is_empty()
-            && plan.refused.is_empty()
-            && !plan.resume
     }
 
     /// Whether `p` may join `g`: `Some(true)` when every member of `g` that verifies joins
@@ -576,7 +718,7 @@ impl Engine {
         let Some(view) = self.views.get(g) else { return Some(true) };
         let mut all = true;
         for m in &view.members {
-            let Some(r) = self.gms.requests.get(m).filter(|r| r.verifying.contains(g)) else { continue };
+            let Some(r) = self.requests.get(m).filter(|r| r.verifying.contains(g)) else { continue };
             match r.verdicts.iter().find(|(vg, vp, _)| vg == g && vp == p) {
                 Some((_, _, false)) => return Some(false),
                 Some(_) => {}
@@ -587,205 +729,167 @@ impl Engine {
     }
 
     /// The groups this process is in and verifies joins for.
-    fn verifying(&self) -> Vec<GroupName> {
-        let me = &self.me;
-        self.verifiers
-            .join
-            .keys()
-            .filter(|g| self.views.get(*g).is_some_and(|v| v.members.contains(me)))
-            .cloned()
-            .collect()
+    fn verifying(&self, me: &ProcessId) -> Vec<GroupName> {
+        self.join_verifiers.keys().filter(|g| self.in_view(g, me)).cloned().collect()
     }
 
     /// Runs this process's join verifiers on the joins others ask for, and forgets verdicts
     /// on joins no longer asked for.
-    fn judge_joins(&mut self) {
-        if self.verifiers.join.is_empty() && self.verifiers.verdicts.is_empty() {
+    fn judge_joins(&mut self, me: &ProcessId) {
+        if self.join_verifiers.is_empty() && self.verdicts.is_empty() {
             return;
         }
-        let mine = self.verifying();
+        let mine = self.verifying(me);
         let mut wanted: BTreeSet<(GroupName, ProcessId)> = BTreeSet::new();
-        for (p, r) in &self.gms.requests {
-            for op in &r.ops {
-                if let Some(g) = op.joins() {
-                    if mine.contains(g) && !self.views.get(g).is_some_and(|v| v.members.contains(p)) {
-                        wanted.insert((g.clone(), p.clone()));
-                    }
+        for (p, r) in &self.requests {
+            for g in r.ops.iter().filter_map(GroupOp::joins) {
+                if mine.contains(g) && !self.in_view(g, p) {
+                    wanted.insert((g.clone(), p.clone()));
                 }
             }
         }
-        let before = self.verifiers.verdicts.len();
-        self.verifiers.verdicts.retain(|k, _| wanted.contains(k));
-        let mut changed = before != self.verifiers.verdicts.len();
+        let before = self.verdicts.len();
+        self.verdicts.retain(|k, _| wanted.contains(k));
+        let mut changed = before != self.verdicts.len();
         for (g, p) in wanted {
-            if !self.verifiers.verdicts.contains_key(&(g.clone(), p.clone())) {
-                let ok = self.verifiers.join.get(&g).is_none_or(|f| f(&p));
+            if !self.verdicts.contains_key(&(g.clone(), p.clone())) {
+                let ok = self.join_verifiers.get(&g).is_none_or(|f| f(&p));
                 if !ok {
-                    tracing::warn!(me = %self.me, group = %g, joiner = %p, "join verifier refused a join");
+                    tracing::warn!(%me, group = %g, joiner = %p, "join verifier refused a join");
                 }
-                self.verifiers.verdicts.insert((g, p), ok);
+                self.verdicts.insert((g, p), ok);
                 changed = true;
             }
         }
         if changed {
-            self.gms.requests_dirty = true;
+            self.requests_dirty = true;
         }
     }
 
-    /// The leader's side of rounds, and every member's request forwarding.
-    pub(crate) fn gms_drive(&mut self, now: Instant) {
-        if self.status != Status::Member {
-            return;
-        }
-        // Requests go to every member whenever they change or the membership does: whoever
-        // leads (even one this process cannot hear) has them.
-        let leader = self.gms.leader().cloned();
-        self.judge_joins();
-        let epoch = self.gms.epoch;
-        if self.groups.values().any(|g| g.frozen.is_some_and(|e| e > epoch)) {
-            self.gms.frozen_since.get_or_insert(now);
+    /// Every member's request forwarding, and the leader's side of rounds. `frozen_ahead`:
+    /// some group of this process is frozen for an epoch not decided yet; `inputs_pending`:
+    /// the engine has messages to itself still to handle (a round waits for them).
+    pub(crate) fn drive(
+        &mut self,
+        ctx: &Ctx,
+        timers: &mut TimerTable,
+        frozen_ahead: bool,
+        inputs_pending: bool,
+        out: &mut GmsOut,
+    ) {
+        let me = ctx.me;
+        let leader = self.leader().cloned();
+        self.judge_joins(me);
+        if frozen_ahead {
+            self.frozen_since.get_or_insert(ctx.now);
         } else {
-            self.gms.frozen_since = None;
+            self.frozen_since = None;
         }
-        let stalled = self.gms.frozen_since.is_some_and(|t| now.saturating_since(t) >= self.config.failure_timeout);
-        if stalled != self.gms.stalled_sent {
-            self.gms.requests_dirty = true;
-        }
-        if self.gms.requests_dirty || self.gms.requests_sent_epoch != self.gms.epoch {
-            self.gms.stalled_sent = stalled;
-            self.gms.requests_dirty = false;
-            self.gms.requests_sent_epoch = self.gms.epoch;
-            let msg = Msg::Requests {
-                suspects: self.gms.suspects.iter().cloned().collect(),
-                ops: self.gms.ops.clone(),
-                gbcasts: self.gms.gbcasts.clone(),
-                leave: self.gms.leave,
-                verdicts: self.verifiers.verdicts.iter().map(|((g, p), ok)| (g.clone(), p.clone(), *ok)).collect(),
-                verifying: self.verifying(),
-                stalled,
-            };
-            let members: Vec<ProcessId> = self.gms.members.iter().map(|(p, _)| p.clone()).collect();
-            for p in members {
-                self.send_to(&p, msg.clone());
-            }
-        }
-        if leader.as_ref() != Some(&self.me) {
-            self.gms.round = Round::Idle;
+        let stalled = self.frozen_since.is_some_and(|t| ctx.now.saturating_since(t) >= ctx.config.failure_timeout);
+        self.send_requests(me, stalled, out);
+        // The requests just sent to itself count as input still to handle.
+        let inputs_pending = inputs_pending || out.sends.iter().any(|(to, _)| to == me);
+        if leader.as_ref() != Some(me) {
+            self.round = Round::Idle;
             return;
         }
-        match &self.gms.round {
-            Round::Idle => {
-                if now < self.gms.backoff_until || !self.local.is_empty() {
-                    return;
-                }
-                let mut plan = self.plan();
-                plan.resume |= stalled;
-                if Self::plan_is_empty(&plan) {
-                    return;
-                }
-                let alive = self.gms.members.iter().map(|(p, _)| p).filter(|p| !plan.failed.contains(*p));
-                if !self.gms.quorum(alive, self.config.min_commit_weight) {
-                    // Too many members suspect this process (or each other) for it to win a
-                    // round: it would only outbid, round after round, a leader that can.
-                    let jitter = self.rng.gen_range(0..=self.config.failure_timeout.as_micros() as u64 / 2);
-                    self.gms.backoff_until = now + std::time::Duration::from_micros(jitter);
-                    return;
-                }
-                self.gms.max_round += 1;
-                let ballot = Ballot { round: self.gms.max_round, leader: self.me.clone() };
-                let epoch = self.gms.epoch + 1;
-                let waiting: BTreeSet<ProcessId> =
-                    self.gms.members.iter().map(|(p, _)| p).filter(|p| !plan.failed.contains(*p)).cloned().collect();
-                let groups: Vec<GroupName> = plan.groups.iter().cloned().collect();
-                self.stats.rounds += 1;
-                tracing::debug!(me = %self.me, epoch, ?plan.failed, joins = plan.joins.len(), groups = groups.len(), "starting a membership round");
-                for p in waiting.clone() {
-                    self.send_to(&p, Msg::Prepare { ballot: ballot.clone(), epoch, groups: groups.clone() });
-                }
-                self.gms.round = Round::Preparing {
-                    ballot,
-                    epoch,
-                    plan: Box::new(plan),
-                    waiting,
-                    promises: BTreeMap::new(),
-                    sent_at: now,
-                };
-            }
+        match &self.round {
+            Round::Idle if !timers.expired(Timer::RoundBackoff, ctx.now) || inputs_pending => {}
+            Round::Idle => self.start_round(ctx, timers, stalled, out),
             Round::Preparing { waiting, promises, plan, .. } => {
-                let now_failed = self.effective_suspects();
+                let now_failed = self.effective_suspects(me);
                 if waiting.iter().any(|p| now_failed.contains(p)) || now_failed.iter().any(|p| !plan.failed.contains(p))
                 {
-                    self.gms.round = Round::Idle; // restart with the new suspicions
+                    self.round = Round::Idle; // restart with the new suspicions
                     return;
                 }
                 if promises.len() < waiting.len() {
-                    self.prepare_again(now);
+                    self.prepare_again(ctx, out);
                     return;
                 }
-                self.decide();
+                self.decide(ctx, out);
             }
-            Round::Accepting { accepted, decision, sent_to, .. } => {
-                let now_failed = self.effective_suspects();
+            Round::Accepting { accepted, sent_to, .. } => {
+                let now_failed = self.effective_suspects(me);
                 let reachable = sent_to.iter().filter(|p| !now_failed.contains(*p));
-                if !self.gms.quorum(reachable, self.config.min_commit_weight) {
-                    self.gms.round = Round::Idle;
+                if !self.quorum(reachable, ctx.config.min_commit_weight) {
+                    self.round = Round::Idle;
                     return;
                 }
-                if !self.gms.quorum(accepted.iter(), self.config.min_commit_weight) {
-                    return;
+                if self.quorum(accepted.iter(), ctx.config.min_commit_weight) {
+                    self.commit_round(me, out);
                 }
-                let decision = decision.clone();
-                let snapshot_needed: Vec<ProcessId> = decision
-                    .members
-                    .iter()
-                    .map(|(p, _)| p)
-                    .filter(|p| !self.gms.members.iter().any(|(m, _)| m == *p))
-                    .cloned()
-                    .collect();
-                let olds: Vec<ProcessId> =
-                    self.gms.members.iter().map(|(p, _)| p.clone()).filter(|p| *p != self.me).collect();
-                for p in olds {
-                    self.send_to(&p, Msg::Commit { decision: decision.clone(), snapshot: None });
-                }
-                if !snapshot_needed.is_empty() {
-                    let mut views = self.views.clone();
-                    for gc in &decision.groups {
-                        if let Some(v) = &gc.new_view {
-                            views.insert(gc.group.clone(), v.clone());
-                        }
-                    }
-                    let mut lineages = self.gms.lineage_start.clone();
-                    for gc in &decision.groups {
-                        if let Some(v) = gc
-                            .new_view
-                            .as_ref()
-                            .filter(|v| !v.members.iter().any(|m| gc.cut.streams.iter().any(|(o, _)| o == m)))
-                        {
-                            lineages.insert(gc.group.clone(), v.id);
-                        }
-                    }
-                    let snap = Arc::new(Snapshot {
-                        groups: views.into_iter().collect(),
-                        lineages: lineages.into_iter().collect(),
-                    });
-                    for p in snapshot_needed {
-                        self.send_to(&p, Msg::Commit { decision: decision.clone(), snapshot: Some(snap.clone()) });
-                    }
-                }
-                self.gms.round = Round::Idle;
-                self.apply_decision(now, decision, None);
             }
         }
     }
 
+    /// Requests go to every member whenever they change or the membership does: whoever
+    /// leads (even one this process cannot hear) has them.
+    fn send_requests(&mut self, me: &ProcessId, stalled: bool, out: &mut GmsOut) {
+        if stalled != self.stalled_sent {
+            self.requests_dirty = true;
+        }
+        if !self.requests_dirty && self.requests_sent_epoch == self.epoch {
+            return;
+        }
+        self.stalled_sent = stalled;
+        self.requests_dirty = false;
+        self.requests_sent_epoch = self.epoch;
+        let msg = Msg::Requests(Requests {
+            suspects: self.suspects.iter().cloned().collect(),
+            ops: self.ops.clone(),
+            gbcasts: self.gbcasts.clone(),
+            leave: self.leave,
+            verdicts: self.verdicts.iter().map(|((g, p), ok)| (g.clone(), p.clone(), *ok)).collect(),
+            verifying: self.verifying(me),
+            stalled,
+        });
+        for p in self.members() {
+            out.send(p, msg.clone());
+        }
+    }
+
+    /// Phase 1 of a new round, if there is anything to change.
+    fn start_round(&mut self, ctx: &Ctx, timers: &mut TimerTable, stalled: bool, out: &mut GmsOut) {
+        let mut plan = self.plan(ctx.me);
+        plan.resume |= stalled;
+        if plan.is_empty() {
+            return;
+        }
+        let alive = self.members().filter(|p| !plan.failed.contains(*p));
+        if !self.quorum(alive, ctx.config.min_commit_weight) {
+            // Too many members suspect this process (or each other) for it to win a
+            // round: it would only outbid, round after round, a leader that can.
+            self.backoff(ctx, timers);
+            return;
+        }
+        self.max_round += 1;
+        let ballot = Ballot { round: self.max_round, leader: ctx.me.clone() };
+        let epoch = self.epoch + 1;
+        let waiting: BTreeSet<ProcessId> = self.members().filter(|p| !plan.failed.contains(*p)).cloned().collect();
+        let groups: Vec<GroupName> = plan.groups.iter().cloned().collect();
+        out.rounds += 1;
+        tracing::debug!(me = %ctx.me, epoch, ?plan.failed, joins = plan.joins.len(), groups = groups.len(), "starting a membership round");
+        for p in &waiting {
+            out.send(p, Msg::Prepare { ballot: ballot.clone(), epoch, groups: groups.clone() });
+        }
+        self.round = Round::Preparing {
+            ballot,
+            epoch,
+            plan: Box::new(plan),
+            waiting,
+            promises: BTreeMap::new(),
+            sent_at: ctx.now,
+        };
+    }
+
     /// Phase 1 is complete: re-propose an accepted decision, or compute a new one.
-    fn decide(&mut self) {
-        let Round::Preparing { ballot, epoch, plan, promises, .. } =
-            std::mem::replace(&mut self.gms.round, Round::Idle)
+    fn decide(&mut self, ctx: &Ctx, out: &mut GmsOut) {
+        let Round::Preparing { ballot, epoch, plan, promises, .. } = std::mem::replace(&mut self.round, Round::Idle)
         else {
             return;
         };
-        if !self.gms.quorum(promises.keys(), self.config.min_commit_weight) {
+        if !self.quorum(promises.keys(), ctx.config.min_commit_weight) {
             return; // not enough weight alive; the failure detector will stop this process
         }
         let prior = promises
@@ -799,15 +903,44 @@ impl Engine {
         };
         let sent_to: BTreeSet<ProcessId> = promises.keys().cloned().collect();
         for p in &sent_to {
-            self.send_to(p, Msg::Accept { ballot: ballot.clone(), decision: decision.clone() });
+            out.send(p, Msg::Accept { ballot: ballot.clone(), decision: decision.clone() });
         }
-        self.gms.round = Round::Accepting { ballot, decision, sent_to, accepted: BTreeSet::new() };
+        self.round = Round::Accepting { ballot, decision, sent_to, accepted: BTreeSet::new() };
+    }
+
+    /// Phase 2 is complete: the decision goes to every member (with the configuration to
+    /// the processes it lets in) and is applied here.
+    fn commit_round(&mut self, me: &ProcessId, out: &mut GmsOut) {
+        let Round::Accepting { decision, .. } = std::mem::replace(&mut self.round, Round::Idle) else { return };
+        let newcomers: Vec<&ProcessId> =
+            decision.members.iter().map(|(p, _)| p).filter(|p| !self.is_member(p)).collect();
+        for p in self.members().filter(|p| *p != me) {
+            out.send(p, Msg::Commit { decision: decision.clone(), snapshot: None });
+        }
+        if !newcomers.is_empty() {
+            let mut views = self.views.clone();
+            let mut lineages = self.lineage_start.clone();
+            for gc in &decision.groups {
+                if let Some(v) = &gc.new_view {
+                    views.insert(gc.group.clone(), v.clone());
+                    if starts_lineage(gc, v) {
+                        lineages.insert(gc.group.clone(), v.id);
+                    }
+                }
+            }
+            let snap =
+                Arc::new(Snapshot { groups: views.into_iter().collect(), lineages: lineages.into_iter().collect() });
+            for p in newcomers {
+                out.send(p, Msg::Commit { decision: decision.clone(), snapshot: Some(snap.clone()) });
+            }
+        }
+        out.commit = Some((decision, None));
     }
 
     fn compute_decision(&self, epoch: u64, plan: &Plan, promises: &BTreeMap<ProcessId, PromiseBody>) -> Decision {
         let gone: BTreeSet<&ProcessId> = plan.failed.iter().chain(plan.leaving.iter()).collect();
         let mut members: Vec<(ProcessId, u32)> =
-            self.gms.members.iter().filter(|(p, _)| !gone.contains(p)).cloned().collect();
+            self.members.iter().filter(|(p, _)| !gone.contains(p)).cloned().collect();
         members.extend(plan.joins.iter().cloned());
         let mut groups = Vec::new();
         for g in &plan.groups {
@@ -845,224 +978,113 @@ impl Engine {
         Decision { epoch, members, removed: gone.into_iter().cloned().collect(), groups, refused: plan.refused.clone() }
     }
 
-    /// Applies a committed decision: cuts, gbcasts, new views, the new process view.
-    pub(crate) fn apply_decision(&mut self, now: Instant, decision: Arc<Decision>, snapshot: Option<Arc<Snapshot>>) {
-        if self.status == Status::Joining {
-            let Some(snap) = snapshot else { return };
-            if !decision.members.iter().any(|(p, _)| *p == self.me) {
-                return;
+    // ------------------------------------------------------------------ applying decisions
+
+    /// A joining process is let in by `decision`, with the configuration `snap`.
+    pub(crate) fn install(&mut self, decision: Arc<Decision>, snap: &Snapshot) {
+        self.epoch = decision.epoch;
+        self.members = decision.members.clone();
+        self.removed.extend(decision.removed.iter().cloned());
+        self.views = snap.groups.iter().cloned().collect();
+        self.lineage_start = snap.lineages.iter().cloned().collect();
+        self.log.push_back(decision);
+        self.requests_dirty = true;
+    }
+
+    /// A group change of a decision being applied: the group's new view. Returns whether
+    /// the group starts over (no member goes on from the old view: a new lineage, with no
+    /// state).
+    pub(crate) fn set_group_view(&mut self, gc: &GroupChange) -> bool {
+        let Some(v) = &gc.new_view else { return false };
+        // An emptied group keeps its last (empty) view, so that a group created again
+        // under the same name goes on numbering its views (G1).
+        self.views.insert(gc.group.clone(), v.clone());
+        let fresh = starts_lineage(gc, v);
+        if fresh {
+            self.lineage_start.insert(gc.group.clone(), v.id);
+        }
+        fresh
+    }
+
+    /// Records a gbcast as delivered.
+    pub(crate) fn remember_gbcast(&mut self, id: MsgId) {
+        if self.gbcast_done.insert(id.clone()) {
+            self.gbcast_done_order.push_back(id);
+            if self.gbcast_done_order.len() > GBCAST_DONE_MAX {
+                if let Some(old) = self.gbcast_done_order.pop_front() {
+                    self.gbcast_done.remove(&old);
+                }
             }
-            self.gms.epoch = decision.epoch;
-            self.gms.members = decision.members.clone();
-            self.gms.removed.extend(decision.removed.iter().cloned());
-            self.views = snap.groups.iter().cloned().collect();
-            self.gms.lineage_start = snap.lineages.iter().cloned().collect();
-            self.gms.log.push_back(decision);
-            self.status = Status::Member;
-            self.gms.requests_dirty = true;
-            self.push_event(Event::Joined);
-            tracing::info!(me = %self.me, "joined the cluster");
-            return;
         }
-        if self.status != Status::Member || decision.epoch != self.gms.epoch + 1 {
-            return;
-        }
+    }
+
+    /// The membership's part of applying `d` (after its group changes): the new process
+    /// view; the round, if it is overtaken; the decision log; what this process knew of
+    /// the processes `d` removes.
+    pub(crate) fn commit(&mut self, config: &Config, decision: Arc<Decision>) {
         let d = decision.clone();
-        let mut touched = Vec::new();
-        for gc in &d.groups {
-            self.apply_group_change(now, gc);
-            touched.push(gc.group.clone());
-            for m in &gc.gbcasts {
-                self.gms.remember_gbcast(m.id.clone());
-            }
-        }
-        self.gms.epoch = d.epoch;
-        self.gms.members = d.members.clone();
-        self.gms.accepted = None;
-        let stale = match &self.gms.round {
+        self.epoch = d.epoch;
+        self.members = d.members.clone();
+        self.accepted = None;
+        let stale = match &self.round {
             Round::Idle => false,
             Round::Preparing { epoch, .. } => *epoch <= d.epoch,
             Round::Accepting { decision, .. } => decision.epoch <= d.epoch,
         };
         if stale {
-            self.gms.round = Round::Idle;
+            self.round = Round::Idle;
         }
-        self.gms.log.push_back(decision);
-        while self.gms.log.len() > self.config.decision_log_max {
-            self.gms.log.pop_front();
+        self.log.push_back(decision);
+        while self.log.len() > config.decision_log_max {
+            self.log.pop_front();
         }
         for p in &d.removed {
-            self.gms.removed.insert(p.clone());
-            self.gms.suspects.remove(p);
-            self.gms.requests.remove(p);
-            self.gms.join_requests.remove(p);
-            self.forget(p);
+            self.removed.insert(p.clone());
+            self.suspects.remove(p);
+            self.requests.remove(p);
+            self.join_requests.remove(p);
         }
         for (p, _) in &d.members {
-            self.gms.join_requests.remove(p);
-            if *p != self.me {
-                let config = &self.config;
-                let link = self.links.entry(p.clone()).or_insert_with(|| Link::new(config));
-                link.last_heard.get_or_insert(now);
-            }
-        }
-        // Groups frozen for this epoch that the decision did not touch go on; so do groups
-        // whose held gbcast was delivered (possibly before this process joined them).
-        let done = &self.gms.gbcast_done;
-        let frozen: Vec<(GroupName, bool)> = self
-            .groups
-            .iter()
-            .map(|(n, g)| {
-                (n, g.frozen.is_some_and(|e| e <= d.epoch), g.hold.as_ref().is_some_and(|h| done.contains(h)))
-            })
-            .filter(|(_, frozen, hold_done)| *frozen || *hold_done)
-            .map(|(n, _, hold_done)| (n.clone(), hold_done))
-            .collect();
-        for (g, hold_done) in frozen {
-            self.with_group(&g, |gs, out| {
-                if hold_done {
-                    gs.hold = None;
-                }
-                if gs.frozen.is_some_and(|e| e <= d.epoch) {
-                    gs.unfreeze(out);
-                } else {
-                    gs.release_queued(out);
-                    gs.try_deliver(out);
-                }
-            });
-        }
-        for (g, p) in &d.refused {
-            self.gms.refused.insert((g.clone(), p.clone()));
-            if *p == self.me && self.gms.ops.iter().any(|o| o.joins() == Some(g)) {
-                self.gms.ops.retain(|o| o.joins() != Some(g));
-                self.gms.requests_dirty = true;
-                self.push_event(Event::JoinRefused { group: g.clone() });
-            }
-        }
-        // Requests now satisfied.
-        let before = (self.gms.ops.len(), self.gms.gbcasts.len());
-        let (groups, views, me) = (&self.groups, &self.views, &self.me);
-        let inside = |g: &GroupName| views.get(g).is_some_and(|v| v.members.contains(me));
-        self.gms.forced_leaves.retain(|g| inside(g));
-        self.gms.ops.retain(|op| match op {
-            GroupOp::Join(g) | GroupOp::JoinRunning(g) => !groups.contains_key(g),
-            GroupOp::Leave(g) => inside(g),
-        });
-        let done = &self.gms.gbcast_done;
-        self.gms.gbcasts.retain(|(_, _, m)| !done.contains(&m.id));
-        if before != (self.gms.ops.len(), self.gms.gbcasts.len()) {
-            self.gms.requests_dirty = true;
-        }
-        self.outbox_decided();
-        for g in touched {
-            self.replay_future(now, &g);
-        }
-        if !d.members.iter().any(|(p, _)| *p == self.me) {
-            if self.gms.leave {
-                self.status = Status::Left;
-            } else {
-                self.stop(PartitionReason::Excluded);
-            }
+            self.join_requests.remove(p);
         }
     }
 
-    fn apply_group_change(&mut self, _now: Instant, gc: &GroupChange) {
-        let g = &gc.group;
-        let me = self.me.clone();
-        let was_member = self.groups.get(g).is_some_and(|s| s.view.id == gc.old_view);
-        // An emptied group keeps its last (empty) view, so that a group created again
-        // under the same name goes on numbering its views (G1).
-        if let Some(v) = &gc.new_view {
-            self.views.insert(g.clone(), v.clone());
-            if !v.members.iter().any(|m| gc.cut.streams.iter().any(|(o, _)| o == m)) {
-                // No member goes on from the old view: the group starts over with no state.
-                self.gms.lineage_start.insert(g.clone(), v.id);
-                self.outbox_lineage_died(g);
+    /// The refusals of `d`: returns the groups whose join this process asked for and was
+    /// refused (it hears `JoinRefused` of each).
+    pub(crate) fn apply_refusals(&mut self, d: &Decision, me: &ProcessId) -> Vec<GroupName> {
+        let mut mine = Vec::new();
+        for (g, p) in &d.refused {
+            self.refused.insert((g.clone(), p.clone()));
+            if p == me && self.ops.iter().any(|o| o.joins() == Some(g)) {
+                self.ops.retain(|o| o.joins() != Some(g));
+                self.requests_dirty = true;
+                mine.push(g.clone());
             }
         }
-        if was_member {
-            let mut out = Out::default();
-            let gs = self.groups.get_mut(g).expect("member");
-            let missing = gs.apply_cut(&gc.cut, &gc.gbcasts, &mut out);
-            if missing > 0 {
-                self.stats.cut_anomalies += missing as u64;
-                tracing::error!(me = %self.me, group = %g, missing, "cut not fully delivered");
-            }
-            match &gc.new_view {
-                None => {
-                    gs.next_epoch(&mut out);
-                    self.absorb(g, out);
-                }
-                Some(v) if v.members.contains(&me) => {
-                    self.absorb(g, out);
-                    let old = self.groups.remove(g).expect("member");
-                    let joiners: Vec<ProcessId> =
-                        v.members.iter().filter(|m| !old.view.members.contains(m)).cloned().collect();
-                    let mut next = old.succeed(v.clone(), &me);
-                    next.epoch = 0;
-                    self.groups.insert(g.clone(), next);
-                    if !joiners.is_empty() {
-                        self.expect_checkpoint(g, v.id, joiners);
-                    }
-                    self.stats.views += 1;
-                    self.push_event(Event::View { group: g.clone(), view: v.clone() });
-                    self.transfer_view_changed(g);
-                    self.queries_view_changed(g);
-                    self.with_group(g, |gs, out| {
-                        gs.release_queued(out);
-                        gs.try_deliver(out);
-                    });
-                }
-                Some(_) => {
-                    self.absorb(g, out);
-                    let old = self.groups.remove(g);
-                    if let Some(hold) = old.as_ref().and_then(|o| o.hold.clone()) {
-                        // Its gbcast is still on the way: as a non-member now, later sends
-                        // to the group wait for it all the same (G5).
-                        self.outbox_adopt_gbcast(g, &hold);
-                    }
-                    if old.is_some_and(|o| matches!(o.join, JoinState::Waiting { .. })) {
-                        // It leaves before its state came: what it held was never its to see.
-                        self.drop_gate(g);
-                    }
-                    self.fail_queries_of(g);
-                    self.push_event(Event::Left { group: g.clone() });
-                }
-            }
-        } else if let Some(v) =
-            gc.new_view.as_ref().filter(|v| v.members.contains(&me) && !self.gms.forced_leaves.contains(g))
-        {
-            // (A process whose state was lost stays out until its forced leave is decided:
-            // it has nothing to continue the group with.)
-            // Joining: the view now, the state when a provider sends it.
-            let providers: Vec<ProcessId> = v
-                .members
-                .iter()
-                .filter(|m| {
-                    **m != me
-                        && gc.old_view.0 > 0
-                        && !gc.cut.streams.is_empty()
-                        && gc.cut.streams.iter().any(|(o, _)| o == *m)
-                })
-                .cloned()
-                .collect();
-            let mut gs = GroupState::new(g.clone(), v.clone(), &me);
-            if !providers.is_empty() {
-                gs.join =
-                    JoinState::Waiting { view: v.id, providers, idx: 0, buf: Vec::new(), total: 0, retry_at: None };
-                gs.unchecked = Some(Default::default());
-            }
-            let waiting = matches!(gs.join, JoinState::Waiting { .. });
-            self.groups.insert(g.clone(), gs);
-            self.stats.views += 1;
-            self.push_event(Event::View { group: g.clone(), view: v.clone() });
-            if waiting {
-                self.gate(g);
-                self.start_fetch(g);
-            }
-            self.outbox_to_stream(g);
-        } else if gc.new_view.is_some() {
-            self.queries_view_changed(g);
+        mine
+    }
+
+    /// After a decision: forgets this process's requests that it satisfied (`member_of`:
+    /// whether this process is now a member of a group).
+    pub(crate) fn settle_requests(&mut self, me: &ProcessId, member_of: impl Fn(&GroupName) -> bool) {
+        let before = (self.ops.len(), self.gbcasts.len());
+        let views = &self.views;
+        let inside = |g: &GroupName| views.get(g).is_some_and(|v| v.members.contains(me));
+        self.forced_leaves.retain(|g| inside(g));
+        self.ops.retain(|op| match op {
+            GroupOp::Join(g) | GroupOp::JoinRunning(g) => !member_of(g),
+            GroupOp::Leave(g) => inside(g),
+        });
+        let done = &self.gbcast_done;
+        self.gbcasts.retain(|(_, _, m)| !done.contains(&m.id));
+        if before != (self.ops.len(), self.gbcasts.len()) {
+            self.requests_dirty = true;
         }
     }
+}
+
+/// Whether a group change's new view starts a new lineage: nobody in it goes on from the
+/// old view (every member of the old one failed or left).
+fn starts_lineage(gc: &GroupChange, v: &GroupView) -> bool {
+    !v.members.iter().any(|m| gc.cut.streams.iter().any(|(o, _)| o == m))
 }

@@ -423,11 +423,11 @@ impl GroupState {
             return false;
         }
         if msg.order.is_causal() {
-            if msg.vt.len() != self.streams.len() {
-                return true; // malformed: deliver rather than block forever; counted by decode checks
-            }
+            // Refused on arrival otherwise (`well_formed`); a cut carries only messages of
+            // the view's own members.
+            debug_assert_eq!(msg.vt.len(), self.streams.len(), "vector timestamp of {}", msg.id);
             for (j, s) in self.streams.iter().enumerate() {
-                if j != r && s.delivered < msg.vt[j] {
+                if j != r && msg.vt.get(j).is_some_and(|&v| s.delivered < v) {
                     return false;
                 }
             }
@@ -600,6 +600,25 @@ impl GroupState {
         out.flushed += before - self.flushes.len();
     }
 
+    /// A `flush()` call: `last` is the counter of the caller's last message (`None`: it
+    /// sent none, and the flush completes at once).
+    pub(crate) fn flush(&mut self, last: Option<u64>, out: &mut Out) {
+        if let Some(c) = last {
+            let delivered = self.delivered_vector();
+            self.flushes.push((c, Some(delivered)));
+        }
+        self.check_flushes(out);
+        if last.is_none() {
+            out.flushed += 1;
+        }
+    }
+
+    /// Whether a multicast fits this view: a causal-class message carries one vector
+    /// timestamp entry per member.
+    pub(crate) fn well_formed(&self, msg: &DataMsg) -> bool {
+        !msg.order.is_causal() || msg.vt.len() == self.streams.len()
+    }
+
     /// How many messages of each stream this member has delivered in the view.
     pub(crate) fn delivered_vector(&self) -> Vec<u64> {
         self.streams.iter().map(|s| s.delivered).collect()
@@ -765,123 +784,6 @@ impl GroupState {
 pub(crate) fn encode_table(external: &BTreeMap<ProcessId, u64>) -> Vec<u8> {
     let table: Vec<(&ProcessId, u64)> = external.iter().map(|(p, c)| (p, *c)).collect();
     postcard::to_allocvec(&table).expect("encoding into a Vec cannot fail")
-}
-
-/// Computes a group's cut from the flush reports of every surviving member.
-///
-/// The cut holds, per stream, everything any survivor holds, minus messages whose FIFO or
-/// causal predecessors no survivor has (nobody can have delivered those); total and safe
-/// messages get the longest known order, then the rest in a causal-consistent order
-/// (vector timestamp sum, then rank, then seq) that every survivor computes alike.
-pub(crate) fn compute_cut(old: &GroupView, reports: &[&Report]) -> Cut {
-    let n = old.members.len();
-    let rank = |p: &ProcessId| old.members.iter().position(|m| m == p);
-    let mut low = vec![u64::MAX; n];
-    let mut msgs: Vec<BTreeMap<u64, Arc<DataMsg>>> = vec![BTreeMap::new(); n];
-    for rep in reports {
-        for (owner, d) in &rep.delivered {
-            if let Some(r) = rank(owner) {
-                low[r] = low[r].min(*d);
-            }
-        }
-        for (owner, ms) in &rep.streams {
-            if let Some(r) = rank(owner) {
-                for m in ms {
-                    msgs[r].entry(m.seq).or_insert_with(|| m.clone());
-                }
-            }
-        }
-    }
-    for l in &mut low {
-        if *l == u64::MAX {
-            *l = 0;
-        }
-    }
-    // hi: the contiguous prefix that survivors hold together.
-    let mut hi: Vec<u64> = (0..n)
-        .map(|r| {
-            let mut h = low[r];
-            let max_delivered = reports
-                .iter()
-                .flat_map(|rep| rep.delivered.iter())
-                .filter(|(o, _)| rank(o) == Some(r))
-                .map(|(_, d)| *d)
-                .max()
-                .unwrap_or(0);
-            h = h.max(max_delivered);
-            while msgs[r].contains_key(&(h + 1)) {
-                h += 1;
-            }
-            h
-        })
-        .collect();
-    // Causal pruning to a fixpoint.
-    loop {
-        let mut changed = false;
-        for r in 0..n {
-            let mut seq = low[r] + 1;
-            while seq <= hi[r] {
-                if let Some(m) = msgs[r].get(&seq) {
-                    if m.order.is_causal() && m.vt.len() == n && (0..n).any(|j| j != r && m.vt[j] > hi[j]) {
-                        hi[r] = seq - 1;
-                        changed = true;
-                        break;
-                    }
-                }
-                seq += 1;
-            }
-        }
-        if !changed {
-            break;
-        }
-    }
-    // The order: longest known, then the rest deterministically.
-    let base = reports.iter().map(|r| r.delivered_total).min().unwrap_or(0);
-    let mut known: BTreeMap<u64, OrderEntry> = BTreeMap::new();
-    for rep in reports {
-        for (i, e) in rep.order.iter().enumerate() {
-            known.entry(rep.order_base + i as u64).or_insert(*e);
-        }
-    }
-    let mut order = Vec::new();
-    let mut in_order = BTreeSet::new();
-    let mut pos = base;
-    while let Some(e) = known.get(&pos) {
-        let (r, s) = (e.0 as usize, e.1);
-        if r < n && s <= hi[r] && in_order.insert(*e) {
-            order.push(*e);
-        }
-        pos += 1;
-    }
-    let mut rest: Vec<(u64, u32, u64)> = Vec::new();
-    for r in 0..n {
-        if hi[r] <= low[r] {
-            continue;
-        }
-        for (&s, m) in msgs[r].range(low[r] + 1..=hi[r]) {
-            if m.order.is_total() && !in_order.contains(&(r as u32, s)) {
-                // Messages already delivered by some survivor are in the known order; the
-                // rest are undelivered everywhere.
-                let already =
-                    reports.iter().any(|rep| rep.delivered.iter().any(|(o, d)| rank(o) == Some(r) && *d >= s));
-                if !already {
-                    rest.push((m.vt.iter().sum(), r as u32, s));
-                }
-            }
-        }
-    }
-    rest.sort();
-    order.extend(rest.into_iter().map(|(_, r, s)| (r, s)));
-    let mut cut_msgs = Vec::new();
-    for r in 0..n {
-        if hi[r] <= low[r] {
-            continue;
-        }
-        for (_, m) in msgs[r].range(low[r] + 1..=hi[r]) {
-            cut_msgs.push((old.members[r].clone(), m.clone()));
-        }
-    }
-    Cut { streams: (0..n).map(|r| (old.members[r].clone(), hi[r])).collect(), msgs: cut_msgs, order_base: base, order }
 }
 
 #[cfg(test)]

@@ -40,16 +40,21 @@
 //! - **gbcast**: a multicast ordered with views and every other delivery (G8).
 
 mod config;
+mod cut;
 mod engine;
 mod event;
+mod gate;
 mod gms;
 mod group;
 mod id;
 mod link;
 mod order;
-mod outbox;
+mod query;
+mod relay;
 mod time;
+mod timer;
 mod verify;
+#[doc(hidden)]
 pub mod wire;
 
 pub use config::Config;
@@ -57,8 +62,15 @@ pub use engine::{Engine, Status};
 pub use event::{
     Delivery, Event, FlushError, MembershipError, PartitionReason, QueryOutcome, Replies, SendError, Stats, Transmit,
 };
+pub use gms::RoundPhase;
 pub use id::{Ballot, GroupName, MsgId, ProcessId, ViewId};
 pub use order::{Order, ParseOrderError};
 pub use time::Instant;
 pub use verify::JoinVerifier;
 pub use wire::GroupView;
+
+/// Pieces of the engine exposed for its own tests and benches; not an interface.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::cut::compute_cut;
+}

@@ -95,6 +95,25 @@ impl Link {
         self.last_heard = Some(now);
     }
 
+    /// How long the peer has been silent (counting from now if it was never heard).
+    pub(crate) fn silent_for(&mut self, now: Instant) -> Duration {
+        now - *self.last_heard.get_or_insert(now)
+    }
+
+    /// Its silence counts from now at the latest (a new member: silence before it joined
+    /// is no evidence).
+    pub(crate) fn hear_from_now_on(&mut self, now: Instant) {
+        self.last_heard.get_or_insert(now);
+    }
+
+    /// This process did not listen for `paused`: the peer's silence meanwhile does not
+    /// count.
+    pub(crate) fn excuse_silence(&mut self, paused: Duration, now: Instant) {
+        if let Some(h) = &mut self.last_heard {
+            *h = (*h + paused).min(now);
+        }
+    }
+
     /// The adaptive failure timeout for this peer.
     pub(crate) fn failure_timeout(&self, config: &Config) -> Duration {
         (self.mean * 3 + self.dev * 4).clamp(config.failure_timeout, config.failure_timeout_max)
@@ -126,6 +145,28 @@ impl Link {
         self.sent_upto = self.acked;
         self.rto = (self.rto * 2).min(config.failure_timeout);
         self.retransmit_at = Some(now + self.rto);
+    }
+
+    /// The next messages to put in a packet: from the first not yet sent, as many as fit in
+    /// `max` bytes (at least one). Returns the link seq of the first, and the messages.
+    pub(crate) fn next_batch(&self, max: usize) -> (u64, Vec<Msg>) {
+        let start = self.sent_upto;
+        let mut size = 0;
+        let mut msgs = Vec::new();
+        for m in self.unacked.iter().skip((start - self.acked) as usize) {
+            let s = m.approx_size();
+            if !msgs.is_empty() && size + s > max {
+                break;
+            }
+            size += s;
+            msgs.push(m.clone());
+        }
+        (start, msgs)
+    }
+
+    /// Counters for debug dumps: (acked, unacked, sent_upto, recv_next).
+    pub(crate) fn debug_counts(&self) -> (u64, usize, u64, u64) {
+        (self.acked, self.unacked.len(), self.sent_upto, self.recv_next)
     }
 
     /// Called after messages up to `upto` were put in packets.

@@ -5,17 +5,9 @@
 //! the group that verifies joins has admitted it, and refuses it (the joiner gets
 //! [`crate::Event::JoinRefused`]) as soon as one has refused it.
 
-use crate::id::{GroupName, ProcessId};
-use std::collections::BTreeMap;
+use crate::id::ProcessId;
 use std::sync::Arc;
 
 /// Decides whether a process may join a group. It should be deterministic and cheap: it
 /// runs in the engine, once per member that verifies and joiner.
 pub type JoinVerifier = Arc<dyn Fn(&ProcessId) -> bool + Send + Sync>;
-
-/// This process's verifiers and the verdicts it gave.
-#[derive(Default)]
-pub(crate) struct Verifiers {
-    pub(crate) join: BTreeMap<GroupName, JoinVerifier>,
-    pub(crate) verdicts: BTreeMap<(GroupName, ProcessId), bool>,
-}

@@ -222,6 +222,27 @@ impl GroupOp {
     }
 }
 
+/// A member's outstanding requests, as it sends them to every member (whoever leads holds
+/// them). On the wire, the same bytes as a struct variant of [`Msg`].
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Requests {
+    /// Processes it suspects.
+    pub suspects: Vec<ProcessId>,
+    /// Group joins and leaves it asks for.
+    pub ops: Vec<GroupOp>,
+    /// Gbcasts it wants delivered.
+    pub gbcasts: Vec<(GroupName, ViewId, DataMsg)>,
+    /// It wants to leave the cluster.
+    pub leave: bool,
+    /// Its verdicts on joins to groups it verifies: (group, joiner, admitted).
+    pub verdicts: Vec<(GroupName, ProcessId, bool)>,
+    /// The groups it is a member of and has a join verifier for.
+    pub verifying: Vec<GroupName>,
+    /// Its groups have been frozen by a round that never ended, for longer than the
+    /// failure timeout: the leader must run a round (even an empty one) to end it.
+    pub stalled: bool,
+}
+
 /// Reliable messages.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Msg {
@@ -234,23 +255,7 @@ pub enum Msg {
         weight: u32,
     },
     /// A member's outstanding requests to the leader (the whole set each time).
-    Requests {
-        /// Processes it suspects.
-        suspects: Vec<ProcessId>,
-        /// Group joins and leaves it asks for.
-        ops: Vec<GroupOp>,
-        /// Gbcasts it wants delivered.
-        gbcasts: Vec<(GroupName, ViewId, DataMsg)>,
-        /// It wants to leave the cluster.
-        leave: bool,
-        /// Its verdicts on joins to groups it verifies: (group, joiner, admitted).
-        verdicts: Vec<(GroupName, ProcessId, bool)>,
-        /// The groups it is a member of and has a join verifier for.
-        verifying: Vec<GroupName>,
-        /// Its groups have been frozen by a round that never ended, for longer than the
-        /// failure timeout: the leader must run a round (even an empty one) to end it.
-        stalled: bool,
-    },
+    Requests(Requests),
     /// Phase 1: promise ballot, stop the listed groups and report them.
     Prepare {
         /// The ballot.

@@ -82,7 +82,7 @@ pub(crate) struct Proc {
     /// With [`crate::Profile::cork`]: the engine is corked and its frames go out then.
     pub(crate) uncork_at: Option<Instant>,
     /// The membership round phase it was in at the last step (to catch a fresh commit).
-    pub(crate) last_phase: Option<&'static str>,
+    pub(crate) last_phase: Option<synchrony_engine::RoundPhase>,
     /// The last message sent to each group, and what each pending flush covers.
     pub(crate) last_sent: BTreeMap<GroupName, String>,
     pub(crate) flushes: BTreeMap<GroupName, VecDeque<Option<String>>>,

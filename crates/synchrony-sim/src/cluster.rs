@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::time::Duration;
 use synchrony_check::{Options, TraceEvent};
-use synchrony_engine::{Config, Engine, Event, GroupName, Instant, ProcessId, Status};
+use synchrony_engine::{Config, Engine, Event, GroupName, Instant, ProcessId, RoundPhase, Status};
 
 /// The shape of one simulated run.
 #[derive(Clone, Debug)]
@@ -215,9 +215,9 @@ impl<A: App> Sim<'_, A> {
             let phase = self.nodes[i].engine.as_ref().and_then(|e| e.round_phase());
             let was = std::mem::replace(&mut self.nodes[i].last_phase, phase);
             let hit = match mode {
-                0 => phase == Some("prepare"),
-                1 => phase == Some("accept"),
-                _ => was == Some("accept") && phase.is_none(),
+                0 => phase == Some(RoundPhase::Prepare),
+                1 => phase == Some(RoundPhase::Accept),
+                _ => was == Some(RoundPhase::Accept) && phase.is_none(),
             };
             if hit {
                 self.leader_crash_armed = None;
@@ -681,20 +681,7 @@ pub fn run_app<A: App>(cfg: SimConfig, app: &mut A) -> Outcome {
     if std::env::var_os("SYNCHRONY_SIM_DEBUG").is_some() {
         for n in &sim.nodes {
             if let Some(e) = &n.engine {
-                eprintln!(
-                    "{} {:?} leader {:?} round {:?} members {:?}",
-                    e.id(),
-                    e.status(),
-                    e.leader(),
-                    e.round_phase(),
-                    e.members()
-                );
-                eprintln!("{} {}", e.id(), e.debug_membership());
-                for g in &sim.groups {
-                    if let Some(d) = e.debug_group(g) {
-                        eprintln!("{} {g}: {:?} {d}\n", e.id(), e.status());
-                    }
-                }
+                eprintln!("{}\n", e.debug_dump());
             }
         }
     }

@@ -1,0 +1,144 @@
+//! Group RPC at the caller: the replies each outstanding query waits for, and when it is
+//! done (enough replies, or every member it waited for answered, refused or failed).
+
+use crate::event::{QueryOutcome, Replies};
+use crate::id::{GroupName, MsgId, ProcessId};
+use bytes::Bytes;
+use std::collections::{BTreeMap, BTreeSet};
+
+struct QueryState {
+    group: GroupName,
+    wanted: usize,
+    /// Who is expected to answer: known when the query is sent (a non-member's) or
+    /// delivered here (a member's: the view it was delivered in).
+    expected: Option<BTreeSet<ProcessId>>,
+    replies: Vec<(ProcessId, Bytes)>,
+    nulls: BTreeSet<ProcessId>,
+    failed: BTreeSet<ProcessId>,
+}
+
+impl QueryState {
+    fn answered(&self, p: &ProcessId) -> bool {
+        self.replies.iter().any(|(r, _)| r == p) || self.nulls.contains(p)
+    }
+
+    /// Every expected member that has not answered has failed.
+    fn fail_unanswered(&mut self, gone: impl Fn(&ProcessId) -> bool) {
+        let Some(e) = &self.expected else { return };
+        let failed: Vec<ProcessId> = e.iter().filter(|p| gone(p) && !self.answered(p)).cloned().collect();
+        self.failed.extend(failed);
+    }
+}
+
+/// This process's outstanding queries.
+#[derive(Default)]
+pub(crate) struct Queries {
+    map: BTreeMap<MsgId, QueryState>,
+}
+
+impl Queries {
+    /// A query sent as `id` (nothing to track for `Replies::None`).
+    pub(crate) fn track(
+        &mut self,
+        id: &MsgId,
+        group: &GroupName,
+        replies: Replies,
+        expected: Option<BTreeSet<ProcessId>>,
+    ) {
+        let wanted = match replies {
+            Replies::None => return,
+            Replies::One => 1,
+            Replies::Count(k) => k,
+            Replies::All => usize::MAX,
+        };
+        let q = QueryState {
+            group: group.clone(),
+            wanted,
+            expected,
+            replies: Vec::new(),
+            nulls: BTreeSet::new(),
+            failed: BTreeSet::new(),
+        };
+        self.map.insert(id.clone(), q);
+    }
+
+    /// This process's own query was delivered here, in a view of `members`: unless known,
+    /// they are who must answer. Returns the outcome if that completes it.
+    pub(crate) fn delivered(&mut self, id: &MsgId, members: Option<&[ProcessId]>) -> Option<QueryOutcome> {
+        if let (Some(q), Some(m)) = (self.map.get_mut(id), members) {
+            if q.expected.is_none() {
+                q.expected = Some(m.iter().cloned().collect());
+            }
+        }
+        self.check(id)
+    }
+
+    /// A reply (`None`: a null reply) from `from`.
+    pub(crate) fn on_reply(&mut self, from: &ProcessId, id: &MsgId, payload: Option<Bytes>) -> Option<QueryOutcome> {
+        let q = self.map.get_mut(id)?;
+        if q.answered(from) {
+            return None;
+        }
+        match payload {
+            Some(b) => q.replies.push((from.clone(), b)),
+            None => {
+                q.nulls.insert(from.clone());
+            }
+        }
+        self.check(id)
+    }
+
+    fn check(&mut self, id: &MsgId) -> Option<QueryOutcome> {
+        let q = self.map.get(id)?;
+        let satisfied = q.replies.len() >= q.wanted;
+        let exhausted = q.expected.as_ref().is_some_and(|e| e.iter().all(|p| q.answered(p) || q.failed.contains(p)));
+        if !(satisfied || exhausted) {
+            return None;
+        }
+        let q = self.map.remove(id)?;
+        Some(QueryOutcome {
+            id: id.clone(),
+            group: q.group,
+            satisfied: q.replies.len() >= q.wanted.min(q.expected.as_ref().map_or(usize::MAX, |e| e.len())),
+            replies: q.replies,
+            nulls: q.nulls.into_iter().collect(),
+            failed: q.failed.into_iter().collect(),
+        })
+    }
+
+    fn ids_of(&self, group: &GroupName) -> Vec<MsgId> {
+        self.map.iter().filter(|(_, q)| q.group == *group).map(|(id, _)| id.clone()).collect()
+    }
+
+    /// The view of `group` changed to `members`: those no longer in it will not answer.
+    /// Returns the queries this completes, in id order.
+    pub(crate) fn view_changed(&mut self, group: &GroupName, members: &BTreeSet<ProcessId>) -> Vec<QueryOutcome> {
+        let mut done = Vec::new();
+        for id in self.ids_of(group) {
+            if let Some(q) = self.map.get_mut(&id) {
+                q.fail_unanswered(|p| !members.contains(p));
+            }
+            done.extend(self.check(&id));
+        }
+        done
+    }
+
+    /// Nobody of `group` will answer any more (this process left it, or stopped).
+    pub(crate) fn fail_group(&mut self, group: &GroupName) -> Vec<QueryOutcome> {
+        let mut done = Vec::new();
+        for id in self.ids_of(group) {
+            if let Some(q) = self.map.get_mut(&id) {
+                q.expected.get_or_insert_with(BTreeSet::new);
+                q.fail_unanswered(|_| true);
+            }
+            done.extend(self.check(&id));
+        }
+        done
+    }
+
+    /// This process stopped: every query fails, group by group.
+    pub(crate) fn fail_all(&mut self) -> Vec<QueryOutcome> {
+        let groups: BTreeSet<GroupName> = self.map.values().map(|q| q.group.clone()).collect();
+        groups.iter().flat_map(|g| self.fail_group(g)).collect()
+    }
+}

@@ -1,0 +1,104 @@
+//! Membership rounds, step by step: prepare, accept, commit, and a leader that takes over
+//! in the middle of one.
+
+mod harness;
+
+use bytes::Bytes;
+use harness::{g, Net};
+use std::time::Duration;
+use synchrony_engine::wire::Msg;
+use synchrony_engine::{Order, RoundPhase, Status};
+
+fn names(net: &Net, i: usize) -> Vec<String> {
+    net.engine_ref(i).members().iter().map(|m| m.name.to_string()).collect()
+}
+
+#[test]
+fn a_failure_goes_through_prepare_then_accept_then_commit() {
+    let mut net = Net::cluster(3);
+    net.join_all("g", &[0, 1, 2]);
+    net.crash(2);
+    let mut phases = Vec::new();
+    // Step by step, recording the leader's phase whenever it changes.
+    let deadline = net.now + Duration::from_secs(2);
+    while net.now < deadline && names(&net, 0).len() == 3 {
+        let phase = net.engine_ref(0).round_phase();
+        if phases.last() != Some(&phase) {
+            phases.push(phase);
+        }
+        net.step();
+    }
+    phases.push(net.engine_ref(0).round_phase());
+    phases.dedup();
+    assert_eq!(phases, vec![None, Some(RoundPhase::Prepare), Some(RoundPhase::Accept), None]);
+    assert_eq!(names(&net, 0), ["n1", "n2"]);
+    net.run_for(Duration::from_millis(20));
+    assert_eq!(names(&net, 1), ["n1", "n2"]);
+    assert_eq!(net.nodes[1].views("g").last().map(|v| v.1.clone()), Some(vec!["n1".into(), "n2".into()]));
+}
+
+#[test]
+fn sends_during_a_round_wait_for_its_end_and_are_delivered_in_the_next_view() {
+    let mut net = Net::cluster(3);
+    net.join_all("g", &[0, 1, 2]);
+    // Hold the round in phase 2: acceptances to the leader are lost for now.
+    let hold = net.drop_msgs(None, Some(0), |m| matches!(m, Msg::Accepted { .. }));
+    net.crash(2);
+    let in_accept =
+        net.run_until(Duration::from_secs(2), |net| net.engine_ref(0).round_phase() == Some(RoundPhase::Accept));
+    assert!(in_accept);
+    // n2 promised, so its group is frozen: what it sends now waits.
+    net.with(1, |e, now| e.send(now, g("g"), Order::Fifo, Bytes::from_static(b"during")).expect("queued"));
+    net.run_for(Duration::from_millis(10));
+    assert!(net.nodes.iter().all(|n| n.delivered("g").is_empty()), "nothing delivered while frozen");
+    hold.set(false);
+    let done = net.run_until(Duration::from_secs(2), |net| net.nodes[0].delivered("g").len() == 1);
+    assert!(done);
+    net.run_for(Duration::from_millis(20));
+    for i in [0, 1] {
+        let ev = &net.nodes[i].events;
+        let d = ev
+            .iter()
+            .find_map(|e| match e {
+                synchrony_engine::Event::Deliver(d) => Some(d.view.0),
+                _ => None,
+            })
+            .expect("delivered");
+        assert_eq!(d, net.nodes[i].views("g").last().expect("a view").0, "in the new view");
+    }
+}
+
+#[test]
+fn a_new_leader_finishes_the_decision_its_predecessor_got_accepted() {
+    let mut net = Net::cluster(5);
+    net.join_all("g", &[0, 1, 2, 3, 4]);
+    // The leader's commits never arrive: it will crash right after committing.
+    net.drop_msgs(Some(0), None, |m| matches!(m, Msg::Commit { .. }));
+    net.crash(4);
+    let in_accept =
+        net.run_until(Duration::from_secs(2), |net| net.engine_ref(0).round_phase() == Some(RoundPhase::Accept));
+    assert!(in_accept);
+    let committed = net.run_until(Duration::from_secs(2), |net| net.engine_ref(0).round_phase().is_none());
+    assert!(committed);
+    assert_eq!(names(&net, 0), ["n1", "n2", "n3", "n4"], "n1 applied its own decision");
+    net.crash(0);
+    // n2 takes over. The others accepted n1's decision (n5 out), so it must be decided
+    // again for that epoch, before a later round takes n1 out.
+    let settled = net.run_until(Duration::from_secs(3), |net| {
+        (1..4).all(|i| net.nodes[i].views("g").last().is_some_and(|v| v.1 == ["n2", "n3", "n4"]))
+    });
+    assert!(settled, "{:?}", net.nodes[1].views("g"));
+    for i in 1..4 {
+        let views: Vec<Vec<String>> = net.nodes[i].views("g").into_iter().map(|v| v.1).collect();
+        assert_eq!(
+            views[views.len() - 2..],
+            [
+                vec!["n1".to_string(), "n2".into(), "n3".into(), "n4".into()],
+                vec!["n2".into(), "n3".into(), "n4".into()]
+            ],
+            "n{}: the accepted decision first, then the takeover's own",
+            i + 1
+        );
+        assert_eq!(net.nodes[i].status(), Some(Status::Member));
+    }
+}
