@@ -1,8 +1,8 @@
 //! Checks of the guarantees G1 to G13 over a set of traces.
 
-use crate::trace::{digest, TraceEvent};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use synchrony_trace::{digest, TraceEvent};
 
 /// A broken guarantee, with the events that prove it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,7 +117,7 @@ pub fn check(events: &[TraceEvent], opts: &Options) -> Report {
         for &k in list {
             let e = &ev[k];
             if let Some(s) = after_stop {
-                if e.ev != "crash" {
+                if e.ev.as_str() != "crash" {
                     v.push(Violation {
                         guarantee: "G10",
                         what: format!("{p} acted after it stopped"),
@@ -167,7 +167,7 @@ pub fn check(events: &[TraceEvent], opts: &Options) -> Report {
                     let g = g_of(k);
                     match eps.get_mut(&(g, p)).and_then(|l| l.last_mut()).filter(|ep| !ep.left) {
                         Some(ep) => {
-                            if e.ev == "state" {
+                            if e.ev.as_str() == "state" {
                                 if ep.state_ev.is_none() {
                                     ep.state_ev = Some(k);
                                 }
@@ -196,7 +196,7 @@ pub fn check(events: &[TraceEvent], opts: &Options) -> Report {
 
     // G1: one membership per view id.
     let mut views: BTreeMap<(&str, u64), usize> = BTreeMap::new();
-    for (k, e) in ev.iter().enumerate().filter(|(_, e)| e.ev == "view") {
+    for (k, e) in ev.iter().enumerate().filter(|(_, e)| e.ev.as_str() == "view") {
         let key = (g_of(k), e.view.unwrap_or(0));
         match views.get(&key) {
             Some(&first) => {
@@ -225,7 +225,7 @@ pub fn check(events: &[TraceEvent], opts: &Options) -> Report {
     // G2 and G3.
     let mut seen: BTreeMap<(&str, &str), usize> = BTreeMap::new();
     let mut view_of: BTreeMap<&str, usize> = BTreeMap::new();
-    for (k, e) in ev.iter().enumerate().filter(|(_, e)| e.ev == "deliver") {
+    for (k, e) in ev.iter().enumerate().filter(|(_, e)| e.ev.as_str() == "deliver") {
         let m = e.msg.as_deref().unwrap_or("");
         if let Some(&d) = seen.get(&(e.p.as_str(), m)) {
             v.push(Violation {
@@ -306,7 +306,8 @@ pub fn check(events: &[TraceEvent], opts: &Options) -> Report {
                         "deliver" => {
                             let m = e.msg.as_deref().unwrap_or("");
                             // Only causal-class messages carry their sender's past along.
-                            let carries = e.order.as_deref().is_some_and(|o| CAUSAL.contains(&o) || o == "gbcast");
+                            let carries =
+                                e.order.map(|o| o.as_str()).is_some_and(|o| CAUSAL.contains(&o) || o == "gbcast");
                             if carries && sends.contains_key(m) {
                                 let Some(mc) = vc_of.get(m).cloned() else { break };
                                 let c = clock.entry((g, p)).or_default();
@@ -332,7 +333,7 @@ pub fn check(events: &[TraceEvent], opts: &Options) -> Report {
         let mut floor: BTreeMap<(&str, &str), (usize, usize)> = BTreeMap::new();
         for &k in list {
             let e = &ev[k];
-            if e.ev != "deliver" {
+            if e.ev.as_str() != "deliver" {
                 continue;
             }
             let g = g_of(k);
@@ -361,7 +362,7 @@ pub fn check(events: &[TraceEvent], opts: &Options) -> Report {
                     });
                 }
             }
-            if e.order.as_deref().is_some_and(|o| CAUSAL.contains(&o)) {
+            if e.order.map(|o| o.as_str()).is_some_and(|o| CAUSAL.contains(&o)) {
                 if let Some(vc) = vc_of.get(m) {
                     for (s2, &i2) in vc {
                         if *s2 == s && i2 == idx {
@@ -386,7 +387,7 @@ pub fn check(events: &[TraceEvent], opts: &Options) -> Report {
             for seg in &ep.segs {
                 let survives = seg.survived || (alive(p) && !ep.left);
                 for &k in &seg.delivers {
-                    let o = ev[k].order.as_deref().unwrap_or("");
+                    let o = ev[k].order.map(|o| o.as_str()).unwrap_or("");
                     if o == "safe" || (o == "total" && survives) {
                         s.push((ev[k].msg.as_deref().unwrap_or(""), k));
                     }
@@ -432,7 +433,7 @@ pub fn check(events: &[TraceEvent], opts: &Options) -> Report {
                 let mut before = BTreeSet::new();
                 for &k in &seg.delivers {
                     let m = ev[k].msg.as_deref().unwrap_or("");
-                    if ev[k].order.as_deref() == Some("gbcast") {
+                    if ev[k].order.map(|o| o.as_str()) == Some("gbcast") {
                         match gb.get(m) {
                             Some((first, b0)) if *b0 != before => v.push(Violation {
                                 guarantee: "G8",
@@ -457,7 +458,7 @@ pub fn check(events: &[TraceEvent], opts: &Options) -> Report {
         for ep in list {
             for seg in &ep.segs {
                 for &k in &seg.delivers {
-                    if ev[k].order.as_deref() != Some("safe") {
+                    if ev[k].order.map(|o| o.as_str()) != Some("safe") {
                         continue;
                     }
                     let m = ev[k].msg.as_deref().unwrap_or("");
@@ -480,7 +481,7 @@ pub fn check(events: &[TraceEvent], opts: &Options) -> Report {
 
     // G11: state transfer, with each joiner's state recomputed from its provider's history.
     let mut state_sent: BTreeMap<(&str, u64), Vec<usize>> = BTreeMap::new();
-    for (k, e) in ev.iter().enumerate().filter(|(_, e)| e.ev == "state_sent") {
+    for (k, e) in ev.iter().enumerate().filter(|(_, e)| e.ev.as_str() == "state_sent") {
         state_sent.entry((g_of(k), e.view.unwrap_or(0))).or_default().push(k);
     }
     let mut has: BTreeMap<(&str, &str, usize), BTreeSet<&str>> = BTreeMap::new();
@@ -573,7 +574,7 @@ pub fn check(events: &[TraceEvent], opts: &Options) -> Report {
     for (p, list) in &by_p {
         for (n, &k) in list.iter().enumerate() {
             let e = &ev[k];
-            if e.ev != "flush" {
+            if e.ev.as_str() != "flush" {
                 continue;
             }
             let g = g_of(k);
@@ -588,13 +589,13 @@ pub fn check(events: &[TraceEvent], opts: &Options) -> Report {
             let upto = match &e.covers {
                 Some(c) => list[..n]
                     .iter()
-                    .position(|&k| ev[k].ev == "send" && ev[k].msg.as_deref() == Some(c))
+                    .position(|&k| ev[k].ev.as_str() == "send" && ev[k].msg.as_deref() == Some(c))
                     .map_or(0, |x| x + 1),
                 None => n,
             };
             for &sk in &list[..upto] {
                 let s = &ev[sk];
-                if s.ev != "send" || s.group.as_deref() != Some(g) || s.i < joined {
+                if s.ev.as_str() != "send" || s.group.as_deref() != Some(g) || s.i < joined {
                     continue;
                 }
                 let m = s.msg.as_deref().unwrap_or("");
@@ -638,8 +639,11 @@ pub fn check(events: &[TraceEvent], opts: &Options) -> Report {
                 }
             }
         }
-        let left: BTreeSet<(&str, &str)> =
-            ev.iter().filter(|e| e.ev == "leave").map(|e| (e.group.as_deref().unwrap_or(""), e.p.as_str())).collect();
+        let left: BTreeSet<(&str, &str)> = ev
+            .iter()
+            .filter(|e| e.ev.as_str() == "leave")
+            .map(|e| (e.group.as_deref().unwrap_or(""), e.p.as_str()))
+            .collect();
         // A group whose members all failed starts over with no state (recovery from total
         // failure is the durability layer's job): messages delivered before its last fresh
         // start are not owed to its final members.
@@ -648,7 +652,9 @@ pub fn check(events: &[TraceEvent], opts: &Options) -> Report {
             let before = views.get(&(g, id.wrapping_sub(1))).and_then(|&pk| ev[pk].members.as_ref());
             let members = ev[k].members.as_deref().unwrap_or(&[]);
             if !before.is_some_and(|b| members.iter().any(|m| b.contains(m))) {
-                let t = ev.iter().filter(|e| e.ev == "view" && e.group.as_deref() == Some(g) && e.view == Some(id));
+                let t = ev
+                    .iter()
+                    .filter(|e| e.ev.as_str() == "view" && e.group.as_deref() == Some(g) && e.view == Some(id));
                 fresh.insert(g, (id, t.map(|e| e.t).min().unwrap_or(0)));
             }
         }
@@ -683,7 +689,7 @@ pub fn check(events: &[TraceEvent], opts: &Options) -> Report {
         }
         if let Some(bound) = opts.crash_bound_us {
             for (p, &ck) in &dead {
-                if ev[ck].ev != "crash" {
+                if ev[ck].ev.as_str() != "crash" {
                     continue;
                 }
                 let t = ev[ck].t;

@@ -15,7 +15,5 @@
 //! - G11 recomputes each joiner's state from its provider's history with [`digest`].
 
 mod check;
-mod trace;
 
 pub use check::{check, Options, Report, Violation};
-pub use trace::{digest, parse, ParseError, TraceEvent};

@@ -1,7 +1,8 @@
 //! For every guarantee, a hand-made trace that breaks it, and the checker must say so; and
 //! a good trace that must pass.
 
-use synchrony_check::{check, parse, Options};
+use synchrony_check::{check, Options};
+use synchrony_trace::parse;
 
 fn violations(trace: &str, quiescent: bool) -> Vec<&'static str> {
     let events = parse(trace).expect("parses");
@@ -36,7 +37,7 @@ const GOOD: &str = r#"
 "#;
 
 fn good() -> String {
-    GOOD.replace("DIGEST", &synchrony_check::digest(["a#1/0"]))
+    GOOD.replace("DIGEST", &synchrony_trace::digest(["a#1/0"]))
 }
 
 #[test]

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use synchrony_check::{check, parse, Options, TraceEvent};
+use synchrony_check::{check, Options};
+use synchrony_trace::{parse, EventKind, TraceEvent};
 
 /// What the demo does besides the basic run.
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -139,7 +140,12 @@ impl Procs {
 /// after the last event of the incarnation whose id starts with `prefix` (`NAME#`).
 pub(crate) fn crash_event(events: &[TraceEvent], prefix: &str, killed_us: u64) -> Option<TraceEvent> {
     let last = events.iter().filter(|e| e.p.starts_with(prefix)).max_by_key(|e| (e.t, e.i))?;
-    Some(TraceEvent { p: last.p.clone(), i: last.i + 1, t: last.t.max(killed_us), ..TraceEvent::bare("crash") })
+    Some(TraceEvent {
+        p: last.p.clone(),
+        i: last.i + 1,
+        t: last.t.max(killed_us),
+        ..TraceEvent::bare(EventKind::Crash)
+    })
 }
 
 /// Follows the trace files and tells what they show.
@@ -183,8 +189,8 @@ impl Narrator {
     }
 
     fn narrate(&mut self, e: &TraceEvent) {
-        match e.ev.as_str() {
-            "view" => {
+        match e.ev {
+            EventKind::View => {
                 let (id, members) = (e.view.unwrap_or(0), e.members.clone().unwrap_or_default());
                 if self.views.insert(id, members.clone()).is_none() {
                     let gone: Vec<&String> = self.last_members.iter().filter(|m| !members.contains(m)).collect();
@@ -201,22 +207,22 @@ impl Narrator {
                 }
             }
             // Every old member makes the checkpoint (any of them can finish the transfer).
-            "state_sent" if self.state_sent.insert((e.view, e.to.clone())) => self.say(&format!(
+            EventKind::StateSent if self.state_sent.insert((e.view, e.to.clone())) => self.say(&format!(
                 "{} and the other members produced the state for {} (digest {})",
                 e.p,
                 e.to.as_deref().unwrap_or("?"),
                 e.digest.as_deref().unwrap_or("?")
             )),
-            "state" => self.say(&format!(
+            EventKind::State => self.say(&format!(
                 "{} loaded the state by state transfer (digest {}); it delivers from here on",
                 e.p,
                 e.digest.as_deref().unwrap_or("?")
             )),
-            "partitioned" => self.say(&format!(
+            EventKind::Partitioned => self.say(&format!(
                 "{} found it was excluded while paused: it stops delivering (G10) and rejoins as a new incarnation",
                 e.p
             )),
-            "deliver" => *self.delivered.entry(e.p.clone()).or_default() += 1,
+            EventKind::Deliver => *self.delivered.entry(e.p.clone()).or_default() += 1,
             _ => {}
         }
     }
@@ -453,7 +459,7 @@ pub(crate) fn run_demo(args: DemoArgs) -> Result<()> {
     for v in &report.violations {
         print!("{v}");
     }
-    let delivered = n.events.iter().filter(|e| e.ev == "deliver").count();
+    let delivered = n.events.iter().filter(|e| e.ev == EventKind::Deliver).count();
     println!(
         "checked {} trace events from {} processes ({} deliveries): {}",
         report.events,

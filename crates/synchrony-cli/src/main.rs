@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant as WallClock;
-use synchrony_check::{check, parse, Options};
+use synchrony_check::{check, Options};
 use synchrony_sim::{Outcome, Profile, SimConfig};
+use synchrony_trace::parse;
 
 mod bench;
 mod demo;
@@ -111,7 +112,7 @@ enum Cmd {
 
 /// Checks `events`, draws them to `output` (HTML or SVG by its extension), and says what it did.
 pub(crate) fn write_diagram(
-    events: &[synchrony_check::TraceEvent],
+    events: &[synchrony_trace::TraceEvent],
     quiescent: bool,
     output: &std::path::Path,
 ) -> Result<String> {

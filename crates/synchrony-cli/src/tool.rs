@@ -201,7 +201,7 @@ async fn run_map(node: &Node, args: &ToolArgs) -> Result<()> {
         if (map.applied(), entries.len()) != last {
             last = (map.applied(), entries.len());
             let lines: Vec<String> = entries.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            let digest = synchrony_check::digest(lines.iter().map(|s| s.as_str()));
+            let digest = synchrony_trace::digest(lines.iter().map(|s| s.as_str()));
             say(json!({"event": "map", "applied": last.0, "len": last.1, "digest": digest}));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -46,6 +46,7 @@ mod event;
 mod gate;
 mod gms;
 mod group;
+mod hash;
 mod id;
 mod link;
 mod order;
@@ -63,6 +64,7 @@ pub use event::{
     Delivery, Event, FlushError, MembershipError, PartitionReason, QueryOutcome, Replies, SendError, Stats, Transmit,
 };
 pub use gms::RoundPhase;
+pub use hash::{fnv1a, Fnv1a};
 pub use id::{Ballot, GroupName, MsgId, ProcessId, ViewId};
 pub use order::{Order, ParseOrderError};
 pub use time::Instant;

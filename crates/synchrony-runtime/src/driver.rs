@@ -11,11 +11,11 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use synchrony_check::{digest, TraceEvent};
 use synchrony_engine::{
     Engine, Event, FlushError, GroupName, Instant, MembershipError, MsgId, Order, ProcessId, QueryOutcome, Replies,
     SendError, ViewId,
 };
+use synchrony_trace::{digest, TraceEvent};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant as TokioInstant;
@@ -397,7 +397,7 @@ impl Driver {
 
     fn start_engine(&mut self) {
         let contacts: Vec<ProcessId> = self.contact_names.iter().map(|n| ProcessId::contact(n.as_str())).collect();
-        let seed = self.incarnation ^ digest_u64(&self.config.name);
+        let seed = self.incarnation ^ synchrony_engine::fnv1a(self.config.name.as_bytes());
         let config = self.config.engine_config(contacts, seed);
         let me = self.me();
         tracing::info!(me = %me, "starting the engine");
@@ -602,6 +602,13 @@ impl Driver {
         }
     }
 
+    /// Writes what an engine event made in the trace (see `TraceEvent::of_engine`).
+    fn record_traced(&mut self, traced: Option<TraceEvent>) {
+        if let (Some(t), Some(e)) = (&mut self.trace, traced) {
+            t.record(e);
+        }
+    }
+
     /// Queues an event for a group's handle. Deliveries go in batches (handed over when
     /// one is full and at the end of each pump); any other event goes at once, after the
     /// deliveries before it.
@@ -687,6 +694,8 @@ impl Driver {
 
     fn on_event(&mut self, ev: Event) {
         let now = self.now();
+        // What the event makes in the trace by itself (built only when tracing).
+        let traced = self.trace.as_ref().and_then(|_| TraceEvent::of_engine(&ev));
         if !matches!(ev, Event::Deliver(_)) {
             // Replies to flushes and queries, and node events, come after the deliveries
             // the engine made before them.
@@ -705,8 +714,7 @@ impl Driver {
                 }
             }
             Event::View { group, view } => {
-                let members = view.members.iter().map(|m| m.to_string()).collect();
-                self.record(|| TraceEvent::view_installed(group.as_str(), view.id.0, members));
+                self.record_traced(traced);
                 self.installed.insert(group.clone(), view.id);
                 self.deliver_to_group(&group, GroupEvent::View(view));
             }
@@ -723,15 +731,7 @@ impl Driver {
                 if let Some(t) = (!self.in_flight.is_empty()).then(|| self.in_flight.remove(&d.id)).flatten() {
                     crate::metrics::time("synchrony_send_to_delivery_seconds", t.elapsed());
                 }
-                self.record(|| {
-                    TraceEvent::delivered(
-                        d.group.as_str(),
-                        d.id.to_string(),
-                        d.id.sender.to_string(),
-                        d.order.as_str(),
-                        d.view.0,
-                    )
-                });
+                self.record_traced(traced);
                 let group = d.group.clone();
                 self.deliver_to_group(&group, GroupEvent::Message(d));
             }
@@ -762,7 +762,7 @@ impl Driver {
                 }
             }
             Event::Left { group } | Event::StateLost { group } => {
-                self.record(|| TraceEvent::left(group.as_str()));
+                self.record_traced(traced);
                 self.installed.remove(&group);
                 self.wanted.remove(&group);
                 for (reply, _, _) in self.flushes.remove(&group).unwrap_or_default() {
@@ -782,7 +782,7 @@ impl Driver {
             }
             Event::Partitioned { reason } => {
                 tracing::warn!(me = %self.me(), ?reason, "this incarnation stopped");
-                self.record(|| TraceEvent::bare("partitioned"));
+                self.record_traced(traced);
                 self.installed.clear();
                 for (_, q) in self.flushes.drain() {
                     for (reply, _, _) in q {
@@ -1013,7 +1013,7 @@ impl Driver {
     fn sent_one(&mut self, group: &GroupName, order: Order, id: &MsgId) {
         if self.trace.is_some() {
             let view = self.installed.get(group).map(|v| v.0);
-            self.record(|| TraceEvent::sent(group.as_str(), id.to_string(), order.as_str(), view));
+            self.record(|| TraceEvent::sent(group.as_str(), id.to_string(), order, view));
         }
         // Only with a metrics endpoint: it is a map insert per message.
         if self.config.metrics.is_some() && self.in_flight.len() < IN_FLIGHT_MAX {
@@ -1181,10 +1181,6 @@ pub(crate) fn state_digest(state: &[u8]) -> String {
     let text = String::from_utf8_lossy(state);
     let ids: BTreeSet<&str> = text.split('\n').filter(|s| !s.is_empty()).collect();
     digest(ids)
-}
-
-fn digest_u64(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
 }
 
 #[cfg(test)]

@@ -9,10 +9,10 @@ use bytes::Bytes;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use synchrony_check::TraceEvent;
 use synchrony_engine::{
     Engine, Event, FlushError, GroupName, Instant, MsgId, Order, ProcessId, Replies, SendError, ViewId,
 };
+use synchrony_trace::{Recorder, TraceEvent};
 
 /// What the processes of a simulated run do. One value serves every process: it keeps
 /// per-process state indexed by the process's slot (`Ctx::slot`).
@@ -67,7 +67,8 @@ pub(crate) struct Proc {
     pub(crate) name: String,
     pub(crate) incarnation: u64,
     pub(crate) engine: Option<Engine>,
-    pub(crate) counter: u64,
+    /// Numbers this incarnation's trace events.
+    pub(crate) recorder: Recorder,
     /// Per group: the delivered message ids (what the checker recomputes a joiner's state
     /// from, G11).
     pub(crate) delivered: BTreeMap<GroupName, BTreeSet<String>>,
@@ -89,16 +90,8 @@ pub(crate) struct Proc {
 }
 
 impl Proc {
-    pub(crate) fn pid(&self) -> String {
-        format!("{}#{}", self.name, self.incarnation)
-    }
-
-    pub(crate) fn record(&mut self, now: Instant, trace: &mut Vec<TraceEvent>, mut e: TraceEvent) {
-        e.p = self.pid();
-        e.i = self.counter;
-        e.t = now.since_epoch().as_micros() as u64;
-        self.counter += 1;
-        trace.push(e);
+    pub(crate) fn record(&mut self, now: Instant, trace: &mut Vec<TraceEvent>, e: TraceEvent) {
+        trace.push(self.recorder.stamp(e, now.since_epoch().as_micros() as u64));
     }
 }
 
@@ -184,7 +177,7 @@ impl Ctx<'_> {
     /// Writes an accepted send to the trace.
     fn record_sent(&mut self, group: &GroupName, order: Order, id: &MsgId, view: Option<u64>) {
         self.proc.last_sent.insert(group.clone(), id.to_string());
-        let e = TraceEvent::sent(group.as_str(), id.to_string(), order.as_str(), view);
+        let e = TraceEvent::sent(group.as_str(), id.to_string(), order, view);
         self.proc.record(self.now, self.trace, e);
     }
 
@@ -251,7 +244,7 @@ impl Ctx<'_> {
     /// Hands state to joiners, wrapped with the delivered ids the checker needs (G11).
     pub(crate) fn provide_state(&mut self, group: &GroupName, view: ViewId, joiners: &[ProcessId], app: Bytes) {
         let ids = self.proc.delivered.get(group).cloned().unwrap_or_default();
-        let dg = synchrony_check::digest(ids.iter().map(|s| s.as_str()));
+        let dg = synchrony_trace::digest(ids.iter().map(|s| s.as_str()));
         let ids = ids.into_iter().collect::<Vec<_>>().join("\n");
         let mut state = Vec::with_capacity(4 + ids.len() + app.len());
         state.extend_from_slice(&(ids.len() as u32).to_be_bytes());
@@ -271,7 +264,7 @@ impl Ctx<'_> {
         let n = state.get(..4).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
         let ids = state.get(4..4 + n).map(String::from_utf8_lossy).unwrap_or_default();
         let set: BTreeSet<String> = ids.split('\n').filter(|s| !s.is_empty()).map(String::from).collect();
-        let dg = synchrony_check::digest(set.iter().map(|s| s.as_str()));
+        let dg = synchrony_trace::digest(set.iter().map(|s| s.as_str()));
         self.proc.delivered.insert(group.clone(), set);
         self.proc.record(self.now, self.trace, TraceEvent::state_loaded(group.as_str(), view.0, dg));
         state.slice((4 + n).min(state.len())..)

@@ -9,8 +9,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::time::Duration;
-use synchrony_check::{Options, TraceEvent};
+use synchrony_check::Options;
 use synchrony_engine::{Config, Engine, Event, GroupName, Instant, ProcessId, RoundPhase, Status};
+use synchrony_trace::{EventKind, Recorder, TraceEvent};
 
 /// The shape of one simulated run.
 #[derive(Clone, Debug)]
@@ -150,6 +151,13 @@ impl<A: App> Sim<'_, A> {
         self.nodes[idx].record(self.now, &mut self.trace, e);
     }
 
+    /// Records what an engine event makes by itself in the trace, as the runtime does.
+    fn record_engine_event(&mut self, idx: usize, ev: &Event) {
+        if let Some(e) = TraceEvent::of_engine(ev) {
+            self.record(idx, e);
+        }
+    }
+
     /// The app's handle on process `idx` (which must be running).
     fn ctx(&mut self, idx: usize) -> (&mut A, Ctx<'_>) {
         let ctx = Ctx {
@@ -168,7 +176,7 @@ impl<A: App> Sim<'_, A> {
         let config = self.config_for(idx, inc);
         let n = &mut self.nodes[idx];
         n.incarnation = inc;
-        n.counter = 0;
+        n.recorder.set_process(format!("{}#{inc}", n.name));
         n.delivered.clear();
         n.paused_until = None;
         n.deaf = false;
@@ -192,7 +200,7 @@ impl<A: App> Sim<'_, A> {
                     self.net.push(f);
                 }
             }
-            self.record(idx, TraceEvent::bare("crash"));
+            self.record(idx, TraceEvent::bare(EventKind::Crash));
             self.nodes[idx].restart_at = Some(self.now + restart_after);
         }
     }
@@ -285,19 +293,13 @@ impl<A: App> Sim<'_, A> {
                     let _ = e.join(now, g);
                 }
             }
-            Event::View { group, view } => {
-                let members = view.members.iter().map(|m| m.to_string()).collect();
-                self.record(idx, TraceEvent::view_installed(group.as_str(), view.id.0, members));
+            Event::View { group, .. } => {
+                self.record_engine_event(idx, &ev);
                 self.nodes[idx].delivered.entry(group.clone()).or_default();
             }
             Event::Deliver(d) => {
-                let msg = d.id.to_string();
-                let from = d.id.sender.to_string();
-                self.record(
-                    idx,
-                    TraceEvent::delivered(d.group.as_str(), msg.clone(), from, d.order.as_str(), d.view.0),
-                );
-                self.nodes[idx].delivered.entry(d.group.clone()).or_default().insert(msg);
+                self.record_engine_event(idx, &ev);
+                self.nodes[idx].delivered.entry(d.group.clone()).or_default().insert(d.id.to_string());
             }
             Event::StateRequest { group, view, joiners } => {
                 let (app, mut ctx) = self.ctx(idx);
@@ -317,10 +319,10 @@ impl<A: App> Sim<'_, A> {
             }
             Event::Left { group } | Event::StateLost { group } => {
                 self.nodes[idx].delivered.remove(group);
-                self.record(idx, TraceEvent::left(group.as_str()));
+                self.record_engine_event(idx, &ev);
             }
             Event::Partitioned { .. } => {
-                self.record(idx, TraceEvent::bare("partitioned"));
+                self.record_engine_event(idx, &ev);
                 self.nodes[idx].engine = None;
                 let back = Duration::from_millis(self.rng.gen_range(50..300));
                 self.nodes[idx].restart_at = Some(now + back);
@@ -502,7 +504,7 @@ pub fn run_app<A: App>(cfg: SimConfig, app: &mut A) -> Outcome {
                 name: format!("n{}", i + 1),
                 incarnation: 0,
                 engine: None,
-                counter: 0,
+                recorder: Recorder::default(),
                 delivered: BTreeMap::new(),
                 wanted,
                 paused_until: None,

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 use synchrony_sim::{run, Profile, SimConfig};
+use synchrony_trace::EventKind;
 
 /// Runs `seeds` seeds of `profile` on two threads; panics with the replay commands of the
 /// failing seeds.
@@ -77,7 +78,7 @@ fn deaf() {
     seeds("deaf", 9000, 30);
     for seed in 9000..9010 {
         let out = run(SimConfig::new(seed, Profile::named("deaf").expect("known profile")));
-        let stopped = out.trace.iter().filter(|e| e.ev == "partitioned").count();
+        let stopped = out.trace.iter().filter(|e| e.ev == EventKind::Partitioned).count();
         assert_eq!(stopped, 0, "synchrony sim --seed {seed} --profile deaf: a deaf pause excluded a process");
     }
 }
@@ -166,13 +167,13 @@ fn thirty_two_members_two_hundred_groups_under_churn() {
         eprint!("{v}");
     }
     assert!(out.passed());
-    let first_group_views = out.trace.iter().filter(|e| e.ev == "view" && e.group.as_deref() == Some("g0"));
+    let first_group_views = out.trace.iter().filter(|e| e.ev == EventKind::View && e.group.as_deref() == Some("g0"));
     let widest = first_group_views.map(|e| e.members.as_ref().map_or(0, |m| m.len())).max().unwrap_or(0);
     assert!(widest >= 32, "g0 reached {widest} members");
     let busiest = out
         .trace
         .iter()
-        .filter(|e| e.ev == "view")
+        .filter(|e| e.ev == EventKind::View)
         .fold(std::collections::BTreeMap::<&str, std::collections::BTreeSet<&str>>::new(), |mut m, e| {
             m.entry(e.p.as_str()).or_default().insert(e.group.as_deref().unwrap_or(""));
             m

@@ -131,16 +131,7 @@ pub trait Core: Send + 'static {
     fn restore(&mut self, state: &[u8]) -> Result<(), ToolError>;
 }
 
-/// FNV-1a: a hash that is the same at every process, platform and build (what chooses a
-/// coordinator or a channel must not differ between members).
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
+pub use synchrony_engine::fnv1a;
 
 /// Encodes a tool message.
 pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Bytes {

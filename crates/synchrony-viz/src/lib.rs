@@ -12,7 +12,7 @@
 //! {"p":"a#1","i":1,"t":5,"ev":"send","group":"g","msg":"a#1/0","order":"total","view":1}
 //! {"p":"a#1","i":2,"t":6,"ev":"deliver","group":"g","msg":"a#1/0","from":"a#1","order":"total","view":1}
 //! {"p":"b#1","i":1,"t":9,"ev":"deliver","group":"g","msg":"a#1/0","from":"a#1","order":"total","view":1}"#;
-//! let events = synchrony_check::parse(trace).unwrap();
+//! let events = synchrony_trace::parse(trace).unwrap();
 //! let d = synchrony_viz::Diagram::new(&events, &[]);
 //! assert_eq!((d.rows.len(), d.arrows.len(), d.bands.len()), (2, 2, 2));
 //! assert!(synchrony_viz::render_svg(&d).starts_with("<svg"));

@@ -2,7 +2,9 @@
 
 use serde::Serialize;
 use std::collections::BTreeMap;
-use synchrony_check::{TraceEvent, Violation};
+use synchrony_check::Violation;
+use synchrony_engine::Order;
+use synchrony_trace::{EventKind, TraceEvent};
 
 /// The order classes, in the order their colours are listed.
 pub(crate) const ORDERS: [&str; 6] = ["unordered", "fifo", "causal", "total", "safe", "gbcast"];
@@ -155,44 +157,44 @@ impl Diagram {
                     bands.push(Band { row, t0, t1: t, group: g, view, members });
                 }
             };
-            match e.ev.as_str() {
-                "send" => {
+            match e.ev {
+                EventKind::Send => {
                     if let Some(m) = &e.msg {
                         sends.insert(m, (t, row));
                     }
                 }
-                "deliver" => {
+                EventKind::Deliver => {
                     if let (Some((t0, r0)), Some(g)) = (e.msg.as_deref().and_then(|m| sends.get(m)), group) {
-                        let kind = ORDERS.iter().position(|o| Some(*o) == e.order.as_deref()).unwrap_or(0) as u8;
+                        let kind = e.order.and_then(|o| Order::ALL.iter().position(|x| *x == o)).unwrap_or(0) as u8;
                         arrows.push(Arrow { t0: *t0, r0: *r0, t1: t, r1: row, kind, group: g });
                     }
                 }
-                "view" => {
+                EventKind::View => {
                     let g = group.unwrap_or(0);
                     close(&mut open, g, &mut bands);
                     let members = e.members.clone().unwrap_or_default().join(", ");
                     open.insert((e.p.clone(), g), (t, e.view.unwrap_or(0), members));
                     marks.push(Mark { t, row, kind: MarkKind::View, event: k });
                 }
-                "leave" => {
+                EventKind::Leave => {
                     close(&mut open, group.unwrap_or(0), &mut bands);
                     marks.push(Mark { t, row, kind: MarkKind::Leave, event: k });
                 }
-                "crash" | "partitioned" => {
+                EventKind::Crash | EventKind::Partitioned => {
                     let mine: Vec<usize> = open.keys().filter(|(p, _)| *p == e.p).map(|(_, g)| *g).collect();
                     for g in mine {
                         close(&mut open, g, &mut bands);
                     }
-                    let kind = if e.ev == "crash" { MarkKind::Crash } else { MarkKind::Partitioned };
+                    let kind = if e.ev == EventKind::Crash { MarkKind::Crash } else { MarkKind::Partitioned };
                     marks.push(Mark { t, row, kind, event: k });
                 }
-                "flush" => marks.push(Mark { t, row, kind: MarkKind::Flush, event: k }),
-                "state_sent" => {
+                EventKind::Flush => marks.push(Mark { t, row, kind: MarkKind::Flush, event: k }),
+                EventKind::StateSent => {
                     if let (Some(g), Some(to)) = (e.group.as_deref(), e.to.as_deref()) {
                         state_sent.entry((g, e.view.unwrap_or(0), to)).or_insert((t, row));
                     }
                 }
-                "state" => {
+                EventKind::State => {
                     marks.push(Mark { t, row, kind: MarkKind::State, event: k });
                     let key = (e.group.as_deref().unwrap_or(""), e.view.unwrap_or(0), e.p.as_str());
                     if let (Some((t0, r0)), Some(g)) = (state_sent.get(&key), group) {

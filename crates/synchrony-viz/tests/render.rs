@@ -1,7 +1,8 @@
 //! Renders known traces and checks what the diagram holds; opens the HTML in headless
 //! Chromium when it is installed (CI installs it and sets SYNCHRONY_REQUIRE_BROWSER=1).
 
-use synchrony_check::{check, parse, Options};
+use synchrony_check::{check, Options};
+use synchrony_trace::parse;
 use synchrony_viz::{render_html, render_svg, Diagram, MarkKind};
 
 /// Three processes; `c` joins with a state transfer, `b` crashes, and `m2` is delivered in

@@ -19,9 +19,10 @@ use std::process::{Child, ChildStdin, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
-use synchrony_check::{check, parse, Options};
+use synchrony_check::{check, Options};
 use synchrony_engine::{GroupName, Order};
 use synchrony_runtime::{GroupEvent, Runtime};
+use synchrony_trace::parse;
 use tokio::io::AsyncBufReadExt;
 
 const GROUP: &str = "bench";
