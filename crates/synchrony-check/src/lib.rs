@@ -1,7 +1,8 @@
 //! # synchrony-check
 //!
-//! The trace format of synchrony (`shared/TRACE.md`) and a checker of the guarantees G1 to
-//! G13 over traces, simulated or real. `synchrony check TRACE...` is its command.
+//! A checker of the guarantees G1 to G13 (DESIGN.md) over traces in the format of
+//! `shared/TRACE.md` (`synchrony-trace`), simulated or real: one function per guarantee over
+//! a shared index of the trace. `synchrony check TRACE...` is its command.
 //!
 //! Choices where the guarantees leave room, made explicit here:
 //! - G6 (causal) is checked within a group, with happens-before carried by the sends and
@@ -12,8 +13,10 @@
 //!   (crashes or is partitioned before the next) is exempt for its `total` messages of that
 //!   view, because non-uniform total order may differ at a failing process. `safe` messages
 //!   are compared everywhere.
-//! - G11 recomputes each joiner's state from its provider's history with [`digest`].
+//! - G11 recomputes each joiner's state from its provider's history with
+//!   [`synchrony_trace::digest`].
 
 mod check;
+mod index;
 
-pub use check::{check, Options, Report, Violation};
+pub use check::{check, Guarantee, Options, Report, Violation};

@@ -1,10 +1,10 @@
 //! For every guarantee, a hand-made trace that breaks it, and the checker must say so; and
 //! a good trace that must pass.
 
-use synchrony_check::{check, Options};
+use synchrony_check::{check, Guarantee, Options};
 use synchrony_trace::parse;
 
-fn violations(trace: &str, quiescent: bool) -> Vec<&'static str> {
+fn violations(trace: &str, quiescent: bool) -> Vec<Guarantee> {
     let events = parse(trace).expect("parses");
     let report = check(&events, &Options { quiescent, crash_bound_us: Some(1_000_000) });
     for v in &report.violations {
@@ -13,7 +13,7 @@ fn violations(trace: &str, quiescent: bool) -> Vec<&'static str> {
     report.violations.iter().map(|v| v.guarantee).collect()
 }
 
-fn assert_breaks(g: &str, trace: &str, quiescent: bool) {
+fn assert_breaks(g: Guarantee, trace: &str, quiescent: bool) {
     let found = violations(trace, quiescent);
     assert!(found.contains(&g), "expected {g}, found {found:?}");
 }
@@ -42,7 +42,7 @@ fn good() -> String {
 
 #[test]
 fn good_trace_passes() {
-    assert_eq!(violations(&good(), true), Vec::<&str>::new());
+    assert_eq!(violations(&good(), true), Vec::<Guarantee>::new());
 }
 
 #[test]
@@ -51,7 +51,7 @@ fn g1_two_views_with_one_id() {
         + r#"{"p":"b#1","i":6,"t":40,"ev":"view","group":"g","view":3,"members":["b#1"],"primary":true}
 {"p":"a#1","i":8,"t":40,"ev":"view","group":"g","view":3,"members":["a#1"],"primary":true}
 "#;
-    assert_breaks("G1", &t, false);
+    assert_breaks(Guarantee::G1, &t, false);
 }
 
 #[test]
@@ -59,15 +59,15 @@ fn g2_duplicate_delivery_and_foreign_view() {
     let t = good()
         + r#"{"p":"b#1","i":6,"t":40,"ev":"deliver","group":"g","msg":"a#1/1","from":"a#1","order":"total","view":2}
 "#;
-    assert_breaks("G2", &t, false);
+    assert_breaks(Guarantee::G2, &t, false);
     let t = good()
         + r#"{"p":"b#1","i":6,"t":40,"ev":"view","group":"g","view":3,"members":["a#1"],"primary":true}
 "#;
-    assert_breaks("G2", &t, false);
+    assert_breaks(Guarantee::G2, &t, false);
     let t = good()
         + r#"{"p":"b#1","i":6,"t":40,"ev":"deliver","group":"g","msg":"a#1/9","from":"a#1","order":"fifo","view":2}
 "#;
-    assert_breaks("G2", &t, false);
+    assert_breaks(Guarantee::G2, &t, false);
 }
 
 #[test]
@@ -79,7 +79,7 @@ fn g3_same_message_in_two_views() {
 {"p":"b#1","i":6,"t":50,"ev":"view","group":"g","view":3,"members":["a#1","b#1"],"primary":true}
 {"p":"b#1","i":7,"t":51,"ev":"deliver","group":"g","msg":"a#1/2","from":"a#1","order":"fifo","view":3}
 "#;
-    assert_breaks("G3", &t, false);
+    assert_breaks(Guarantee::G3, &t, false);
 }
 
 #[test]
@@ -90,7 +90,7 @@ fn g4_different_sets_between_the_same_views() {
 {"p":"a#1","i":10,"t":50,"ev":"view","group":"g","view":3,"members":["a#1","b#1"],"primary":true}
 {"p":"b#1","i":6,"t":50,"ev":"view","group":"g","view":3,"members":["a#1","b#1"],"primary":true}
 "#;
-    assert_breaks("G4", &t, false);
+    assert_breaks(Guarantee::G4, &t, false);
 }
 
 #[test]
@@ -101,7 +101,7 @@ fn g5_fifo_out_of_order() {
 {"p":"b#1","i":6,"t":42,"ev":"deliver","group":"g","msg":"a#1/3","from":"a#1","order":"fifo","view":2}
 {"p":"b#1","i":7,"t":43,"ev":"deliver","group":"g","msg":"a#1/2","from":"a#1","order":"fifo","view":2}
 "#;
-    assert_breaks("G5", &t, false);
+    assert_breaks(Guarantee::G5, &t, false);
 }
 
 #[test]
@@ -117,7 +117,7 @@ fn g6_causal_delivered_on_arrival() {
 {"p":"c#1","i":1,"t":4,"ev":"deliver","group":"g","msg":"b#1/0","from":"b#1","order":"causal","view":1}
 {"p":"c#1","i":2,"t":5,"ev":"deliver","group":"g","msg":"a#1/0","from":"a#1","order":"causal","view":1}
 "#;
-    assert_breaks("G6", t, false);
+    assert_breaks(Guarantee::G6, t, false);
 }
 
 #[test]
@@ -130,7 +130,7 @@ fn g7_total_in_two_orders() {
 {"p":"b#1","i":7,"t":41,"ev":"deliver","group":"g","msg":"b#1/1","from":"b#1","order":"total","view":2}
 {"p":"b#1","i":8,"t":42,"ev":"deliver","group":"g","msg":"a#1/2","from":"a#1","order":"total","view":2}
 "#;
-    assert_breaks("G7", &t, false);
+    assert_breaks(Guarantee::G7, &t, false);
 }
 
 #[test]
@@ -143,7 +143,7 @@ fn g8_gbcast_after_different_messages() {
 {"p":"b#1","i":7,"t":42,"ev":"deliver","group":"g","msg":"b#1/1","from":"b#1","order":"gbcast","view":2}
 {"p":"b#1","i":8,"t":43,"ev":"deliver","group":"g","msg":"a#1/2","from":"a#1","order":"fifo","view":2}
 "#;
-    assert_breaks("G8", &t, false);
+    assert_breaks(Guarantee::G8, &t, false);
 }
 
 #[test]
@@ -156,7 +156,7 @@ fn g9_safe_not_uniform() {
 {"p":"b#1","i":7,"t":42,"ev":"crash"}
 {"p":"a#1","i":9,"t":50,"ev":"view","group":"g","view":3,"members":["a#1"],"primary":true}
 "#;
-    assert_breaks("G9", &t, false);
+    assert_breaks(Guarantee::G9, &t, false);
 }
 
 #[test]
@@ -165,22 +165,22 @@ fn g10_acting_after_partitioned_and_non_primary_views() {
         + r#"{"p":"b#1","i":6,"t":40,"ev":"partitioned"}
 {"p":"b#1","i":7,"t":41,"ev":"deliver","group":"g","msg":"a#1/0","from":"a#1","order":"causal","view":2}
 "#;
-    assert_breaks("G10", &t, false);
+    assert_breaks(Guarantee::G10, &t, false);
     let t = good()
         + r#"{"p":"a#1","i":8,"t":40,"ev":"view","group":"g","view":3,"members":["a#1"],"primary":false}
 "#;
-    assert_breaks("G10", &t, false);
+    assert_breaks(Guarantee::G10, &t, false);
 }
 
 #[test]
 fn g11_wrong_state_and_delivery_before_state() {
     let t = GOOD.replace("DIGEST", "0000000000000000");
-    assert_breaks("G11", &t, false);
+    assert_breaks(Guarantee::G11, &t, false);
     let t = good().replace(
         r#"{"p":"b#1","i":1,"t":22,"ev":"state","group":"g","view":2,"digest""#,
         r#"{"p":"b#1","i":1,"t":22,"ev":"stateX","group":"g","view":2,"digest""#,
     );
-    assert_breaks("G11", &t, false);
+    assert_breaks(Guarantee::G11, &t, false);
 }
 
 #[test]
@@ -193,7 +193,7 @@ fn g12_flush_returned_before_stable() {
 {"p":"b#1","i":6,"t":50,"ev":"view","group":"g","view":3,"members":["b#1"],"primary":true}
 {"p":"a#1","i":11,"t":60,"ev":"crash"}
 "#;
-    assert_breaks("G12", &t, false);
+    assert_breaks(Guarantee::G12, &t, false);
 }
 
 #[test]
@@ -201,12 +201,12 @@ fn g13_lost_message_and_split_final_views() {
     let t = good()
         + r#"{"p":"a#1","i":8,"t":40,"ev":"send","group":"g","msg":"a#1/2","order":"fifo","view":2}
 "#;
-    assert_breaks("G13", &t, true);
-    assert!(!violations(&t, false).contains(&"G13"), "liveness is only checked at quiescence");
+    assert_breaks(Guarantee::G13, &t, true);
+    assert!(!violations(&t, false).contains(&Guarantee::G13), "liveness is only checked at quiescence");
     let t = good()
         + r#"{"p":"a#1","i":8,"t":40,"ev":"view","group":"g","view":3,"members":["a#1","b#1"],"primary":true}
 "#;
-    assert_breaks("G13", &t, true);
+    assert_breaks(Guarantee::G13, &t, true);
 }
 
 #[test]
@@ -216,7 +216,7 @@ fn g13_crash_not_detected_in_time() {
 {"p":"a#1","i":8,"t":5000000,"ev":"view","group":"g","view":3,"members":["a#1","b#1","c#1"],"primary":true}
 {"p":"b#1","i":6,"t":5000000,"ev":"view","group":"g","view":3,"members":["a#1","b#1","c#1"],"primary":true}
 "#;
-    assert_breaks("G13", &t, true);
+    assert_breaks(Guarantee::G13, &t, true);
 }
 
 #[test]
