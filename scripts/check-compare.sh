@@ -61,7 +61,7 @@ for f in "$dir"/*.jsonl; do
   a=$("$old" check --quiescent "$f" 2>&1 | sort; echo "rc=${PIPESTATUS[0]}")
   b=$("$new" check --quiescent "$f" 2>&1 | sort; echo "rc=${PIPESTATUS[0]}")
   if [ "$a" = "$b" ]; then same=$((same+1)); else differ=$((differ+1)); echo "DIFFER: $(basename "$f")"; fi
-  if echo "$a" | grep -q violated; then bad=$((bad+1)); fi
+  if [[ $a == *violated* ]]; then bad=$((bad+1)); fi
 done
 echo "$same outputs identical, $differ differ ($bad traces with violations)"
 [ "$differ" -eq 0 ]
