@@ -77,8 +77,7 @@ impl NodeArgs {
         c.contacts = self.contacts.clone();
         c.trace = self.trace.clone();
         c.data_dir = self.data_dir.clone();
-        c.failure_timeout = self.failure_timeout;
-        c.heartbeat_interval = self.heartbeat.unwrap_or(self.failure_timeout / 10);
+        c.set_timeouts(self.heartbeat.unwrap_or(self.failure_timeout / 10), self.failure_timeout);
         c.rejoin = self.rejoin;
         c.join_timeout = self.join_timeout;
         c.metrics = self.metrics;
@@ -90,7 +89,7 @@ impl NodeArgs {
             if s.is_empty() {
                 bail!("the secret file {} is empty", f.display());
             }
-            c.secret = Some(s);
+            c.engine.secret = Some(s);
         }
         Ok(c)
     }
@@ -129,13 +128,15 @@ async fn serve_group(rt: Runtime, group: GroupName, mut events: synchrony_runtim
         match ev {
             GroupEvent::Message(m) => {
                 state.lock().expect("not poisoned").insert(m.id.to_string());
-                if m.query {
-                    rt.reply(m.id, Some(Bytes::from(me.clone()))).await;
+                if m.query && rt.reply(m.id, Some(Bytes::from(me.clone()))).await.is_err() {
+                    break;
                 }
             }
             GroupEvent::StateRequest { view, .. } => {
                 let s = state.lock().expect("not poisoned").iter().cloned().collect::<Vec<_>>().join("\n");
-                rt.provide_state(group.clone(), view, Bytes::from(s)).await;
+                if rt.provide_state(group.clone(), view, Bytes::from(s)).await.is_err() {
+                    break;
+                }
             }
             GroupEvent::State { state: bytes, view } => {
                 let text = String::from_utf8_lossy(&bytes).to_string();
@@ -188,7 +189,7 @@ pub(crate) async fn run_node(args: NodeArgs) -> Result<()> {
     let rt = start(&args, &args.join, true).await?;
     println!("{} is a member, listening on {}", rt.me(), rt.listen_addr());
     terminated().await;
-    rt.shutdown().await;
+    let _ = rt.shutdown().await;
     Ok(())
 }
 
@@ -250,7 +251,7 @@ pub(crate) async fn run_load(args: LoadArgs) -> Result<()> {
     }
     // Freeze the trace first: the other loads stop at about the same moment, and what they
     // would do about this one's exit is not part of the run.
-    rt.close_trace().await;
+    let _ = rt.close_trace().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     Ok(())
 }

@@ -181,7 +181,7 @@ pub(crate) async fn run_tool(args: ToolArgs) -> Result<()> {
         r = work => r,
         _ = tokio::time::sleep(args.exit_after) => Ok(()),
     };
-    node.shutdown().await;
+    let _ = node.shutdown().await;
     outcome
 }
 

@@ -61,6 +61,21 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Sets the heartbeat interval and the failure timeout, and the timeouts that follow
+    /// from them: the adaptive timeout's ceiling (one and a half times the failure
+    /// timeout), the first retransmission timeout (half a heartbeat, at least 5 ms) and
+    /// the join retry (half the failure timeout).
+    pub fn with_timeouts(self, heartbeat: Duration, failure: Duration) -> Self {
+        Self {
+            heartbeat_interval: heartbeat,
+            failure_timeout: failure,
+            failure_timeout_max: failure + failure / 2,
+            retransmit_timeout: (heartbeat / 2).max(Duration::from_millis(5)),
+            join_retry: failure / 2,
+            ..self
+        }
+    }
+
     /// Timeouts scaled for tests and simulation: 10 ms heartbeats, 100 ms suspicion.
     pub fn fast() -> Self {
         Self {

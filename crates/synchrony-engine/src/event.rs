@@ -64,7 +64,6 @@ pub enum PartitionReason {
 /// Events for the application, in the order they happen. Drain with
 /// [`crate::Engine::poll_event`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Event {
     /// This process is now a member of the cluster.
     Joined,

@@ -4,14 +4,17 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// How a node runs. Build with [`Config::new`] and adjust the public fields.
+/// How a node runs. Build with [`Config::new`] and adjust the public fields. What the
+/// runtime does (addresses, files, queues) is here; how the protocol behaves (timeouts,
+/// the cluster secret, weights, buffer bounds) is in [`Config::engine`], set once there.
 ///
 /// ```
 /// use std::time::Duration;
 /// let mut config = synchrony_runtime::Config::new("n1", "127.0.0.1:7001");
 /// config.contacts.push("127.0.0.1:7000".into());
-/// config.failure_timeout = Duration::from_millis(300);
-/// assert_eq!(config.name, "n1");
+/// config.set_timeouts(Duration::from_millis(30), Duration::from_millis(300));
+/// config.engine.secret = Some(b"cluster secret".to_vec());
+/// assert_eq!(config.engine.failure_timeout, Duration::from_millis(300));
 /// ```
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -21,10 +24,9 @@ pub struct Config {
     pub listen: String,
     /// Addresses of members to join through. Empty, or only this node's own address,
     /// starts a new cluster; otherwise the node joins through whichever contact answers.
+    /// (The engine's own `contacts` are the names found at these addresses: the runtime
+    /// sets them.)
     pub contacts: Vec<String>,
-    /// The cluster secret: when set, every frame carries an HMAC-SHA256 tag and a peer
-    /// without the secret can neither connect nor inject anything.
-    pub secret: Option<Vec<u8>>,
     /// Where the node keeps what must outlive it (its incarnation counter). `None` keeps
     /// nothing, and the incarnation is taken from the clock.
     pub data_dir: Option<PathBuf>,
@@ -35,10 +37,6 @@ pub struct Config {
     pub metrics: Option<std::net::SocketAddr>,
     /// The incarnation to use (normally left `None`: see `data_dir`).
     pub incarnation: Option<u64>,
-    /// How often heartbeats go out when nothing else does.
-    pub heartbeat_interval: Duration,
-    /// The least silence after which a peer is suspected (adapts upward by half).
-    pub failure_timeout: Duration,
     /// How long [`crate::Runtime::start`] waits to become a member of the cluster.
     pub join_timeout: Duration,
     /// After this node finds itself excluded (e.g. it was paused), rejoin as a new
@@ -55,7 +53,10 @@ pub struct Config {
     /// process. Past this, the node stops (`PartitionReason::Stalled`) and the others go on
     /// without it.
     pub app_stall_timeout: Duration,
-    /// The engine's other settings (weights, buffer bounds, packet size).
+    /// The protocol's settings: timeouts (see [`Config::set_timeouts`]), the cluster
+    /// secret (when set, every frame carries an HMAC-SHA256 tag and a peer without the
+    /// secret can neither connect nor inject anything), weights, buffer bounds, packet
+    /// size. Its `contacts` and `rng_seed` are the runtime's to set, per incarnation.
     pub engine: synchrony_engine::Config,
 }
 
@@ -67,37 +68,38 @@ impl Config {
             name: name.into(),
             listen: listen.into(),
             contacts: Vec::new(),
-            secret: None,
             data_dir: None,
             trace: None,
             metrics: None,
             incarnation: None,
-            heartbeat_interval: Duration::from_millis(100),
-            failure_timeout: Duration::from_secs(1),
             join_timeout: Duration::from_secs(30),
             rejoin: false,
             send_window: 2048,
             peer_queue_frames: 8192,
             app_stall_timeout: Duration::from_secs(10),
-            engine: synchrony_engine::Config::default(),
+            engine: synchrony_engine::Config::default()
+                .with_timeouts(Duration::from_millis(100), Duration::from_secs(1)),
         }
     }
 
-    /// The engine configuration these settings give, for incarnation-independent fields.
+    /// How often heartbeats go out when nothing else does, and the least silence after
+    /// which a peer is suspected (it adapts upward by half); the engine's other timeouts
+    /// follow from them (see `synchrony_engine::Config::with_timeouts`).
+    pub fn set_timeouts(&mut self, heartbeat: Duration, failure: Duration) {
+        self.engine = std::mem::take(&mut self.engine).with_timeouts(heartbeat, failure);
+    }
+
+    /// The cluster secret (see [`Config::engine`]).
+    pub fn secret(&self) -> Option<&[u8]> {
+        self.engine.secret.as_deref()
+    }
+
+    /// The engine configuration of an incarnation: the contacts it found and its seed.
     pub(crate) fn engine_config(
         &self,
         contacts: Vec<synchrony_engine::ProcessId>,
         seed: u64,
     ) -> synchrony_engine::Config {
-        let mut c = self.engine.clone();
-        c.contacts = contacts;
-        c.secret = self.secret.clone();
-        c.heartbeat_interval = self.heartbeat_interval;
-        c.failure_timeout = self.failure_timeout;
-        c.failure_timeout_max = self.failure_timeout + self.failure_timeout / 2;
-        c.retransmit_timeout = (self.heartbeat_interval / 2).max(Duration::from_millis(5));
-        c.join_retry = self.failure_timeout / 2;
-        c.rng_seed = seed;
-        c
+        synchrony_engine::Config { contacts, rng_seed: seed, ..self.engine.clone() }
     }
 }

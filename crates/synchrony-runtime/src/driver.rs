@@ -329,7 +329,7 @@ impl Driver {
             config.contacts.iter().filter(|c| **c != listen && **c != config.listen).cloned().collect();
         let peers = Peers {
             my_name: config.name.clone(),
-            secret: config.secret.clone(),
+            secret: config.engine.secret.clone(),
             hello,
             book,
             conns: HashMap::new(),
@@ -800,7 +800,6 @@ impl Driver {
                     self.rejoin();
                 }
             }
-            _ => {}
         }
     }
 

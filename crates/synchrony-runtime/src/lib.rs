@@ -42,7 +42,6 @@ use tokio::sync::{mpsc, oneshot};
 
 /// What a group handle receives, in the order the engine produced it.
 #[derive(Clone, Debug)]
-#[non_exhaustive]
 pub enum GroupEvent {
     /// A new view is installed.
     View(GroupView),
@@ -93,6 +92,21 @@ impl GroupEvents {
                 return Some(ev);
             }
             self.ahead.extend(self.rx.recv().await?);
+        }
+    }
+
+    /// Polls for the next event (`Ready(None)` once the node has shut down or left the
+    /// group): what a `Stream` of the events is built on.
+    pub fn poll_recv(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<GroupEvent>> {
+        loop {
+            if let Some(ev) = self.ahead.pop_front() {
+                return std::task::Poll::Ready(Some(ev));
+            }
+            match self.rx.poll_recv(cx) {
+                std::task::Poll::Ready(Some(batch)) => self.ahead.extend(batch),
+                std::task::Poll::Ready(None) => return std::task::Poll::Ready(None),
+                std::task::Poll::Pending => return std::task::Poll::Pending,
+            }
         }
     }
 
@@ -258,7 +272,7 @@ impl Runtime {
         let (node_tx, mut node_rx) = mpsc::channel(1024);
         let ids = Arc::new(AtomicU64::new(1));
         let hello = net::Hello::new(&config.name, incarnation, &listen);
-        tokio::spawn(driver::accept_loop(listener, hello, config.secret.clone(), net_tx.clone(), ids.clone()));
+        tokio::spawn(driver::accept_loop(listener, hello, config.engine.secret.clone(), net_tx.clone(), ids.clone()));
         let join_timeout = config.join_timeout;
         let driver = Driver::new(config, incarnation, listen.clone(), net_tx, ids, node_tx, trace);
         tokio::spawn(driver.run(cmd_rx, control_rx, frames_rx));
@@ -363,8 +377,8 @@ impl Runtime {
     }
 
     /// Answers a query (`None`: a null reply, "I will not answer").
-    pub async fn reply(&self, id: MsgId, payload: Option<Bytes>) {
-        let _ = self.commands.send(Command::Reply { id, payload }).await;
+    pub async fn reply(&self, id: MsgId, payload: Option<Bytes>) -> Result<(), NodeStopped> {
+        self.commands.send(Command::Reply { id, payload }).await.map_err(|_| NodeStopped)
     }
 
     /// Waits until every message this node sent to `group` before the call is stable.
@@ -373,26 +387,33 @@ impl Runtime {
     }
 
     /// Gives the state a [`GroupEvent::StateRequest`] asked for.
-    pub async fn provide_state(&self, group: GroupName, view: ViewId, state: Bytes) {
-        let _ = self.commands.send(Command::ProvideState { group, view, state }).await;
+    pub async fn provide_state(&self, group: GroupName, view: ViewId, state: Bytes) -> Result<(), NodeStopped> {
+        self.commands.send(Command::ProvideState { group, view, state }).await.map_err(|_| NodeStopped)
     }
 
     /// The node's status.
-    pub async fn status(&self) -> Option<NodeStatus> {
-        self.ask(|reply| Command::Status { reply }).await
+    pub async fn status(&self) -> Result<NodeStatus, NodeStopped> {
+        self.ask(|reply| Command::Status { reply }).await.ok_or(NodeStopped)
     }
 
     /// Stops writing the trace (before a process exits without leaving, so that what the
     /// others do after it is gone is not mistaken for its own history).
-    pub async fn close_trace(&self) {
-        let _ = self.ask(|reply| Command::CloseTrace { reply }).await;
+    pub async fn close_trace(&self) -> Result<(), NodeStopped> {
+        self.ask(|reply| Command::CloseTrace { reply }).await.ok_or(NodeStopped)
     }
 
-    /// Leaves the cluster and stops the driver.
-    pub async fn shutdown(&self) {
-        let _ = self.ask(|reply| Command::Shutdown { reply }).await;
+    /// Leaves the cluster and stops the driver. `Err` if the node had stopped already (it
+    /// was excluded, lost its majority, or was shut down): then the others did not see a
+    /// clean leave.
+    pub async fn shutdown(&self) -> Result<(), NodeStopped> {
+        self.ask(|reply| Command::Shutdown { reply }).await.ok_or(NodeStopped)
     }
 }
+
+/// The node's driver has stopped: it takes no more commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("this node has stopped")]
+pub struct NodeStopped;
 
 /// Asks the node listening at `addr` for its status (what `synchrony status` does).
 pub async fn request_status(addr: &str, secret: Option<&[u8]>) -> Result<NodeStatus, StatusError> {

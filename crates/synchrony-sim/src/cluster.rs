@@ -328,7 +328,8 @@ impl<A: App> Sim<'_, A> {
                 self.nodes[idx].restart_at = Some(now + back);
                 return;
             }
-            _ => {}
+            // The app sees these as they are; they make no trace events of their own.
+            Event::QueryDone(_) | Event::JoinRefused { .. } | Event::SendLost { .. } => {}
         }
         let (app, mut ctx) = self.ctx(idx);
         app.event(&mut ctx, &ev);

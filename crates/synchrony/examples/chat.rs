@@ -33,13 +33,15 @@ async fn main() -> anyhow::Result<()> {
                 Some(Event::Message(m)) => {
                     println!("<{}> {}", m.sender(), String::from_utf8_lossy(m.payload()));
                 }
-                Some(Event::StateRequest(r)) => r.provide("").await, // a chat keeps no history
+                Some(Event::StateRequest(r)) => {
+                let _ = r.provide("").await;
+            } // a chat keeps no history
                 Some(_) => {}
                 None => break,
             },
         }
     }
     room.leave().await?;
-    node.shutdown().await;
+    let _ = node.shutdown().await;
     Ok(())
 }

@@ -28,10 +28,14 @@ async fn replica(mut group: Group, value: Arc<AtomicI64>) {
                 Ok(Op::Read) => {
                     let _ = m.reply_value(&value.load(Ordering::SeqCst)).await;
                 }
-                Err(_) => m.reply_null().await,
+                Err(_) => {
+                    let _ = m.reply_null().await; // a stopped node ends the loop
+                }
             },
             // The state is the value; it is exact because later messages wait for it.
-            Event::StateRequest(r) => r.provide(value.load(Ordering::SeqCst).to_le_bytes().to_vec()).await,
+            Event::StateRequest(r) => {
+                let _ = r.provide(value.load(Ordering::SeqCst).to_le_bytes().to_vec()).await;
+            }
             Event::State(s) => {
                 let bytes: [u8; 8] = s[..].try_into().unwrap_or([0; 8]);
                 value.store(i64::from_le_bytes(bytes), Ordering::SeqCst);
@@ -80,7 +84,7 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(answers.len() == 4 && answers.iter().all(|(_, v)| *v == expected), "replicas disagree");
     println!("all 4 replicas hold {expected}");
     for n in [d, c, b, a] {
-        n.shutdown().await;
+        let _ = n.shutdown().await;
     }
     Ok(())
 }

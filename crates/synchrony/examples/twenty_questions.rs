@@ -170,8 +170,7 @@ impl synchrony::tools::Keyed for Nothing {
 
 fn config(name: &str, listen: &str, contact: Option<&str>) -> Config {
     let mut c = Config::new(name, listen);
-    c.failure_timeout = Duration::from_millis(300);
-    c.heartbeat_interval = Duration::from_millis(30);
+    c.set_timeouts(Duration::from_millis(30), Duration::from_millis(300));
     c.contacts.extend(contact.map(String::from));
     c
 }
@@ -369,6 +368,6 @@ async fn main() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     println!("every answer matched the non-replicated database");
-    client.shutdown().await;
+    let _ = client.shutdown().await;
     Ok(())
 }

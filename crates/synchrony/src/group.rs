@@ -6,11 +6,12 @@ use serde::Serialize;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use synchrony_engine::{
     Delivery, FlushError, GroupName, GroupView, MembershipError, MsgId, Order, PartitionReason, ProcessId,
     QueryOutcome, Replies, SendError, ViewId,
 };
-use synchrony_runtime::{GroupEvent, Runtime};
+use synchrony_runtime::{GroupEvent, NodeStopped, Runtime};
 
 /// Why a send or query on a [`Group`] failed.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +25,17 @@ pub enum GroupSendError {
     /// The value could not be encoded.
     #[error("cannot encode the value: {0}")]
     Encode(#[from] postcard::Error),
+}
+
+/// Why a reply with a value failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplyError {
+    /// The value could not be encoded.
+    #[error("cannot encode the value: {0}")]
+    Encode(#[from] postcard::Error),
+    /// This node has stopped.
+    #[error(transparent)]
+    Stopped(#[from] NodeStopped),
 }
 
 /// A delivered multicast. Queries are answered with [`Message::reply`] or
@@ -73,14 +85,13 @@ impl Message {
     }
 
     /// Answers the query.
-    pub async fn reply(&self, payload: impl Into<Bytes>) {
-        self.rt.reply(self.delivery.id.clone(), Some(payload.into())).await;
+    pub async fn reply(&self, payload: impl Into<Bytes>) -> Result<(), NodeStopped> {
+        self.rt.reply(self.delivery.id.clone(), Some(payload.into())).await
     }
 
     /// Answers the query with a value.
-    pub async fn reply_value<T: Serialize>(&self, value: &T) -> Result<(), postcard::Error> {
-        self.reply(crate::encode(value)?).await;
-        Ok(())
+    pub async fn reply_value<T: Serialize>(&self, value: &T) -> Result<(), ReplyError> {
+        Ok(self.reply(crate::encode(value)?).await?)
     }
 
     /// The delivery as the engine gave it.
@@ -89,8 +100,8 @@ impl Message {
     }
 
     /// Says "I will not answer", so the caller does not wait for this member.
-    pub async fn reply_null(&self) {
-        self.rt.reply(self.delivery.id.clone(), None).await;
+    pub async fn reply_null(&self) -> Result<(), NodeStopped> {
+        self.rt.reply(self.delivery.id.clone(), None).await
     }
 }
 
@@ -116,8 +127,8 @@ impl StateRequest {
     }
 
     /// Gives the state as it is now (after every message delivered so far).
-    pub async fn provide(self, state: impl Into<Bytes>) {
-        self.rt.provide_state(self.group, self.view, state.into()).await;
+    pub async fn provide(self, state: impl Into<Bytes>) -> Result<(), NodeStopped> {
+        self.rt.provide_state(self.group, self.view, state.into()).await
     }
 }
 
@@ -136,6 +147,9 @@ pub enum Event {
     State(Bytes),
     /// This node left the group.
     Left,
+    /// A member's join verifier refused this node's join (after a rejoin as a new
+    /// incarnation, see `Config::rejoin`): it is not in the group.
+    JoinRefused,
     /// This node's incarnation stopped (it was excluded, or lost the majority). With
     /// `Config::rejoin` it comes back as a new incarnation and the views go on.
     Partitioned(PartitionReason),
@@ -159,7 +173,7 @@ pub enum Event {
 /// while answered < 1 {
 ///     match group.next_event().await {
 ///         Some(Event::Message(m)) if m.is_query() => {
-///             m.reply("101.5").await;
+///             m.reply("101.5").await?;
 ///             answered += 1;
 ///         }
 ///         Some(Event::Message(m)) => assert_eq!(m.value::<(String, f64)>()?, ("ACME".into(), 101.5)),
@@ -171,7 +185,7 @@ pub enum Event {
 /// assert_eq!(outcome.replies.len(), 1);
 /// group.flush().await?; // everything sent so far is held by every member
 /// group.leave().await?;
-/// node.shutdown().await;
+/// node.shutdown().await?;
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
@@ -209,7 +223,9 @@ impl Group {
                 }
                 GroupEvent::JoinRefused => return Err(crate::JoinError::Refused(self.sender.name.clone())),
                 GroupEvent::Left | GroupEvent::Partitioned(_) => return Err(stopped()),
-                _ => self.ahead.push_back(ev),
+                GroupEvent::Message(_) | GroupEvent::StateRequest { .. } | GroupEvent::State { .. } => {
+                    self.ahead.push_back(ev)
+                }
             }
         }
         Err(stopped())
@@ -230,14 +246,29 @@ impl Group {
         self.sender.clone()
     }
 
-    /// The next event; `None` once the node has shut down.
+    /// The next event; `None` once the node has shut down. Cancel-safe. (A `Group` is also
+    /// a [`futures_core::Stream`] of its events.)
     pub async fn next_event(&mut self) -> Option<Event> {
+        std::future::poll_fn(|cx| self.poll_event(cx)).await
+    }
+
+    /// Polls for the next event.
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
         let ev = match self.ahead.pop_front() {
             Some(ev) => ev,
-            None => self.events.recv().await?,
+            None => match self.events.poll_recv(cx) {
+                Poll::Ready(Some(ev)) => ev,
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            },
         };
+        Poll::Ready(Some(self.event_of(ev)))
+    }
+
+    /// What the application sees of an event the runtime handed over.
+    fn event_of(&mut self, ev: GroupEvent) -> Event {
         let rt = &self.sender.rt;
-        Some(match ev {
+        match ev {
             GroupEvent::View(v) => {
                 self.view = Some(v.clone());
                 Event::View(v)
@@ -256,8 +287,12 @@ impl Group {
                 self.view = None;
                 Event::Partitioned(reason)
             }
-            _ => return None,
-        })
+            GroupEvent::JoinRefused => {
+                self.sender.left.store(true, Ordering::Relaxed);
+                self.view = None;
+                Event::JoinRefused
+            }
+        }
     }
 
     /// Multicasts bytes to the group.
@@ -302,6 +337,14 @@ impl Group {
             }
         }
         Ok(())
+    }
+}
+
+impl futures_core::Stream for Group {
+    type Item = Event;
+
+    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.get_mut().poll_event(cx)
     }
 }
 

@@ -26,7 +26,7 @@
 //!         None => anyhow::bail!("the node stopped"),
 //!     }
 //! }
-//! node.shutdown().await;
+//! node.shutdown().await?;
 //! # Ok(()) }
 //! ```
 //!
@@ -45,13 +45,13 @@ mod group;
 mod node;
 pub mod tools;
 
-pub use group::{Event, Group, GroupSendError, GroupSender, Message, StateRequest};
+pub use group::{Event, Group, GroupSendError, GroupSender, Message, ReplyError, StateRequest};
 pub use node::{JoinError, JoinOptions, Node, NodeEvent};
 pub use synchrony_engine::{
     Delivery, FlushError, GroupName, GroupView, MembershipError, MsgId, Order, PartitionReason, ProcessId,
     QueryOutcome, Replies, SendError, ViewId,
 };
-pub use synchrony_runtime::{Config, NodeStatus, StartError};
+pub use synchrony_runtime::{Config, NodeStatus, NodeStopped, StartError};
 /// Stable storage: a node's views, checkpoints and update logs ([`synchrony_storage`]).
 pub use synchrony_storage as storage;
 

@@ -4,8 +4,8 @@ use crate::group::Group;
 use bytes::Bytes;
 use std::sync::Arc;
 use synchrony_engine::{GroupName, MembershipError, MsgId, Order, ProcessId, QueryOutcome, Replies, SendError};
-use synchrony_runtime::{Config, NodeStatus, Runtime, StartError, Verifiers};
-use tokio::sync::{mpsc, Mutex};
+use synchrony_runtime::{Config, NodeStatus, NodeStopped, Runtime, StartError, Verifiers};
+use tokio::sync::mpsc;
 
 pub use synchrony_runtime::NodeEvent;
 
@@ -61,8 +61,8 @@ pub enum JoinError {
     Refused(GroupName),
 }
 
-/// A process in a synchrony cluster. Cheap to share (`Arc<Node>`); every method takes
-/// `&self`.
+/// A process in a synchrony cluster. Share it (`Arc<Node>`) to join, send and call from
+/// many tasks: every method takes `&self` but [`Node::next_event`], which its owner reads.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -75,14 +75,14 @@ pub enum JoinError {
 /// let b = Node::start(config).await?;
 /// // b is not in the group, and multicasts to it all the same.
 /// b.send("orders", Order::Total, "from outside").await?;
-/// b.shutdown().await;
-/// a.shutdown().await;
+/// b.shutdown().await?;
+/// a.shutdown().await?;
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
 pub struct Node {
     rt: Runtime,
-    events: Mutex<mpsc::Receiver<NodeEvent>>,
+    events: mpsc::Receiver<NodeEvent>,
 }
 
 impl Node {
@@ -90,7 +90,7 @@ impl Node {
     /// `config.contacts` is empty, and joins through a contact otherwise.
     pub async fn start(config: Config) -> Result<Node, StartError> {
         let (rt, events) = Runtime::start(config).await?;
-        Ok(Node { rt, events: Mutex::new(events) })
+        Ok(Node { rt, events })
     }
 
     /// This node's process id (`NAME#INCARNATION`).
@@ -136,17 +136,19 @@ impl Node {
     }
 
     /// The next node-wide event (joined, partitioned, a non-member send possibly lost).
-    pub async fn next_event(&self) -> Option<NodeEvent> {
-        self.events.lock().await.recv().await
+    /// Read by the node's owner, as a tokio channel is; the node drops (and counts) them
+    /// rather than wait for a reader that is behind.
+    pub async fn next_event(&mut self) -> Option<NodeEvent> {
+        self.events.recv().await
     }
 
     /// Groups, views, members, rates and counters.
-    pub async fn status(&self) -> Option<NodeStatus> {
+    pub async fn status(&self) -> Result<NodeStatus, NodeStopped> {
         self.rt.status().await
     }
 
-    /// Leaves the cluster (the others see a clean leave, not a failure) and stops.
-    pub async fn shutdown(&self) {
-        self.rt.shutdown().await;
+    /// Leaves the cluster and stops. `Err` if the node had stopped already.
+    pub async fn shutdown(&self) -> Result<(), NodeStopped> {
+        self.rt.shutdown().await
     }
 }

@@ -13,7 +13,7 @@
 //! let lock = stock.lock(None).await?; // the map's lock: updates in causal order
 //! stock.put_locked(&lock, "bolts".into(), 39).await?;
 //! stock.unlock(lock).await?;
-//! node.shutdown().await;
+//! node.shutdown().await?;
 //! # Ok(()) }
 //! ```
 
@@ -92,11 +92,12 @@ impl GroupSend for GroupSender {
     }
 
     async fn reply(&self, query: MsgId, payload: Option<Bytes>) {
-        self.runtime().reply(query, payload).await;
+        // A stopped node ends the tool's input too: nothing more to do here.
+        let _ = self.runtime().reply(query, payload).await;
     }
 
     async fn provide_state(&self, view: ViewId, state: Bytes) {
-        self.runtime().provide_state(self.name().clone(), view, state).await;
+        let _ = self.runtime().provide_state(self.name().clone(), view, state).await;
     }
 
     async fn flush(&self) -> Result<ViewId, ToolError> {
@@ -116,18 +117,14 @@ impl GroupChannel for Group {
     }
 
     async fn next_input(&mut self) -> Option<GroupInput> {
-        loop {
-            return Some(match self.next_event().await? {
-                Event::View(v) => GroupInput::View(v),
-                Event::Message(m) => GroupInput::Message(m.into_delivery()),
-                Event::StateRequest(r) => GroupInput::StateRequest(r.view()),
-                Event::State(s) => GroupInput::State(s),
-                // The tool's state belongs to this incarnation's membership: it ends with it.
-                Event::Left | Event::Partitioned(_) => return None,
-                #[allow(unreachable_patterns)]
-                _ => continue,
-            });
-        }
+        Some(match self.next_event().await? {
+            Event::View(v) => GroupInput::View(v),
+            Event::Message(m) => GroupInput::Message(m.into_delivery()),
+            Event::StateRequest(r) => GroupInput::StateRequest(r.view()),
+            Event::State(s) => GroupInput::State(s),
+            // The tool's state belongs to this incarnation's membership: it ends with it.
+            Event::Left | Event::Partitioned(_) | Event::JoinRefused => return None,
+        })
     }
 }
 
@@ -175,7 +172,7 @@ pub async fn recover<T: Apply>(
 ) -> Result<(Replicated<T>, Recovery), ToolError> {
     use crate::JoinOptions;
     let log = || StoreLog::new(store.clone(), group);
-    let running = || async { node.status().await.is_some_and(|s| s.known.iter().any(|g| g.name == group)) };
+    let running = || async { node.status().await.is_ok_and(|s| s.known.iter().any(|g| g.name == group)) };
     let start = |how: Recovery| async move {
         // Only the restarter may found the group: the others join it running, or fail.
         let options = match how {
@@ -223,7 +220,9 @@ pub async fn recover<T: Apply>(
                     core.handle(msg);
                 }
             }
-            Ok(Some(crate::Event::StateRequest(req))) => req.provide(core.snapshot()).await,
+            Ok(Some(crate::Event::StateRequest(req))) => {
+                req.provide(core.snapshot()).await.map_err(|_| ToolError::Closed)?
+            }
             Ok(Some(crate::Event::State(s))) => core.restore(&s)?,
             Ok(Some(_)) | Err(_) => {}
             Ok(None) => return Err(ToolError::Closed),
@@ -252,7 +251,9 @@ pub async fn recover<T: Apply>(
         let until = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
         while let Ok(Some(ev)) = tokio::time::timeout_at(until, r.next_event()).await {
             match ev {
-                crate::Event::StateRequest(req) => req.provide(core.snapshot()).await,
+                crate::Event::StateRequest(req) => {
+                    let _ = req.provide(core.snapshot()).await; // a stopped node ends the loop
+                }
                 crate::Event::Message(m) => {
                     if let Ok(msg) = m.value::<RecoveryMsg>() {
                         core.handle(msg);

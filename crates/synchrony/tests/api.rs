@@ -16,14 +16,16 @@ async fn messages(g: &mut Group, n: usize, null_replies: bool) -> Vec<String> {
             Event::Message(m) => {
                 if m.is_query() {
                     if null_replies {
-                        m.reply_null().await;
+                        m.reply_null().await.expect("running");
                     } else {
                         m.reply_value(&m.sender().to_string()).await.expect("encodes");
                     }
                 }
                 got.push(m.value::<String>().unwrap_or_else(|_| String::from_utf8_lossy(m.payload()).to_string()));
             }
-            Event::StateRequest(r) => r.provide("").await,
+            Event::StateRequest(r) => {
+                let _ = r.provide("").await;
+            }
             _ => {}
         }
     }
@@ -89,7 +91,7 @@ async fn three_nodes_agree_on_order_answer_queries_flush_and_leave() {
         assert_eq!(ma, vec!["from outside".to_string()]);
         assert_eq!(mb, ma);
         for n in [c, b, a] {
-            n.shutdown().await;
+            let _ = n.shutdown().await;
         }
     })
     .await
@@ -120,12 +122,35 @@ async fn verifiers_refuse_joins_and_drop_messages() {
         let (ma, mb) = tokio::join!(messages(&mut ga, 1, false), messages(&mut gb, 1, false));
         assert_eq!(ma, vec!["ham".to_string()]);
         assert_eq!(mb, ma);
-        let status = a.status().await.expect("status");
+        let status = a.status().await.expect("running");
         assert_eq!(status.net.rejected_by_verifier, 1);
         for n in [mallory, bob, a] {
-            n.shutdown().await;
+            let _ = n.shutdown().await;
         }
     })
     .await
     .expect("finishes in time");
+}
+
+/// A `Group` is a `Stream` of its events: the view, then what is sent to it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_group_is_a_stream_of_its_events() {
+    use futures_core::Stream;
+    use std::pin::Pin;
+    timeout(Duration::from_secs(30), async {
+        let a = node("s", None).await;
+        let mut g = a.join("streamed", JoinOptions::default()).await.expect("joins");
+        g.send(Order::Total, "over the stream").await.expect("sends");
+        async fn next(g: &mut Group) -> Option<Event> {
+            std::future::poll_fn(|cx| Pin::new(&mut *g).poll_next(cx)).await
+        }
+        assert!(matches!(next(&mut g).await, Some(Event::View(v)) if v.members.len() == 1));
+        match next(&mut g).await {
+            Some(Event::Message(m)) => assert_eq!(&m.payload()[..], b"over the stream"),
+            other => panic!("expected the message, got {other:?}"),
+        }
+        let _ = a.shutdown().await;
+    })
+    .await
+    .expect("in time");
 }

@@ -13,8 +13,7 @@ use common::until_view;
 
 async fn node(name: &str, contact: Option<&Node>, stall: Duration) -> Node {
     let mut config = Config::new(name, "127.0.0.1:0");
-    config.failure_timeout = Duration::from_millis(300);
-    config.heartbeat_interval = Duration::from_millis(30);
+    config.set_timeouts(Duration::from_millis(30), Duration::from_millis(300));
     config.app_stall_timeout = stall;
     config.contacts.extend(contact.map(|n| n.listen_addr().to_string()));
     Node::start(config).await.expect("starts")
@@ -86,7 +85,7 @@ async fn a_busy_application_is_not_taken_for_a_failed_process() {
         let _a_reads = drain(ga);
         let reading_b = tokio::spawn(async move { read_all(&mut gb, n).await });
         sleep(Duration::from_secs(3)).await;
-        let status = c.status().await.expect("status");
+        let status = c.status().await.expect("running");
         assert!(status.net.reading_paused > 0, "c's queue never filled: the test tests nothing");
         read_all(&mut gc, n).await.expect("c gets every message, in order, in the same view");
         reading_b.await.expect("joins").expect("b gets every message in the same view");

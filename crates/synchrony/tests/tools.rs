@@ -68,7 +68,7 @@ async fn replicated_map_converges_and_a_joiner_gets_it() {
         let joined = tools::ReplicatedMap::<String, u64>::start(g);
         eventually("the joiner has the map", || joined.to_map() == maps[0].to_map()).await;
         for n in nodes.iter().chain([&late]) {
-            n.shutdown().await;
+            let _ = n.shutdown().await;
         }
     })
     .await
@@ -113,7 +113,7 @@ async fn locks_queue_time_out_and_pass_on() {
         counter.update(&-2).await.expect("update");
         assert_eq!(counter.read(|c| c.0), 3);
         for n in &nodes {
-            n.shutdown().await;
+            let _ = n.shutdown().await;
         }
     })
     .await
@@ -219,7 +219,7 @@ async fn configuration_news_parallel_query_and_coordinator_cohort() {
         }
         assert!(spread.len() >= 2, "the coordinators were not spread: {spread:?}");
         for n in &nodes {
-            n.shutdown().await;
+            let _ = n.shutdown().await;
         }
     })
     .await
@@ -245,7 +245,7 @@ async fn a_logged_map_comes_back_from_its_log_after_every_member_stopped() {
             assert_eq!(on_disk.log.len(), 3);
             let views = store.views().expect("reads");
             assert_eq!(views.get(&"ledger".into()).map(|v| v.members.len()), Some(1), "the installed view is recorded");
-            a.shutdown().await; // the whole group is gone
+            let _ = a.shutdown().await; // the whole group is gone
         }
         // The member restarts alone: the group comes back from its log.
         let a = node("a", None).await;
@@ -260,8 +260,8 @@ async fn a_logged_map_comes_back_from_its_log_after_every_member_stopped() {
         let g = b.join("ledger", JoinOptions::default()).await.expect("joins");
         let copy = tools::ReplicatedMap::<String, u64>::start(g);
         eventually("the joiner has the ledger", || copy.to_map() == ledger.to_map()).await;
-        a.shutdown().await;
-        b.shutdown().await;
+        let _ = a.shutdown().await;
+        let _ = b.shutdown().await;
         let _ = std::fs::remove_dir_all(&dir);
     })
     .await

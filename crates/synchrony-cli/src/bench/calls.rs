@@ -80,11 +80,15 @@ pub(super) async fn rpc_member(a: MemberArgs) -> Result<MemberResult> {
         match tokio::time::timeout(Duration::from_micros(wait), group.next_event()).await {
             Ok(Some(Event::Message(m))) => {
                 delivered.deliver(m.payload());
-                if m.is_query() {
-                    m.reply(Bytes::new()).await;
+                if m.is_query() && m.reply(Bytes::new()).await.is_err() {
+                    break;
                 }
             }
-            Ok(Some(Event::StateRequest(r))) => r.provide(Bytes::new()).await,
+            Ok(Some(Event::StateRequest(r))) => {
+                if r.provide(Bytes::new()).await.is_err() {
+                    break;
+                }
+            }
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => break,
         }

@@ -121,7 +121,9 @@ pub(super) async fn churn_member(a: MemberArgs) -> Result<()> {
                 }
                 Some(GroupEvent::StateRequest { view, .. }) => {
                     let state = if ids.is_some() { make_state(ids.as_ref(), state_bytes) } else { padding.clone() };
-                    rt.provide_state(group.clone(), view, state).await
+                    if rt.provide_state(group.clone(), view, state).await.is_err() {
+                        break;
+                    }
                 }
                 Some(GroupEvent::State { state, .. }) => {
                     state_us = Some(now_us());
@@ -162,7 +164,7 @@ pub(super) async fn churn_member(a: MemberArgs) -> Result<()> {
         Some(h) => h.await.unwrap_or(0),
         None => 0,
     };
-    rt.close_trace().await;
+    let _ = rt.close_trace().await;
     say(json!({"event": "result", "index": a.index, "sent": sent, "delivered": delivered, "ended": ended,
         "last_send_age_us": stopped_at.saturating_sub(last_ok.load(Ordering::Relaxed)),
         "cpu_seconds": cpu_seconds(), "peak_rss_mb": peak_rss_mb()}));

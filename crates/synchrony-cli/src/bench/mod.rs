@@ -314,8 +314,7 @@ fn member_config(a: &MemberArgs) -> Config {
         c.contacts.push(a.addrs[0].clone());
     }
     if let Some(t) = a.failure_timeout {
-        c.failure_timeout = t;
-        c.heartbeat_interval = t / 10;
+        c.set_timeouts(t / 10, t);
     }
     c.trace = a.trace.clone();
     c
@@ -370,7 +369,9 @@ async fn sync_member(a: MemberArgs) -> Result<MemberResult> {
         match tokio::time::timeout(Duration::from_micros(wait), events.recv()).await {
             Ok(Some(GroupEvent::Message(m))) => meter.deliver(&m.payload),
             Ok(Some(GroupEvent::StateRequest { view, .. })) => {
-                rt.provide_state(group.clone(), view, Bytes::new()).await
+                if rt.provide_state(group.clone(), view, Bytes::new()).await.is_err() {
+                    break;
+                }
             }
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => break,
