@@ -2,7 +2,7 @@
 //! expiries, and routes what comes out to sockets, group handles and the trace.
 
 use crate::config::Config;
-use crate::net::{self, Hello, NetError, NetEvent};
+use crate::net::{self, DialTarget, Hello, NetError, NetEvent};
 use crate::status::{GroupStatus, NetCounters, NodeStatus};
 use crate::trace::TraceWriter;
 use crate::{GroupEvent, NodeEvent, Verifiers};
@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use synchrony_engine::{
-    Engine, Event, FlushError, GroupName, Instant, MembershipError, MsgId, Order, ProcessId, QueryOutcome, Replies,
-    SendError, ViewId,
+    Delivery, Engine, Event, FlushError, GroupName, Instant, MembershipError, MsgId, Order, PartitionReason, ProcessId,
+    QueryOutcome, Replies, SendError, ViewId,
 };
 use synchrony_trace::{digest, TraceEvent};
 use tokio::net::TcpListener;
@@ -102,6 +102,32 @@ struct Conn {
     reader: tokio::task::AbortHandle,
 }
 
+/// Messages sent and delivered per second, over the last second or so.
+struct Rates {
+    since: TokioInstant,
+    sent: u64,
+    delivered: u64,
+    sent_per_sec: f64,
+    delivered_per_sec: f64,
+}
+
+impl Rates {
+    fn new() -> Self {
+        Self { since: TokioInstant::now(), sent: 0, delivered: 0, sent_per_sec: 0.0, delivered_per_sec: 0.0 }
+    }
+
+    /// The engine's counters now: the rates move on once a second has passed.
+    fn update(&mut self, sent: u64, delivered: u64) {
+        let elapsed = self.since.elapsed().as_secs_f64();
+        if elapsed >= 1.0 {
+            let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / elapsed;
+            self.sent_per_sec = rate(sent, self.sent);
+            self.delivered_per_sec = rate(delivered, self.delivered);
+            *self = Self { since: TokioInstant::now(), sent, delivered, ..*self };
+        }
+    }
+}
+
 /// Connections to peers, by name.
 struct Peers {
     my_name: String,
@@ -109,7 +135,7 @@ struct Peers {
     hello: Hello,
     book: HashMap<String, String>,
     conns: HashMap<String, Conn>,
-    connecting: HashSet<String>,
+    connecting: HashSet<DialTarget>,
     retry_at: HashMap<String, (TokioInstant, Duration)>,
     /// Names whose connection dropped: if a new one cannot be made, the engine hears of it.
     lost: HashSet<String>,
@@ -142,31 +168,32 @@ impl Peers {
 
     /// Starts a connection to `name` unless one is under way or backing off.
     fn connect(&mut self, name: &str, now_anyway: bool) {
-        if self.connecting.contains(name) || self.conns.contains_key(name) {
+        let target = DialTarget::Peer(name.to_string());
+        if self.connecting.contains(&target) || self.conns.contains_key(name) {
             return;
         }
         if !now_anyway && self.retry_at.get(name).is_some_and(|(t, _)| *t > TokioInstant::now()) {
             return;
         }
         let Some(addr) = self.book.get(name).cloned() else { return };
-        self.connecting.insert(name.to_string());
-        self.dial(name.to_string(), addr);
+        self.connecting.insert(target.clone());
+        self.dial(target, addr);
     }
 
-    /// Dials `addr`; `key` names the attempt in the outcome (a peer name, or the address of
-    /// a contact whose name is not known yet).
-    fn dial(&self, key: String, addr: String) {
+    /// Dials `addr` for `target`.
+    fn dial(&self, target: DialTarget, addr: String) {
         let (hello, secret, events, ids) =
             (self.hello.clone(), self.secret.clone(), self.events.clone(), self.next_conn.clone());
+        let queue = self.queue_max;
         tokio::spawn(async move {
             match net::connect(&addr, &hello, secret.as_deref()).await {
                 Ok((stream, theirs)) => {
                     let id = ids.fetch_add(1, Ordering::Relaxed);
-                    let up = establish(stream, theirs, true, id, secret, events.clone(), 0);
+                    let up = establish(stream, theirs, true, id, secret, events.clone(), queue);
                     let _ = events.send(up).await;
                 }
                 Err(error) => {
-                    let _ = events.send(NetEvent::ConnectFailed { name: key, error }).await;
+                    let _ = events.send(NetEvent::ConnectFailed { target, error }).await;
                 }
             }
         });
@@ -196,7 +223,8 @@ impl Peers {
     }
 }
 
-/// Splits an established stream into its reader and writer tasks.
+/// Splits an established stream into its reader and writer tasks; the writer takes at
+/// most `queue` frames (`Config::peer_queue_frames`) before the driver drops more.
 pub(crate) fn establish(
     stream: tokio::net::TcpStream,
     theirs: Hello,
@@ -207,7 +235,7 @@ pub(crate) fn establish(
     queue: usize,
 ) -> NetEvent {
     let (r, w) = stream.into_split();
-    let (tx, rx) = mpsc::channel(if queue == 0 { 8192 } else { queue });
+    let (tx, rx) = mpsc::channel(queue.max(1));
     tokio::spawn(net::writer(w, rx));
     let reader = tokio::spawn(net::reader(r, theirs.name.clone(), conn, secret, events)).abort_handle();
     NetEvent::Up { name: theirs.name, incarnation: theirs.incarnation, listen: theirs.listen, conn, tx, by_me, reader }
@@ -220,6 +248,7 @@ pub(crate) async fn accept_loop(
     secret: Option<Vec<u8>>,
     events: net::NetSenders,
     ids: Arc<AtomicU64>,
+    queue: usize,
 ) {
     loop {
         let Ok((mut stream, addr)) = listener.accept().await else { continue };
@@ -256,7 +285,7 @@ pub(crate) async fn accept_loop(
                         return;
                     }
                     let id = ids.fetch_add(1, Ordering::Relaxed);
-                    let up = establish(stream, theirs, false, id, secret, events.clone(), 0);
+                    let up = establish(stream, theirs, false, id, secret, events.clone(), queue);
                     let _ = events.send(up).await;
                 }
                 Ok(_) => {
@@ -307,7 +336,7 @@ pub(crate) struct Driver {
     state_requests: HashMap<(GroupName, ViewId), Vec<ProcessId>>,
     node_events: mpsc::Sender<NodeEvent>,
     trace: Option<TraceWriter>,
-    rates: (TokioInstant, u64, u64, f64, f64),
+    rates: Rates,
     shutdown: Option<oneshot::Sender<()>>,
 }
 
@@ -367,7 +396,7 @@ impl Driver {
             state_requests: HashMap::new(),
             node_events,
             trace,
-            rates: (TokioInstant::now(), 0, 0, 0.0, 0.0),
+            rates: Rates::new(),
             shutdown: None,
         };
         if d.contacts.is_empty() {
@@ -388,9 +417,9 @@ impl Driver {
 
     fn dial_contacts(&mut self) {
         for c in self.contacts.clone() {
-            let key = format!("contact {c}");
-            if self.peers.connecting.insert(key.clone()) {
-                self.peers.dial(key, c);
+            let target = DialTarget::Contact(c.clone());
+            if self.peers.connecting.insert(target.clone()) {
+                self.peers.dial(target, c);
             }
         }
     }
@@ -528,7 +557,7 @@ impl Driver {
         for n in names {
             self.peers.connect(&n, false);
         }
-        if self.engine.is_none() && self.peers.connecting.iter().all(|k| !k.starts_with("contact ")) {
+        if self.engine.is_none() && !self.peers.connecting.iter().any(|t| matches!(t, DialTarget::Contact(_))) {
             self.dial_contacts();
         }
         if self.in_flight.len() >= IN_FLIGHT_MAX {
@@ -541,13 +570,8 @@ impl Driver {
             let waiting: usize = self.parked.values().map(|q| q.len()).sum();
             metrics::gauge!("synchrony_sends_waiting").set(waiting as f64);
         }
-        let (t0, sent0, del0, _, _) = self.rates;
-        let elapsed = t0.elapsed().as_secs_f64();
-        if elapsed >= 1.0 {
-            let (sent, del) = self.engine.as_ref().map_or((0, 0), |e| (e.stats().sent, e.stats().delivered));
-            let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / elapsed;
-            self.rates = (TokioInstant::now(), sent, del, rate(sent, sent0), rate(del, del0));
-        }
+        let (sent, delivered) = self.engine.as_ref().map_or((0, 0), |e| (e.stats().sent, e.stats().delivered));
+        self.rates.update(sent, delivered);
     }
 
     /// Lets the inputs of one batch share frames (released by `pump`).
@@ -702,39 +726,13 @@ impl Driver {
             self.hand_over_all();
         }
         match ev {
-            Event::Joined => {
-                let me = self.me();
-                tracing::info!(me = %me, "joined the cluster");
-                self.node_event(NodeEvent::Joined { me });
-                let wanted: Vec<GroupName> = self.wanted.iter().cloned().collect();
-                if let Some(e) = &mut self.engine {
-                    for g in wanted {
-                        let _ = e.join(now, g);
-                    }
-                }
-            }
+            Event::Joined => self.on_joined(now),
             Event::View { group, view } => {
                 self.record_traced(traced);
                 self.installed.insert(group.clone(), view.id);
                 self.deliver_to_group(&group, GroupEvent::View(view));
             }
-            Event::Deliver(d) => {
-                let verifier = self.verifiers.get(&d.group).and_then(|v| v.message.clone());
-                if verifier.is_some_and(|f| !f(&d.id.sender, &d.payload)) {
-                    self.peers.counters.rejected_by_verifier += 1;
-                    tracing::warn!(group = %d.group, sender = %d.id.sender, "message verifier rejected a message");
-                    if let (true, Some(e)) = (d.query, self.engine.as_mut()) {
-                        e.reply(now, &d.id, None);
-                    }
-                    return;
-                }
-                if let Some(t) = (!self.in_flight.is_empty()).then(|| self.in_flight.remove(&d.id)).flatten() {
-                    crate::metrics::time("synchrony_send_to_delivery_seconds", t.elapsed());
-                }
-                self.record_traced(traced);
-                let group = d.group.clone();
-                self.deliver_to_group(&group, GroupEvent::Message(d));
-            }
+            Event::Deliver(d) => self.on_delivery(now, d, traced),
             Event::StateRequest { group, view, joiners } => {
                 if self.trace.is_some() {
                     // For the trace's state_sent events (see `ProvideState`).
@@ -781,25 +779,64 @@ impl Driver {
                 self.node_event(NodeEvent::SendLost { group, id });
             }
             Event::Partitioned { reason } => {
-                tracing::warn!(me = %self.me(), ?reason, "this incarnation stopped");
                 self.record_traced(traced);
-                self.installed.clear();
-                for (_, q) in self.flushes.drain() {
-                    for (reply, _, _) in q {
-                        let _ = reply.send(Err(FlushError::Stopped));
-                    }
-                }
-                self.queries.clear();
-                self.in_flight.clear();
-                let groups: Vec<GroupName> = self.groups.keys().cloned().collect();
-                for g in groups {
-                    self.deliver_to_group(&g, GroupEvent::Partitioned(reason));
-                }
-                self.node_event(NodeEvent::Partitioned { reason });
-                if self.config.rejoin {
-                    self.rejoin();
-                }
+                self.on_stopped(reason);
             }
+        }
+    }
+
+    /// This incarnation is a member of the cluster: it asks for the groups it wants.
+    fn on_joined(&mut self, now: Instant) {
+        let me = self.me();
+        tracing::info!(me = %me, "joined the cluster");
+        self.node_event(NodeEvent::Joined { me });
+        let wanted: Vec<GroupName> = self.wanted.iter().cloned().collect();
+        if let Some(e) = &mut self.engine {
+            for g in wanted {
+                let _ = e.join(now, g);
+            }
+        }
+    }
+
+    /// A delivery goes to its group's handle, unless the group's message verifier rejects
+    /// it (a rejected query gets a null reply).
+    fn on_delivery(&mut self, now: Instant, d: Delivery, traced: Option<TraceEvent>) {
+        let verifier = self.verifiers.get(&d.group).and_then(|v| v.message.clone());
+        if verifier.is_some_and(|f| !f(&d.id.sender, &d.payload)) {
+            self.peers.counters.rejected_by_verifier += 1;
+            tracing::warn!(group = %d.group, sender = %d.id.sender, "message verifier rejected a message");
+            if let (true, Some(e)) = (d.query, self.engine.as_mut()) {
+                e.reply(now, &d.id, None);
+            }
+            return;
+        }
+        if let Some(t) = (!self.in_flight.is_empty()).then(|| self.in_flight.remove(&d.id)).flatten() {
+            crate::metrics::time("synchrony_send_to_delivery_seconds", t.elapsed());
+        }
+        self.record_traced(traced);
+        let group = d.group.clone();
+        self.deliver_to_group(&group, GroupEvent::Message(d));
+    }
+
+    /// This incarnation stopped: every waiter hears of it, and with `Config::rejoin` a new
+    /// incarnation starts.
+    fn on_stopped(&mut self, reason: PartitionReason) {
+        tracing::warn!(me = %self.me(), ?reason, "this incarnation stopped");
+        self.installed.clear();
+        for (_, q) in self.flushes.drain() {
+            for (reply, _, _) in q {
+                let _ = reply.send(Err(FlushError::Stopped));
+            }
+        }
+        self.queries.clear();
+        self.in_flight.clear();
+        let groups: Vec<GroupName> = self.groups.keys().cloned().collect();
+        for g in groups {
+            self.deliver_to_group(&g, GroupEvent::Partitioned(reason));
+        }
+        self.node_event(NodeEvent::Partitioned { reason });
+        if self.config.rejoin {
+            self.rejoin();
         }
     }
 
@@ -1058,8 +1095,8 @@ impl Driver {
             members: e.map(|e| e.members().iter().map(|m| m.to_string()).collect()).unwrap_or_default(),
             groups,
             connections: self.peers.conns.keys().cloned().collect(),
-            sent_per_sec: self.rates.3,
-            delivered_per_sec: self.rates.4,
+            sent_per_sec: self.rates.sent_per_sec,
+            delivered_per_sec: self.rates.delivered_per_sec,
             engine: e.map(|e| e.stats().clone()).unwrap_or_default(),
             net: self.peers.counters.clone(),
         }
@@ -1085,8 +1122,9 @@ impl Driver {
                     reader.abort(); // a contact address that is this node
                     return;
                 }
-                self.peers.connecting.remove(&name);
-                self.peers.connecting.retain(|k| !k.starts_with("contact ") || self.engine.is_none());
+                self.peers.connecting.remove(&DialTarget::Peer(name.clone()));
+                let engine_up = self.engine.is_some();
+                self.peers.connecting.retain(|t| !(engine_up && matches!(t, DialTarget::Contact(_))));
                 self.peers.retry_at.remove(&name);
                 self.peers.lost.remove(&name);
                 self.peers.counters.connections_opened += 1;
@@ -1130,16 +1168,16 @@ impl Driver {
                     self.peers.connect(&name, true);
                 }
             }
-            NetEvent::ConnectFailed { name, error } => {
-                self.peers.connecting.remove(&name);
+            NetEvent::ConnectFailed { target, error } => {
+                self.peers.connecting.remove(&target);
                 if error.is_rejection() {
                     self.peers.counters.rejected_handshakes += 1;
-                    tracing::warn!(peer = %name, error = %error, "a peer failed the handshake");
+                    tracing::warn!(peer = %target, error = %error, "a peer failed the handshake");
                 }
-                if name.starts_with("contact ") {
-                    tracing::info!(contact = %name, error = %error, "contact did not answer");
+                let DialTarget::Peer(name) = target else {
+                    tracing::info!(%target, error = %error, "contact did not answer");
                     return;
-                }
+                };
                 self.peers.backoff(&name);
                 if self.peers.lost.remove(&name) {
                     if let Some(e) = self.engine.as_mut() {

@@ -40,6 +40,14 @@ use synchrony_engine::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+/// Transport events (connections, books, batches of frames) waiting for the driver, per
+/// channel (the frames' and the others').
+const NET_EVENT_QUEUE: usize = 4096;
+/// Application commands waiting for the driver (sends past it wait in the caller).
+const COMMAND_QUEUE: usize = 4096;
+/// Node events waiting for the application; past it they are dropped and counted.
+const NODE_EVENT_QUEUE: usize = 1024;
+
 /// What a group handle receives, in the order the engine produced it.
 #[derive(Clone, Debug)]
 pub enum GroupEvent {
@@ -265,19 +273,27 @@ impl Runtime {
             }
         }
         let incarnation = next_incarnation(&config, None);
-        let (control_tx, control_rx) = mpsc::channel(4096);
-        let (frames_tx, frames_rx) = mpsc::channel(4096);
+        let (control_tx, control_rx) = mpsc::channel(NET_EVENT_QUEUE);
+        let (frames_tx, frames_rx) = mpsc::channel(NET_EVENT_QUEUE);
         let net_tx = net::NetSenders { control: control_tx, frames: frames_tx };
-        let (cmd_tx, cmd_rx) = mpsc::channel(4096);
-        let (node_tx, mut node_rx) = mpsc::channel(1024);
+        let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
+        let (node_tx, mut node_rx) = mpsc::channel(NODE_EVENT_QUEUE);
         let ids = Arc::new(AtomicU64::new(1));
         let hello = net::Hello::new(&config.name, incarnation, &listen);
-        tokio::spawn(driver::accept_loop(listener, hello, config.engine.secret.clone(), net_tx.clone(), ids.clone()));
+        let queue = config.peer_queue_frames;
+        tokio::spawn(driver::accept_loop(
+            listener,
+            hello,
+            config.engine.secret.clone(),
+            net_tx.clone(),
+            ids.clone(),
+            queue,
+        ));
         let join_timeout = config.join_timeout;
         let driver = Driver::new(config, incarnation, listen.clone(), net_tx, ids, node_tx, trace);
         tokio::spawn(driver.run(cmd_rx, control_rx, frames_rx));
         // Wait to be a member; pass on whatever else comes first.
-        let (out_tx, out_rx) = mpsc::channel(1024);
+        let (out_tx, out_rx) = mpsc::channel(NODE_EVENT_QUEUE);
         let joined = tokio::time::timeout(join_timeout, async {
             while let Some(ev) = node_rx.recv().await {
                 if let NodeEvent::Joined { me } = &ev {

@@ -244,6 +244,23 @@ impl NetSenders {
     }
 }
 
+/// What an outgoing connection is for: a peer known by name, or a contact address whose
+/// name is not known yet (the handshake tells it).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum DialTarget {
+    Peer(String),
+    Contact(String),
+}
+
+impl std::fmt::Display for DialTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DialTarget::Peer(name) => f.write_str(name),
+            DialTarget::Contact(addr) => write!(f, "contact {addr}"),
+        }
+    }
+}
+
 /// What the transport's tasks tell the driver.
 pub(crate) enum NetEvent {
     /// A handshake completed.
@@ -259,7 +276,7 @@ pub(crate) enum NetEvent {
     /// A connection ended (socket closed or failed, or the peer misbehaved).
     Down { name: String, conn: u64, error: Option<NetError> },
     /// An outgoing connection could not be made.
-    ConnectFailed { name: String, error: NetError },
+    ConnectFailed { target: DialTarget, error: NetError },
     /// Engine frames from a peer, in the order they came.
     Frames { name: String, conn: u64, frames: Vec<Bytes> },
     /// A peer's address book.
