@@ -27,8 +27,10 @@ export CARGO_TARGET_DIR="$work/target"
 build() {
   local rev=$1 dir bin
   if [ "$rev" = WORKTREE ]; then
+    # A copy, so that builds during the comparison do not change what is compared.
     cargo build --release -q -p synchrony-cli --target-dir "$root/target" >&2
-    echo "$root/target/release/synchrony"; return
+    mkdir -p "$work/bin"; cp "$root/target/release/synchrony" "$work/bin/synchrony-worktree"
+    echo "$work/bin/synchrony-worktree"; return
   fi
   local sha; sha=$(git rev-parse --short=12 "$rev")
   bin="$work/bin/synchrony-$sha"
@@ -59,12 +61,12 @@ export -f one; export out
 for side in a b; do
   bin=${!side}
   cache="$work/sums-$(basename "$bin")-$seeds-$(echo "$profiles" | tr ' ' '_')"
-  if [ "$bin" != "$root/target/release/synchrony" ] && [ -s "$cache" ]; then
+  if [ "$bin" != "$work/bin/synchrony-worktree" ] && [ -s "$cache" ]; then
     cp "$cache" "$out/$side.sums"; continue
   fi
   for p in $profiles; do for s in $(seq 0 $((seeds-1))); do echo "$bin $p $s"; done; done \
     | xargs -P "$jobs" -n 3 bash -c 'one "$0" "$1" "$2"' | sort > "$out/$side.sums"
-  [ "$bin" = "$root/target/release/synchrony" ] || cp "$out/$side.sums" "$cache"
+  [ "$bin" = "$work/bin/synchrony-worktree" ] || cp "$out/$side.sums" "$cache"
 done
 same=0; differ=0
 while read -r p s ha && read -r _ _ hb <&3; do

@@ -298,132 +298,185 @@ fn tools_verdict(procs: &Procs, n: &Narrator, killed_micros: u64) -> Result<()> 
 
 /// Runs the demo. Returns an error (and the command exits non-zero) if a check fails.
 pub(crate) fn run_demo(args: DemoArgs) -> Result<()> {
-    let secret_on = args.secret || args.intruders;
-    let dir = match &args.keep {
-        Some(d) => d.clone(),
-        None => std::env::temp_dir().join(format!("synchrony-demo-{}", std::process::id())),
-    };
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let secret = if secret_on {
-        let p = dir.join("secret");
-        std::fs::write(&p, format!("demo-secret-{}", std::process::id()))?;
-        Some(p)
-    } else {
-        None
-    };
-    let mut procs = Procs {
-        exe: std::env::current_exe()?,
-        dir: dir.clone(),
-        secret: secret.clone(),
-        children: Vec::new(),
-        ports: BTreeMap::new(),
-        tool_lines: BTreeMap::new(),
-    };
-    let mut n = Narrator {
-        start: Instant::now(),
-        offsets: BTreeMap::new(),
-        events: Vec::new(),
-        views: BTreeMap::new(),
-        last_members: Vec::new(),
-        delivered: BTreeMap::new(),
-        state_sent: BTreeSet::new(),
-        verbose: true,
-    };
-    let mut last_rate = Instant::now();
+    let mut d = Demo::new(&args)?;
     println!("synchrony demo: separate processes on loopback, one group `{GROUP}`, every order class.");
     println!(
         "Each process is `synchrony load`: it sends 200 messages a second and its state is the set of messages it has"
     );
-    println!("delivered. Failure timeout {FAILURE_TIMEOUT}. Traces in {}.\n", dir.display());
-    let names = ["n1", "n2", "n3", "n4", "n5"];
-    procs.start_load("n1", None, ORDERS[0], "12")?;
-    let mut files = vec![procs.trace("n1")];
-    wait(&mut n, &files, Duration::from_millis(600), &mut last_rate);
-    for (k, name) in names.iter().enumerate().skip(1) {
-        procs.start_load(name, Some("n1"), ORDERS[k], "12")?;
-        files.push(procs.trace(name));
+    println!("delivered. Failure timeout {FAILURE_TIMEOUT}. Traces in {}.\n", d.dir.display());
+    d.start_cluster()?;
+    if args.intruders {
+        d.intruders()?;
     }
-    n.say("started n1 (it founds the cluster) and n2..n5 (they join through n1)");
-    wait(&mut n, &files, Duration::from_millis(500), &mut last_rate);
-    // The tools: a replicated map and a lock, in three more processes of the same cluster.
-    procs.start_tool("t3", &["--hold-forever"])?;
-    wait(&mut n, &files, Duration::from_millis(300), &mut last_rate);
-    procs.start_tool("t1", &["--delay", "1s"])?;
-    procs.start_tool("t2", &["--delay", "1s"])?;
-    n.say("started t1, t2, t3: each puts 60 entries into a replicated map (tools.map); t3 takes the lock `res`");
-    n.say("and keeps it, t1 and t2 then queue for it (tools.lock, FIFO, released if a holder fails)");
-    wait(&mut n, &files, Duration::from_millis(2200), &mut last_rate);
-    if procs.tool_events("t3", "granted").is_empty() {
-        bail!("t3 did not get the lock");
+    let killed_micros = d.kill_members()?;
+    d.join_and_pause()?;
+    d.settle(args.intruders)?;
+    tools_verdict(&d.procs, &d.n, killed_micros)?;
+    d.stop_all(killed_micros)?;
+    d.verdict(args.keep.as_deref())
+}
+
+/// One run of the demo: its processes, what it narrates, the traces it reads.
+struct Demo {
+    dir: PathBuf,
+    secret: Option<PathBuf>,
+    procs: Procs,
+    n: Narrator,
+    files: Vec<PathBuf>,
+    last_rate: Instant,
+}
+
+impl Demo {
+    fn new(args: &DemoArgs) -> Result<Self> {
+        let dir = match &args.keep {
+            Some(d) => d.clone(),
+            None => std::env::temp_dir().join(format!("synchrony-demo-{}", std::process::id())),
+        };
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let secret = if args.secret || args.intruders {
+            let p = dir.join("secret");
+            std::fs::write(&p, format!("demo-secret-{}", std::process::id()))?;
+            Some(p)
+        } else {
+            None
+        };
+        let procs = Procs {
+            exe: std::env::current_exe()?,
+            dir: dir.clone(),
+            secret: secret.clone(),
+            children: Vec::new(),
+            ports: BTreeMap::new(),
+            tool_lines: BTreeMap::new(),
+        };
+        let n = Narrator {
+            start: Instant::now(),
+            offsets: BTreeMap::new(),
+            events: Vec::new(),
+            views: BTreeMap::new(),
+            last_members: Vec::new(),
+            delivered: BTreeMap::new(),
+            state_sent: BTreeSet::new(),
+            verbose: true,
+        };
+        Ok(Self { dir, secret, procs, n, files: Vec::new(), last_rate: Instant::now() })
     }
 
-    if args.intruders {
-        n.say("an intruder with the wrong secret tries to join, and a process sends garbage bytes to n1");
-        let wrong = dir.join("wrong-secret");
+    /// Narrates what the traces show for `d`.
+    fn wait(&mut self, d: Duration) {
+        wait(&mut self.n, &self.files, d, &mut self.last_rate);
+    }
+
+    /// n1..n5 under load, and the tools' three processes, t3 holding the lock.
+    fn start_cluster(&mut self) -> Result<()> {
+        let names = ["n1", "n2", "n3", "n4", "n5"];
+        self.procs.start_load("n1", None, ORDERS[0], "12")?;
+        self.files.push(self.procs.trace("n1"));
+        self.wait(Duration::from_millis(600));
+        for (k, name) in names.iter().enumerate().skip(1) {
+            self.procs.start_load(name, Some("n1"), ORDERS[k], "12")?;
+            self.files.push(self.procs.trace(name));
+        }
+        self.n.say("started n1 (it founds the cluster) and n2..n5 (they join through n1)");
+        self.wait(Duration::from_millis(500));
+        // The tools: a replicated map and a lock, in three more processes of the same cluster.
+        self.procs.start_tool("t3", &["--hold-forever"])?;
+        self.wait(Duration::from_millis(300));
+        self.procs.start_tool("t1", &["--delay", "1s"])?;
+        self.procs.start_tool("t2", &["--delay", "1s"])?;
+        self.n
+            .say("started t1, t2, t3: each puts 60 entries into a replicated map (tools.map); t3 takes the lock `res`");
+        self.n.say("and keeps it, t1 and t2 then queue for it (tools.lock, FIFO, released if a holder fails)");
+        self.wait(Duration::from_millis(2200));
+        if self.procs.tool_events("t3", "granted").is_empty() {
+            bail!("t3 did not get the lock");
+        }
+        Ok(())
+    }
+
+    /// An intruder with the wrong secret, and garbage bytes: both refused.
+    fn intruders(&mut self) -> Result<()> {
+        self.n.say("an intruder with the wrong secret tries to join, and a process sends garbage bytes to n1");
+        let wrong = self.dir.join("wrong-secret");
         std::fs::write(&wrong, "not-the-secret")?;
         let port = free_port()?;
-        let mut intruder = Command::new(&procs.exe)
+        let mut intruder = Command::new(&self.procs.exe)
             .args(["node", "--name", "intruder", "--listen", &format!("127.0.0.1:{port}"), "--join", GROUP])
-            .args(["--contact", &procs.addr("n1"), "--join-timeout", "2s"])
+            .args(["--contact", &self.procs.addr("n1"), "--join-timeout", "2s"])
             .arg("--secret-file")
             .arg(&wrong)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
-        let mut garbage = std::net::TcpStream::connect(procs.addr("n1"))?;
+        let mut garbage = std::net::TcpStream::connect(self.procs.addr("n1"))?;
         let _ = garbage.write_all(b"\x00\x00\x00\x10GET / HTTP/1.1\r\n\r\nthis is not a frame");
         let _ = garbage.write_all(&[0xff; 64]);
         drop(garbage);
-        wait(&mut n, &files, Duration::from_millis(2500), &mut last_rate);
-        let code = intruder.wait()?;
-        if code.success() {
+        self.wait(Duration::from_millis(2500));
+        if intruder.wait()?.success() {
             bail!("the intruder with the wrong secret got in");
         }
-        n.say("the intruder gave up: it could not join without the secret");
+        self.n.say("the intruder gave up: it could not join without the secret");
+        Ok(())
     }
 
-    n.say("SIGKILL n5, and t3 while it holds the lock");
-    // Taken before the signals: a failure on loopback is seen within milliseconds.
-    let killed_micros =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
-    signal(procs.child("n5"), "KILL")?;
-    signal(procs.child("t3"), "KILL")?;
-    wait(&mut n, &files, Duration::from_secs(2), &mut last_rate);
-    let first = ["t1", "t2"]
-        .iter()
-        .flat_map(|t| procs.tool_events(t, "granted").into_iter().map(move |g| (g["at_us"].as_u64().unwrap_or(0), *t)))
-        .min();
-    match first {
-        Some((at, t)) if at > killed_micros => n.say(&format!(
-            "the lock: t3's permit came back when it was excluded; {t} got the lock {} ms after the kill",
-            (at - killed_micros) / 1000
-        )),
-        Some((at, t)) => bail!(
-            "{t} held the lock at {at} while t3 still had it (killed at {killed_micros}; t3 granted {:?})",
-            procs.tool_events("t3", "granted")
-        ),
-        None => bail!("t3's lock never came back after it was killed"),
+    /// SIGKILL n5, and t3 while it holds the lock: its permit must come back. Returns when
+    /// (microseconds since the epoch) they were killed.
+    fn kill_members(&mut self) -> Result<u64> {
+        self.n.say("SIGKILL n5, and t3 while it holds the lock");
+        // Taken before the signals: a failure on loopback is seen within milliseconds.
+        let killed_micros =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+        signal(self.procs.child("n5"), "KILL")?;
+        signal(self.procs.child("t3"), "KILL")?;
+        self.wait(Duration::from_secs(2));
+        let procs = &self.procs;
+        let first = ["t1", "t2"]
+            .iter()
+            .flat_map(|t| {
+                procs.tool_events(t, "granted").into_iter().map(move |g| (g["at_us"].as_u64().unwrap_or(0), *t))
+            })
+            .min();
+        match first {
+            Some((at, t)) if at > killed_micros => self.n.say(&format!(
+                "the lock: t3's permit came back when it was excluded; {t} got the lock {} ms after the kill",
+                (at - killed_micros) / 1000
+            )),
+            Some((at, t)) => bail!(
+                "{t} held the lock at {at} while t3 still had it (killed at {killed_micros}; t3 granted {:?})",
+                self.procs.tool_events("t3", "granted")
+            ),
+            None => bail!("t3's lock never came back after it was killed"),
+        }
+        Ok(killed_micros)
     }
 
-    n.say("starting n6, which joins during the traffic and gets the state by state transfer");
-    procs.start_load("n6", Some("n1"), "total,causal", "8")?;
-    files.push(procs.trace("n6"));
-    wait(&mut n, &files, Duration::from_secs(2), &mut last_rate);
+    /// n6 joins under load (state transfer); n4 is SIGSTOPped past the failure timeout.
+    fn join_and_pause(&mut self) -> Result<()> {
+        self.n.say("starting n6, which joins during the traffic and gets the state by state transfer");
+        self.procs.start_load("n6", Some("n1"), "total,causal", "8")?;
+        self.files.push(self.procs.trace("n6"));
+        self.wait(Duration::from_secs(2));
+        self.n.say("SIGSTOP n4 for 1.5 s (five times the failure timeout)");
+        signal(self.procs.child("n4"), "STOP")?;
+        self.wait(Duration::from_millis(1500));
+        self.n.say("SIGCONT n4");
+        signal(self.procs.child("n4"), "CONT")?;
+        self.wait(Duration::from_secs(3));
+        Ok(())
+    }
 
-    n.say("SIGSTOP n4 for 1.5 s (five times the failure timeout)");
-    signal(procs.child("n4"), "STOP")?;
-    wait(&mut n, &files, Duration::from_millis(1500), &mut last_rate);
-    n.say("SIGCONT n4");
-    signal(procs.child("n4"), "CONT")?;
-    wait(&mut n, &files, Duration::from_secs(3), &mut last_rate);
-
-    n.say("traffic is over; letting the cluster settle");
-    wait(&mut n, &files, Duration::from_secs(3), &mut last_rate);
-    let status = status_of(&procs.exe, &procs.addr("n1"), secret.as_deref())?;
-    if args.intruders {
+    /// The cluster settles; n1's status (with intruders: its counted rejections).
+    fn settle(&mut self, intruders: bool) -> Result<()> {
+        self.n.say("traffic is over; letting the cluster settle");
+        self.wait(Duration::from_secs(3));
+        let status = status_of(&self.procs.exe, &self.procs.addr("n1"), self.secret.as_deref())?;
+        if !intruders {
+            println!("\n`synchrony status {}`:\n{status}", self.procs.addr("n1"));
+            return Ok(());
+        }
         let rejected = status.lines().find(|l| l.contains("rejected:")).unwrap_or("").to_string();
-        n.say(&format!("n1's status shows the rejections: {}", rejected.trim()));
+        self.n.say(&format!("n1's status shows the rejections: {}", rejected.trim()));
         let refused = |what: &str| {
             rejected
                 .split(',')
@@ -433,57 +486,64 @@ pub(crate) fn run_demo(args: DemoArgs) -> Result<()> {
         if refused("handshakes refused").unwrap_or(0) == 0 || refused("bad frames").unwrap_or(0) == 0 {
             bail!("n1 did not count the intruders' rejections: {rejected}");
         }
-    } else {
-        println!("\n`synchrony status {}`:\n{status}", procs.addr("n1"));
+        Ok(())
     }
-    tools_verdict(&procs, &n, killed_micros)?;
-    for (name, c) in &procs.children {
-        if name != "n5" && name != "t3" {
-            signal(c, "TERM")?;
+
+    /// Stops the others (SIGTERM) and writes the killed process's `crash` event.
+    fn stop_all(&mut self, killed_micros: u64) -> Result<()> {
+        for (name, c) in &self.procs.children {
+            if name != "n5" && name != "t3" {
+                signal(c, "TERM")?;
+            }
         }
+        for (_, c) in &mut self.procs.children {
+            let _ = c.wait();
+        }
+        self.procs.children.clear();
+        self.n.read_new(&self.files);
+        // The harness writes the killed process's `crash` event, as TRACE.md says.
+        if let Some(crash) = crash_event(&self.n.events, "n5#", killed_micros) {
+            let mut f = std::fs::OpenOptions::new().append(true).open(self.procs.trace("n5"))?;
+            writeln!(f, "{}", crash.to_json_line())?;
+            self.n.events.push(crash);
+        }
+        Ok(())
     }
-    for (_, c) in &mut procs.children {
-        let _ = c.wait();
-    }
-    procs.children.clear();
-    n.read_new(&files);
-    // The harness writes the killed process's `crash` event, as TRACE.md says.
-    if let Some(crash) = crash_event(&n.events, "n5#", killed_micros) {
-        let mut f = std::fs::OpenOptions::new().append(true).open(procs.trace("n5"))?;
-        writeln!(f, "{}", crash.to_json_line())?;
-        n.events.push(crash);
-    }
-    let report = check(&n.events, &Options { quiescent: true, crash_bound_us: None });
-    let processes: BTreeSet<&str> = n.events.iter().map(|e| e.p.as_str()).collect();
-    println!();
-    for v in &report.violations {
-        print!("{v}");
-    }
-    let delivered = n.events.iter().filter(|e| e.ev == EventKind::Deliver).count();
-    println!(
-        "checked {} trace events from {} processes ({} deliveries): {}",
-        report.events,
-        processes.len(),
-        delivered,
-        if report.violations.is_empty() {
+
+    /// Every trace through the checker, and the run's diagram.
+    fn verdict(self, keep: Option<&Path>) -> Result<()> {
+        let events = &self.n.events;
+        let report = check(events, &Options { quiescent: true, crash_bound_us: None });
+        let processes: BTreeSet<&str> = events.iter().map(|e| e.p.as_str()).collect();
+        println!();
+        for v in &report.violations {
+            print!("{v}");
+        }
+        let delivered = events.iter().filter(|e| e.ev == EventKind::Deliver).count();
+        let verdict = if report.violations.is_empty() {
             "every guarantee holds (G1 to G13, quiescent)".to_string()
         } else {
             format!("{} violations", report.violations.len())
+        };
+        println!(
+            "checked {} trace events from {} processes ({delivered} deliveries): {verdict}",
+            report.events,
+            processes.len()
+        );
+        let diagram = match keep {
+            Some(d) => d.join("run.html"),
+            None => std::env::temp_dir().join(format!("synchrony-demo-{}.html", std::process::id())),
+        };
+        match crate::write_diagram(events, true, &diagram) {
+            Ok(_) => println!("the run's time-space diagram: {} (open it in a browser)", diagram.display()),
+            Err(e) => println!("could not draw the run: {e:#}"),
         }
-    );
-    let diagram = match &args.keep {
-        Some(d) => d.join("run.html"),
-        None => std::env::temp_dir().join(format!("synchrony-demo-{}.html", std::process::id())),
-    };
-    match crate::write_diagram(&n.events, true, &diagram) {
-        Ok(_) => println!("the run's time-space diagram: {} (open it in a browser)", diagram.display()),
-        Err(e) => println!("could not draw the run: {e:#}"),
+        if keep.is_none() && report.violations.is_empty() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+        if !report.violations.is_empty() {
+            bail!("the traces break the guarantees (kept in {})", self.dir.display());
+        }
+        Ok(())
     }
-    if args.keep.is_none() && report.violations.is_empty() {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-    if !report.violations.is_empty() {
-        bail!("the traces break the guarantees (kept in {})", dir.display());
-    }
-    Ok(())
 }

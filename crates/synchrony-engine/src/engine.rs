@@ -78,6 +78,34 @@ pub struct Engine {
     stats: Stats,
 }
 
+/// A dump of the engine's internal state (membership, links, and each group it knows),
+/// for debugging; its format is not an interface.
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let links: Vec<String> = self
+            .links
+            .iter()
+            .map(|(p, l)| {
+                let (acked, unacked, sent_upto, recv_next) = l.debug_counts();
+                format!("{p}: acked {acked} unacked {unacked} sent_upto {sent_upto} recv_next {recv_next}")
+            })
+            .collect();
+        write!(f, "{} {:?} {}\n  links [{}]", self.me, self.status, self.gms.debug_state(), links.join("; "))?;
+        for g in self.gms.views().keys() {
+            let pending: Vec<String> = self.gms.pending_gbcasts_of(g).map(|id| id.to_string()).collect();
+            let outbox = self.relay.debug_outbox(g);
+            let tail = outbox.as_ref().map(|q| format!(" outbox: {q}")).unwrap_or_default()
+                + &format!(" gbcasts requested: {pending:?}");
+            match self.groups.get(g) {
+                Some(gs) => write!(f, "\n  {g}: {gs:?}{tail}")?,
+                None if outbox.is_some() || !pending.is_empty() => write!(f, "\n  {g}:{tail}")?,
+                None => {}
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Engine {
     /// Creates the engine of process `me`. With no contacts (or only itself) it founds a
     /// new cluster at once; otherwise it asks its contacts to join.
@@ -159,33 +187,6 @@ impl Engine {
             JoinState::Waiting { buf, total, .. } => Some((buf.len() as u64, *total)),
             JoinState::Ready => None,
         }
-    }
-
-    /// A dump of the engine's internal state (membership, links, and each group it knows),
-    /// for debugging; its format is not an interface.
-    #[doc(hidden)]
-    pub fn debug_dump(&self) -> String {
-        let links: Vec<String> = self
-            .links
-            .iter()
-            .map(|(p, l)| {
-                let (acked, unacked, sent_upto, recv_next) = l.debug_counts();
-                format!("{p}: acked {acked} unacked {unacked} sent_upto {sent_upto} recv_next {recv_next}")
-            })
-            .collect();
-        let mut out =
-            format!("{} {:?} {}\n  links [{}]", self.me, self.status, self.gms.debug_state(), links.join("; "));
-        for g in self.gms.views().keys() {
-            let pending: Vec<String> = self.gms.pending_gbcasts_of(g).map(|id| id.to_string()).collect();
-            let outbox = self.relay.debug_outbox(g).map(|q| format!(" outbox: {q}")).unwrap_or_default()
-                + &format!(" gbcasts requested: {pending:?}");
-            if let Some(gs) = self.groups.get(g) {
-                out += &format!("\n  {g}: {gs:?}{outbox}");
-            } else if self.relay.debug_outbox(g).is_some() || !pending.is_empty() {
-                out += &format!("\n  {g}:{outbox}");
-            }
-        }
-        out
     }
 
     /// The phase of the membership round this process is leading, if any: for tests that

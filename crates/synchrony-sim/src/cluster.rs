@@ -119,8 +119,61 @@ struct Sim<'a, A: App> {
     groups: Vec<GroupName>,
     packets: u64,
     anomalies: u64,
-    /// A leader crash waiting for its moment: 0 phase 1, 1 phase 2, 2 just after commit.
-    leader_crash_armed: Option<u8>,
+    /// A leader crash waiting for its moment.
+    leader_crash_armed: Option<LeaderCrash>,
+}
+
+/// A kind of fault a profile schedules, each at its own mean interval (see [`Profile`]).
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// A process crashes (the leader, in the middle of a view change, with
+    /// `Profile::crash_leader`) and restarts a little later.
+    Crash,
+    /// A minority is cut off, sometimes one way only, for a while.
+    Partition,
+    /// A process pauses past the failure timeout (or only its application, deaf).
+    Pause,
+    /// A process joins or leaves a group.
+    Churn,
+    /// Every member of the app's first group fails.
+    GroupCrash,
+}
+
+impl Fault {
+    const ALL: [Fault; 5] = [Fault::Crash, Fault::Partition, Fault::Pause, Fault::Churn, Fault::GroupCrash];
+
+    /// The mean time between two faults of this kind, if the profile has them.
+    fn mean(self, p: &Profile) -> Option<Duration> {
+        match self {
+            Fault::Crash => p.crash_every,
+            Fault::Partition => p.partition_every,
+            Fault::Pause => p.pause_every,
+            Fault::Churn => p.churn_every,
+            Fault::GroupCrash => p.group_crash_every,
+        }
+    }
+}
+
+/// Where in a view change an armed leader crash strikes.
+#[derive(Clone, Copy, Debug)]
+enum LeaderCrash {
+    /// While the leader waits for promises (phase 1).
+    InPrepare,
+    /// While it waits for acceptances (phase 2).
+    InAccept,
+    /// Right after it sent its commits (some of which the network may then lose for good).
+    AfterCommit,
+}
+
+/// When things happen in a run: its phases, the next action, the next fault of each kind.
+struct Schedule {
+    faults_end: Instant,
+    traffic_end: Instant,
+    end: Instant,
+    next_action: Instant,
+    /// Mean time between application actions, over all processes.
+    action_gap: Duration,
+    next_fault: [Option<Instant>; Fault::ALL.len()],
 }
 
 fn exp(rng: &mut ChaCha8Rng, mean: Duration) -> Duration {
@@ -218,14 +271,14 @@ impl<A: App> Sim<'_, A> {
     /// phase 1, in phase 2, or right after it sent its commits (some of which the network
     /// may then lose for good), a third of the time each.
     fn crash_leader_in_round(&mut self) {
-        let Some(mode) = self.leader_crash_armed else { return };
+        let Some(when) = self.leader_crash_armed else { return };
         for i in 0..self.nodes.len() {
             let phase = self.nodes[i].engine.as_ref().and_then(|e| e.round_phase());
             let was = std::mem::replace(&mut self.nodes[i].last_phase, phase);
-            let hit = match mode {
-                0 => phase == Some(RoundPhase::Prepare),
-                1 => phase == Some(RoundPhase::Accept),
-                _ => was == Some(RoundPhase::Accept) && phase.is_none(),
+            let hit = match when {
+                LeaderCrash::InPrepare => phase == Some(RoundPhase::Prepare),
+                LeaderCrash::InAccept => phase == Some(RoundPhase::Accept),
+                LeaderCrash::AfterCommit => was == Some(RoundPhase::Accept) && phase.is_none(),
             };
             if hit {
                 self.leader_crash_armed = None;
@@ -411,75 +464,86 @@ impl<A: App> Sim<'_, A> {
         }
     }
 
-    fn fault(&mut self, kind: u8) {
+    fn fault(&mut self, fault: Fault) {
+        match fault {
+            Fault::Crash => self.crash_one(),
+            Fault::Partition => self.partition(),
+            Fault::Pause => self.pause(),
+            Fault::Churn => self.act(true),
+            Fault::GroupCrash => self.crash_group(),
+        }
+    }
+
+    /// A crash (not while a partition or a pause is on: one fault at a time).
+    fn crash_one(&mut self) {
+        let live = self.live();
+        let paused = self.nodes.iter().any(|n| n.paused_until.is_some());
+        if self.heal_at.is_some() || paused || !live.iter().any(|&t| self.majority_survives(&live, &[t])) {
+            return;
+        }
+        let target = if self.cfg.profile.crash_leader {
+            // The leader, preferably in the middle of a view change (it is then
+            // crashed as soon as it is there: see `crash_leader_in_round`).
+            let leader = live.iter().copied().find(|&i| {
+                let e = self.nodes[i].engine.as_ref().expect("live");
+                e.leader() == Some(e.id())
+            });
+            if leader.is_some_and(|l| self.nodes[l].engine.as_ref().is_some_and(|e| e.round_phase().is_none())) {
+                // (Drawn as a u8, as it always was: the same seeds make the same runs.)
+                let when = [LeaderCrash::InPrepare, LeaderCrash::InAccept, LeaderCrash::AfterCommit];
+                self.leader_crash_armed = Some(when[usize::from(self.rng.gen_range(0..3u8))]);
+                return;
+            }
+            leader
+        } else {
+            live.choose(&mut self.rng).copied()
+        };
+        if let Some(t) = target.filter(|&t| self.majority_survives(&live, &[t])) {
+            let back = Duration::from_millis(self.rng.gen_range(100..600));
+            self.crash(t, back);
+        }
+    }
+
+    /// A partition: a random minority (sometimes one-way) for a while.
+    fn partition(&mut self) {
         let n = self.nodes.len();
         let live = self.live();
-        match kind {
-            0 => {
-                // crash (not while a partition or a pause is on: one fault at a time)
-                let paused = self.nodes.iter().any(|n| n.paused_until.is_some());
-                if self.heal_at.is_some() || paused || !live.iter().any(|&t| self.majority_survives(&live, &[t])) {
-                    return;
-                }
-                let target = if self.cfg.profile.crash_leader {
-                    // The leader, preferably in the middle of a view change (it is then
-                    // crashed as soon as it is there: see `crash_leader_in_round`).
-                    let leader = live.iter().copied().find(|&i| {
-                        let e = self.nodes[i].engine.as_ref().expect("live");
-                        e.leader() == Some(e.id())
-                    });
-                    if leader.is_some_and(|l| self.nodes[l].engine.as_ref().is_some_and(|e| e.round_phase().is_none()))
-                    {
-                        self.leader_crash_armed = Some(self.rng.gen_range(0..3));
-                        return;
-                    }
-                    leader
-                } else {
-                    live.choose(&mut self.rng).copied()
-                };
-                if let Some(t) = target.filter(|&t| self.majority_survives(&live, &[t])) {
-                    let back = Duration::from_millis(self.rng.gen_range(100..600));
-                    self.crash(t, back);
+        if self.heal_at.is_some() {
+            return;
+        }
+        let mut ids: Vec<usize> = (0..n).collect();
+        ids.shuffle(&mut self.rng);
+        let k = self.rng.gen_range(1..=(n - 1) / 2);
+        let (side, rest) = ids.split_at(k);
+        // Keep a working majority on the other side (faults come one at a time).
+        if !self.majority_survives(&live, side) {
+            return;
+        }
+        let one_way = self.rng.gen_bool(0.3);
+        for &a in side {
+            for &b in rest {
+                self.blocked.insert((a, b));
+                if !one_way {
+                    self.blocked.insert((b, a));
                 }
             }
-            1 => {
-                // partition: a random minority (sometimes one-way) for a while
-                if self.heal_at.is_some() {
-                    return;
-                }
-                let mut ids: Vec<usize> = (0..n).collect();
-                ids.shuffle(&mut self.rng);
-                let k = self.rng.gen_range(1..=(n - 1) / 2);
-                let (side, rest) = ids.split_at(k);
-                // Keep a working majority on the other side (faults come one at a time).
-                if !self.majority_survives(&live, side) {
-                    return;
-                }
-                let one_way = self.rng.gen_bool(0.3);
-                for &a in side {
-                    for &b in rest {
-                        self.blocked.insert((a, b));
-                        if !one_way {
-                            self.blocked.insert((b, a));
-                        }
-                    }
-                }
-                self.heal_at = Some(self.now + Duration::from_millis(self.rng.gen_range(150..700)));
-            }
-            _ => {
-                // pause past the failure timeout, keeping a working majority
-                if self.heal_at.is_some() || self.nodes.iter().any(|n| n.paused_until.is_some()) {
-                    return;
-                }
-                if let Some(&t) = live.choose(&mut self.rng).filter(|&&t| self.majority_survives(&live, &[t])) {
-                    let d = Duration::from_millis(self.rng.gen_range(250..600));
-                    self.nodes[t].paused_until = Some(self.now + d);
-                    if self.cfg.profile.deaf {
-                        self.nodes[t].deaf = true;
-                        if let Some(e) = self.nodes[t].engine.as_mut() {
-                            e.handle_listening(self.now, false);
-                        }
-                    }
+        }
+        self.heal_at = Some(self.now + Duration::from_millis(self.rng.gen_range(150..700)));
+    }
+
+    /// A pause past the failure timeout, keeping a working majority.
+    fn pause(&mut self) {
+        let live = self.live();
+        if self.heal_at.is_some() || self.nodes.iter().any(|n| n.paused_until.is_some()) {
+            return;
+        }
+        if let Some(&t) = live.choose(&mut self.rng).filter(|&&t| self.majority_survives(&live, &[t])) {
+            let d = Duration::from_millis(self.rng.gen_range(250..600));
+            self.nodes[t].paused_until = Some(self.now + d);
+            if self.cfg.profile.deaf {
+                self.nodes[t].deaf = true;
+                if let Some(e) = self.nodes[t].engine.as_mut() {
+                    e.handle_listening(self.now, false);
                 }
             }
         }
@@ -496,75 +560,99 @@ pub fn run(cfg: SimConfig) -> Outcome {
 /// Runs one simulated cluster with `cfg` hosting `app`, checks its trace (G1 to G13) and the
 /// app's own invariants, and returns the outcome.
 pub fn run_app<A: App>(cfg: SimConfig, app: &mut A) -> Outcome {
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let groups = app.groups();
-    let nodes: Vec<Proc> = (0..cfg.nodes)
-        .map(|i| {
-            let wanted = app.initial_groups(i, &groups, &mut rng);
-            Proc {
-                name: format!("n{}", i + 1),
-                incarnation: 0,
-                engine: None,
-                recorder: Recorder::default(),
-                delivered: BTreeMap::new(),
-                wanted,
-                paused_until: None,
-                deaf: false,
-                held: Vec::new(),
-                restart_at: Some(Instant::from_epoch(Duration::from_millis(i as u64 * 3))),
-                crash_at: None,
-                uncork_at: None,
-                last_phase: None,
-                last_sent: BTreeMap::new(),
-                flushes: BTreeMap::new(),
-            }
-        })
-        .collect();
-    let mut sim = Sim {
-        app,
-        rng,
-        now: Instant::ZERO,
-        nodes,
-        net: BinaryHeap::new(),
-        seq: 0,
-        blocked: BTreeSet::new(),
-        heal_at: None,
-        trace: Vec::new(),
-        groups,
-        packets: 0,
-        anomalies: 0,
-        leader_crash_armed: None,
-        cfg: cfg.clone(),
-    };
-    let faults_end = Instant::from_epoch(cfg.fault_phase);
-    let traffic_end = faults_end + cfg.calm_traffic;
-    let end = traffic_end + cfg.settle;
-    let p = cfg.profile.clone();
-    let mut next_action = Instant::from_epoch(Duration::from_millis(50));
-    let means = [p.crash_every, p.partition_every, p.pause_every, p.churn_every, p.group_crash_every];
-    let mut next_fault: [Option<Instant>; 5] =
-        means.map(|m| m.map(|d| Instant::ZERO + Duration::from_millis(300) + exp(&mut sim.rng, d)));
-    let action_gap = cfg.action_every / cfg.nodes.max(1) as u32;
+    let mut sim = Sim::new(cfg, app);
+    let mut schedule = sim.schedule();
     let mut steps = 0u64;
     loop {
         steps += 1;
-        // The next thing to happen.
-        let mut t = end;
-        if let Some(f) = sim.net.peek() {
+        let t = sim.next_instant(&schedule);
+        if t >= schedule.end {
+            break;
+        }
+        sim.now = t.max(sim.now);
+        sim.step(&mut schedule);
+        if steps > MAX_STEPS {
+            break;
+        }
+    }
+    if std::env::var_os("SYNCHRONY_SIM_DEBUG").is_some() {
+        for e in sim.nodes.iter().filter_map(|n| n.engine.as_ref()) {
+            eprintln!("{e:?}\n");
+        }
+    }
+    sim.outcome(steps)
+}
+
+/// A run that takes more steps than this is cut short (a livelock the checker then sees).
+const MAX_STEPS: u64 = 20_000_000;
+
+impl<'a, A: App> Sim<'a, A> {
+    /// The cluster of `cfg.nodes` processes hosting `app`, none started yet.
+    fn new(cfg: SimConfig, app: &'a mut A) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        let groups = app.groups();
+        let nodes: Vec<Proc> = (0..cfg.nodes)
+            .map(|i| {
+                let wanted = app.initial_groups(i, &groups, &mut rng);
+                Proc {
+                    name: format!("n{}", i + 1),
+                    incarnation: 0,
+                    engine: None,
+                    recorder: Recorder::default(),
+                    delivered: BTreeMap::new(),
+                    wanted,
+                    paused_until: None,
+                    deaf: false,
+                    held: Vec::new(),
+                    restart_at: Some(Instant::from_epoch(Duration::from_millis(i as u64 * 3))),
+                    crash_at: None,
+                    uncork_at: None,
+                    last_phase: None,
+                    last_sent: BTreeMap::new(),
+                    flushes: BTreeMap::new(),
+                }
+            })
+            .collect();
+        Sim {
+            app,
+            rng,
+            now: Instant::ZERO,
+            nodes,
+            net: BinaryHeap::new(),
+            seq: 0,
+            blocked: BTreeSet::new(),
+            heal_at: None,
+            trace: Vec::new(),
+            groups,
+            packets: 0,
+            anomalies: 0,
+            leader_crash_armed: None,
+            cfg,
+        }
+    }
+
+    /// The run's phases, and the first action and fault of each kind.
+    fn schedule(&mut self) -> Schedule {
+        let cfg = &self.cfg;
+        let faults_end = Instant::from_epoch(cfg.fault_phase);
+        let traffic_end = faults_end + cfg.calm_traffic;
+        let (end, action_gap) = (traffic_end + cfg.settle, cfg.action_every / cfg.nodes.max(1) as u32);
+        let means = Fault::ALL.map(|f| f.mean(&cfg.profile));
+        let next_fault = means.map(|m| m.map(|d| Instant::ZERO + Duration::from_millis(300) + exp(&mut self.rng, d)));
+        let next_action = Instant::from_epoch(Duration::from_millis(50));
+        Schedule { faults_end, traffic_end, end, next_action, action_gap, next_fault }
+    }
+
+    /// The next moment anything happens (at most the end of the run).
+    fn next_instant(&self, sch: &Schedule) -> Instant {
+        let mut t = sch.end;
+        if let Some(f) = self.net.peek() {
             t = t.min(f.at.0 .0);
         }
-        for n in &sim.nodes {
-            if let Some(r) = n.restart_at {
-                t = t.min(r);
-            }
-            if let Some((c, _)) = n.crash_at {
-                t = t.min(c);
-            }
-            if let Some(u) = n.uncork_at {
-                t = t.min(u);
-            }
-            if let Some(u) = n.paused_until {
-                t = t.min(u);
+        for n in &self.nodes {
+            let crash = n.crash_at.map(|(c, _)| c);
+            for x in [n.restart_at, crash, n.uncork_at, n.paused_until].into_iter().flatten() {
+                t = t.min(x);
             }
             if n.paused_until.is_none() || n.deaf {
                 if let Some(x) = n.engine.as_ref().and_then(|e| e.poll_timeout()) {
@@ -572,58 +660,104 @@ pub fn run_app<A: App>(cfg: SimConfig, app: &mut A) -> Outcome {
                 }
             }
         }
-        if let Some(h) = sim.heal_at {
+        if let Some(h) = self.heal_at {
             t = t.min(h);
         }
-        if next_action < traffic_end {
-            t = t.min(next_action);
+        if sch.next_action < sch.traffic_end {
+            t = t.min(sch.next_action);
         }
-        for f in next_fault.iter().flatten() {
-            if *f < faults_end {
-                t = t.min(*f);
-            }
+        for f in sch.next_fault.iter().flatten().filter(|f| **f < sch.faults_end) {
+            t = t.min(*f);
         }
-        if t >= end {
-            break;
-        }
-        sim.now = t.max(sim.now);
-        let now = sim.now;
+        t
+    }
+
+    /// Everything due now happens: heals, crashes and restarts, wake-ups, packets, uncorks,
+    /// timers, then the application's next action and the next faults.
+    fn step(&mut self, sch: &mut Schedule) {
+        let now = self.now;
         // Faults end: heal everything, wake everyone.
-        if sim.heal_at.is_some_and(|h| h <= now) || (now >= faults_end && sim.heal_at.is_some()) {
-            sim.blocked.clear();
-            sim.heal_at = None;
+        if self.heal_at.is_some_and(|h| h <= now) || (now >= sch.faults_end && self.heal_at.is_some()) {
+            self.blocked.clear();
+            self.heal_at = None;
         }
-        for i in 0..sim.nodes.len() {
-            if let Some((_, back)) = sim.nodes[i].crash_at.filter(|(c, _)| *c <= now) {
-                sim.nodes[i].crash_at = None;
-                sim.crash(i, back);
-            }
-            if sim.nodes[i].restart_at.is_some_and(|r| r <= now) {
-                sim.start(i);
-            }
-            if sim.nodes[i].paused_until.is_some_and(|u| u <= now || now >= faults_end) {
-                sim.nodes[i].paused_until = None;
-                if std::mem::take(&mut sim.nodes[i].deaf) {
-                    if let Some(e) = sim.nodes[i].engine.as_mut() {
-                        e.handle_listening(now, true);
-                    }
+        for i in 0..self.nodes.len() {
+            self.wake(i, sch.faults_end);
+        }
+        self.deliver_packets();
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].uncork_at.is_some_and(|u| u <= now) {
+                self.nodes[i].uncork_at = None;
+                if let Some(e) = self.nodes[i].engine.as_mut() {
+                    e.uncork(now);
                 }
-                let held = std::mem::take(&mut sim.nodes[i].held);
-                for f in held {
-                    if let Some(e) = sim.nodes[i].engine.as_mut() {
-                        let _ = e.handle_frame(now, &f);
-                    }
-                }
-                if let Some(e) = sim.nodes[i].engine.as_mut() {
-                    e.handle_timeout(now);
-                }
-                sim.pump(i);
+                self.pump(i);
             }
         }
-        while sim.net.peek().is_some_and(|f| f.at.0 .0 <= now) {
-            let f = sim.net.pop().expect("peeked");
-            sim.packets += 1;
-            let n = &mut sim.nodes[f.to];
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].paused_until.is_some() && !self.nodes[i].deaf {
+                continue;
+            }
+            let due = self.nodes[i].engine.as_ref().and_then(|e| e.poll_timeout()).is_some_and(|x| x <= now);
+            if due {
+                self.nodes[i].engine.as_mut().expect("live").handle_timeout(now);
+                self.pump(i);
+            }
+        }
+        if now < sch.faults_end {
+            self.crash_leader_in_round();
+        }
+        if sch.next_action <= now && now < sch.traffic_end {
+            self.act(false);
+            sch.next_action = now + exp(&mut self.rng, sch.action_gap);
+        }
+        for (k, fault) in Fault::ALL.into_iter().enumerate() {
+            if let (Some(f), Some(mean)) = (sch.next_fault[k], fault.mean(&self.cfg.profile)) {
+                if f <= now && now < sch.faults_end {
+                    self.fault(fault);
+                    sch.next_fault[k] = Some(now + exp(&mut self.rng, mean));
+                }
+            }
+        }
+    }
+
+    /// Process `i`'s scheduled crash, restart or end of pause, if due.
+    fn wake(&mut self, i: usize, faults_end: Instant) {
+        let now = self.now;
+        if let Some((_, back)) = self.nodes[i].crash_at.filter(|(c, _)| *c <= now) {
+            self.nodes[i].crash_at = None;
+            self.crash(i, back);
+        }
+        if self.nodes[i].restart_at.is_some_and(|r| r <= now) {
+            self.start(i);
+        }
+        if self.nodes[i].paused_until.is_some_and(|u| u <= now || now >= faults_end) {
+            self.nodes[i].paused_until = None;
+            if std::mem::take(&mut self.nodes[i].deaf) {
+                if let Some(e) = self.nodes[i].engine.as_mut() {
+                    e.handle_listening(now, true);
+                }
+            }
+            let held = std::mem::take(&mut self.nodes[i].held);
+            for f in held {
+                if let Some(e) = self.nodes[i].engine.as_mut() {
+                    let _ = e.handle_frame(now, &f);
+                }
+            }
+            if let Some(e) = self.nodes[i].engine.as_mut() {
+                e.handle_timeout(now);
+            }
+            self.pump(i);
+        }
+    }
+
+    /// Packets whose time has come reach their process (a paused one holds them).
+    fn deliver_packets(&mut self) {
+        let now = self.now;
+        while self.net.peek().is_some_and(|f| f.at.0 .0 <= now) {
+            let f = self.net.pop().expect("peeked");
+            self.packets += 1;
+            let n = &mut self.nodes[f.to];
             if n.paused_until.is_some() {
                 n.held.push(f.frame);
                 continue;
@@ -631,74 +765,30 @@ pub fn run_app<A: App>(cfg: SimConfig, app: &mut A) -> Outcome {
             if let Some(e) = n.engine.as_mut() {
                 // Corking as a runtime does: the packets of the next moments, and what the
                 // node does about them, go out together.
-                if let (Some(d), None) = (p.cork, n.uncork_at) {
+                if let (Some(d), None) = (self.cfg.profile.cork, n.uncork_at) {
                     e.cork();
                     n.uncork_at = Some(now + d);
                 }
                 let _ = e.handle_frame(now, &f.frame);
-                sim.pump(f.to);
-            }
-        }
-        for i in 0..sim.nodes.len() {
-            if sim.nodes[i].uncork_at.is_some_and(|u| u <= now) {
-                sim.nodes[i].uncork_at = None;
-                if let Some(e) = sim.nodes[i].engine.as_mut() {
-                    e.uncork(now);
-                }
-                sim.pump(i);
-            }
-        }
-        for i in 0..sim.nodes.len() {
-            if sim.nodes[i].paused_until.is_some() && !sim.nodes[i].deaf {
-                continue;
-            }
-            let due = sim.nodes[i].engine.as_ref().and_then(|e| e.poll_timeout()).is_some_and(|x| x <= now);
-            if due {
-                sim.nodes[i].engine.as_mut().expect("live").handle_timeout(now);
-                sim.pump(i);
-            }
-        }
-        if now < faults_end {
-            sim.crash_leader_in_round();
-        }
-        if next_action <= now && now < traffic_end {
-            sim.act(false);
-            next_action = now + exp(&mut sim.rng, action_gap);
-        }
-        for k in 0..means.len() {
-            if let (Some(f), Some(mean)) = (next_fault[k], means[k]) {
-                if f <= now && now < faults_end {
-                    match k {
-                        3 => sim.act(true),
-                        4 => sim.crash_group(),
-                        _ => sim.fault(k as u8),
-                    }
-                    next_fault[k] = Some(now + exp(&mut sim.rng, mean));
-                }
-            }
-        }
-        if steps > 20_000_000 {
-            break;
-        }
-    }
-    if std::env::var_os("SYNCHRONY_SIM_DEBUG").is_some() {
-        for n in &sim.nodes {
-            if let Some(e) = &n.engine {
-                eprintln!("{}\n", e.debug_dump());
+                self.pump(f.to);
             }
         }
     }
-    // Every process still running at the end is "alive"; crashed ones were recorded.
-    let report = synchrony_check::check(&sim.trace, &Options { quiescent: true, crash_bound_us: None });
-    let live = sim.live();
-    let app_violations = sim.app.finish(&live);
-    Outcome {
-        trace: sim.trace,
-        report,
-        app_violations,
-        steps,
-        packets: sim.packets,
-        anomalies: sim.anomalies,
-        survivors: live.len(),
+
+    /// The trace checked (quiescent: every process still running at the end is alive;
+    /// crashed ones were recorded), and the app's own invariants.
+    fn outcome(self, steps: u64) -> Outcome {
+        let report = synchrony_check::check(&self.trace, &Options { quiescent: true, crash_bound_us: None });
+        let live = self.live();
+        let app_violations = self.app.finish(&live);
+        Outcome {
+            trace: self.trace,
+            report,
+            app_violations,
+            steps,
+            packets: self.packets,
+            anomalies: self.anomalies,
+            survivors: live.len(),
+        }
     }
 }
