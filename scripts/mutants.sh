@@ -4,9 +4,11 @@
 # the file is restored after every run (and on exit), so no break stays in the tree.
 #
 #   scripts/mutants.sh [SEEDS_PER_PROFILE]     (default 30)
+#   MODE=engine scripts/mutants.sh             the engine crate's own tests alone
+#                                              (cargo test -p synchrony-engine)
 #
-# Prints one line per mutant (caught or MISSED, with the first violation seen) and a
-# closing "N caught, M missed".
+# Prints one line per mutant (caught or MISSED, with the first violation or failing test
+# seen) and a closing "N caught, M missed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 seeds=${1:-30}
@@ -45,10 +47,23 @@ while IFS='|' read -r name file find replace; do
   if cmp -s "$src" "$backup/$file"; then
     echo "$name: not applied (fix its pattern in scripts/mutants.sh)"; missed=$((missed+1)); continue
   fi
+  verdict="MISSED"; why=""
+  if [ "${MODE:-sim}" = engine ]; then
+    out=$(timeout 600 cargo test --release -q -p synchrony-engine 2>&1)
+    if echo "$out" | grep -q "could not compile"; then
+      echo "$name: does not compile (not counted)"; cp "$backup/$file" "$src"; continue
+    fi
+    if echo "$out" | grep -qE "test result: FAILED|panicked"; then
+      verdict="caught"; why="$(echo "$out" | grep -m1 -E '^test .* FAILED|panicked' | cut -c1-90)"
+    fi
+    echo "$name: $verdict ${why}"
+    if [ "$verdict" = caught ]; then caught=$((caught+1)); else missed=$((missed+1)); fi
+    cp "$backup/$file" "$src"
+    continue
+  fi
   if ! cargo build --release -q -p synchrony-cli 2>/dev/null; then
     echo "$name: does not compile (not counted)"; cp "$backup/$file" "$src"; continue
   fi
-  verdict="MISSED"; why=""
   for p in $profiles; do
     out=$(timeout 300 ./target/release/synchrony sim --seeds "$seeds" --start 500 --profile "$p" 2>&1)
     if ! echo "$out" | grep -q " 0 failed"; then
