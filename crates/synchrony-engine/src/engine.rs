@@ -941,6 +941,7 @@ impl Engine {
         if self.status != Status::Member || decision.epoch != self.gms.epoch() + 1 {
             return;
         }
+        debug_assert!(self.gms.is_member(&self.me), "a member applies decisions");
         let d = decision.clone();
         for gc in &d.groups {
             self.apply_group_change(gc);
@@ -1036,6 +1037,7 @@ impl Engine {
         let g = &gc.group;
         let mut out = Out::default();
         let gs = self.groups.get_mut(g).expect("a member");
+        debug_assert_eq!(gs.view.id, gc.old_view, "the change ends this member's view");
         let missing = gs.apply_cut(&gc.cut, &gc.gbcasts, &mut out);
         if missing > 0 {
             // Only a broken protocol leaves a cut undelivered; counted (the simulator fails

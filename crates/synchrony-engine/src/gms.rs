@@ -1022,6 +1022,7 @@ impl Gms {
     /// view; the round, if it is overtaken; the decision log; what this process knew of
     /// the processes `d` removes.
     pub(crate) fn commit(&mut self, config: &Config, decision: Arc<Decision>) {
+        debug_assert_eq!(decision.epoch, self.epoch + 1, "decisions are applied one epoch at a time");
         let d = decision.clone();
         self.epoch = d.epoch;
         self.members = d.members.clone();

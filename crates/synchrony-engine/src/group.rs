@@ -333,6 +333,7 @@ impl GroupState {
 
     /// A multicast from the member at `rank` (current view and epoch).
     pub(crate) fn on_data(&mut self, rank: usize, msg: Arc<DataMsg>) {
+        debug_assert!(rank < self.streams.len(), "a stream of this view");
         if !self.streams[rank].push(msg) {
             return;
         }
@@ -640,6 +641,7 @@ impl GroupState {
     /// Delivers exactly the cut, then the gbcasts. Returns how many cut messages could not
     /// be delivered (always 0 unless the protocol is broken).
     pub(crate) fn apply_cut(&mut self, cut: &Cut, gbcasts: &[DataMsg], out: &mut Out) -> usize {
+        debug_assert_eq!(cut.streams.len(), self.streams.len(), "a cut of this view");
         for (owner, hi) in &cut.streams {
             let Some(r) = self.rank_of(owner) else {
                 continue;

@@ -51,6 +51,7 @@ impl Queries {
             Replies::Count(k) => k,
             Replies::All => usize::MAX,
         };
+        debug_assert!(!self.map.contains_key(id), "message ids are never reused");
         let q = QueryState {
             group: group.clone(),
             wanted,

@@ -471,6 +471,9 @@ pub enum DecodeError {
     /// The body does not decode.
     #[error("malformed body: {0}")]
     Body(String),
+    /// The body decodes but is not what an engine sends.
+    #[error("invalid message: {0}")]
+    Invalid(&'static str),
 }
 
 type HmacSha256 = Hmac<Sha256>;
@@ -574,7 +577,20 @@ pub fn decode(frame: &[u8], secret: Option<&[u8]>) -> Result<Packet, DecodeError
         (None, true) => &frame[4..frame.len().saturating_sub(TAG_LEN).max(4)],
         (None, false) => &frame[4..],
     };
-    postcard::from_bytes(body).map_err(|e| DecodeError::Body(e.to_string()))
+    let packet: Packet = postcard::from_bytes(body).map_err(|e| DecodeError::Body(e.to_string()))?;
+    for m in &packet.msgs {
+        if let Msg::Data { msg, .. } = m {
+            // Only the ordered classes carry a vector timestamp (its length is checked
+            // against the view on arrival), and a stream's positions start at 1.
+            if msg.order.is_causal() == msg.vt.is_empty() {
+                return Err(DecodeError::Invalid("a vector timestamp that does not fit the order class"));
+            }
+            if msg.seq == 0 || msg.order == Order::Gbcast {
+                return Err(DecodeError::Invalid("a stream message out of any stream"));
+            }
+        }
+    }
+    Ok(packet)
 }
 
 #[cfg(test)]
@@ -644,6 +660,20 @@ mod tests {
             g[i] ^= 0x10;
             assert!(decode(&g, Some(b"k")).is_err(), "byte {i}");
         }
+    }
+
+    #[test]
+    fn a_causal_message_without_a_vector_timestamp_is_refused() {
+        let mut p = sample();
+        if let Msg::Data { msg, .. } = &mut p.msgs[0] {
+            Arc::make_mut(msg).vt = VectorTime::default();
+        }
+        assert!(matches!(decode(&encode(&p, None), None), Err(DecodeError::Invalid(_))));
+        let mut p = sample();
+        if let Msg::Data { msg, .. } = &mut p.msgs[0] {
+            Arc::make_mut(msg).order = Order::Fifo;
+        }
+        assert!(matches!(decode(&encode(&p, None), None), Err(DecodeError::Invalid(_))));
     }
 
     proptest! {
