@@ -96,3 +96,19 @@ fn what_some_survivor_delivered_is_never_cut_off() {
     assert_eq!(hi(&cut, "a"), 2);
     assert_eq!(cut.msgs.len(), 2);
 }
+
+#[test]
+fn the_order_starts_where_the_least_advanced_survivor_is() {
+    // Both survivors delivered the first two positions; the known order goes on from there.
+    let a1 = msg("a", 1, Order::Total, vec![1, 0, 0]);
+    let a2 = msg("a", 2, Order::Total, vec![2, 0, 0]);
+    let a3 = msg("a", 3, Order::Total, vec![3, 0, 0]);
+    let mut b = report(&[("a", vec![a3.clone()], 2), ("b", vec![], 0), ("c", vec![], 0)], vec![(0, 3)], 2);
+    b.order_base = 2;
+    let mut c = report(&[("a", vec![a3], 2), ("b", vec![], 0), ("c", vec![], 0)], vec![(0, 3)], 2);
+    c.order_base = 2;
+    let _ = (a1, a2);
+    let cut = compute_cut(&view(), &[&b, &c]);
+    assert_eq!(cut.order_base, 2);
+    assert_eq!(cut.order, vec![(0, 3)]);
+}
