@@ -65,11 +65,13 @@ while IFS= read -r line; do
   fi
   verdict="MISSED"; why=""
   if [ "${MODE:-sim}" = engine ]; then
-    out=$(timeout 900 cargo test --release -q -p synchrony-engine 2>&1)
+    out=$(timeout 180 cargo test --release -q -p synchrony-engine 2>&1); rc=$?
     if echo "$out" | grep -q "could not compile"; then
       echo "$name: does not compile (not counted)"; continue
     fi
-    if echo "$out" | grep -qE "test result: FAILED|panicked"; then
+    if [ $rc -eq 124 ]; then
+      verdict="caught"; why="the tests did not finish in 180 s (a test hangs)"
+    elif echo "$out" | grep -qE "test result: FAILED|panicked"; then
       verdict="caught"; why="$(echo "$out" | grep -m1 -E '^test .* FAILED|panicked' | cut -c1-100)"
     fi
   else
@@ -77,7 +79,10 @@ while IFS= read -r line; do
       echo "$name: does not compile (not counted)"; continue
     fi
     for p in $profiles; do
-      out=$(timeout 300 ./target/release/synchrony sim --seeds "$seeds" --start 500 --profile "$p" 2>&1)
+      out=$(timeout 300 ./target/release/synchrony sim --seeds "$seeds" --start 500 --profile "$p" 2>&1); rc=$?
+      if [ $rc -eq 124 ]; then
+        verdict="caught"; why="$p: the simulation did not finish in 300 s (a hang)"; break
+      fi
       if ! echo "$out" | grep -q " 0 failed"; then
         verdict="caught"; why="$p: $(echo "$out" | grep -m1 -E 'violated|anomalies|panicked' | sed 's/^ *//' | cut -c1-90)"; break
       fi
