@@ -76,9 +76,26 @@ impl fmt::Display for Violation {
     }
 }
 
+/// How far causality reaches when G6 is checked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Causality {
+    /// Within each group: happens-before is carried by the sends and deliveries of one
+    /// group only (one vector clock per group), and every delivery is checked against the
+    /// causal past of the ordered messages delivered before it.
+    #[default]
+    WithinGroups,
+    /// Across groups, as DESIGN.md words G6 (CBCAST's causality): program order at each
+    /// process over every group, and a send before each delivery of an ordered message
+    /// (`causal`, `total`, `safe`, `gbcast`); only ordered messages are held for their causal
+    /// past (`unordered` and `fifo` neither wait nor make others wait).
+    AcrossGroups,
+}
+
 /// What to check beyond safety.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
+    /// How far causality reaches for G6.
+    pub causality: Causality,
     /// The run ended quiescent (faults healed, traffic finished): check liveness (G13).
     pub quiescent: bool,
     /// With `quiescent`: a crashed process must be out of every surviving view of its groups
@@ -119,7 +136,7 @@ pub fn check(events: &[TraceEvent], opts: &Options) -> Report {
     g2_g3_deliveries(&ix, &mut v);
     g4_same_set(&ix, &mut v);
     g5_fifo(&ix, &mut v);
-    g6_causal(&ix, &mut v);
+    g6_causal(&ix, opts.causality, &mut v);
     g7_total(&ix, &mut v);
     g8_gbcast(&ix, &mut v);
     g9_safe(&ix, &mut v);
@@ -213,13 +230,19 @@ fn g5_fifo(ix: &Index, v: &mut Vec<Violation>) {
     }
 }
 
-/// The vector clock of each send, within its group: walks every process in local order,
-/// repeating until every delivered message's clock is known. Happens-before is carried by
-/// program order and by deliveries of the ordered classes.
-fn causal_clocks<'a>(ix: &Index<'a>) -> BTreeMap<&'a str, BTreeMap<&'a str, usize>> {
+/// A vector clock: per (group, sender), the index of the sender's latest send to the group
+/// in the causal past.
+type Clock<'a> = BTreeMap<(&'a str, &'a str), usize>;
+
+/// The vector clock of each send: walks every process in local order, repeating until every
+/// delivered message's clock is known. Happens-before is carried by program order and by
+/// deliveries of the ordered classes; `across` groups (one clock per process) or within
+/// each group (one clock per process and group).
+fn causal_clocks<'a>(ix: &Index<'a>, across: bool) -> BTreeMap<&'a str, Clock<'a>> {
     let ev = ix.ev;
-    let mut vc_of: BTreeMap<&str, BTreeMap<&str, usize>> = BTreeMap::new();
-    let mut clock: BTreeMap<(&str, &str), BTreeMap<&str, usize>> = BTreeMap::new();
+    let scope = |g: &'a str| if across { "" } else { g };
+    let mut vc_of: BTreeMap<&str, Clock> = BTreeMap::new();
+    let mut clock: BTreeMap<(&str, &str), Clock> = BTreeMap::new();
     let mut pos: BTreeMap<&str, usize> = BTreeMap::new();
     loop {
         let mut progress = false;
@@ -230,13 +253,13 @@ fn causal_clocks<'a>(ix: &Index<'a>) -> BTreeMap<&'a str, BTreeMap<&'a str, usiz
                 let m = e.msg();
                 match e.ev {
                     EventKind::Send => {
-                        let c = clock.entry((e.group(), p)).or_default();
-                        c.insert(p, ix.sends[m].1);
+                        let c = clock.entry((scope(e.group()), p)).or_default();
+                        c.insert((e.group(), p), ix.sends[m].1);
                         vc_of.insert(m, c.clone());
                     }
                     EventKind::Deliver if carries_causality(e.order) && ix.sends.contains_key(m) => {
                         let Some(mc) = vc_of.get(m).cloned() else { break };
-                        let c = clock.entry((e.group(), p)).or_default();
+                        let c = clock.entry((scope(e.group()), p)).or_default();
                         for (s, i) in mc {
                             let x = c.entry(s).or_insert(i);
                             *x = (*x).max(i);
@@ -255,10 +278,12 @@ fn causal_clocks<'a>(ix: &Index<'a>) -> BTreeMap<&'a str, BTreeMap<&'a str, usiz
     vc_of
 }
 
-/// G6: no process delivers a message after one whose send it happened before.
-fn g6_causal(ix: &Index, v: &mut Vec<Violation>) {
+/// G6: no process delivers a message after one whose send it happened before (see
+/// [`Causality`] for how far causality reaches).
+fn g6_causal(ix: &Index, causality: Causality, v: &mut Vec<Violation>) {
     let ev = ix.ev;
-    let vc_of = causal_clocks(ix);
+    let across = causality == Causality::AcrossGroups;
+    let vc_of = causal_clocks(ix, across);
     for (p, list) in &ix.by_p {
         // Per (group, sender): the highest send index already in the causal past of what
         // this process delivered, and the delivery that put it there.
@@ -268,21 +293,24 @@ fn g6_causal(ix: &Index, v: &mut Vec<Violation>) {
             let (g, m) = (e.group(), e.msg());
             let Some(&(sk, idx)) = ix.sends.get(m) else { continue };
             let s = ev[sk].p.as_str();
-            if let Some(&(fk, f)) = floor.get(&(g, s)) {
+            // Across groups, only ordered messages wait for their causal past.
+            let held = !across || carries_causality(e.order);
+            if let Some(&(fk, f)) = floor.get(&(g, s)).filter(|_| held) {
                 if idx <= f && ev[fk].msg() != m {
                     let what =
                         format!("{p} delivered {m} after {} although {m} happened before its send", ev[fk].msg());
                     v.push(Violation::new(Guarantee::G6, what, [&ev[fk], e]));
                 }
             }
-            if !e.order.is_some_and(Order::is_causal) {
+            let carries = if across { carries_causality(e.order) } else { e.order.is_some_and(Order::is_causal) };
+            if !carries {
                 continue;
             }
-            for (s2, &i2) in vc_of.get(m).into_iter().flatten() {
-                if *s2 == s && i2 == idx {
+            for (&(g2, s2), &i2) in vc_of.get(m).into_iter().flatten() {
+                if (g2, s2) == (g, s) && i2 == idx {
                     continue;
                 }
-                let f = floor.entry((g, s2)).or_insert((k, i2));
+                let f = floor.entry((g2, s2)).or_insert((k, i2));
                 if i2 > f.1 || (i2 == f.1 && f.0 != k) {
                     *f = (k, i2.max(f.1));
                 }

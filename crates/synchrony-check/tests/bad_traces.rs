@@ -1,12 +1,12 @@
 //! For every guarantee, a hand-made trace that breaks it, and the checker must say so; and
 //! a good trace that must pass.
 
-use synchrony_check::{check, Guarantee, Options};
+use synchrony_check::{check, Causality, Guarantee, Options};
 use synchrony_trace::parse;
 
 fn violations(trace: &str, quiescent: bool) -> Vec<Guarantee> {
     let events = parse(trace).expect("parses");
-    let report = check(&events, &Options { quiescent, crash_bound_us: Some(1_000_000) });
+    let report = check(&events, &Options { quiescent, crash_bound_us: Some(1_000_000), ..Default::default() });
     for v in &report.violations {
         eprint!("{v}");
     }
@@ -234,4 +234,101 @@ fn written_lines_follow_trace_md_field_order() {
     for (e, original) in events.iter().zip(good().lines().filter(|l| !l.is_empty())) {
         assert_eq!(e.to_json_line(), original);
     }
+}
+
+/// The violations of a trace with G6 followed across groups.
+fn across(trace: &str) -> Vec<Guarantee> {
+    let events = parse(trace).expect("parses");
+    let opts = Options { causality: Causality::AcrossGroups, ..Default::default() };
+    let report = check(&events, &opts);
+    for v in &report.violations {
+        eprint!("{v}");
+    }
+    report.violations.iter().map(|v| v.guarantee).collect()
+}
+
+/// Views: `a` and `b` in groups `g` and `h` (view 1 of each).
+const TWO_GROUPS: &str = r#"
+{"p":"a#1","i":0,"t":0,"ev":"view","group":"g","view":1,"members":["a#1","b#1"],"primary":true}
+{"p":"a#1","i":1,"t":0,"ev":"view","group":"h","view":1,"members":["a#1","b#1"],"primary":true}
+{"p":"b#1","i":0,"t":0,"ev":"view","group":"g","view":1,"members":["a#1","b#1"],"primary":true}
+{"p":"b#1","i":1,"t":0,"ev":"view","group":"h","view":1,"members":["a#1","b#1"],"primary":true}
+"#;
+
+#[test]
+fn g6_across_groups_two_sends_of_one_process() {
+    let t = TWO_GROUPS.to_string()
+        + r#"{"p":"a#1","i":2,"t":10,"ev":"send","group":"g","msg":"a#1/0","order":"causal","view":1}
+{"p":"a#1","i":3,"t":11,"ev":"deliver","group":"g","msg":"a#1/0","from":"a#1","order":"causal","view":1}
+{"p":"a#1","i":4,"t":12,"ev":"send","group":"h","msg":"a#1/1","order":"causal","view":1}
+{"p":"a#1","i":5,"t":13,"ev":"deliver","group":"h","msg":"a#1/1","from":"a#1","order":"causal","view":1}
+{"p":"b#1","i":2,"t":14,"ev":"deliver","group":"h","msg":"a#1/1","from":"a#1","order":"causal","view":1}
+{"p":"b#1","i":3,"t":15,"ev":"deliver","group":"g","msg":"a#1/0","from":"a#1","order":"causal","view":1}
+"#;
+    assert!(across(&t).contains(&Guarantee::G6));
+    assert!(!violations(&t, false).contains(&Guarantee::G6), "within groups it is not a violation");
+}
+
+#[test]
+fn g6_across_groups_total_then_causal() {
+    let t = TWO_GROUPS.to_string()
+        + r#"{"p":"a#1","i":2,"t":10,"ev":"send","group":"g","msg":"a#1/0","order":"total","view":1}
+{"p":"a#1","i":3,"t":11,"ev":"deliver","group":"g","msg":"a#1/0","from":"a#1","order":"total","view":1}
+{"p":"a#1","i":4,"t":12,"ev":"send","group":"h","msg":"a#1/1","order":"causal","view":1}
+{"p":"a#1","i":5,"t":13,"ev":"deliver","group":"h","msg":"a#1/1","from":"a#1","order":"causal","view":1}
+{"p":"b#1","i":2,"t":14,"ev":"deliver","group":"h","msg":"a#1/1","from":"a#1","order":"causal","view":1}
+{"p":"b#1","i":3,"t":15,"ev":"deliver","group":"g","msg":"a#1/0","from":"a#1","order":"total","view":1}
+"#;
+    assert!(across(&t).contains(&Guarantee::G6));
+}
+
+#[test]
+fn g6_across_groups_a_chain_through_a_third_process_and_group() {
+    // g = {a, c}, h = {a, b}, k = {b, c}: a's message in g happened before b's in k (a sent
+    // in h after it, b delivered that), but c delivers b's first.
+    let t = r#"
+{"p":"a#1","i":0,"t":0,"ev":"view","group":"g","view":1,"members":["a#1","c#1"],"primary":true}
+{"p":"a#1","i":1,"t":0,"ev":"view","group":"h","view":1,"members":["a#1","b#1"],"primary":true}
+{"p":"b#1","i":0,"t":0,"ev":"view","group":"h","view":1,"members":["a#1","b#1"],"primary":true}
+{"p":"b#1","i":1,"t":0,"ev":"view","group":"k","view":1,"members":["b#1","c#1"],"primary":true}
+{"p":"c#1","i":0,"t":0,"ev":"view","group":"g","view":1,"members":["a#1","c#1"],"primary":true}
+{"p":"c#1","i":1,"t":0,"ev":"view","group":"k","view":1,"members":["b#1","c#1"],"primary":true}
+{"p":"a#1","i":2,"t":10,"ev":"send","group":"g","msg":"a#1/0","order":"causal","view":1}
+{"p":"a#1","i":3,"t":11,"ev":"send","group":"h","msg":"a#1/1","order":"safe","view":1}
+{"p":"b#1","i":2,"t":12,"ev":"deliver","group":"h","msg":"a#1/1","from":"a#1","order":"safe","view":1}
+{"p":"b#1","i":3,"t":13,"ev":"send","group":"k","msg":"b#1/0","order":"causal","view":1}
+{"p":"c#1","i":2,"t":14,"ev":"deliver","group":"k","msg":"b#1/0","from":"b#1","order":"causal","view":1}
+{"p":"c#1","i":3,"t":15,"ev":"deliver","group":"g","msg":"a#1/0","from":"a#1","order":"causal","view":1}
+"#;
+    assert!(across(t).contains(&Guarantee::G6));
+}
+
+#[test]
+fn g6_across_groups_through_a_non_member_send() {
+    // a is in g only; it sends in g, then to h as a non-member (view null); b, in both,
+    // delivers the second first.
+    let t = r#"
+{"p":"a#1","i":0,"t":0,"ev":"view","group":"g","view":1,"members":["a#1","b#1"],"primary":true}
+{"p":"b#1","i":0,"t":0,"ev":"view","group":"g","view":1,"members":["a#1","b#1"],"primary":true}
+{"p":"b#1","i":1,"t":0,"ev":"view","group":"h","view":1,"members":["b#1"],"primary":true}
+{"p":"a#1","i":1,"t":10,"ev":"send","group":"g","msg":"a#1/0","order":"causal","view":1}
+{"p":"a#1","i":2,"t":11,"ev":"send","group":"h","msg":"a#1/1","order":"total","view":null}
+{"p":"b#1","i":2,"t":12,"ev":"deliver","group":"h","msg":"a#1/1","from":"a#1","order":"total","view":1}
+{"p":"b#1","i":3,"t":13,"ev":"deliver","group":"g","msg":"a#1/0","from":"a#1","order":"causal","view":1}
+"#;
+    assert!(across(t).contains(&Guarantee::G6));
+}
+
+#[test]
+fn g6_across_groups_fifo_neither_waits_nor_makes_others_wait() {
+    // The same order as the first case, but the first message is fifo: no violation.
+    let t = TWO_GROUPS.to_string()
+        + r#"{"p":"a#1","i":2,"t":10,"ev":"send","group":"g","msg":"a#1/0","order":"fifo","view":1}
+{"p":"a#1","i":3,"t":11,"ev":"deliver","group":"g","msg":"a#1/0","from":"a#1","order":"fifo","view":1}
+{"p":"a#1","i":4,"t":12,"ev":"send","group":"h","msg":"a#1/1","order":"causal","view":1}
+{"p":"a#1","i":5,"t":13,"ev":"deliver","group":"h","msg":"a#1/1","from":"a#1","order":"causal","view":1}
+{"p":"b#1","i":2,"t":14,"ev":"deliver","group":"h","msg":"a#1/1","from":"a#1","order":"causal","view":1}
+{"p":"b#1","i":3,"t":15,"ev":"deliver","group":"g","msg":"a#1/0","from":"a#1","order":"fifo","view":1}
+"#;
+    assert_eq!(across(&t), Vec::<Guarantee>::new());
 }

@@ -513,7 +513,7 @@ impl Demo {
     /// Every trace through the checker, and the run's diagram.
     fn verdict(self, keep: Option<&Path>) -> Result<()> {
         let events = &self.n.events;
-        let report = check(events, &Options { quiescent: true, crash_bound_us: None });
+        let report = check(events, &Options { quiescent: true, crash_bound_us: None, ..Default::default() });
         let processes: BTreeSet<&str> = events.iter().map(|e| e.p.as_str()).collect();
         println!();
         for v in &report.violations {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant as WallClock;
-use synchrony_check::{check, Options};
+use synchrony_check::{check, Causality, Options};
 use synchrony_sim::{Outcome, Profile, SimConfig};
 use synchrony_trace::parse;
 
@@ -53,12 +53,18 @@ enum Cmd {
         /// Worker threads (default: the number of cores).
         #[arg(long)]
         threads: Option<usize>,
+        /// Check causal order (G6) across groups, as DESIGN.md words it, not within each.
+        #[arg(long)]
+        across_groups: bool,
     },
     /// Check traces (JSON Lines, TRACE.md format) for the guarantees G1 to G13.
     Check {
         /// The run ended quiescent: also check liveness (G13).
         #[arg(long)]
         quiescent: bool,
+        /// Check causal order (G6) across groups, as DESIGN.md words it, not within each.
+        #[arg(long)]
+        across_groups: bool,
         /// Trace files, merged.
         #[arg(required = true)]
         traces: Vec<PathBuf>,
@@ -116,7 +122,7 @@ pub(crate) fn write_diagram(
     quiescent: bool,
     output: &std::path::Path,
 ) -> Result<String> {
-    let report = check(events, &Options { quiescent, crash_bound_us: None });
+    let report = check(events, &Options { quiescent, crash_bound_us: None, ..Default::default() });
     let d = synchrony_viz::Diagram::new(events, &report.violations);
     let svg = output.extension().is_some_and(|e| e == "svg");
     let text = if svg {
@@ -170,10 +176,11 @@ fn run(cfg: SimConfig) -> Outcome {
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
-        Cmd::Sim { seeds, start, seed, profile, nodes, groups, trace_out, threads } => {
+        Cmd::Sim { seeds, start, seed, profile, nodes, groups, trace_out, threads, across_groups } => {
+            let causality = if across_groups { Causality::AcrossGroups } else { Causality::WithinGroups };
             let prof = Profile::named(&profile)
                 .with_context(|| format!("unknown profile {profile:?}; known: {}", Profile::NAMES.join(", ")))?;
-            let shape = move |s: u64| SimConfig { nodes, groups, ..SimConfig::new(s, prof.clone()) };
+            let shape = move |s: u64| SimConfig { nodes, groups, causality, ..SimConfig::new(s, prof.clone()) };
             if let Some(s) = seed {
                 let out = run(shape(s));
                 if let Some(path) = trace_out {
@@ -250,13 +257,14 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Check { quiescent, traces } => {
+        Cmd::Check { quiescent, across_groups, traces } => {
             let mut all = Vec::new();
             for t in &traces {
                 let text = std::fs::read_to_string(t).with_context(|| format!("reading {}", t.display()))?;
                 all.extend(parse(&text).with_context(|| format!("parsing {}", t.display()))?);
             }
-            let report = check(&all, &Options { quiescent, crash_bound_us: None });
+            let causality = if across_groups { Causality::AcrossGroups } else { Causality::WithinGroups };
+            let report = check(&all, &Options { quiescent, crash_bound_us: None, causality });
             for v in &report.violations {
                 print!("{v}");
             }

@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::time::Duration;
-use synchrony_check::Options;
+use synchrony_check::{Causality, Options};
 use synchrony_engine::{Config, Engine, Event, GroupName, Instant, ProcessId, RoundPhase, Status};
 use synchrony_trace::{EventKind, Recorder, TraceEvent};
 
@@ -32,6 +32,8 @@ pub struct SimConfig {
     pub settle: Duration,
     /// Mean time between application actions (sends, queries, flushes) per process.
     pub action_every: Duration,
+    /// How far the checker follows causality (G6).
+    pub causality: Causality,
 }
 
 impl SimConfig {
@@ -46,6 +48,7 @@ impl SimConfig {
             calm_traffic: Duration::from_millis(400),
             settle: Duration::from_millis(3000),
             action_every: Duration::from_millis(4),
+            causality: Causality::default(),
         }
     }
 }
@@ -778,7 +781,10 @@ impl<'a, A: App> Sim<'a, A> {
     /// The trace checked (quiescent: every process still running at the end is alive;
     /// crashed ones were recorded), and the app's own invariants.
     fn outcome(self, steps: u64) -> Outcome {
-        let report = synchrony_check::check(&self.trace, &Options { quiescent: true, crash_bound_us: None });
+        let report = synchrony_check::check(
+            &self.trace,
+            &Options { quiescent: true, crash_bound_us: None, causality: self.cfg.causality },
+        );
         let live = self.live();
         let app_violations = self.app.finish(&live);
         Outcome {

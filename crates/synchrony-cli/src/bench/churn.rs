@@ -454,7 +454,7 @@ fn check_traces(dir: &std::path::Path, rounds: &[Round]) -> Result<String> {
         }
         all.extend(events);
     }
-    let report = check(&all, &Options { quiescent: true, crash_bound_us: None });
+    let report = check(&all, &Options { quiescent: true, crash_bound_us: None, ..Default::default() });
     for v in &report.violations {
         eprint!("{v}");
     }
