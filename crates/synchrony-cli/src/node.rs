@@ -100,9 +100,10 @@ impl NodeArgs {
 pub(crate) struct LoadArgs {
     #[command(flatten)]
     pub(crate) node: NodeArgs,
-    /// The group to join and load.
-    #[arg(long)]
-    pub(crate) group: String,
+    /// The group to join and load; repeat it to load several, message by message in turn
+    /// (each group's messages through the order classes in turn).
+    #[arg(long = "group", required = true)]
+    pub(crate) groups: Vec<String>,
     /// Order class, or a comma-separated list used in turn (e.g. fifo,causal,total,safe).
     #[arg(long, default_value = "total")]
     pub(crate) order: String,
@@ -205,8 +206,8 @@ pub(crate) async fn run_load(args: LoadArgs) -> Result<()> {
         bail!("need at least one order class and a rate of zero or more");
     }
     let started = tokio::time::Instant::now();
-    let rt = start(&args.node, std::slice::from_ref(&args.group), false).await?;
-    let group = GroupName::new(args.group.as_str());
+    let rt = start(&args.node, &args.groups, false).await?;
+    let groups: Vec<GroupName> = args.groups.iter().map(|g| GroupName::new(g.as_str())).collect();
     let payload = Bytes::from(vec![0u8; args.size]);
     let sender = {
         let rt = rt.clone();
@@ -218,16 +219,18 @@ pub(crate) async fn run_load(args: LoadArgs) -> Result<()> {
             while tokio::time::Instant::now() < end {
                 interval.tick().await;
                 credit += args.rate * tick.as_secs_f64();
-                // One batch per order class per tick: one trip to the driver, shared frames.
+                // One batch per group and order class per tick: one trip to the driver,
+                // shared frames. Message k goes to group k mod G, in order class k / G mod O.
                 let n = credit.floor() as usize;
                 credit -= n as f64;
-                let mut batches: Vec<Vec<Bytes>> = vec![Vec::new(); orders.len()];
+                let (g, o) = (groups.len(), orders.len());
+                let mut batches: Vec<Vec<Bytes>> = vec![Vec::new(); g * o];
                 for _ in 0..n {
-                    batches[k % orders.len()].push(payload.clone());
+                    batches[(k % g) * o + (k / g) % o].push(payload.clone());
                     k += 1;
                 }
-                for (order, batch) in orders.iter().zip(batches).filter(|(_, b)| !b.is_empty()) {
-                    let sent = rt.send_batch(group.clone(), *order, batch).await;
+                for (i, batch) in batches.into_iter().enumerate().filter(|(_, b)| !b.is_empty()) {
+                    let sent = rt.send_batch(groups[i / o].clone(), orders[i % o], batch).await;
                     failed += sent.iter().filter(|r| r.is_err()).count() as u64;
                     // e.g. while rejoining
                 }
