@@ -1089,3 +1089,94 @@ impl Gms {
 fn starts_lineage(gc: &GroupChange, v: &GroupView) -> bool {
     !v.members.iter().any(|m| gc.cut.streams.iter().any(|(o, _)| o == m))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(name: &str) -> ProcessId {
+        ProcessId::new(name, 1)
+    }
+
+    fn sent<'a>(out: &'a GmsOut, what: fn(&Msg) -> bool) -> Vec<&'a ProcessId> {
+        out.sends.iter().filter(|(_, m)| what(m)).map(|(to, _)| to).collect()
+    }
+
+    /// A membership round, step by step, on a `Gms` alone: what the leader sends for a
+    /// suspicion, and the decision it commits once a majority promised and accepted.
+    #[test]
+    fn a_leader_excludes_a_suspect_without_an_engine() {
+        let config = Config::fast();
+        let (a, b, c) = (p("a"), p("b"), p("c"));
+        let mut gms = Gms::new(7);
+        let three = Decision {
+            epoch: 2,
+            members: vec![(a.clone(), 1), (b.clone(), 1), (c.clone(), 1)],
+            removed: vec![],
+            groups: vec![],
+            refused: vec![],
+        };
+        gms.install(Arc::new(three), &Snapshot { groups: vec![], lineages: vec![] });
+        let mut timers = TimerTable::all_at(Instant::ZERO);
+        let ctx = Ctx { me: &a, config: &config, now: Instant::ZERO };
+        assert!(gms.suspect(c.clone()));
+        assert!(gms.live_quorum(&config), "two of three go on");
+
+        // Its requests go to every member first (itself too): no round before it read its own.
+        let mut out = GmsOut::default();
+        gms.drive(&ctx, &mut timers, false, false, &mut out);
+        assert_eq!(sent(&out, |m| matches!(m, Msg::Requests(_))), [&a, &b, &c]);
+        assert!(sent(&out, |m| matches!(m, Msg::Prepare { .. })).is_empty());
+        let (_, mine) = out.sends.into_iter().find(|(to, _)| *to == a).expect("to itself");
+        gms.handle(&ctx, &mut timers, &a, mine, &mut GmsOut::default());
+
+        // Phase 1 to the members it does not suspect.
+        let mut out = GmsOut::default();
+        gms.drive(&ctx, &mut timers, false, false, &mut out);
+        assert_eq!(out.rounds, 1);
+        assert_eq!(gms.round_phase(), Some(RoundPhase::Prepare));
+        assert_eq!(sent(&out, |m| matches!(m, Msg::Prepare { .. })), [&a, &b]);
+        let Some((_, Msg::Prepare { ballot, epoch: 3, .. })) =
+            out.sends.iter().find(|(_, m)| matches!(m, Msg::Prepare { .. })).cloned()
+        else {
+            panic!("a prepare for epoch 3");
+        };
+        for from in [&a, &b] {
+            let promise = Msg::Promise { ballot: ballot.clone(), committed: 2, accepted: None, reports: Vec::new() };
+            gms.handle(&ctx, &mut timers, from, promise, &mut GmsOut::default());
+        }
+
+        // Phase 2: the decision removes c.
+        let mut out = GmsOut::default();
+        gms.drive(&ctx, &mut timers, false, false, &mut out);
+        assert_eq!(gms.round_phase(), Some(RoundPhase::Accept));
+        let accepts: Vec<Arc<Decision>> = out
+            .sends
+            .iter()
+            .filter_map(|(_, m)| match m {
+                Msg::Accept { decision, .. } => Some(decision.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(accepts.len(), 2);
+        assert_eq!(accepts[0].members, vec![(a.clone(), 1), (b.clone(), 1)]);
+        assert_eq!(accepts[0].removed, vec![c.clone()]);
+
+        // One acceptance is not a majority of three; two are.
+        let accepted = |epoch| Msg::Accepted { ballot: ballot.clone(), epoch };
+        gms.handle(&ctx, &mut timers, &a, accepted(3), &mut GmsOut::default());
+        let mut out = GmsOut::default();
+        gms.drive(&ctx, &mut timers, false, false, &mut out);
+        assert!(out.commit.is_none());
+        gms.handle(&ctx, &mut timers, &b, accepted(3), &mut GmsOut::default());
+        let mut out = GmsOut::default();
+        gms.drive(&ctx, &mut timers, false, false, &mut out);
+        assert_eq!(sent(&out, |m| matches!(m, Msg::Commit { .. })), [&b, &c], "to the old members but itself");
+        let (decision, _) = out.commit.expect("committed");
+        assert_eq!(decision.epoch, 3);
+        assert_eq!(gms.round_phase(), None);
+        gms.commit(&config, decision);
+        assert_eq!(gms.members().cloned().collect::<Vec<_>>(), [a.clone(), b.clone()]);
+        assert!(gms.is_removed(&c) && !gms.is_suspect(&c));
+    }
+}
