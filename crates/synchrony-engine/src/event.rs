@@ -171,7 +171,7 @@ pub enum Replies {
 }
 
 /// Why a send or query was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SendError {
     /// This process stopped (partitioned or left the cluster).

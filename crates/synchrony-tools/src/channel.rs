@@ -16,7 +16,10 @@ pub enum ToolError {
     /// The group handle is gone: this node left the group, stopped, or shut down.
     #[error("the group is no longer available to this node (left, stopped or shut down)")]
     Closed,
-    /// The group refused the multicast.
+    /// The engine refused the multicast (too large, no such group, not joined yet).
+    #[error("the group refused the operation: {0}")]
+    Send(#[from] synchrony_engine::SendError),
+    /// The operation was refused for another reason, said here.
     #[error("the group refused the operation: {0}")]
     Refused(String),
     /// Bytes that are not this tool's message or state.

@@ -108,6 +108,7 @@ impl Message {
 /// Joiners need the group's state: [`StateRequest::provide`] it before handling the next
 /// event (the group's later events wait for it).
 #[derive(Debug)]
+#[must_use = "the joiners and this group's later events wait until the state is provided"]
 pub struct StateRequest {
     group: GroupName,
     view: ViewId,
@@ -135,6 +136,7 @@ impl StateRequest {
 /// What a group handle receives, in the same order at every member.
 #[derive(Debug)]
 #[non_exhaustive]
+#[must_use = "a StateRequest in it must be answered, or the group waits"]
 pub enum Event {
     /// A new view is installed (members oldest first).
     View(GroupView),

@@ -19,7 +19,7 @@
 
 use crate::{Event, Group, GroupSendError, GroupSender};
 use bytes::Bytes;
-use synchrony_engine::{MsgId, Order, ProcessId, QueryOutcome, Replies, ViewId};
+use synchrony_engine::{MsgId, Order, ProcessId, QueryOutcome, Replies, SendError, ViewId};
 pub use synchrony_tools::*;
 
 /// A replicated map on a [`Group`].
@@ -77,7 +77,9 @@ impl UpdateLog for StoreLog {
 
 fn refused(e: GroupSendError) -> ToolError {
     match e {
-        GroupSendError::NotMember(_) => ToolError::Closed,
+        // Stopped or shut down: the group is gone for this node.
+        GroupSendError::NotMember(_) | GroupSendError::Send(SendError::Stopped) => ToolError::Closed,
+        GroupSendError::Send(e) => ToolError::Send(e),
         other => ToolError::Refused(other.to_string()),
     }
 }

@@ -267,3 +267,18 @@ async fn a_logged_map_comes_back_from_its_log_after_every_member_stopped() {
     .await
     .expect("within 60 s");
 }
+
+/// After its node shut down, a tool says its group is closed (not a refusal in words).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_of_a_node_that_shut_down_is_closed() {
+    timeout(Duration::from_secs(30), async {
+        let n = node("closing", None).await;
+        let g = n.join("closing-map", JoinOptions::default()).await.expect("joins");
+        let map: tools::ReplicatedMap<String, u32> = tools::ReplicatedMap::start(g);
+        map.put("a".into(), 1).await.expect("applied");
+        n.shutdown().await.expect("was running");
+        assert_eq!(map.put("b".into(), 2).await, Err(ToolError::Closed));
+    })
+    .await
+    .expect("in time");
+}
