@@ -1098,7 +1098,7 @@ mod tests {
         ProcessId::new(name, 1)
     }
 
-    fn sent<'a>(out: &'a GmsOut, what: fn(&Msg) -> bool) -> Vec<&'a ProcessId> {
+    fn sent(out: &GmsOut, what: fn(&Msg) -> bool) -> Vec<&ProcessId> {
         out.sends.iter().filter(|(_, m)| what(m)).map(|(to, _)| to).collect()
     }
 
