@@ -44,3 +44,50 @@ fn five_loads_with_a_kill_a_pause_and_a_joiner_then_with_a_secret_and_intruders(
     demo(&[], "plain");
     demo(&["--intruders"], "secret");
 }
+
+/// A node SIGKILLed and restarted at once, without a data directory, is a new incarnation
+/// and joins again (it did not, when incarnations were the clock's seconds).
+#[test]
+fn a_node_killed_and_restarted_at_once_rejoins() {
+    let port = |k: u16| 17300 + (std::process::id() % 500) as u16 * 3 + k;
+    let (a, b, c) =
+        (format!("127.0.0.1:{}", port(0)), format!("127.0.0.1:{}", port(1)), format!("127.0.0.1:{}", port(2)));
+    let node = |name: &str, listen: &str, contact: Option<&str>| {
+        let mut c = synchrony();
+        c.args(["node", "--name", name, "--listen", listen, "--join", "g", "--failure-timeout", "300ms"]);
+        if let Some(c2) = contact {
+            c.args(["--contact", c2]);
+        }
+        c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().expect("starts")
+    };
+    let mut first = node("a", &a, None);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Three, so that the two that stay keep their majority.
+    let mut third = node("c", &c, Some(&a));
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    // Start, kill and restart b within one second of the clock (the case that hung).
+    while std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").subsec_millis() > 50 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let mut b1 = node("b", &b, Some(&a));
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    b1.kill().expect("SIGKILL");
+    let _ = b1.wait();
+    let mut b2 = node("b", &b, Some(&a));
+    // The new incarnation is a member within a few seconds (the join timeout is 30 s).
+    let mut joined = false;
+    for _ in 0..50 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let out = synchrony().args(["status", &b]).output().expect("status runs");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if text.lines().next().is_some_and(|l| l.starts_with("b#") && l.ends_with(": member")) {
+            joined = true;
+            break;
+        }
+    }
+    for p in [&mut first, &mut third, &mut b2] {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+    assert!(joined, "the restarted node did not become a member within 5 s");
+}

@@ -235,7 +235,10 @@ pub(crate) fn next_incarnation(config: &Config, previous: Option<u64>) -> u64 {
     if let Some(i) = config.incarnation.filter(|_| previous.is_none()) {
         return i;
     }
-    let clock = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs());
+    // Microseconds: a process killed and restarted at once (within the same second) is a
+    // new incarnation all the same, and a later start has a larger one.
+    let clock =
+        || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_micros() as u64);
     let Some(dir) = &config.data_dir else {
         return previous.map_or_else(clock, |p| p + 1);
     };
