@@ -45,6 +45,16 @@ fn five_loads_with_a_kill_a_pause_and_a_joiner_then_with_a_secret_and_intruders(
     demo(&["--intruders"], "secret");
 }
 
+/// A `synchrony node` in group `g` with a 300 ms failure timeout, founding or joining.
+fn node(name: &str, listen: &str, contact: Option<&str>) -> std::process::Child {
+    let mut c = synchrony();
+    c.args(["node", "--name", name, "--listen", listen, "--join", "g", "--failure-timeout", "300ms"]);
+    if let Some(c2) = contact {
+        c.args(["--contact", c2]);
+    }
+    c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().expect("starts")
+}
+
 /// A node SIGKILLed and restarted at once, without a data directory, is a new incarnation
 /// and joins again (it did not, when incarnations were the clock's seconds).
 #[test]
@@ -52,14 +62,6 @@ fn a_node_killed_and_restarted_at_once_rejoins() {
     let port = |k: u16| 17300 + (std::process::id() % 500) as u16 * 3 + k;
     let (a, b, c) =
         (format!("127.0.0.1:{}", port(0)), format!("127.0.0.1:{}", port(1)), format!("127.0.0.1:{}", port(2)));
-    let node = |name: &str, listen: &str, contact: Option<&str>| {
-        let mut c = synchrony();
-        c.args(["node", "--name", name, "--listen", listen, "--join", "g", "--failure-timeout", "300ms"]);
-        if let Some(c2) = contact {
-            c.args(["--contact", c2]);
-        }
-        c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().expect("starts")
-    };
     let mut first = node("a", &a, None);
     std::thread::sleep(std::time::Duration::from_millis(500));
     // Three, so that the two that stay keep their majority.
@@ -90,4 +92,35 @@ fn a_node_killed_and_restarted_at_once_rejoins() {
         let _ = p.wait();
     }
     assert!(joined, "the restarted node did not become a member within 5 s");
+}
+
+/// SIGTERM is a clean leave: of two `synchrony node` processes, the one that stays goes on as
+/// a member on its own (it lost its majority when the other's exit was taken for a failure).
+#[test]
+fn a_sigtermed_node_leaves_and_its_pair_goes_on() {
+    let port = |k: u16| 18400 + (std::process::id() % 500) as u16 * 2 + k;
+    let (a, b) = (format!("127.0.0.1:{}", port(0)), format!("127.0.0.1:{}", port(1)));
+    let status = |addr: &str| {
+        let out = synchrony().args(["status", addr]).output().expect("status runs");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let mut first = node("a", &a, None);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mut second = node("b", &b, Some(&a));
+    let both = (0..50).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        status(&a).contains("group g view 2")
+    });
+    let _ = Command::new("kill").args(["-TERM", &second.id().to_string()]).status();
+    let exited = second.wait().expect("b exits");
+    // Well past the failure timeout: had b's exit been a failure, a would have stopped.
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let after = status(&a);
+    let _ = first.kill();
+    let _ = first.wait();
+    assert!(both, "b never joined g");
+    assert!(exited.success(), "b exits cleanly on SIGTERM: {exited:?}");
+    let head = after.lines().next().unwrap_or("");
+    assert!(head.ends_with(": member"), "a stopped after b left: {after}");
+    assert!(after.lines().any(|l| l.trim_start().starts_with("group g view 3: a#")), "{after}");
 }

@@ -75,6 +75,9 @@ pub struct Engine {
     join_attempt: usize,
     /// Since when the runtime has not been reading from peers (see `handle_listening`).
     deaf_since: Option<Instant>,
+    /// Asked to leave the cluster: the request goes out once no joiner waits for a state
+    /// this process holds for it.
+    leave_when_served: bool,
     stats: Stats,
 }
 
@@ -134,6 +137,7 @@ impl Engine {
             timers: TimerTable::all_at(now),
             join_attempt: 0,
             deaf_since: None,
+            leave_when_served: false,
             stats: Stats::default(),
         };
         if found {
@@ -373,7 +377,13 @@ impl Engine {
             }
             Ctl::Excluded => {
                 if self.status == Status::Member && self.gms.is_member(from) {
-                    self.stop(PartitionReason::Excluded);
+                    if self.gms.leaving() {
+                        // It asked to leave, and the others went on without it (the word may
+                        // come ahead of the commit that says so): the leave is done.
+                        self.finish_leave();
+                    } else {
+                        self.stop(PartitionReason::Excluded);
+                    }
                 }
             }
         }
@@ -471,12 +481,20 @@ impl Engine {
         Ok(())
     }
 
-    /// Leaves the cluster (and every group).
+    /// Leaves the cluster (and every group), cleanly: the others install views without this
+    /// process through the membership protocol, with its consent (so a pair goes on as one).
+    /// It first serves the states it holds for joiners (a joiner whose only provider left
+    /// would lose its state); [`Status::Left`] says when it is done.
     pub fn leave_cluster(&mut self, now: Instant) {
         if self.status == Status::Member {
-            self.gms.request_leave_cluster();
+            self.leave_when_served = true;
             self.after_input(now);
         }
+    }
+
+    /// Whether a joiner still waits for a state this process holds for it.
+    fn serving_state(&self) -> bool {
+        self.groups.values().any(|g| !g.checkpoints.is_empty())
     }
 
     /// Multicasts to a group. Members send on their own stream; gbcasts go through the
@@ -732,6 +750,23 @@ impl Engine {
         }
     }
 
+    /// This process left the cluster: it leaves every group it was in, and is done.
+    fn finish_leave(&mut self) {
+        let groups: Vec<GroupName> = self.groups.keys().cloned().collect();
+        for g in groups {
+            if self.groups.remove(&g).is_some_and(|o| matches!(o.join, JoinState::Waiting { .. })) {
+                self.events.drop_gate(&g);
+            }
+            self.fail_queries_of(&g);
+            self.events.push(Event::Left { group: g });
+        }
+        for done in self.queries.fail_all() {
+            self.events.push(Event::QueryDone(done));
+        }
+        tracing::info!(me = %self.me, "left the cluster");
+        self.status = Status::Left;
+    }
+
     fn stop(&mut self, reason: PartitionReason) {
         if !self.alive() {
             return;
@@ -916,6 +951,10 @@ impl Engine {
     fn gms_drive(&mut self, now: Instant) {
         if self.status != Status::Member {
             return;
+        }
+        if self.leave_when_served && !self.serving_state() {
+            self.leave_when_served = false;
+            self.gms.request_leave_cluster();
         }
         let epoch = self.gms.epoch();
         let frozen_ahead = self.groups.values().any(|g| g.frozen.is_some_and(|e| e > epoch));
@@ -1329,9 +1368,24 @@ impl Engine {
     // ------------------------------------------------------------------ output assembly
 
     fn after_input(&mut self, now: Instant) {
-        if !self.alive() {
-            return;
+        if self.alive() {
+            self.settle(now);
         }
+        if !self.corked && self.sends_out() {
+            self.flush_links(now);
+        }
+    }
+
+    /// Whether frames still go out: while alive, and once more after leaving the cluster
+    /// (its last messages, a commit it led or its acceptance, are what let the others go
+    /// on without it).
+    fn sends_out(&self) -> bool {
+        self.alive() || self.status == Status::Left
+    }
+
+    /// Handles what the input left to do: messages to itself, groups' housekeeping, the
+    /// membership's requests and rounds, until nothing is left.
+    fn settle(&mut self, now: Instant) {
         loop {
             while let Some(m) = self.local.pop_front() {
                 let me = self.me.clone();
@@ -1350,15 +1404,9 @@ impl Engine {
             // Housekeeping is done for every group absorbed above.
             self.dirty.clear();
             self.gms_drive(now);
-            if !self.alive() {
+            if !self.alive() || self.local.is_empty() {
                 return;
             }
-            if self.local.is_empty() {
-                break;
-            }
-        }
-        if !self.corked {
-            self.flush_links(now);
         }
     }
 
@@ -1373,7 +1421,7 @@ impl Engine {
     /// Packs what was held since [`Engine::cork`] into frames (see [`Engine::poll_transmit`]);
     /// nothing to do if the engine was not corked (every input flushed its own frames).
     pub fn uncork(&mut self, now: Instant) {
-        if std::mem::take(&mut self.corked) && self.alive() {
+        if std::mem::take(&mut self.corked) && self.sends_out() {
             self.flush_links(now);
         }
     }

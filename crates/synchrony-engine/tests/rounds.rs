@@ -102,3 +102,29 @@ fn a_new_leader_finishes_the_decision_its_predecessor_got_accepted() {
         assert_eq!(net.nodes[i].status(), Some(Status::Member));
     }
 }
+
+#[test]
+fn a_pair_goes_on_as_one_when_either_leaves_the_cluster() {
+    for leaver in [1, 0] {
+        let mut net = Net::cluster(2);
+        net.join_all("g", &[0, 1]);
+        let stays = 1 - leaver;
+        net.with(leaver, |e, now| e.leave_cluster(now));
+        let done = net.run_until(Duration::from_secs(1), |net| {
+            net.nodes[leaver].status() == Some(Status::Left)
+                && net.nodes[stays].views("g").last().is_some_and(|v| v.1.len() == 1)
+        });
+        assert!(
+            done,
+            "leaver n{}: {:?} {:?} {:?}",
+            leaver + 1,
+            net.nodes[stays].views("g"),
+            net.nodes[leaver].status(),
+            net.nodes[leaver].events
+        );
+        // Even when the leaver led the round: its commit went out as it left.
+        net.run_for(Duration::from_millis(500));
+        assert_eq!(net.nodes[stays].status(), Some(Status::Member), "the one that stays goes on");
+        assert_eq!(names(&net, stays).len(), 1);
+    }
+}

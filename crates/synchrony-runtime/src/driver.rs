@@ -337,7 +337,8 @@ pub(crate) struct Driver {
     node_events: mpsc::Sender<NodeEvent>,
     trace: Option<TraceWriter>,
     rates: Rates,
-    shutdown: Option<oneshot::Sender<()>>,
+    /// A shutdown under way: its caller, and when to stop at the latest.
+    shutdown: Option<(oneshot::Sender<()>, TokioInstant)>,
 }
 
 impl Driver {
@@ -456,8 +457,10 @@ impl Driver {
         loop {
             self.pump().await;
             self.listen();
-            if let Some(reply) = self.shutdown.take() {
-                let _ = reply.send(());
+            if self.shutdown_done() {
+                if let Some((reply, _)) = self.shutdown.take() {
+                    let _ = reply.send(());
+                }
                 return;
             }
             let deadline = self
@@ -466,6 +469,7 @@ impl Driver {
                 .and_then(|e| e.poll_timeout())
                 .map(|t| self.epoch + t.since_epoch())
                 .unwrap_or_else(|| TokioInstant::now() + Duration::from_secs(3600));
+            let deadline = self.shutdown.as_ref().map_or(deadline, |(_, until)| deadline.min(*until));
             // A handle of a group with a backlog, to wait for room in.
             let full = self.backlog.keys().next().and_then(|g| self.groups.get(g)).cloned();
             let behind = full.is_some();
@@ -522,6 +526,23 @@ impl Driver {
                 _ = tick.tick() => self.housekeeping(),
             }
         }
+    }
+
+    /// Whether a shutdown under way may end: this node left the cluster (and its last frames
+    /// had a moment to go out), stopped, never joined, or ran out of time.
+    fn shutdown_done(&mut self) -> bool {
+        let Some((_, until)) = &mut self.shutdown else { return false };
+        let status = self.engine.as_ref().map(|e| e.status());
+        let gone = !matches!(status, Some(synchrony_engine::Status::Member));
+        if gone && status == Some(synchrony_engine::Status::Left) {
+            // Its commit may still be on its way to the others (when it led the round).
+            let linger = TokioInstant::now() + self.config.engine.heartbeat_interval * 2;
+            if *until > linger {
+                *until = linger;
+                return false;
+            }
+        }
+        gone && status != Some(synchrony_engine::Status::Left) || TokioInstant::now() >= *until
     }
 
     /// Tells the engine whether the network is being read (it is not while an application
@@ -991,10 +1012,14 @@ impl Driver {
                 let _ = reply.send(());
             }
             Command::Shutdown { reply } => {
+                // A clean leave: the others install views without this node through the
+                // membership protocol (with its consent, so even a pair goes on as one)
+                // rather than suspect it. Bounded: with no majority to decide, it just stops.
+                let bound = self.config.engine.failure_timeout * 3;
                 if let Some(e) = self.engine.as_mut() {
                     e.leave_cluster(now);
                 }
-                self.shutdown = Some(reply);
+                self.shutdown = Some((reply, TokioInstant::now() + bound));
             }
         }
     }

@@ -421,9 +421,10 @@ impl Runtime {
         self.ask(|reply| Command::CloseTrace { reply }).await.ok_or(NodeStopped)
     }
 
-    /// Leaves the cluster and stops the driver. `Err` if the node had stopped already (it
-    /// was excluded, lost its majority, or was shut down): then the others did not see a
-    /// clean leave.
+    /// Leaves the cluster cleanly (see `Engine::leave_cluster`: the others install views
+    /// without this node, with its consent) and stops the driver, once it has left or after
+    /// three failure timeouts. `Err` if the node had stopped already (it was excluded, lost
+    /// its majority, or was shut down).
     pub async fn shutdown(&self) -> Result<(), NodeStopped> {
         self.ask(|reply| Command::Shutdown { reply }).await.ok_or(NodeStopped)
     }

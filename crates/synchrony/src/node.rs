@@ -147,7 +147,11 @@ impl Node {
         self.rt.status().await
     }
 
-    /// Leaves the cluster and stops. `Err` if the node had stopped already.
+    /// Leaves the cluster cleanly and stops: the others install views without this node
+    /// through the membership protocol, with its consent (so a pair goes on as one, and
+    /// members stopping together never stop the rest), after it served the states it owes
+    /// to joiners. Returns once it has left, or after three failure timeouts when no
+    /// majority can decide. `Err` if the node had stopped already.
     pub async fn shutdown(&self) -> Result<(), NodeStopped> {
         self.rt.shutdown().await
     }

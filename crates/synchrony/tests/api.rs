@@ -154,3 +154,68 @@ async fn a_group_is_a_stream_of_its_events() {
     .await
     .expect("in time");
 }
+
+/// A shutdown is a clean leave: the other of a pair goes on alone (it would lose its
+/// majority if the leaver were taken for failed), and sees the new view by the time the
+/// shutdown returned; whichever of the two leads. The leaver first serves the state of the
+/// joiner it just let in (which would otherwise be lost with it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_is_a_clean_leave_that_a_pair_survives() {
+    timeout(Duration::from_secs(60), async {
+        for leader_leaves in [false, true] {
+            let a = node(if leader_leaves { "pa2" } else { "pa1" }, None).await;
+            let b = node(if leader_leaves { "pb2" } else { "pb1" }, Some(&a)).await;
+            let mut ga = a.join("pair", JoinOptions::default()).await.expect("joins");
+            let mut gb = b.join("pair", JoinOptions::default()).await.expect("joins");
+            until_view(&mut ga, 2).await;
+            until_view(&mut gb, 2).await;
+            let (stays, mut group, leaves) = if leader_leaves { (&b, gb, &a) } else { (&a, ga, &b) };
+            let started = std::time::Instant::now();
+            leaves.shutdown().await.expect("was running");
+            // Bounded by three failure timeouts; a clean leave takes far less.
+            assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
+            let alone = timeout(Duration::from_millis(500), until_view(&mut group, 1)).await;
+            assert!(
+                alone.is_ok(),
+                "leader_leaves {leader_leaves}: the survivor has no view without the leaver: {:?}",
+                stays.status().await
+            );
+            let s = stays.status().await.expect("still running");
+            assert_eq!(s.status, "member", "leader_leaves {leader_leaves}: {s:?}");
+            group.send(Order::Total, "still here").await.expect("the survivor goes on");
+            loop {
+                match group.next_event().await.expect("event") {
+                    Event::Message(m) if &m.payload()[..] == b"still here" => break,
+                    Event::Partitioned(r) => panic!("the survivor stopped: {r:?}"),
+                    _ => {}
+                }
+            }
+            let _ = stays.shutdown().await;
+        }
+    })
+    .await
+    .expect("in time");
+}
+
+/// Two of three stopped at once: the third goes on alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_of_three_shut_down_at_once_and_the_third_goes_on() {
+    timeout(Duration::from_secs(60), async {
+        let a = node("t1", None).await;
+        let b = node("t2", Some(&a)).await;
+        let c = node("t3", Some(&a)).await;
+        let mut ga = a.join("trio", JoinOptions::default()).await.expect("joins");
+        let mut gb = b.join("trio", JoinOptions::default()).await.expect("joins");
+        let mut gc = c.join("trio", JoinOptions::default()).await.expect("joins");
+        for g in [&mut ga, &mut gb, &mut gc] {
+            until_view(g, 3).await;
+        }
+        let (rb, rc) = tokio::join!(b.shutdown(), c.shutdown());
+        assert!(rb.is_ok() && rc.is_ok());
+        assert!(timeout(Duration::from_millis(1000), until_view(&mut ga, 1)).await.is_ok(), "a alone");
+        assert_eq!(a.status().await.expect("running").status, "member");
+        let _ = a.shutdown().await;
+    })
+    .await
+    .expect("in time");
+}
