@@ -5,8 +5,12 @@ use synchrony_check::{check, Causality, Guarantee, Options};
 use synchrony_trace::parse;
 
 fn violations(trace: &str, quiescent: bool) -> Vec<Guarantee> {
+    violations_with(trace, &Options { quiescent, crash_bound_us: Some(1_000_000), ..Default::default() })
+}
+
+fn violations_with(trace: &str, opts: &Options) -> Vec<Guarantee> {
     let events = parse(trace).expect("parses");
-    let report = check(&events, &Options { quiescent, crash_bound_us: Some(1_000_000), ..Default::default() });
+    let report = check(&events, opts);
     for v in &report.violations {
         eprint!("{v}");
     }
@@ -238,48 +242,38 @@ fn written_lines_follow_trace_md_field_order() {
 
 /// The violations of a trace with G6 followed across groups.
 fn across(trace: &str) -> Vec<Guarantee> {
-    let events = parse(trace).expect("parses");
-    let opts = Options { causality: Causality::AcrossGroups, ..Default::default() };
-    let report = check(&events, &opts);
-    for v in &report.violations {
-        eprint!("{v}");
-    }
-    report.violations.iter().map(|v| v.guarantee).collect()
+    violations_with(trace, &Options { causality: Causality::AcrossGroups, ..Default::default() })
 }
 
-/// Views: `a` and `b` in groups `g` and `h` (view 1 of each).
-const TWO_GROUPS: &str = r#"
+/// `a` and `b` in groups `g` and `h`; `a` sends in `g` (class `first`), then in `h`
+/// (causal), and `b` delivers the second first.
+fn two_groups(first: &str) -> String {
+    let views = r#"
 {"p":"a#1","i":0,"t":0,"ev":"view","group":"g","view":1,"members":["a#1","b#1"],"primary":true}
 {"p":"a#1","i":1,"t":0,"ev":"view","group":"h","view":1,"members":["a#1","b#1"],"primary":true}
 {"p":"b#1","i":0,"t":0,"ev":"view","group":"g","view":1,"members":["a#1","b#1"],"primary":true}
 {"p":"b#1","i":1,"t":0,"ev":"view","group":"h","view":1,"members":["a#1","b#1"],"primary":true}
 "#;
-
-#[test]
-fn g6_across_groups_two_sends_of_one_process() {
-    let t = TWO_GROUPS.to_string()
-        + r#"{"p":"a#1","i":2,"t":10,"ev":"send","group":"g","msg":"a#1/0","order":"causal","view":1}
-{"p":"a#1","i":3,"t":11,"ev":"deliver","group":"g","msg":"a#1/0","from":"a#1","order":"causal","view":1}
+    let sends = r#"{"p":"a#1","i":2,"t":10,"ev":"send","group":"g","msg":"a#1/0","order":"FIRST","view":1}
+{"p":"a#1","i":3,"t":11,"ev":"deliver","group":"g","msg":"a#1/0","from":"a#1","order":"FIRST","view":1}
 {"p":"a#1","i":4,"t":12,"ev":"send","group":"h","msg":"a#1/1","order":"causal","view":1}
 {"p":"a#1","i":5,"t":13,"ev":"deliver","group":"h","msg":"a#1/1","from":"a#1","order":"causal","view":1}
 {"p":"b#1","i":2,"t":14,"ev":"deliver","group":"h","msg":"a#1/1","from":"a#1","order":"causal","view":1}
-{"p":"b#1","i":3,"t":15,"ev":"deliver","group":"g","msg":"a#1/0","from":"a#1","order":"causal","view":1}
+{"p":"b#1","i":3,"t":15,"ev":"deliver","group":"g","msg":"a#1/0","from":"a#1","order":"FIRST","view":1}
 "#;
+    format!("{views}{}", sends.replace("FIRST", first))
+}
+
+#[test]
+fn g6_across_groups_two_sends_of_one_process() {
+    let t = two_groups("causal");
     assert!(across(&t).contains(&Guarantee::G6));
     assert!(!violations(&t, false).contains(&Guarantee::G6), "within groups it is not a violation");
 }
 
 #[test]
 fn g6_across_groups_total_then_causal() {
-    let t = TWO_GROUPS.to_string()
-        + r#"{"p":"a#1","i":2,"t":10,"ev":"send","group":"g","msg":"a#1/0","order":"total","view":1}
-{"p":"a#1","i":3,"t":11,"ev":"deliver","group":"g","msg":"a#1/0","from":"a#1","order":"total","view":1}
-{"p":"a#1","i":4,"t":12,"ev":"send","group":"h","msg":"a#1/1","order":"causal","view":1}
-{"p":"a#1","i":5,"t":13,"ev":"deliver","group":"h","msg":"a#1/1","from":"a#1","order":"causal","view":1}
-{"p":"b#1","i":2,"t":14,"ev":"deliver","group":"h","msg":"a#1/1","from":"a#1","order":"causal","view":1}
-{"p":"b#1","i":3,"t":15,"ev":"deliver","group":"g","msg":"a#1/0","from":"a#1","order":"total","view":1}
-"#;
-    assert!(across(&t).contains(&Guarantee::G6));
+    assert!(across(&two_groups("total")).contains(&Guarantee::G6));
 }
 
 #[test]
@@ -322,13 +316,5 @@ fn g6_across_groups_through_a_non_member_send() {
 #[test]
 fn g6_across_groups_fifo_neither_waits_nor_makes_others_wait() {
     // The same order as the first case, but the first message is fifo: no violation.
-    let t = TWO_GROUPS.to_string()
-        + r#"{"p":"a#1","i":2,"t":10,"ev":"send","group":"g","msg":"a#1/0","order":"fifo","view":1}
-{"p":"a#1","i":3,"t":11,"ev":"deliver","group":"g","msg":"a#1/0","from":"a#1","order":"fifo","view":1}
-{"p":"a#1","i":4,"t":12,"ev":"send","group":"h","msg":"a#1/1","order":"causal","view":1}
-{"p":"a#1","i":5,"t":13,"ev":"deliver","group":"h","msg":"a#1/1","from":"a#1","order":"causal","view":1}
-{"p":"b#1","i":2,"t":14,"ev":"deliver","group":"h","msg":"a#1/1","from":"a#1","order":"causal","view":1}
-{"p":"b#1","i":3,"t":15,"ev":"deliver","group":"g","msg":"a#1/0","from":"a#1","order":"fifo","view":1}
-"#;
-    assert_eq!(across(&t), Vec::<Guarantee>::new());
+    assert_eq!(across(&two_groups("fifo")), Vec::<Guarantee>::new());
 }

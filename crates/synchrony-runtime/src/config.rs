@@ -89,11 +89,6 @@ impl Config {
         self.engine = std::mem::take(&mut self.engine).with_timeouts(heartbeat, failure);
     }
 
-    /// The cluster secret (see [`Config::engine`]).
-    pub fn secret(&self) -> Option<&[u8]> {
-        self.engine.secret.as_deref()
-    }
-
     /// The engine configuration of an incarnation: the contacts it found and its seed.
     pub(crate) fn engine_config(
         &self,

@@ -532,17 +532,16 @@ impl Driver {
     /// had a moment to go out), stopped, never joined, or ran out of time.
     fn shutdown_done(&mut self) -> bool {
         let Some((_, until)) = &mut self.shutdown else { return false };
-        let status = self.engine.as_ref().map(|e| e.status());
-        let gone = !matches!(status, Some(synchrony_engine::Status::Member));
-        if gone && status == Some(synchrony_engine::Status::Left) {
-            // Its commit may still be on its way to the others (when it led the round).
-            let linger = TokioInstant::now() + self.config.engine.heartbeat_interval * 2;
-            if *until > linger {
-                *until = linger;
-                return false;
+        let now = TokioInstant::now();
+        match self.engine.as_ref().map(|e| e.status()) {
+            Some(synchrony_engine::Status::Member) => now >= *until,
+            Some(synchrony_engine::Status::Left) => {
+                // A moment for its last frames (a commit it led) to reach the others.
+                *until = (*until).min(now + self.config.engine.heartbeat_interval * 2);
+                now >= *until
             }
+            _ => true,
         }
-        gone && status != Some(synchrony_engine::Status::Left) || TokioInstant::now() >= *until
     }
 
     /// Tells the engine whether the network is being read (it is not while an application
