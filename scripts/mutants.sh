@@ -35,7 +35,10 @@ no-causal-pruning-in-cut @@ cut.rs @@                             hi[r] = seq - 
 cut-order-from-zero @@ cut.rs @@         let base = self.reports.iter().map(|r| r.delivered_total).min().unwrap_or(0); @@         let base = 0;
 takeover-ignores-accepted @@ gms.rs @@         let prior = promises @@         let prior = None::<(Ballot, Arc<Decision>)>; let _ = promises
 no-acks-while-running @@ group.rs @@                 self.ack_dirty[rank] = true; @@                 let _ = rank;
-stable-with-one-ack @@ group.rs @@ .min().unwrap_or(self.next_seq - 1); @@ .max().unwrap_or(self.next_seq - 1);
+stable-with-one-ack @@ group.rs @@ .map(|j| v[j]).min(); @@ .map(|j| v[j]).max();
+cross-group-no-wait @@ causal.rs @@                 needs.retain(|n| !met(n)); @@                 needs.clear();
+cross-group-no-barrier @@ engine.rs @@ (*pepoch > self.shown_epoch() || self.barrier.contains(&key)) @@ false
+cross-group-acks-unshown @@ group.rs @@                     delivered: self.shown[r], @@                     delivered: self.streams[r].delivered,
 LIST
 )
 

@@ -81,13 +81,14 @@ impl fmt::Display for Violation {
 pub enum Causality {
     /// Within each group: happens-before is carried by the sends and deliveries of one
     /// group only (one vector clock per group), and every delivery is checked against the
-    /// causal past of the ordered messages delivered before it.
-    #[default]
+    /// causal past of the ordered messages delivered before it (what engines configured
+    /// with `causal_across_groups: false` keep).
     WithinGroups,
     /// Across groups, as DESIGN.md words G6 (CBCAST's causality): program order at each
     /// process over every group, and a send before each delivery of an ordered message
     /// (`causal`, `total`, `safe`, `gbcast`); only ordered messages are held for their causal
     /// past (`unordered` and `fifo` neither wait nor make others wait).
+    #[default]
     AcrossGroups,
 }
 

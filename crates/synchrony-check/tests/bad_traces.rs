@@ -240,7 +240,7 @@ fn written_lines_follow_trace_md_field_order() {
     }
 }
 
-/// The violations of a trace with G6 followed across groups.
+/// The violations of a trace with G6 followed across groups (the default, named here).
 fn across(trace: &str) -> Vec<Guarantee> {
     violations_with(trace, &Options { causality: Causality::AcrossGroups, ..Default::default() })
 }
@@ -268,7 +268,9 @@ fn two_groups(first: &str) -> String {
 fn g6_across_groups_two_sends_of_one_process() {
     let t = two_groups("causal");
     assert!(across(&t).contains(&Guarantee::G6));
-    assert!(!violations(&t, false).contains(&Guarantee::G6), "within groups it is not a violation");
+    assert!(violations(&t, false).contains(&Guarantee::G6), "across groups is the default");
+    let within = violations_with(&t, &Options { causality: Causality::WithinGroups, ..Default::default() });
+    assert!(!within.contains(&Guarantee::G6), "within groups it is not a violation");
 }
 
 #[test]

@@ -53,18 +53,20 @@ enum Cmd {
         /// Worker threads (default: the number of cores).
         #[arg(long)]
         threads: Option<usize>,
-        /// Check causal order (G6) across groups, as DESIGN.md words it, not within each.
+        /// Check causal order (G6) within each group only, not across groups as DESIGN.md
+        /// words it (for processes run with causal order across groups switched off).
         #[arg(long)]
-        across_groups: bool,
+        within_groups: bool,
     },
     /// Check traces (JSON Lines, TRACE.md format) for the guarantees G1 to G13.
     Check {
         /// The run ended quiescent: also check liveness (G13).
         #[arg(long)]
         quiescent: bool,
-        /// Check causal order (G6) across groups, as DESIGN.md words it, not within each.
+        /// Check causal order (G6) within each group only, not across groups as DESIGN.md
+        /// words it (for processes run with causal order across groups switched off).
         #[arg(long)]
-        across_groups: bool,
+        within_groups: bool,
         /// Trace files, merged.
         #[arg(required = true)]
         traces: Vec<PathBuf>,
@@ -176,8 +178,8 @@ fn run(cfg: SimConfig) -> Outcome {
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
-        Cmd::Sim { seeds, start, seed, profile, nodes, groups, trace_out, threads, across_groups } => {
-            let causality = if across_groups { Causality::AcrossGroups } else { Causality::WithinGroups };
+        Cmd::Sim { seeds, start, seed, profile, nodes, groups, trace_out, threads, within_groups } => {
+            let causality = if within_groups { Causality::WithinGroups } else { Causality::AcrossGroups };
             let prof = Profile::named(&profile)
                 .with_context(|| format!("unknown profile {profile:?}; known: {}", Profile::NAMES.join(", ")))?;
             let shape = move |s: u64| SimConfig { nodes, groups, causality, ..SimConfig::new(s, prof.clone()) };
@@ -257,13 +259,13 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Check { quiescent, across_groups, traces } => {
+        Cmd::Check { quiescent, within_groups, traces } => {
             let mut all = Vec::new();
             for t in &traces {
                 let text = std::fs::read_to_string(t).with_context(|| format!("reading {}", t.display()))?;
                 all.extend(parse(&text).with_context(|| format!("parsing {}", t.display()))?);
             }
-            let causality = if across_groups { Causality::AcrossGroups } else { Causality::WithinGroups };
+            let causality = if within_groups { Causality::WithinGroups } else { Causality::AcrossGroups };
             let report = check(&all, &Options { quiescent, crash_bound_us: None, causality });
             for v in &report.violations {
                 print!("{v}");

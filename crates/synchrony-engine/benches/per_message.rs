@@ -16,6 +16,7 @@ fn packet(n: usize, size: usize) -> Packet {
             group: GroupName::new("g"),
             view: ViewId(1),
             epoch: 0,
+            pepoch: 0,
             msg: Arc::new(DataMsg {
                 id: MsgId { sender: me.clone(), counter: k as u64 },
                 seq: k as u64 + 1,

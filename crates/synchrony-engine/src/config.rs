@@ -37,6 +37,12 @@ pub struct Config {
     pub secret: Option<Vec<u8>>,
     /// Seed of the engine's random number generator (backoff jitter).
     pub rng_seed: u64,
+    /// Keep causal order across groups (G6 as DESIGN words it), by the ISIS conservative
+    /// rule: an ordered send to one group waits until this process's ordered past in other
+    /// groups is delivered at their members. On by default; off, causal order holds inside
+    /// each group only and a process that alternates groups never waits (the rule's cost
+    /// is one round of acknowledgements when a process moves from one group to another).
+    pub causal_across_groups: bool,
 }
 
 impl Default for Config {
@@ -56,6 +62,7 @@ impl Default for Config {
             decision_log_max: 256,
             secret: None,
             rng_seed: 0,
+            causal_across_groups: true,
         }
     }
 }

@@ -9,6 +9,7 @@
 //! one room produces to the next (a decision to the groups, a delivery to the queries, a
 //! group's gbcast to the membership).
 
+use crate::causal::{CrossGroup, Need};
 use crate::config::Config;
 use crate::event::*;
 use crate::gate::EventQueue;
@@ -78,6 +79,23 @@ pub struct Engine {
     /// Asked to leave the cluster: the request goes out once no joiner waits for a state
     /// this process holds for it.
     leave_when_served: bool,
+    /// Sends held for causal order across groups (causal.rs).
+    cross: CrossGroup,
+    /// The epoch of the decision being applied: messages sent meanwhile carry it.
+    applying: u64,
+    /// Senders whose data for a group is held until this process applies the decision
+    /// their message was sent after (later data of theirs waits behind it).
+    barrier: BTreeSet<(GroupName, ProcessId)>,
+    /// Forwards held for the same reason (a relay relays only what its epoch allows).
+    held_forwards: Vec<(ProcessId, Msg)>,
+    /// The highest epoch a relay acknowledged one of this process's forwards in: later
+    /// ordered sends wait until this process applied it too.
+    forward_ack_epoch: u64,
+    /// A group's held-back events were shown: held data may go on (`lift_barrier`).
+    lift_pending: bool,
+    /// Groups whose events wait behind another group's held-back events, with the
+    /// decision that closed their gate.
+    chained: BTreeMap<GroupName, u64>,
     stats: Stats,
 }
 
@@ -94,6 +112,16 @@ impl std::fmt::Debug for Engine {
             })
             .collect();
         write!(f, "{} {:?} {}\n  links [{}]", self.me, self.status, self.gms.debug_state(), links.join("; "))?;
+        if !self.cross.is_idle() || !self.barrier.is_empty() || !self.held_forwards.is_empty() {
+            write!(
+                f,
+                "\n  across groups: {:?} barrier {:?} held forwards {} forward ack epoch {}",
+                self.cross,
+                self.barrier,
+                self.held_forwards.len(),
+                self.forward_ack_epoch
+            )?;
+        }
         for g in self.gms.views().keys() {
             let pending: Vec<String> = self.gms.pending_gbcasts_of(g).map(|id| id.to_string()).collect();
             let outbox = self.relay.debug_outbox(g);
@@ -138,6 +166,13 @@ impl Engine {
             join_attempt: 0,
             deaf_since: None,
             leave_when_served: false,
+            cross: CrossGroup::default(),
+            applying: 0,
+            barrier: BTreeSet::new(),
+            held_forwards: Vec::new(),
+            forward_ack_epoch: 0,
+            lift_pending: false,
+            chained: BTreeMap::new(),
             stats: Stats::default(),
         };
         if found {
@@ -205,7 +240,7 @@ impl Engine {
     /// while this is at its window; it falls as the slowest member catches up, and a view
     /// change resets it.
     pub fn outstanding(&self, group: &GroupName) -> usize {
-        self.groups.get(group).map_or(0, |g| g.unstable()) + self.relay.outstanding(group)
+        self.groups.get(group).map_or(0, |g| g.unstable()) + self.relay.outstanding(group) + self.cross.held_for(group)
     }
 
     /// Installs (or with `None` removes) the join verifier of `group`: while this process
@@ -554,29 +589,98 @@ impl Engine {
         if payload.len() > limit {
             return Err(SendError::TooLarge(payload.len()));
         }
-        if !self.groups.contains_key(&group) {
+        let expected = if self.groups.contains_key(&group) {
+            None
+        } else {
             // Non-members send through the group's oldest member (see relay.rs).
             let Some(v) = self.gms.view(&group).filter(|v| !v.members.is_empty()) else {
                 return Err(SendError::NoSuchGroup(group));
             };
-            let expected = Some(v.members.iter().cloned().collect());
-            let id = self.next_id();
-            self.stats.sent += 1;
-            self.queries.track(&id, &group, replies, expected);
-            let query = replies != Replies::None;
-            let msg =
-                wire::DataMsg { id: id.clone(), seq: 0, order, vt: Default::default(), query, relayed: true, payload };
-            let mut out = Vec::new();
-            self.relay.push(RelayCtx { me: &self.me, views: self.gms.views() }, group, msg, &mut out);
-            self.apply_relay(out);
-            return Ok(id);
-        }
+            Some(v.members.iter().cloned().collect())
+        };
         let id = self.next_id();
         self.stats.sent += 1;
-        self.queries.track(&id, &group, replies, None);
-        let q = Queued { id: id.clone(), order, query: replies != Replies::None, relayed: false, payload };
-        self.with_group(&group, |g, out| g.send(q, out));
+        let relayed = expected.is_some();
+        self.queries.track(&id, &group, replies, expected);
+        let q = Queued { id: id.clone(), order, query: replies != Replies::None, relayed, payload };
+        if self.config.causal_across_groups {
+            // Released by `release_cross` once its causal past in other groups is settled.
+            self.cross.push(group, q);
+        } else {
+            self.dispatch(group, q);
+        }
         Ok(id)
+    }
+
+    /// A send leaves: into this member's stream, or to the group's relay. (`q.relayed`: it
+    /// was sent as a non-member.)
+    fn dispatch(&mut self, group: GroupName, q: Queued) {
+        if self.groups.contains_key(&group) {
+            self.with_group(&group, |g, out| g.send(q, out));
+            return;
+        }
+        if !q.relayed {
+            // Sent as a member of a group it has left since: dropped, as the sends its
+            // group still queued when it left (the group went on without it).
+            return;
+        }
+        if self.gms.view(&group).is_none_or(|v| v.members.is_empty()) {
+            // The group ended while the send was held.
+            self.events.push(Event::SendLost { group, id: q.id });
+            return;
+        }
+        let msg = wire::DataMsg {
+            id: q.id,
+            seq: 0,
+            order: q.order,
+            vt: Default::default(),
+            query: q.query,
+            relayed: true,
+            payload: q.payload,
+        };
+        let mut out = Vec::new();
+        self.relay.push(RelayCtx { me: &self.me, views: self.gms.views() }, group, msg, &mut out);
+        self.apply_relay(out);
+    }
+
+    /// Sends what causal order across groups allows now (see causal.rs), and hands on the
+    /// flushes that waited for them. Returns whether anything went.
+    fn release_cross(&mut self) -> bool {
+        let mut any = false;
+        while self.release_cross_once() {
+            any = true;
+        }
+        any
+    }
+
+    fn release_cross_once(&mut self) -> bool {
+        if self.cross.is_idle() {
+            return false;
+        }
+        let (groups, relay, gms) = (&self.groups, &self.relay, &self.gms);
+        let settled_epoch = gms.epoch() >= self.forward_ack_epoch;
+        let snapshot = |g: &GroupName| groups.get(g).map(|gs| (gs.view.id, gs.epoch, gs.delivered_vector()));
+        let met = |n: &Need| match n {
+            Need::Sent { group, counter } => {
+                settled_epoch
+                    // (Its own deliveries of them must have reached the application too:
+                    // not while the group's events are held back for a state.)
+                    && groups.get(group).is_none_or(|gs| !gs.gated && gs.own_delivered_everywhere(*counter))
+                    && !relay.in_flight_upto(group, *counter)
+            }
+            Need::Delivered { group, view, epoch, upto } => groups
+                .get(group)
+                .is_none_or(|gs| gs.view.id != *view || gs.epoch != *epoch || gs.delivered_everywhere(upto)),
+        };
+        let (sends, flushes) = self.cross.release(snapshot, met);
+        let any = !sends.is_empty() || !flushes.is_empty();
+        for (group, q) in sends {
+            self.dispatch(group, q);
+        }
+        for (group, last) in flushes {
+            self.with_group(&group, |g, out| g.flush(Some(last), out));
+        }
+        any
     }
 
     /// Replies to a delivered query (`None`: a null reply, "I will not answer").
@@ -603,7 +707,13 @@ impl Engine {
         if !self.groups.contains_key(group) {
             return Err(FlushError::NotMember(group.clone()));
         }
-        self.with_group(group, |g, out| g.flush(last, out));
+        match last {
+            // Some of the sends it covers are still held for causal order across groups.
+            Some(last) if self.cross.held_for(group) > 0 => self.cross.defer_flush(group.clone(), last),
+            _ => {
+                self.with_group(group, |g, out| g.flush(last, out));
+            }
+        }
         self.after_input(now);
         Ok(())
     }
@@ -618,6 +728,7 @@ impl Engine {
             cp.state = Some(StateBytes { head: Bytes::from(head), body: state });
         }
         self.events.ungate(group);
+        self.sync_gate(group);
         self.after_input(now);
     }
 
@@ -644,7 +755,10 @@ impl Engine {
 
     // ------------------------------------------------------------------ the rooms' outputs
 
-    fn send_to(&mut self, to: &ProcessId, msg: Msg) {
+    fn send_to(&mut self, to: &ProcessId, mut msg: Msg) {
+        if let Msg::Data { pepoch, .. } | Msg::Forward { pepoch, .. } = &mut msg {
+            *pepoch = self.gms.epoch().max(self.applying);
+        }
         if *to == self.me {
             self.local.push_back(msg);
             return;
@@ -722,6 +836,13 @@ impl Engine {
         for m in out.gbcasts {
             self.gms.request_gbcast(group.clone(), view, m);
         }
+        for id in out.forward_acks {
+            let epoch = self.gms.epoch().max(self.applying);
+            self.send_to(&id.sender.clone(), Msg::ForwardAck { id, epoch });
+        }
+        if self.config.causal_across_groups && out.delivered.iter().any(|d| d.msg.order.is_ordered()) {
+            self.cross.delivered(group);
+        }
         for d in out.delivered {
             self.stats.delivered += 1;
             if d.msg.query && d.msg.id.sender == self.me {
@@ -750,6 +871,21 @@ impl Engine {
         }
     }
 
+    /// Tells a group whether its events are held back from the application (what is
+    /// delivered meanwhile is not acknowledged as delivered: see causal.rs).
+    fn sync_gate(&mut self, group: &GroupName) {
+        let gated = self.events.is_gated(group);
+        if let Some(gs) = self.groups.get_mut(group) {
+            if gs.gated && !gated {
+                if gs.open_gate() {
+                    self.lift_pending = true;
+                }
+                self.dirty.insert(group.clone());
+            }
+            gs.gated = gated;
+        }
+    }
+
     /// This process left the cluster: it leaves every group it was in, and is done.
     fn finish_leave(&mut self) {
         let groups: Vec<GroupName> = self.groups.keys().cloned().collect();
@@ -763,6 +899,7 @@ impl Engine {
         for done in self.queries.fail_all() {
             self.events.push(Event::QueryDone(done));
         }
+        self.cross.clear();
         tracing::info!(me = %self.me, "left the cluster");
         self.status = Status::Left;
     }
@@ -773,6 +910,7 @@ impl Engine {
         }
         tracing::info!(me = %self.me, ?reason, "stopping: partitioned");
         self.status = Status::Partitioned;
+        self.cross.clear();
         for done in self.queries.fail_all() {
             self.events.push(Event::QueryDone(done));
         }
@@ -804,7 +942,15 @@ impl Engine {
             Msg::StateUnavailable { group, view } => self.drop_provider(&group, view, from),
             Msg::StateDone { group, view } => self.on_state_done(from, &group, view),
             Msg::Reply { query, payload } => self.on_reply(from, &query, payload),
-            Msg::Forward { group, fseq, acked, msg } => {
+            Msg::Forward { pepoch, .. } if self.config.causal_across_groups && pepoch > self.shown_epoch() => {
+                // Relayed only once this relay applied the decision the origin sent after.
+                if self.held_forwards.len() >= self.config.reorder_buffer_max {
+                    self.stats.dropped_overflow += 1; // the origin sends it again
+                } else {
+                    self.held_forwards.push((from.clone(), msg));
+                }
+            }
+            Msg::Forward { group, fseq, acked, msg, .. } => {
                 let member = self.groups.contains_key(&group);
                 let mut out = Vec::new();
                 self.relay.on_forward(
@@ -819,7 +965,8 @@ impl Engine {
                 );
                 self.apply_relay(out);
             }
-            Msg::ForwardAck { id } => {
+            Msg::ForwardAck { id, epoch } => {
+                self.forward_ack_epoch = self.forward_ack_epoch.max(epoch);
                 let mut out = Vec::new();
                 self.relay.acked(RelayCtx { me: &self.me, views: self.gms.views() }, &id, &mut out);
                 self.apply_relay(out);
@@ -830,6 +977,22 @@ impl Engine {
 
     /// Routes a group message to its view and epoch, holding messages from the future.
     fn route(&mut self, from: &ProcessId, group: &GroupName, view: ViewId, epoch: Option<u32>, msg: Msg) {
+        if let Msg::Data { pepoch, .. } = &msg {
+            let key = (group.clone(), from.clone());
+            if self.config.causal_across_groups && (*pepoch > self.shown_epoch() || self.barrier.contains(&key)) {
+                // Sent after a decision not applied here yet: what the sender delivered in
+                // its cuts comes first (causal order across groups). Its later data waits
+                // behind it, in order.
+                if self.future_len >= self.config.reorder_buffer_max * FUTURE_WINDOWS {
+                    self.stats.dropped_overflow += 1;
+                    return;
+                }
+                self.future_len += 1;
+                self.future.entry(group.clone()).or_default().push((from.clone(), msg));
+                self.barrier.insert(key);
+                return;
+            }
+        }
         let here = self.groups.get(group).map(|g| (g.view.id, g.epoch));
         let known = self.gms.view(group).map(|v| v.id).unwrap_or(ViewId(0));
         let mine = here.unwrap_or((known, u32::MAX));
@@ -859,9 +1022,9 @@ impl Engine {
                     g.on_order(first, entries);
                     g.try_deliver(out);
                 }
-                Msg::Ack { received, order_len, .. } => g.on_ack(r, received, order_len),
-                Msg::Stable { seq, order_len, .. } => {
-                    g.on_stable(r, seq, order_len);
+                Msg::Ack { received, delivered, order_len, .. } => g.on_ack(r, received, delivered, order_len),
+                Msg::Stable { seq, delivered, order_len, .. } => {
+                    g.on_stable(r, seq, delivered, order_len);
                     g.try_deliver(out);
                 }
                 _ => {}
@@ -877,8 +1040,46 @@ impl Engine {
         }
     }
 
+    /// Opens the gates closed behind other groups' (see `end_epoch`) once no group that is
+    /// not itself chained holds back a decision's deliveries from before.
+    fn open_chained(&mut self) {
+        let chained = &self.chained;
+        let first_held =
+            self.groups.iter().filter(|(g, _)| !chained.contains_key(*g)).filter_map(|(_, gs)| gs.gated_decision).min();
+        let due: Vec<GroupName> =
+            self.chained.iter().filter(|(_, &e)| first_held.is_none_or(|f| f > e)).map(|(g, _)| g.clone()).collect();
+        for g in due {
+            self.chained.remove(&g);
+            self.events.ungate(&g);
+            self.sync_gate(&g);
+        }
+    }
+
+    /// The last decision whose deliveries the application has all been shown: the one
+    /// applied, unless a group's events are held back (a state owed or awaited) with a
+    /// decision's deliveries (a cut or gbcasts) among them. Data sent after a later
+    /// decision waits (causal order across groups).
+    fn shown_epoch(&self) -> u64 {
+        let gated = self.groups.values().filter_map(|g| g.gated_decision).min();
+        gated.map_or(self.gms.epoch(), |e| e.saturating_sub(1).min(self.gms.epoch()))
+    }
+
+    /// After a decision (or once a group's held-back events are shown): data and forwards
+    /// held until then go on.
+    fn lift_barrier(&mut self, now: Instant) {
+        self.open_chained();
+        let groups: BTreeSet<GroupName> = self.barrier.iter().map(|(g, _)| g.clone()).collect();
+        for g in groups {
+            self.replay_future(&g);
+        }
+        for (from, m) in std::mem::take(&mut self.held_forwards) {
+            self.on_msg(now, &from, m);
+        }
+    }
+
     /// Re-routes held messages of a group after its view or epoch changed.
     fn replay_future(&mut self, group: &GroupName) {
+        self.barrier.retain(|(g, _)| g != group);
         if let Some(msgs) = self.future.remove(group) {
             self.future_len -= msgs.len();
             for (from, m) in msgs {
@@ -981,6 +1182,7 @@ impl Engine {
             return;
         }
         debug_assert!(self.gms.is_member(&self.me), "a member applies decisions");
+        self.applying = decision.epoch;
         let d = decision.clone();
         for gc in &d.groups {
             self.apply_group_change(gc);
@@ -1014,6 +1216,7 @@ impl Engine {
         for gc in &d.groups {
             self.replay_future(&gc.group);
         }
+        self.lift_barrier(now);
         if !d.members.iter().any(|(p, _)| *p == self.me) {
             if self.gms.leaving() {
                 self.status = Status::Left;
@@ -1075,9 +1278,23 @@ impl Engine {
     fn end_epoch(&mut self, gc: &GroupChange) {
         let g = &gc.group;
         let mut out = Out::default();
+        // Another group's events are held back with a decision's deliveries: a cut
+        // delivers what the barrier would hold, so its deliveries wait behind them.
+        let chain = self.config.causal_across_groups && self.shown_epoch() < self.applying;
         let gs = self.groups.get_mut(g).expect("a member");
         debug_assert_eq!(gs.view.id, gc.old_view, "the change ends this member's view");
         let missing = gs.apply_cut(&gc.cut, &gc.gbcasts, &mut out);
+        if chain && !gs.gated && !out.delivered.is_empty() {
+            self.events.gate(&gc.group);
+            gs.gated = true;
+            self.chained.insert(g.clone(), self.applying);
+        }
+        if gs.gated && (!out.delivered.is_empty() || gs.unshown()) {
+            // Deliveries of the epoch the cut ends are held back from the application, yet
+            // the others count them as settled by the cut: messages sent after this
+            // decision wait here until they are shown (see `shown_epoch`).
+            gs.gated_decision.get_or_insert(self.applying);
+        }
         if missing > 0 {
             // Only a broken protocol leaves a cut undelivered; counted (the simulator fails
             // the run on it) and, in debug builds, fatal.
@@ -1143,6 +1360,7 @@ impl Engine {
             .cloned()
             .collect();
         let mut gs = GroupState::new(g.clone(), v.clone(), me);
+        gs.across = self.config.causal_across_groups;
         let waiting = !providers.is_empty();
         if waiting {
             gs.join = JoinState::Waiting { view: v.id, providers, idx: 0, buf: Vec::new(), total: 0, retry_at: None };
@@ -1153,6 +1371,7 @@ impl Engine {
         self.events.push(Event::View { group: g.clone(), view: v.clone() });
         if waiting {
             self.events.gate(g);
+            self.sync_gate(g);
             self.start_fetch(g);
         }
         let mut out = Vec::new();
@@ -1206,6 +1425,7 @@ impl Engine {
             g.checkpoints.insert(view, Checkpoint { state: None, engine_part, unsettled, joiners });
         }
         self.events.push(Event::StateRequest { group: group.clone(), view, joiners });
+        self.sync_gate(group);
     }
 
     fn start_fetch(&mut self, group: &GroupName) {
@@ -1352,6 +1572,7 @@ impl Engine {
         // The state goes ahead of everything held for the group; deliveries that the
         // table shows were duplicates are dropped.
         self.events.state_arrived(group, view, state, dups);
+        self.sync_gate(group);
     }
 
     /// A joiner has its state: the provider forgets the checkpoint once every joiner did.
@@ -1387,6 +1608,9 @@ impl Engine {
     /// membership's requests and rounds, until nothing is left.
     fn settle(&mut self, now: Instant) {
         loop {
+            if std::mem::take(&mut self.lift_pending) {
+                self.lift_barrier(now);
+            }
             while let Some(m) = self.local.pop_front() {
                 let me = self.me.clone();
                 self.on_msg(now, &me, m);
@@ -1394,15 +1618,22 @@ impl Engine {
                     return;
                 }
             }
-            for g in std::mem::take(&mut self.dirty) {
-                let mut out = Out::default();
-                if let Some(gs) = self.groups.get_mut(&g) {
-                    gs.housekeeping(&mut out);
+            loop {
+                for g in std::mem::take(&mut self.dirty) {
+                    let mut out = Out::default();
+                    if let Some(gs) = self.groups.get_mut(&g) {
+                        gs.housekeeping(&mut out);
+                    }
+                    self.absorb(&g, out);
                 }
-                self.absorb(&g, out);
+                // Housekeeping is done for every group absorbed above.
+                self.dirty.clear();
+                // What it learnt may release held sends; the groups they go to owe
+                // housekeeping in turn.
+                if !self.release_cross() {
+                    break;
+                }
             }
-            // Housekeeping is done for every group absorbed above.
-            self.dirty.clear();
             self.gms_drive(now);
             if !self.alive() || self.local.is_empty() {
                 return;

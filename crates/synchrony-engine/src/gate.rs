@@ -9,40 +9,71 @@ use crate::id::{GroupName, ViewId};
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
 
-/// Events held back for one group.
+/// Events held back for one group, with their place in the order of pushes.
 #[derive(Default)]
 struct Gate {
     /// How many reasons hold the gate closed.
     count: usize,
-    held: VecDeque<Event>,
+    held: VecDeque<(u64, Event)>,
 }
 
 /// Events for the application, in order, with a gate per group.
+///
+/// Every event keeps its place in the order of pushes: events a gate releases go back to
+/// that place among the events not yet taken, so gates that open together (one group's
+/// events held behind another's, see the engine's `open_chained`) release in push order.
 #[derive(Default)]
 pub(crate) struct EventQueue {
-    ready: VecDeque<Event>,
+    ready: VecDeque<(u64, Event)>,
     gates: BTreeMap<GroupName, Gate>,
+    /// The next push's place (even; a joiner's state takes the odd place before the first
+    /// event its gate held).
+    next: u64,
+    /// Released events were appended out of place: sort before the next pop.
+    unsorted: bool,
 }
 
 impl EventQueue {
     /// The next event the application may see.
     pub(crate) fn pop(&mut self) -> Option<Event> {
-        self.ready.pop_front()
+        if std::mem::take(&mut self.unsorted) {
+            self.ready.make_contiguous().sort_by_key(|(at, _)| *at);
+        }
+        self.ready.pop_front().map(|(_, ev)| ev)
+    }
+
+    fn place(&mut self) -> u64 {
+        let at = self.next;
+        self.next += 2;
+        at
     }
 
     /// Queues an event, behind its group's gate if that is closed. A state request closes
     /// its group's gate behind it until the application answers.
     pub(crate) fn push(&mut self, ev: Event) {
+        let at = self.place();
         if let Some(g) = ev.group() {
             if let Some(gate) = self.gates.get_mut(g) {
-                gate.held.push_back(ev);
+                gate.held.push_back((at, ev));
                 return;
             }
             if matches!(ev, Event::StateRequest { .. }) {
                 self.gates.entry(g.clone()).or_default().count += 1;
             }
         }
-        self.ready.push_back(ev);
+        self.ready.push_back((at, ev));
+    }
+
+    fn release(&mut self, mut events: VecDeque<(u64, Event)>) {
+        if events.is_empty() {
+            return;
+        }
+        if self.ready.is_empty() {
+            self.ready = events;
+        } else {
+            self.ready.append(&mut events);
+            self.unsorted = true;
+        }
     }
 
     /// Closes a group's gate once more (a joiner waits for its state).
@@ -51,7 +82,6 @@ impl EventQueue {
     }
 
     /// Whether a group's gate is closed.
-    #[cfg(test)]
     pub(crate) fn is_gated(&self, group: &GroupName) -> bool {
         self.gates.contains_key(group)
     }
@@ -63,39 +93,38 @@ impl EventQueue {
             return;
         };
         gate.count = gate.count.saturating_sub(1);
+        let mut released = VecDeque::new();
         if gate.count == 0 {
             // At once, not one by one: a joiner's gate may hold hundreds of thousands of
             // deliveries.
-            let found = gate.held.iter().position(|ev| matches!(ev, Event::StateRequest { .. }));
+            let found = gate.held.iter().position(|(_, ev)| matches!(ev, Event::StateRequest { .. }));
             let rest = found.map(|k| gate.held.split_off(k + 1)).unwrap_or_default();
             if found.is_some() {
                 gate.count += 1;
             }
-            let mut released = std::mem::replace(&mut gate.held, rest);
-            if self.ready.is_empty() {
-                self.ready = released;
-            } else {
-                self.ready.append(&mut released);
-            }
+            released = std::mem::replace(&mut gate.held, rest);
         }
         if gate.count == 0 && gate.held.is_empty() {
             self.gates.remove(group);
         }
+        self.release(released);
     }
 
     /// A joiner's state arrived: it goes ahead of everything held for the group, the held
     /// deliveries that `dups` marks (in order) as duplicates are dropped, and the gate
     /// opens once.
     pub(crate) fn state_arrived(&mut self, group: &GroupName, view: ViewId, state: Bytes, dups: Vec<bool>) {
+        let fresh = self.place();
         let gate = self.gates.entry(group.clone()).or_default();
         if dups.contains(&true) {
             let mut dups = dups.into_iter();
-            gate.held.retain(|ev| match ev {
+            gate.held.retain(|(_, ev)| match ev {
                 Event::Deliver(d) if d.group == *group => !dups.next().unwrap_or(false),
                 _ => true,
             });
         }
-        self.ready.push_back(Event::State { group: group.clone(), view, state });
+        let at = gate.held.front().map_or(fresh, |(first, _)| first.saturating_sub(1));
+        self.release(VecDeque::from([(at, Event::State { group: group.clone(), view, state })]));
         self.ungate(group);
     }
 
@@ -104,7 +133,7 @@ impl EventQueue {
     /// callers wait for them).
     pub(crate) fn drop_gate(&mut self, group: &GroupName) {
         if let Some(gate) = self.gates.remove(group) {
-            self.ready.extend(gate.held.into_iter().filter(|e| matches!(e, Event::QueryDone(_))));
+            self.release(gate.held.into_iter().filter(|(_, e)| matches!(e, Event::QueryDone(_))).collect());
         }
     }
 
@@ -113,7 +142,7 @@ impl EventQueue {
     pub(crate) fn release_all(&mut self, waiting: impl Fn(&GroupName) -> bool) {
         for (g, gate) in std::mem::take(&mut self.gates) {
             if !waiting(&g) {
-                self.ready.extend(gate.held);
+                self.release(gate.held);
             }
         }
     }

@@ -28,6 +28,8 @@ pub(crate) struct Out {
     pub(crate) flushed: usize,
     /// Gbcasts released from the queue: they go to the membership leader.
     pub(crate) gbcasts: Vec<DataMsg>,
+    /// Non-members' messages this member relayed that may be acknowledged to their origin.
+    pub(crate) forward_acks: Vec<MsgId>,
 }
 
 /// A delivery, before the engine turns it into an event.
@@ -49,11 +51,14 @@ pub(crate) struct Stream {
     pub(crate) delivered: u64,
     /// Highest seq every member holds, as its owner announced.
     pub(crate) stable: u64,
+    /// Highest seq every member has delivered, as its owner announced (for the own stream:
+    /// as the members acknowledged).
+    pub(crate) dstable: u64,
 }
 
 impl Stream {
     fn new(owner: ProcessId) -> Self {
-        Self { owner, base: 1, msgs: VecDeque::new(), received: 0, delivered: 0, stable: 0 }
+        Self { owner, base: 1, msgs: VecDeque::new(), received: 0, delivered: 0, stable: 0, dstable: 0 }
     }
 
     fn get(&self, seq: u64) -> Option<&Arc<DataMsg>> {
@@ -180,7 +185,8 @@ pub(crate) struct GroupState {
     /// Own stream: next seq, acks by member, what was last announced stable.
     next_seq: u64,
     acks: Vec<u64>,
-    stable_sent: (u64, u64),
+    /// What was last announced: stable prefix, stable order, delivered prefix.
+    stable_sent: (u64, u64, u64),
     ack_dirty: Vec<bool>,
     pub(crate) queued: VecDeque<Queued>,
     /// Flush calls waiting: the last own counter each covers,
@@ -198,6 +204,23 @@ pub(crate) struct GroupState {
     pub(crate) hold: Option<MsgId>,
     /// Per non-member origin, the highest counter delivered (drops relay duplicates).
     pub(crate) external: BTreeMap<ProcessId, u64>,
+    /// Causal order across groups is kept (`Config::causal_across_groups`): members
+    /// acknowledge what they delivered, and relayed messages are acknowledged to their
+    /// origin only once every member delivered them.
+    pub(crate) across: bool,
+    /// Own stream: how much of it each member has delivered.
+    dacks: Vec<u64>,
+    /// The application's events of this group are held back (a state is owed or awaited):
+    /// what is delivered now is not shown yet, so not acknowledged as delivered.
+    pub(crate) gated: bool,
+    /// Per stream, how much was delivered while the group was not gated.
+    shown: Vec<u64>,
+    /// The first decision that delivered here while gated (a cut or gbcasts).
+    pub(crate) gated_decision: Option<u64>,
+    /// Own messages (seq, counter) not yet delivered at every member.
+    own_undelivered: VecDeque<(u64, u64)>,
+    /// Relayed messages of the own stream delivered here, not yet at every member.
+    relayed_undelivered: VecDeque<(u64, MsgId)>,
     /// While a joiner waits for its state: its deliveries, to check against the table that
     /// comes with the state (id, relayed).
     /// (`false`: a gbcast, never a duplicate.)
@@ -225,7 +248,7 @@ impl GroupState {
             sequenced: vec![0; n],
             next_seq: 1,
             acks: vec![0; n],
-            stable_sent: (0, 0),
+            stable_sent: (0, 0, 0),
             ack_dirty: vec![false; n],
             queued: VecDeque::new(),
             flushes: Vec::new(),
@@ -236,6 +259,13 @@ impl GroupState {
             hold: None,
             external: BTreeMap::new(),
             unchecked: None,
+            across: false,
+            dacks: vec![0; n],
+            gated: false,
+            shown: vec![0; n],
+            gated_decision: None,
+            own_undelivered: VecDeque::new(),
+            relayed_undelivered: VecDeque::new(),
         }
     }
 
@@ -250,6 +280,9 @@ impl GroupState {
         next.hold = self.hold.take();
         next.external = std::mem::take(&mut self.external);
         next.unchecked = self.unchecked.take();
+        next.across = self.across;
+        next.gated = self.gated;
+        next.gated_decision = self.gated_decision;
         next
     }
 
@@ -315,8 +348,13 @@ impl GroupState {
         let msg = Arc::new(DataMsg { id: q.id, seq, order: q.order, vt, query: q.query, relayed, payload: q.payload });
         if msg.id.sender == self.view.members[self.rank] {
             self.own_unstable.push_back((seq, msg.id.counter));
+            if self.across {
+                self.own_undelivered.push_back((seq, msg.id.counter));
+            }
         }
-        let wire = Msg::Data { group: self.name.clone(), view: self.view.id, epoch: self.epoch, msg: msg.clone() };
+        // (The engine stamps `pepoch` as the message leaves.)
+        let wire =
+            Msg::Data { group: self.name.clone(), view: self.view.id, epoch: self.epoch, pepoch: 0, msg: msg.clone() };
         self.broadcast(wire, out);
         let me = self.rank;
         self.on_data(me, msg);
@@ -400,14 +438,16 @@ impl GroupState {
         }
     }
 
-    pub(crate) fn on_ack(&mut self, rank: usize, received: u64, order_len: u64) {
+    pub(crate) fn on_ack(&mut self, rank: usize, received: u64, delivered: u64, order_len: u64) {
         self.acks[rank] = self.acks[rank].max(received.min(self.next_seq - 1));
+        self.dacks[rank] = self.dacks[rank].max(delivered.min(self.next_seq - 1));
         self.seq_acks[rank] = self.seq_acks[rank].max(order_len.min(self.known_end()));
     }
 
-    pub(crate) fn on_stable(&mut self, rank: usize, seq: u64, order_len: u64) {
+    pub(crate) fn on_stable(&mut self, rank: usize, seq: u64, delivered: u64, order_len: u64) {
         let s = &mut self.streams[rank];
         s.stable = s.stable.max(seq.min(s.received));
+        s.dstable = s.dstable.max(delivered.min(s.delivered));
         if rank == 0 {
             self.order_stable = self.order_stable.max(order_len);
         }
@@ -474,13 +514,27 @@ impl GroupState {
                     }
                     let msg = msg.clone();
                     self.streams[r].delivered = next;
+                    if !self.gated {
+                        self.shown[r] = next;
+                    }
+                    if r != self.rank && self.across {
+                        // Its owner learns what every member delivered (causal order
+                        // across groups waits for that).
+                        self.ack_dirty[r] = true;
+                    }
                     if r == self.rank && msg.id.sender != self.view.members[r] {
                         // A non-member's message this member relayed: delivered here under
                         // the uniform rule, so every survivor delivers it (it is in every
                         // cut); only now may the origin forget it. Stability of the stream
                         // alone is not enough: a cut drops what follows a message whose
-                        // causal past died with its sender (chaos seed 13989).
-                        out.sends.push((msg.id.sender.clone(), Msg::ForwardAck { id: msg.id.clone() }));
+                        // causal past died with its sender (chaos seed 13989). Across
+                        // groups, the origin's later ordered sends wait until every member
+                        // delivered it: the acknowledgement waits for that too.
+                        if self.across {
+                            self.relayed_undelivered.push_back((next, msg.id.clone()));
+                        } else {
+                            out.forward_acks.push(msg.id.clone());
+                        }
                     }
                     if msg.order.is_total() {
                         self.delivered_total += 1;
@@ -535,6 +589,10 @@ impl GroupState {
         if self.frozen.is_some() {
             return;
         }
+        // Announcing stability may deliver (safe messages wait for it), which may move
+        // the delivered prefix in turn: announce until nothing moves.
+        while self.announce_stability(out) {}
+        // Acknowledgements last: deliveries above owe some too.
         let order_len = self.known_end();
         for r in 0..self.ack_dirty.len() {
             if std::mem::take(&mut self.ack_dirty[r]) {
@@ -542,37 +600,52 @@ impl GroupState {
                     group: self.name.clone(),
                     view: self.view.id,
                     received: self.streams[r].received,
+                    delivered: self.shown[r],
                     order_len,
                 };
                 out.sends.push((self.view.members[r].clone(), m));
             }
         }
-        let me = self.rank;
-        let own_stable =
-            (0..self.acks.len()).filter(|&j| j != me).map(|j| self.acks[j]).min().unwrap_or(self.next_seq - 1);
-        let order_stable = if self.is_sequencer() {
-            (0..self.seq_acks.len()).filter(|&j| j != me).map(|j| self.seq_acks[j]).min().unwrap_or(order_len)
-        } else {
-            0
-        };
-        if (own_stable, order_stable) > self.stable_sent
-            && (own_stable > self.stable_sent.0 || order_stable > self.stable_sent.1)
-        {
-            self.stable_sent = (own_stable.max(self.stable_sent.0), order_stable.max(self.stable_sent.1));
-            let m = Msg::Stable {
-                group: self.name.clone(),
-                view: self.view.id,
-                seq: self.stable_sent.0,
-                order_len: self.stable_sent.1,
-            };
-            self.broadcast(m, out);
-            self.on_stable(me, self.stable_sent.0, self.stable_sent.1);
-            while self.own_unstable.front().is_some_and(|&(s, _)| s <= own_stable) {
-                self.own_unstable.pop_front();
-            }
-            self.try_deliver(out);
-        }
         self.check_flushes(out);
+    }
+
+    /// Announces what of the own stream every member holds and (across groups) has
+    /// delivered, and (the sequencer) what of the order every member holds, if any of it
+    /// moved; then delivers what that allows. Returns whether it announced.
+    fn announce_stability(&mut self, out: &mut Out) -> bool {
+        let me = self.rank;
+        let others = |v: &[u64]| (0..v.len()).filter(|&j| j != me).map(|j| v[j]).min();
+        let own_stable = others(&self.acks).unwrap_or(self.next_seq - 1);
+        let order_stable = if self.is_sequencer() { others(&self.seq_acks).unwrap_or(self.known_end()) } else { 0 };
+        let own_delivered =
+            if self.across { others(&self.dacks).map_or(self.shown[me], |d| d.min(self.shown[me])) } else { 0 };
+        let (seq_sent, order_sent, delivered_sent) = self.stable_sent;
+        if own_stable <= seq_sent && order_stable <= order_sent && own_delivered <= delivered_sent {
+            return false;
+        }
+        self.stable_sent = (own_stable.max(seq_sent), order_stable.max(order_sent), own_delivered.max(delivered_sent));
+        let m = Msg::Stable {
+            group: self.name.clone(),
+            view: self.view.id,
+            seq: self.stable_sent.0,
+            delivered: self.stable_sent.2,
+            order_len: self.stable_sent.1,
+        };
+        self.broadcast(m, out);
+        self.on_stable(me, self.stable_sent.0, self.stable_sent.2, self.stable_sent.1);
+        let dstable = self.streams[me].dstable;
+        while self.own_undelivered.front().is_some_and(|&(s, _)| s <= dstable) {
+            self.own_undelivered.pop_front();
+        }
+        while self.relayed_undelivered.front().is_some_and(|(s, _)| *s <= dstable) {
+            let (_, id) = self.relayed_undelivered.pop_front().expect("just seen");
+            out.forward_acks.push(id);
+        }
+        while self.own_unstable.front().is_some_and(|&(s, _)| s <= own_stable) {
+            self.own_unstable.pop_front();
+        }
+        self.try_deliver(out);
+        true
     }
 
     /// Own messages not yet stable, and sends queued behind a view change or a gbcast.
@@ -618,6 +691,43 @@ impl GroupState {
     /// timestamp entry per member.
     pub(crate) fn well_formed(&self, msg: &DataMsg) -> bool {
         !msg.order.is_causal() || msg.vt.len() == self.streams.len()
+    }
+
+    /// The application's events of the group flow again: what was delivered meanwhile is
+    /// shown now, and acknowledged as delivered. Returns whether a decision's deliveries
+    /// were among them.
+    pub(crate) fn open_gate(&mut self) -> bool {
+        self.gated = false;
+        for (r, s) in self.streams.iter().enumerate() {
+            if self.shown[r] < s.delivered {
+                self.shown[r] = s.delivered;
+                if r != self.rank {
+                    self.ack_dirty[r] = true;
+                }
+            }
+        }
+        self.gated_decision.take().is_some()
+    }
+
+    /// Whether some delivery is held back from the application (see `gated`).
+    pub(crate) fn unshown(&self) -> bool {
+        self.streams.iter().zip(&self.shown).any(|(s, &shown)| shown < s.delivered)
+    }
+
+    /// Whether every member has delivered at least `upto[j]` of each stream `j` (its
+    /// owner said so; for the own stream, the members did).
+    pub(crate) fn delivered_everywhere(&self, upto: &[u64]) -> bool {
+        self.streams.iter().zip(upto).all(|(s, &u)| s.dstable >= u)
+    }
+
+    /// Whether this process's own sends to the group up to `counter` have left its queue
+    /// and are delivered at every member (or were settled by a view change's cut).
+    pub(crate) fn own_delivered_everywhere(&self, counter: u64) -> bool {
+        let me = &self.view.members[self.rank];
+        let mine_upto = |id: &MsgId| id.sender == *me && id.counter <= counter;
+        !self.queued.iter().any(|q| mine_upto(&q.id))
+            && !self.hold.as_ref().is_some_and(mine_upto)
+            && self.own_undelivered.front().is_none_or(|&(_, c)| c > counter)
     }
 
     /// How many messages of each stream this member has delivered in the view.
@@ -689,8 +799,14 @@ impl GroupState {
             out.delivered.push(Delivered { view: self.view.id, msg: Arc::new(g.clone()) });
         }
         // Everything of this epoch is now delivered everywhere that survives: own messages
-        // count as stable for flush().
+        // count as stable for flush(), and as delivered for causal order across groups (a
+        // receiver holds later messages until it applied this decision too).
         self.own_unstable.clear();
+        self.own_undelivered.clear();
+        for s in &mut self.streams {
+            s.dstable = s.dstable.max(s.delivered);
+        }
+        out.forward_acks.extend(self.relayed_undelivered.drain(..).map(|(_, id)| id));
         missing
     }
 
@@ -775,7 +891,8 @@ impl GroupState {
         let me = self.rank;
         self.acks = vec![self.streams[me].delivered; self.streams.len()];
         self.seq_acks = vec![self.delivered_total; self.streams.len()];
-        self.stable_sent = (self.streams[me].delivered, self.delivered_total);
+        self.dacks = vec![self.streams[me].delivered; self.streams.len()];
+        self.stable_sent = (self.streams[me].delivered, self.delivered_total, self.streams[me].delivered);
         self.gc();
         self.check_flushes(out);
         self.release_queued(out);

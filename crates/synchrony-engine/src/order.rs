@@ -6,6 +6,14 @@ use std::str::FromStr;
 
 /// How a multicast is ordered with respect to others. Every class is also FIFO per sender
 /// (G5) and delivered in one view at every member (G3, G4).
+///
+/// The ordered classes (`Causal`, `Total`, `Safe`, `Gbcast`) keep causal order across
+/// groups (G6): one is never delivered before a message of any group that happened before
+/// its send, where a send happens before every later event of its process and before the
+/// ordered deliveries of its message. `Unordered` and `Fifo` messages neither wait for
+/// their causal past nor carry it: delivering one makes no later send wait. An ordered
+/// send after this process sent or delivered ordered messages in another group waits (in
+/// the engine, not the caller) until those are delivered at every member there.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
 pub enum Order {
     /// Reliable, FIFO per sender, nothing more.
@@ -47,6 +55,14 @@ impl Order {
     /// Whether a message of this class waits for its causal predecessors.
     pub fn is_causal(self) -> bool {
         matches!(self, Order::Causal | Order::Total | Order::Safe)
+    }
+
+    /// Whether this class keeps causal order across groups (G6): its delivery carries the
+    /// sender's causal past to the receiver, and its send waits for the sender's ordered
+    /// past in other groups to be delivered there. `Unordered` and `Fifo` neither wait nor
+    /// make others wait.
+    pub fn is_ordered(self) -> bool {
+        matches!(self, Order::Causal | Order::Total | Order::Safe | Order::Gbcast)
     }
 }
 

@@ -92,6 +92,12 @@ impl Relay {
         self.outbox.get(group).map_or(0, |o| o.queue.len())
     }
 
+    /// Whether a send of this process to `group` with a counter up to `counter` is still
+    /// in flight (not acknowledged by a relay, or a gbcast not delivered).
+    pub(crate) fn in_flight_upto(&self, group: &GroupName, counter: u64) -> bool {
+        self.outbox.get(group).is_some_and(|o| o.queue.iter().any(|p| p.msg.id.counter <= counter))
+    }
+
     /// A one-line dump of this process's sends to `group`, for debugging.
     pub(crate) fn debug_outbox(&self, group: &GroupName) -> Option<String> {
         self.outbox.get(group).map(|q| format!("{q:?}"))
@@ -129,7 +135,9 @@ impl Relay {
                 (Some(r), sent) if sent.as_ref() != Some(r) && r != ctx.me => {
                     p.relay = Some(r.clone());
                     p.waited = 0;
-                    let forward = Msg::Forward { group: group.clone(), fseq: p.fseq, acked, msg: p.msg.clone() };
+                    // (The engine stamps `pepoch` as it leaves.)
+                    let forward =
+                        Msg::Forward { group: group.clone(), fseq: p.fseq, acked, pepoch: 0, msg: p.msg.clone() };
                     out.push(RelayAction::Send(r.clone(), forward));
                 }
                 _ => {}
@@ -161,7 +169,8 @@ impl Relay {
         }
     }
 
-    /// A relay delivered this process's message `id`.
+    /// A relay delivered this process's message `id` (and, when causal order across
+    /// groups is kept, so did every member).
     pub(crate) fn acked(&mut self, ctx: RelayCtx, id: &MsgId, out: &mut Vec<RelayAction>) {
         let groups: Vec<GroupName> = self.outbox.keys().cloned().collect();
         for g in groups {
@@ -219,9 +228,10 @@ impl Relay {
     /// acknowledged goes out again in its own stream, ahead of anything new; then the
     /// forwards it held as the group's relay.
     pub(crate) fn hand_to_stream(&mut self, me: &ProcessId, group: &GroupName, out: &mut Vec<RelayAction>) {
-        let Some(ob) = self.outbox.remove(group) else { return };
-        let items = ob
-            .queue
+        // The outbox stays, empty: its numbering goes on if this process leaves and sends
+        // as a non-member again (a relay drops forwards numbered below what it relayed).
+        let Some(ob) = self.outbox.get_mut(group) else { return };
+        let items = std::mem::take(&mut ob.queue)
             .into_iter()
             .map(|p| {
                 if p.msg.order == Order::Gbcast && p.relay.as_ref() == Some(me) {

@@ -14,7 +14,7 @@ use sha2::Sha256;
 use std::sync::Arc;
 
 /// The wire version this engine speaks.
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
 const MAGIC: &[u8; 2] = b"SY";
 const FLAG_TAG: u8 = 1;
 const TAG_LEN: usize = 32;
@@ -311,6 +311,10 @@ pub enum Msg {
         view: ViewId,
         /// Epoch in the view (bumped by each gbcast).
         epoch: u32,
+        /// The sender's membership epoch when it sent: a receiver that has not applied that
+        /// decision yet holds the message until it has (causal order across groups: what the
+        /// sender delivered in that decision's cuts comes first everywhere).
+        pepoch: u64,
         /// The message, shared by the copies queued for each peer.
         #[serde(deserialize_with = "arc_data")]
         msg: Arc<DataMsg>,
@@ -337,6 +341,8 @@ pub enum Msg {
         view: ViewId,
         /// Messages received from the addressee's stream.
         received: u64,
+        /// Messages delivered from the addressee's stream.
+        delivered: u64,
         /// Order positions received (meaningful to the sequencer).
         order_len: u64,
     },
@@ -349,6 +355,8 @@ pub enum Msg {
         view: ViewId,
         /// Stable prefix of the sender's stream.
         seq: u64,
+        /// Prefix of the sender's stream that every member has delivered.
+        delivered: u64,
         /// Stable prefix of the order (sequencer only).
         order_len: u64,
     },
@@ -367,13 +375,19 @@ pub enum Msg {
         fseq: u64,
         /// Every send of the origin below this was acknowledged by some relay.
         acked: u64,
+        /// The origin's membership epoch when it sent (as [`Msg::Data`]'s `pepoch`).
+        pepoch: u64,
         /// Message (seq unused).
         msg: DataMsg,
     },
-    /// The relay multicast it.
+    /// The relay multicast it and every member delivered it (or the view it was delivered
+    /// in ended, so every survivor did).
     ForwardAck {
         /// The message.
         id: MsgId,
+        /// The relay's membership epoch: the origin's later ordered sends wait until it
+        /// applied that decision too.
+        epoch: u64,
     },
     /// A joiner asks for state from `offset`.
     StateFetch {
@@ -608,6 +622,7 @@ mod tests {
                 group: GroupName::new("g"),
                 view: ViewId(1),
                 epoch: 0,
+                pepoch: 0,
                 msg: Arc::new(DataMsg {
                     id: MsgId { sender: ProcessId::new("a", 1), counter: 9 },
                     seq: 1,

@@ -34,6 +34,9 @@ pub struct SimConfig {
     pub action_every: Duration,
     /// How far the checker follows causality (G6).
     pub causality: Causality,
+    /// Whether the engines keep causal order across groups (`Config::causal_across_groups`;
+    /// off only to show what the rule buys).
+    pub causal_across_groups: bool,
 }
 
 impl SimConfig {
@@ -49,6 +52,7 @@ impl SimConfig {
             settle: Duration::from_millis(3000),
             action_every: Duration::from_millis(4),
             causality: Causality::default(),
+            causal_across_groups: true,
         }
     }
 }
@@ -199,6 +203,7 @@ impl<A: App> Sim<'_, A> {
         Config {
             contacts,
             rng_seed: self.cfg.seed ^ ((idx as u64) << 32) ^ inc.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            causal_across_groups: self.cfg.causal_across_groups,
             ..Config::fast()
         }
     }

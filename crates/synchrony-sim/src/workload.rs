@@ -21,6 +21,9 @@ impl Traffic {
     }
 }
 
+/// Sends of one process to one group in flight before it waits.
+const SEND_WINDOW: usize = 32;
+
 const ORDERS: [Order; 5] = [Order::Unordered, Order::Fifo, Order::Causal, Order::Total, Order::Safe];
 
 impl App for Traffic {
@@ -47,6 +50,12 @@ impl App for Traffic {
         let member = ctx.engine().my_groups().any(|x| *x == g);
         // Do not send to a group this process is leaving (such sends may be dropped).
         if member && !ctx.in_group(&g) {
+            return;
+        }
+        // Flow control, as the runtime's send window: a process whose sends to the group
+        // are not getting through (held for causal order across groups, queued behind a
+        // view change, not yet stable) waits rather than piling up more.
+        if ctx.engine().outstanding(&g) >= SEND_WINDOW {
             return;
         }
         if roll < 0.05 {

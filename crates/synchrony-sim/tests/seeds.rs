@@ -113,10 +113,38 @@ fn seeds_that_once_failed_pass() {
         // An excluded process that had delivered past the cut (messages no survivor got)
         // delivered the decision's gbcast after other messages than the survivors (G8).
         ("corked", 1303),
+        // Causal order across groups (G6 as DESIGN.md words it), before the engine kept it:
+        // a safe message in g1 then a non-member's message in g2 delivered in the other
+        // order by a member of both; a chain total (g1), total (g0), causal (g1).
+        ("calm", 11),
+        ("lossy", 11),
+        // A relay dropped a non-member's forwards as stale: the origin numbered them from
+        // 0 again after it had been a member in between (its sends were held forever).
+        ("churn", 6),
+        // A joiner's gbcast delivery, held back with the group's events until its state
+        // came, was overtaken by a message sent after the gbcast in another group.
+        ("churn", 8),
+        // A cut delivered, in another group, a message sent after what a joiner still held
+        // back: the cut's events now wait behind the held ones, released in push order.
+        ("churn", 1),
     ];
     for (profile, seed) in past {
         let out = run(SimConfig::new(seed, Profile::named(profile).expect("known profile")));
         assert!(out.passed(), "synchrony sim --seed {seed} --profile {profile}: {:?}", out.first_problem());
+    }
+}
+
+/// The rule that keeps causal order across groups is what keeps it: switched off, runs that
+/// pass break G6 (the sends of one process in two groups are delivered out of order).
+#[test]
+fn without_the_cross_group_rule_causal_order_across_groups_breaks() {
+    for (profile, seed) in [("calm", 11), ("lossy", 11)] {
+        let mut cfg = SimConfig::new(seed, Profile::named(profile).expect("known profile"));
+        assert!(run(cfg.clone()).passed(), "{profile} {seed} passes with the rule");
+        cfg.causal_across_groups = false;
+        let out = run(cfg);
+        let g6 = out.report.violations.iter().filter(|v| v.to_string().contains("G6")).count();
+        assert!(g6 > 0, "{profile} {seed} without the rule: {:?}", out.first_problem());
     }
 }
 

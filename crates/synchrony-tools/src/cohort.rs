@@ -224,7 +224,13 @@ impl<H: Handler> Core for Cohort<H> {
                 if self.pending.remove(&request).is_none() || self.finished.contains_key(&request) {
                     return; // a second execution after a takeover: the first result stands
                 }
-                let replier = msg.id.sender.clone();
+                // A coordinator that left the group as it sent its result (a non-member's
+                // message now) will not see it delivered, so will not reply: the oldest
+                // member replies in its place, as for a replier that fails later.
+                let replier = match self.members.first() {
+                    Some(oldest) if !self.members.contains(&msg.id.sender) => oldest.clone(),
+                    _ => msg.id.sender.clone(),
+                };
                 if replier == self.me {
                     fx.reply(request.clone(), Some(Bytes::from(result.clone())));
                     fx.output(CohortOutput::Replied { request: request.clone() });
