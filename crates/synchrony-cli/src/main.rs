@@ -150,8 +150,11 @@ fn tokio_main<F: std::future::Future<Output = Result<()>>>(f: F) -> Result<()> {
 /// Runs `f` on a tokio runtime: `threads` worker threads (0: all on the calling thread;
 /// `None`: one per core), unless `SYNCHRONY_WORKER_THREADS` says otherwise.
 fn tokio_main_on<F: std::future::Future<Output = Result<()>>>(f: F, threads: Option<usize>) -> Result<()> {
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never into a file or a pipe.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
@@ -177,6 +180,13 @@ fn run(cfg: SimConfig) -> Outcome {
 }
 
 fn main() -> Result<()> {
+    // Output into a pipe closed early (`synchrony status --watch | head -3`) ends the
+    // command quietly, as for other Unix tools, instead of a panic in `println!`.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE at start, before any thread.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     match Cli::parse().cmd {
         Cmd::Sim { seeds, start, seed, profile, nodes, groups, trace_out, threads, within_groups } => {
             let causality = if within_groups { Causality::WithinGroups } else { Causality::AcrossGroups };

@@ -5,6 +5,7 @@
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use std::collections::BTreeSet;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,6 +14,9 @@ use synchrony_runtime::{Config, GroupEvent, Runtime};
 
 /// Parses `300ms`, `2s`, `1.5s` or a bare number of seconds.
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    if s.trim_start().starts_with('-') {
+        return Err(format!("{s:?}: a duration cannot be negative"));
+    }
     let (num, unit) = match s.strip_suffix("ms") {
         Some(n) => (n, 1e-3),
         None => (s.strip_suffix('s').unwrap_or(s), 1.0),
@@ -22,6 +26,15 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("{s:?} is out of range"));
     }
     Ok(Duration::from_secs_f64(v * unit))
+}
+
+/// As [`parse_duration`], for timeouts and periods that must be above zero.
+pub(crate) fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("{s:?}: must be above zero"));
+    }
+    Ok(d)
 }
 
 /// The options every long-running node takes.
@@ -45,14 +58,16 @@ pub(crate) struct NodeArgs {
     /// A file holding the cluster secret: frames are authenticated with it.
     #[arg(long)]
     pub(crate) secret_file: Option<PathBuf>,
-    /// Where to keep the incarnation counter (and later the durable state).
+    /// Where this node keeps what outlives it: its incarnation counter, and the store of
+    /// logged tools (views, checkpoints, updates) that recovery restarts from.
     #[arg(long)]
     pub(crate) data_dir: Option<PathBuf>,
-    /// Silence after which a peer is suspected (200ms is fine on loopback).
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    /// Silence after which a peer is suspected (200ms is fine on loopback). Durations: 300ms,
+    /// 2s, 1.5s, or a bare number of seconds.
+    #[arg(long, default_value = "1s", value_parser = parse_timeout, allow_hyphen_values = true)]
     pub(crate) failure_timeout: Duration,
     /// Heartbeat period (default: a tenth of the failure timeout).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_timeout, allow_hyphen_values = true)]
     pub(crate) heartbeat: Option<Duration>,
     /// After being excluded (e.g. paused too long), rejoin as a new incarnation.
     #[arg(long)]
@@ -67,7 +82,7 @@ pub(crate) struct NodeArgs {
     #[arg(long, default_value_t = 0)]
     pub(crate) min_commit_weight: u32,
     /// Give up if not a member of the cluster after this long.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = parse_timeout, allow_hyphen_values = true)]
     pub(crate) join_timeout: Duration,
 }
 
@@ -270,8 +285,8 @@ pub(crate) async fn run_status(addr: String, secret_file: Option<PathBuf>, json:
         let s = synchrony_runtime::request_status(&addr, secret.as_deref())
             .await
             .with_context(|| format!("asking {addr} for its status"))?;
-        if watch {
-            print!("\x1b[2J\x1b[H"); // clear the terminal
+        if watch && std::io::stdout().is_terminal() {
+            print!("\x1b[2J\x1b[H"); // clear the terminal (not a file or a pipe)
         }
         if json {
             println!("{}", serde_json::to_string_pretty(&s)?);
