@@ -1,6 +1,6 @@
 //! The CLI's edges with pipes and files: output into a pipe closed early ends a command
 //! quietly (no panic), no terminal codes go into a pipe or a file, and bad durations are
-//! refused with a clear message.
+//! refused with a clear message; `status` errors say what happened.
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -115,4 +115,55 @@ fn bad_durations_are_refused_with_what_is_wrong() {
         assert!(!out.status.success(), "{value} accepted");
         assert!(err.contains(says), "{value}: {err}");
     }
+}
+
+/// `synchrony status` against what is not a synchrony node, a closed port and a node with
+/// another secret: each error says what happened, once.
+#[test]
+fn status_errors_say_what_happened() {
+    let status = |addr: &str, extra: &[&str]| {
+        let out = synchrony().arg("status").arg(addr).args(extra).env("RUST_BACKTRACE", "0").output().expect("runs");
+        assert!(!out.status.success(), "{addr}: succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // An HTTP server: its first bytes are not a frame's length.
+    let http = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let http_addr = http.local_addr().expect("addr").to_string();
+    let server = std::thread::spawn(move || {
+        use std::io::Write;
+        if let Ok((mut s, _)) = http.accept() {
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+        }
+    });
+    let err = status(&http_addr, &[]);
+    assert!(err.contains("not a synchrony node"), "{err}");
+    server.join().expect("server");
+    // A closed port: the cause once.
+    let closed = format!("127.0.0.1:{}", free_port());
+    let err = status(&closed, &[]);
+    assert_eq!(err.matches("Connection refused").count(), 1, "{err}");
+    // A node with a secret, asked without it.
+    let dir = std::env::temp_dir().join(format!("synchrony-pipes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "s3cret\n").expect("secret");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut node = synchrony()
+        .args(["node", "--name", "p1", "--listen", &addr, "--secret-file"])
+        .arg(&secret)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("node starts");
+    let start = Instant::now();
+    let secret_arg = secret.to_string_lossy().into_owned();
+    while !synchrony().args(["status", &addr, "--secret-file", &secret_arg]).output().expect("runs").status.success() {
+        assert!(start.elapsed() < Duration::from_secs(20), "the node never answered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let err = status(&addr, &[]);
+    let _ = node.kill();
+    let _ = node.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(err.contains("secret"), "{err}");
 }

@@ -213,6 +213,10 @@ pub enum StatusError {
     /// The answer did not parse.
     #[error("bad status answer: {0}")]
     Parse(#[from] serde_json::Error),
+    /// The node closed the connection without answering: it refuses requests that lack its
+    /// secret or carry another one.
+    #[error("the node closed the connection without answering: a wrong or missing secret? (both sides need the same --secret-file)")]
+    Refused,
 }
 
 /// A handle on a running node's driver. Cheap to clone.
@@ -441,7 +445,10 @@ pub async fn request_status(addr: &str, secret: Option<&[u8]>) -> Result<NodeSta
     let go = async {
         let mut s = tokio::net::TcpStream::connect(addr).await.map_err(NetError::Io)?;
         s.write_all(&net::control(net::KIND_STATUS_REQUEST, &(), secret)).await.map_err(NetError::Io)?;
-        let (kind, body) = net::read_frame(&mut s).await?;
+        let (kind, body) = match net::read_frame(&mut s).await {
+            Err(NetError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(StatusError::Refused),
+            r => r?,
+        };
         if kind != net::KIND_STATUS {
             return Err(StatusError::Net(NetError::Malformed(format!("expected a status, got kind {kind}"))));
         }

@@ -37,9 +37,13 @@ pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Why a connection was refused or closed.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
-    /// The socket failed.
-    #[error("i/o: {0}")]
+    /// The socket failed (its error is the cause, said once).
+    #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// What answered is not a synchrony node: its first bytes are text (say, an HTTP
+    /// server's), not a frame's length.
+    #[error("not a synchrony node: it answered {0:?}")]
+    NotSynchrony(String),
     /// A frame longer than the limit.
     #[error("frame of {0} bytes is over the limit")]
     TooLong(usize),
@@ -57,7 +61,7 @@ pub enum NetError {
 impl NetError {
     /// Whether the peer sent something it should not have (as opposed to a dead socket).
     pub(crate) fn is_rejection(&self) -> bool {
-        matches!(self, NetError::Auth | NetError::Malformed(_) | NetError::TooLong(_))
+        matches!(self, NetError::Auth | NetError::Malformed(_) | NetError::TooLong(_) | NetError::NotSynchrony(_))
     }
 }
 
@@ -157,10 +161,16 @@ pub(crate) fn open_control<T: for<'a> Deserialize<'a>>(
 
 /// Reads one frame: its kind and body.
 pub(crate) async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<(u8, Bytes), NetError> {
-    let len = r.read_u32().await? as usize;
-    if len > MAX_FRAME {
-        return Err(NetError::TooLong(len));
+    let len = r.read_u32().await?;
+    let head = len.to_be_bytes();
+    if len as usize > MAX_FRAME {
+        // A length this large is, in practice, a text protocol's first bytes.
+        if head.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+            return Err(NetError::NotSynchrony(String::from_utf8_lossy(&head).into_owned()));
+        }
+        return Err(NetError::TooLong(len as usize));
     }
+    let len = len as usize;
     if len == 0 {
         return Err(NetError::Malformed("empty frame".into()));
     }
