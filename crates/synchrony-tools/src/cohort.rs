@@ -199,10 +199,10 @@ impl<H: Handler> Core for Cohort<H> {
     }
 
     fn on_message(&mut self, msg: &Delivery, fx: &mut Effects<CohortOutput>) {
-        let Some(rest) = msg.payload.strip_prefix(MAGIC) else { return };
+        let Some(rest) = msg.payload.strip_prefix(MAGIC) else { return crate::not_understood(msg, fx) };
         let Ok(w) = decode::<Wire>(rest) else {
             tracing::warn!(id = %msg.id, "a coordinator-cohort message that does not decode was ignored");
-            return;
+            return crate::not_understood(msg, fx);
         };
         match w {
             Wire::Hello { host } => {

@@ -114,7 +114,9 @@ pub trait Core: Send + 'static {
     fn on_view(&mut self, view: &GroupView, fx: &mut Effects<Self::Output>);
 
     /// A delivered message. Bytes that do not decode as this tool's message are ignored
-    /// (and counted by the caller): they cannot come from a correct member of the tool.
+    /// (and counted by the caller): they cannot come from a correct member of the tool; if
+    /// they came as a query, the core answers it with a null reply, so its caller is not
+    /// left waiting.
     fn on_message(&mut self, msg: &Delivery, fx: &mut Effects<Self::Output>);
 
     /// A query this process asked finished.
@@ -132,6 +134,15 @@ pub trait Core: Send + 'static {
 }
 
 pub use synchrony_engine::fnv1a;
+
+/// A message whose bytes this tool does not understand: if it is a query, every member
+/// answers it with a null reply, so its caller learns at once that nobody will answer
+/// instead of waiting forever.
+pub(crate) fn not_understood<O>(msg: &Delivery, fx: &mut Effects<O>) {
+    if msg.query {
+        fx.reply(msg.id.clone(), None);
+    }
+}
 
 /// Encodes a tool message.
 pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Bytes {

@@ -258,7 +258,10 @@ impl Core for Semaphores {
     fn on_message(&mut self, msg: &Delivery, fx: &mut Effects<LockOutput>) {
         match decode::<LockMsg>(&msg.payload) {
             Ok(m) => self.handle(&msg.id, m, fx),
-            Err(_) => self.rejected += 1,
+            Err(_) => {
+                self.rejected += 1;
+                crate::not_understood(msg, fx);
+            }
         }
     }
 

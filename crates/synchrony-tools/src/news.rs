@@ -127,10 +127,10 @@ impl Core for News {
     fn on_view(&mut self, _view: &GroupView, _fx: &mut Effects<NewsOutput>) {}
 
     fn on_message(&mut self, msg: &Delivery, fx: &mut Effects<NewsOutput>) {
-        let Some(rest) = msg.payload.strip_prefix(MAGIC) else { return };
+        let Some(rest) = msg.payload.strip_prefix(MAGIC) else { return crate::not_understood(msg, fx) };
         let Ok(w) = decode::<Wire>(rest) else {
             tracing::warn!(id = %msg.id, "a posting that does not decode was ignored");
-            return;
+            return crate::not_understood(msg, fx);
         };
         if !self.wants(&w.subject) {
             self.filtered += 1;

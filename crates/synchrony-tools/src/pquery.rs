@@ -125,7 +125,7 @@ impl<S: Share> Core for ParallelQuery<S> {
     }
 
     fn on_message(&mut self, msg: &Delivery, fx: &mut Effects<QueryProgress>) {
-        let Some(body) = msg.payload.strip_prefix(MAGIC) else { return };
+        let Some(body) = msg.payload.strip_prefix(MAGIC) else { return crate::not_understood(msg, fx) };
         if !msg.query {
             return;
         }

@@ -158,9 +158,10 @@ impl Core for RecoveryCore {
 
     fn on_view(&mut self, _view: &GroupView, _fx: &mut Effects<()>) {}
 
-    fn on_message(&mut self, msg: &Delivery, _fx: &mut Effects<()>) {
-        if let Ok(m) = decode::<RecoveryMsg>(&msg.payload) {
-            self.handle(m);
+    fn on_message(&mut self, msg: &Delivery, fx: &mut Effects<()>) {
+        match decode::<RecoveryMsg>(&msg.payload) {
+            Ok(m) => self.handle(m),
+            Err(_) => crate::not_understood(msg, fx),
         }
     }
 

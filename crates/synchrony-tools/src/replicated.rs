@@ -211,7 +211,10 @@ impl<T: Apply> Core for Replica<T> {
                 self.lock.handle(&msg.id, m, &mut inner);
                 lift(fx, inner);
             }
-            Err(_) => self.rejected += 1,
+            Err(_) => {
+                self.rejected += 1;
+                crate::not_understood(msg, fx);
+            }
         }
     }
 
