@@ -432,6 +432,21 @@ impl Runtime {
     pub async fn shutdown(&self) -> Result<(), NodeStopped> {
         self.ask(|reply| Command::Shutdown { reply }).await.ok_or(NodeStopped)
     }
+
+    /// Starts the same clean leave as [`Runtime::shutdown`] without waiting for it (what
+    /// dropping a `Node` does). Nothing happens if the node has stopped already.
+    pub fn shutdown_in_background(&self) {
+        let (reply, _) = oneshot::channel();
+        if let Err(mpsc::error::TrySendError::Full(command)) = self.commands.try_send(Command::Shutdown { reply }) {
+            // A full queue drains soon: hand the command to a task, if a runtime is there.
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                let commands = self.commands.clone();
+                handle.spawn(async move {
+                    let _ = commands.send(command).await;
+                });
+            }
+        }
+    }
 }
 
 /// The node's driver has stopped: it takes no more commands.

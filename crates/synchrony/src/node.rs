@@ -156,3 +156,12 @@ impl Node {
         self.rt.shutdown().await
     }
 }
+
+/// Dropping a `Node` starts a clean leave in the background, as [`Node::shutdown`] does
+/// (without waiting for it): the others install views without it, and its groups and
+/// tools end. Call `shutdown` to know when it is done.
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.rt.shutdown_in_background();
+    }
+}

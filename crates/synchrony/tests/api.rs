@@ -197,6 +197,40 @@ async fn a_shutdown_is_a_clean_leave_that_a_pair_survives() {
     .expect("in time");
 }
 
+/// Dropping a `Node` leaves cleanly in the background: the other of a pair goes on alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_node_leaves_cleanly() {
+    timeout(Duration::from_secs(60), async {
+        let a = node("d1", None).await;
+        let b = node("d2", Some(&a)).await;
+        let mut ga = a.join("dropped", JoinOptions::default()).await.expect("joins");
+        let mut gb = b.join("dropped", JoinOptions::default()).await.expect("joins");
+        until_view(&mut ga, 2).await;
+        until_view(&mut gb, 2).await;
+        drop(b);
+        assert!(
+            timeout(Duration::from_millis(1500), until_view(&mut ga, 1)).await.is_ok(),
+            "no view without the dropped node: {:?}",
+            a.status().await
+        );
+        assert_eq!(a.status().await.expect("running").status, "member");
+        // The dropped node's group ends.
+        let ended = timeout(Duration::from_secs(5), async {
+            loop {
+                match gb.next_event().await {
+                    None | Some(Event::Left) | Some(Event::Partitioned(_)) => break,
+                    Some(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(ended.is_ok(), "the dropped node's group never ended");
+        let _ = a.shutdown().await;
+    })
+    .await
+    .expect("in time");
+}
+
 /// Two of three stopped at once: the third goes on alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_of_three_shut_down_at_once_and_the_third_goes_on() {
