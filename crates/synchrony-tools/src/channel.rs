@@ -96,6 +96,8 @@ struct Shared<C: Core> {
     done: HashMap<MsgId, C::Output>,
     done_order: VecDeque<MsgId>,
     closed: bool,
+    /// The group's view as this member last saw it.
+    view: Option<GroupView>,
     /// Inputs that did not decode as this tool's (a bug or a foreign sender in the group).
     pub(crate) foreign: u64,
 }
@@ -112,11 +114,19 @@ pub struct ToolHandle<C: Core, S: GroupSend> {
     shared: Arc<Mutex<Shared<C>>>,
     sender: S,
     effects: mpsc::UnboundedSender<Effect>,
+    /// Whether this member has the group's state (see [`ToolHandle::ready`]); closed when
+    /// the reader ends.
+    ready: tokio::sync::watch::Receiver<bool>,
 }
 
 impl<C: Core, S: GroupSend> Clone for ToolHandle<C, S> {
     fn clone(&self) -> Self {
-        Self { shared: self.shared.clone(), sender: self.sender.clone(), effects: self.effects.clone() }
+        Self {
+            shared: self.shared.clone(),
+            sender: self.sender.clone(),
+            effects: self.effects.clone(),
+            ready: self.ready.clone(),
+        }
     }
 }
 
@@ -166,12 +176,14 @@ where
             done_order: VecDeque::new(),
             closed: false,
             foreign: 0,
+            view: None,
         }));
+        let (ready_tx, ready) = tokio::sync::watch::channel(false);
         // Unbounded on purpose: the reader must never wait for the driver (the driver may
         // be waiting for the reader to take the group's next event). Effects come only
         // from deliveries and callers, both already paced by flow control.
         let (etx, mut erx) = mpsc::unbounded_channel::<Effect>();
-        let handle = Self { shared: shared.clone(), sender: sender.clone(), effects: etx };
+        let handle = Self { shared: shared.clone(), sender: sender.clone(), effects: etx, ready };
         let h = handle.clone();
         tokio::spawn(async move {
             while let Some(e) = erx.recv().await {
@@ -219,6 +231,14 @@ where
                 match input {
                     GroupInput::View(_) | GroupInput::Message(_) => {
                         let mut s = h.lock();
+                        if let GroupInput::View(v) = &input {
+                            // A first view with other members: the group had some, and
+                            // their state follows; alone, this member has it already.
+                            if !seen_view && v.members.len() == 1 {
+                                ready_tx.send_replace(true);
+                            }
+                            s.view = Some(v.clone());
+                        }
                         match &input {
                             GroupInput::View(v) => s.core.on_view(v, &mut fx),
                             GroupInput::Message(m) => s.core.on_message(m, &mut fx),
@@ -244,6 +264,7 @@ where
                         h.sender.provide_state(view, state).await;
                     }
                     GroupInput::State(state) => {
+                        ready_tx.send_replace(true);
                         let mut s = h.lock();
                         if let Err(e) = s.core.restore(&state) {
                             s.foreign += 1;
@@ -299,6 +320,19 @@ where
                 let _ = l.send(o).await;
             }
         }
+    }
+
+    /// Returns once this member has the group's state: at once for the member that founded
+    /// the group, once the state transfer is done for a joiner (a read before it sees an
+    /// empty tool). `ToolError::Closed` if the group ended before.
+    pub async fn ready(&self) -> Result<(), ToolError> {
+        let mut ready = self.ready.clone();
+        ready.wait_for(|r| *r).await.map(|_| ()).map_err(|_| ToolError::Closed)
+    }
+
+    /// The group's view as this member last saw it (`None` before the first).
+    pub fn view(&self) -> Option<GroupView> {
+        self.lock().view.clone()
     }
 
     /// Reads the core (local, no message).

@@ -293,6 +293,8 @@ impl<H: Handler, S: GroupSend> std::fmt::Debug for CohortService<H, S> {
 }
 
 impl<H: Handler, S: GroupSend> CohortService<H, S> {
+    crate::group_access!(tool);
+
     /// Serves requests on `group` as `me` on machine `host`.
     pub fn start<G: GroupChannel<Sender = S>>(group: G, me: ProcessId, host: &str, handler: H) -> Self {
         Self { tool: ToolHandle::start(group, Cohort::new(me, host, handler), None), host: host.into() }

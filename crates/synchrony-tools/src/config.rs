@@ -176,6 +176,8 @@ impl<S: GroupSend> std::fmt::Debug for ConfigHandle<S> {
 }
 
 impl<S: GroupSend> ConfigHandle<S> {
+    crate::group_access!(tool);
+
     /// Runs the configuration on `group`; the receiver gets every change and every
     /// application message of the group, in delivery order.
     pub fn start<G: GroupChannel<Sender = S>>(group: G) -> (Self, tokio::sync::mpsc::Receiver<ConfigOutput>) {

@@ -135,6 +135,24 @@ pub trait Core: Send + 'static {
 
 pub use synchrony_engine::fnv1a;
 
+/// The group access every tool wrapper gives: waiting for the group's state, and its view.
+macro_rules! group_access {
+    ($($tool:ident).+) => {
+        /// Returns once this member has the group's state: at once for the member that
+        /// founded the group, once the state transfer is done for a joiner (a read before
+        /// it sees an empty tool). `ToolError::Closed` if the group ended before.
+        pub async fn ready(&self) -> Result<(), crate::ToolError> {
+            self.$($tool).+.ready().await
+        }
+
+        /// The group's view as this member last saw it (`None` before the first).
+        pub fn view(&self) -> Option<synchrony_engine::GroupView> {
+            self.$($tool).+.view()
+        }
+    };
+}
+pub(crate) use group_access;
+
 /// A message whose bytes this tool does not understand: if it is a query, every member
 /// answers it with a null reply, so its caller learns at once that nobody will answer
 /// instead of waiting forever.

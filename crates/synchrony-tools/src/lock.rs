@@ -314,6 +314,8 @@ impl<S: GroupSend> std::fmt::Debug for Locks<S> {
 }
 
 impl<S: GroupSend> Locks<S> {
+    crate::group_access!(tool);
+
     /// Runs the semaphores on `group` (every member that uses them must).
     pub fn start<G: GroupChannel<Sender = S>>(group: G) -> Self {
         Self { tool: ToolHandle::start(group, Semaphores::default(), None) }

@@ -186,6 +186,8 @@ impl<S: Share, G: GroupSend> std::fmt::Debug for ParallelQueries<S, G> {
 }
 
 impl<S: Share, G: GroupSend> ParallelQueries<S, G> {
+    crate::group_access!(tool);
+
     /// Answers queries on `group` with `share`, as `me`.
     pub fn start<C: GroupChannel<Sender = G>>(group: C, me: ProcessId, share: S) -> Self {
         Self { tool: ToolHandle::start(group, ParallelQuery::new(me, share), None) }

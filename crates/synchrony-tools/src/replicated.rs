@@ -437,6 +437,8 @@ impl<T: Apply, S: GroupSend> Clone for Replicated<T, S> {
 }
 
 impl<T: Apply, S: GroupSend> Replicated<T, S> {
+    crate::group_access!(tool);
+
     /// Replicates a `T` on `group` (a joiner receives the members' copy).
     pub fn start<G: GroupChannel<Sender = S>>(group: G) -> Self {
         Self { tool: ToolHandle::start(group, Replica::default(), None) }
@@ -559,6 +561,8 @@ where
     K: Ord + Clone,
     V: Clone,
 {
+    crate::group_access!(inner);
+
     /// Replicates a map on `group`.
     pub fn start<G: GroupChannel<Sender = S>>(group: G) -> Self {
         Self { inner: Replicated::start(group) }

@@ -66,7 +66,13 @@ async fn replicated_map_converges_and_a_joiner_gets_it() {
         let late = node("n4", Some(&nodes[0])).await;
         let g = late.join("inventory", JoinOptions::default()).await.expect("joins");
         let joined = tools::ReplicatedMap::<String, u64>::start(g);
-        eventually("the joiner has the map", || joined.to_map() == maps[0].to_map()).await;
+        // `ready` returns once the state is loaded: a read right after it sees the map.
+        timeout(Duration::from_secs(10), joined.ready()).await.expect("ready in time").expect("ready");
+        assert_eq!(joined.to_map(), maps[0].to_map(), "read right after ready");
+        let view = joined.view().expect("a view");
+        assert_eq!(view.members.len(), 4, "the joiner sees the group's view: {view:?}");
+        // The founder's tool was ready at once.
+        maps[0].ready().await.expect("ready");
         for n in nodes.iter().chain([&late]) {
             let _ = n.shutdown().await;
         }
