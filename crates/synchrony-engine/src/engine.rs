@@ -657,15 +657,17 @@ impl Engine {
         if self.cross.is_idle() {
             return false;
         }
-        let (groups, relay, gms) = (&self.groups, &self.relay, &self.gms);
+        let (groups, relay, gms, events) = (&self.groups, &self.relay, &self.gms, &self.events);
         let settled_epoch = gms.epoch() >= self.forward_ack_epoch;
         let snapshot = |g: &GroupName| groups.get(g).map(|gs| (gs.view.id, gs.epoch, gs.delivered_vector()));
         let met = |n: &Need| match n {
             Need::Sent { group, counter } => {
                 settled_epoch
                     // (Its own deliveries of them must have reached the application too:
-                    // not while the group's events are held back for a state.)
-                    && groups.get(group).is_none_or(|gs| !gs.gated && gs.own_delivered_everywhere(*counter))
+                    // not while the group's events are held back, for a state or behind
+                    // another group's, even once it left the group.)
+                    && !events.is_gated(group)
+                    && groups.get(group).is_none_or(|gs| gs.own_delivered_everywhere(*counter))
                     && !relay.in_flight_upto(group, *counter)
             }
             Need::Delivered { group, view, epoch, upto } => groups
@@ -1284,7 +1286,9 @@ impl Engine {
         let gs = self.groups.get_mut(g).expect("a member");
         debug_assert_eq!(gs.view.id, gc.old_view, "the change ends this member's view");
         let missing = gs.apply_cut(&gc.cut, &gc.gbcasts, &mut out);
-        if chain && !gs.gated && !out.delivered.is_empty() {
+        if chain && !out.delivered.is_empty() && !self.chained.contains_key(g) {
+            // (Also when its own events are held already, for a state: when that comes,
+            // they still wait for the other group's.)
             self.events.gate(&gc.group);
             gs.gated = true;
             self.chained.insert(g.clone(), self.applying);
