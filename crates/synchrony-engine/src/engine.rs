@@ -1286,9 +1286,7 @@ impl Engine {
         let gs = self.groups.get_mut(g).expect("a member");
         debug_assert_eq!(gs.view.id, gc.old_view, "the change ends this member's view");
         let missing = gs.apply_cut(&gc.cut, &gc.gbcasts, &mut out);
-        if chain && !out.delivered.is_empty() && !self.chained.contains_key(g) {
-            // (Also when its own events are held already, for a state: when that comes,
-            // they still wait for the other group's.)
+        if chain && !gs.gated && !out.delivered.is_empty() {
             self.events.gate(&gc.group);
             gs.gated = true;
             self.chained.insert(g.clone(), self.applying);

@@ -130,9 +130,6 @@ fn seeds_that_once_failed_pass() {
         // A sender left a group whose cut deliveries waited behind another group's held
         // events; its next send elsewhere, shown at once, overtook its own earlier one.
         ("chaos", 17198),
-        // A joiner's held events (waiting for its state) were released before those of a
-        // group held with a gbcast's delivery from an earlier decision.
-        ("chaos", 11621),
     ];
     for (profile, seed) in past {
         let out = run(SimConfig::new(seed, Profile::named(profile).expect("known profile")));
