@@ -93,9 +93,9 @@ pub struct Engine {
     forward_ack_epoch: u64,
     /// A group's held-back events were shown: held data may go on (`lift_barrier`).
     lift_pending: bool,
-    /// Groups whose events wait behind another group's held-back events, with the
-    /// decision that closed their gate.
-    chained: BTreeMap<GroupName, u64>,
+    /// Groups this process left while their events were still held back with a
+    /// decision's deliveries among them, with that decision (see `shown_epoch`).
+    left_gated: BTreeMap<GroupName, u64>,
     stats: Stats,
 }
 
@@ -122,6 +122,7 @@ impl std::fmt::Debug for Engine {
                 self.forward_ack_epoch
             )?;
         }
+        write!(f, "\n  events: {:?}", self.events)?;
         for g in self.gms.views().keys() {
             let pending: Vec<String> = self.gms.pending_gbcasts_of(g).map(|id| id.to_string()).collect();
             let outbox = self.relay.debug_outbox(g);
@@ -172,7 +173,7 @@ impl Engine {
             held_forwards: Vec::new(),
             forward_ack_epoch: 0,
             lift_pending: false,
-            chained: BTreeMap::new(),
+            left_gated: BTreeMap::new(),
             stats: Stats::default(),
         };
         if found {
@@ -876,7 +877,23 @@ impl Engine {
     /// Tells a group whether its events are held back from the application (what is
     /// delivered meanwhile is not acknowledged as delivered: see causal.rs).
     fn sync_gate(&mut self, group: &GroupName) {
+        self.sync_one_gate(group);
+        self.sync_opened();
+    }
+
+    /// Groups whose events waited only behind another group's gate (the fence) and went
+    /// to the application once it opened.
+    fn sync_opened(&mut self) {
+        for g in self.events.take_opened() {
+            self.sync_one_gate(&g);
+        }
+    }
+
+    fn sync_one_gate(&mut self, group: &GroupName) {
         let gated = self.events.is_gated(group);
+        if !gated && self.left_gated.remove(group).is_some() {
+            self.lift_pending = true;
+        }
         if let Some(gs) = self.groups.get_mut(group) {
             if gs.gated && !gated {
                 if gs.open_gate() {
@@ -1042,34 +1059,19 @@ impl Engine {
         }
     }
 
-    /// Opens the gates closed behind other groups' (see `end_epoch`) once no group that is
-    /// not itself chained holds back a decision's deliveries from before.
-    fn open_chained(&mut self) {
-        let chained = &self.chained;
-        let first_held =
-            self.groups.iter().filter(|(g, _)| !chained.contains_key(*g)).filter_map(|(_, gs)| gs.gated_decision).min();
-        let due: Vec<GroupName> =
-            self.chained.iter().filter(|(_, &e)| first_held.is_none_or(|f| f > e)).map(|(g, _)| g.clone()).collect();
-        for g in due {
-            self.chained.remove(&g);
-            self.events.ungate(&g);
-            self.sync_gate(&g);
-        }
-    }
-
     /// The last decision whose deliveries the application has all been shown: the one
     /// applied, unless a group's events are held back (a state owed or awaited) with a
     /// decision's deliveries (a cut or gbcasts) among them. Data sent after a later
     /// decision waits (causal order across groups).
     fn shown_epoch(&self) -> u64 {
-        let gated = self.groups.values().filter_map(|g| g.gated_decision).min();
+        let gated =
+            self.groups.values().filter_map(|g| g.gated_decision).chain(self.left_gated.values().copied()).min();
         gated.map_or(self.gms.epoch(), |e| e.saturating_sub(1).min(self.gms.epoch()))
     }
 
     /// After a decision (or once a group's held-back events are shown): data and forwards
     /// held until then go on.
     fn lift_barrier(&mut self, now: Instant) {
-        self.open_chained();
         let groups: BTreeSet<GroupName> = self.barrier.iter().map(|(g, _)| g.clone()).collect();
         for g in groups {
             self.replay_future(&g);
@@ -1281,16 +1283,17 @@ impl Engine {
         let g = &gc.group;
         let mut out = Out::default();
         // Another group's events are held back with a decision's deliveries: a cut
-        // delivers what the barrier would hold, so its deliveries wait behind them.
-        let chain = self.config.causal_across_groups && self.shown_epoch() < self.applying;
+        // delivers what the barrier would hold, so its deliveries wait behind them (the
+        // event queue's fence), not shown, so not acknowledged, until they go.
+        let fence = self.config.causal_across_groups && self.shown_epoch() < self.applying;
         let gs = self.groups.get_mut(g).expect("a member");
         debug_assert_eq!(gs.view.id, gc.old_view, "the change ends this member's view");
-        let missing = gs.apply_cut(&gc.cut, &gc.gbcasts, &mut out);
-        if chain && !gs.gated && !out.delivered.is_empty() {
-            self.events.gate(&gc.group);
+        let fence = fence && !gs.gated;
+        if fence {
             gs.gated = true;
-            self.chained.insert(g.clone(), self.applying);
+            self.events.fence_pushes(true);
         }
+        let missing = gs.apply_cut(&gc.cut, &gc.gbcasts, &mut out);
         if gs.gated && (!out.delivered.is_empty() || gs.unshown()) {
             // Deliveries of the epoch the cut ends are held back from the application, yet
             // the others count them as settled by the cut: messages sent after this
@@ -1330,6 +1333,7 @@ impl Engine {
             Some(_) => {
                 self.absorb(g, out);
                 let old = self.groups.remove(g);
+                let old_decision = old.as_ref().and_then(|o| o.gated_decision);
                 if let Some(hold) = old.as_ref().and_then(|o| o.hold.clone()) {
                     // Its gbcast is still on the way: as a non-member now, later sends
                     // to the group wait for it all the same (G5).
@@ -1341,7 +1345,16 @@ impl Engine {
                 }
                 self.fail_queries_of(g);
                 self.events.push(Event::Left { group: g.clone() });
+                if let Some(e) = old_decision.filter(|_| self.events.is_gated(g)) {
+                    // Its deliveries are still held back: later data waits all the same.
+                    let e = self.left_gated.get(g).map_or(e, |&k| k.min(e));
+                    self.left_gated.insert(g.clone(), e);
+                }
             }
+        }
+        if fence {
+            self.events.fence_pushes(false);
+            self.sync_gate(g);
         }
     }
 
@@ -1610,6 +1623,7 @@ impl Engine {
     /// membership's requests and rounds, until nothing is left.
     fn settle(&mut self, now: Instant) {
         loop {
+            self.sync_opened();
             if std::mem::take(&mut self.lift_pending) {
                 self.lift_barrier(now);
             }

@@ -3,6 +3,10 @@
 //! A group's gate holds its events back while the application owes the group something
 //! (its state for joiners, after a `StateRequest`) or while this process, a joiner, waits
 //! for its state. Events of other groups flow on.
+//!
+//! Events a gate releases pass a fence first: none is shown after an ordered delivery
+//! another closed gate still holds from earlier (it may be that delivery's effect: causal
+//! order across groups). What the fence stops waits, in push order, until that gate opens.
 
 use crate::event::Event;
 use crate::id::{GroupName, ViewId};
@@ -20,8 +24,8 @@ struct Gate {
 /// Events for the application, in order, with a gate per group.
 ///
 /// Every event keeps its place in the order of pushes: events a gate releases go back to
-/// that place among the events not yet taken, so gates that open together (one group's
-/// events held behind another's, see the engine's `open_chained`) release in push order.
+/// that place among the events not yet taken, and wait behind the fence (see the module's
+/// docs) while it is before them.
 #[derive(Default)]
 pub(crate) struct EventQueue {
     ready: VecDeque<(u64, Event)>,
@@ -31,6 +35,37 @@ pub(crate) struct EventQueue {
     next: u64,
     /// Released events were appended out of place: sort before the next pop.
     unsorted: bool,
+    /// Released events behind the fence, by place.
+    fenced: BTreeMap<u64, Event>,
+    /// How many events of each group wait behind the fence (a group with some is still
+    /// held back: its later events queue behind them).
+    fenced_per_group: BTreeMap<GroupName, usize>,
+    /// Groups whose last fenced event went to the application (see `take_opened`).
+    opened: Vec<GroupName>,
+    /// Pushes pass the fence too (a cut's deliveries while another group holds back
+    /// deliveries a decision settled: see `fence_pushes`).
+    fencing: bool,
+}
+
+impl std::fmt::Debug for EventQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let gates: Vec<String> = self
+            .gates
+            .iter()
+            .map(|(g, gate)| {
+                let first = gate.held.front().map(|(at, ev)| format!("{at} {ev:?}")).unwrap_or_default();
+                format!("{g}: count {} held {} first [{:.120}]", gate.count, gate.held.len(), first)
+            })
+            .collect();
+        write!(
+            f,
+            "ready {} gates {:?} fenced {:?} fence {}",
+            self.ready.len(),
+            gates,
+            self.fenced_per_group,
+            self.fence()
+        )
+    }
 }
 
 impl EventQueue {
@@ -60,11 +95,62 @@ impl EventQueue {
             if matches!(ev, Event::StateRequest { .. }) {
                 self.gates.entry(g.clone()).or_default().count += 1;
             }
+            if self.fenced_per_group.contains_key(g) || (self.fencing && at >= self.fence()) {
+                // Behind its group's fenced events, or behind the fence itself.
+                *self.fenced_per_group.entry(g.clone()).or_default() += 1;
+                self.fenced.insert(at, ev);
+                return;
+            }
         }
         self.ready.push_back((at, ev));
     }
 
-    fn release(&mut self, mut events: VecDeque<(u64, Event)>) {
+    /// Whether pushes from now on pass the fence as released events do: a view change's
+    /// cut delivers messages that may follow deliveries another group's gate still holds
+    /// (ones a decision settled, which nothing else waits for).
+    pub(crate) fn fence_pushes(&mut self, on: bool) {
+        self.fencing = on;
+    }
+
+    /// The place of the first ordered delivery a closed gate holds: released events from
+    /// later wait for it.
+    fn fence(&self) -> u64 {
+        self.gates
+            .values()
+            .filter_map(|gate| {
+                gate.held
+                    .iter()
+                    .find(|(_, ev)| matches!(ev, Event::Deliver(d) if d.order.is_ordered()))
+                    .map(|(at, _)| *at)
+            })
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Events a gate let go: to the application up to the fence, the rest behind it.
+    fn release(&mut self, events: VecDeque<(u64, Event)>) {
+        if events.is_empty() {
+            return;
+        }
+        let fence = self.fence();
+        let mut shown = VecDeque::with_capacity(events.len());
+        for (at, ev) in events {
+            match ev.group() {
+                // Behind the fence, or behind its group's events that are.
+                Some(g) if at >= fence || self.fenced_per_group.contains_key(g) => {
+                    *self.fenced_per_group.entry(g.clone()).or_default() += 1;
+                    self.fenced.insert(at, ev);
+                }
+                _ if at >= fence => {
+                    self.fenced.insert(at, ev);
+                }
+                _ => shown.push_back((at, ev)),
+            }
+        }
+        self.show(shown);
+    }
+
+    fn show(&mut self, mut events: VecDeque<(u64, Event)>) {
         if events.is_empty() {
             return;
         }
@@ -76,14 +162,46 @@ impl EventQueue {
         }
     }
 
+    /// A gate opened or went: fenced events before the new fence go to the application.
+    fn settle(&mut self) {
+        if self.fenced.is_empty() {
+            return;
+        }
+        let fence = self.fence();
+        let rest = self.fenced.split_off(&fence);
+        let due = std::mem::replace(&mut self.fenced, rest);
+        let mut shown = VecDeque::with_capacity(due.len());
+        for (at, ev) in due {
+            if let Some(g) = ev.group() {
+                if let Some(n) = self.fenced_per_group.get_mut(g) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.fenced_per_group.remove(g);
+                        if !self.gates.contains_key(g) {
+                            self.opened.push(g.clone());
+                        }
+                    }
+                }
+            }
+            shown.push_back((at, ev));
+        }
+        self.show(shown);
+    }
+
+    /// Groups whose events were held back only behind the fence, and no longer are.
+    pub(crate) fn take_opened(&mut self) -> Vec<GroupName> {
+        std::mem::take(&mut self.opened)
+    }
+
     /// Closes a group's gate once more (a joiner waits for its state).
     pub(crate) fn gate(&mut self, group: &GroupName) {
         self.gates.entry(group.clone()).or_default().count += 1;
     }
 
-    /// Whether a group's gate is closed.
+    /// Whether a group's events are held back (its gate is closed, or some wait behind
+    /// the fence).
     pub(crate) fn is_gated(&self, group: &GroupName) -> bool {
-        self.gates.contains_key(group)
+        self.gates.contains_key(group) || self.fenced_per_group.contains_key(group)
     }
 
     /// Opens a group's gate once: when nothing holds it any more, everything up to and
@@ -108,23 +226,40 @@ impl EventQueue {
             self.gates.remove(group);
         }
         self.release(released);
+        self.settle();
     }
 
-    /// A joiner's state arrived: it goes ahead of everything held for the group, the held
-    /// deliveries that `dups` marks (in order) as duplicates are dropped, and the gate
-    /// opens once.
+    /// A joiner's state arrived: it goes ahead of everything held for the group since it
+    /// joined (what its gate still holds from an earlier membership, up to that `Left` and
+    /// the view it joined with, goes first), the held deliveries that `dups` marks (in order) as duplicates are
+    /// dropped, and the gate opens once.
     pub(crate) fn state_arrived(&mut self, group: &GroupName, view: ViewId, state: Bytes, dups: Vec<bool>) {
         let fresh = self.place();
         let gate = self.gates.entry(group.clone()).or_default();
+        // After its last `Left` and the view it joined with (both still held when an earlier
+        // membership's events were held back too).
+        let since = match gate.held.iter().rposition(|(_, ev)| matches!(ev, Event::Left { .. })) {
+            Some(k) if matches!(gate.held.get(k + 1), Some((_, Event::View { .. }))) => k + 2,
+            Some(k) => k + 1,
+            None => 0,
+        };
         if dups.contains(&true) {
             let mut dups = dups.into_iter();
-            gate.held.retain(|(_, ev)| match ev {
-                Event::Deliver(d) if d.group == *group => !dups.next().unwrap_or(false),
-                _ => true,
+            let mut k = 0;
+            gate.held.retain(|(_, ev)| {
+                k += 1;
+                match ev {
+                    Event::Deliver(d) if k > since && d.group == *group => !dups.next().unwrap_or(false),
+                    _ => true,
+                }
             });
         }
-        let at = gate.held.front().map_or(fresh, |(first, _)| first.saturating_sub(1));
-        self.release(VecDeque::from([(at, Event::State { group: group.clone(), view, state })]));
+        let at = match (since.checked_sub(1).and_then(|k| gate.held.get(k)), gate.held.get(since)) {
+            (Some((left, _)), _) => left + 1,
+            (None, Some((first, _))) => first.saturating_sub(1),
+            (None, None) => fresh,
+        };
+        gate.held.insert(since, (at, Event::State { group: group.clone(), view, state }));
         self.ungate(group);
     }
 
@@ -134,6 +269,7 @@ impl EventQueue {
     pub(crate) fn drop_gate(&mut self, group: &GroupName) {
         if let Some(gate) = self.gates.remove(group) {
             self.release(gate.held.into_iter().filter(|(_, e)| matches!(e, Event::QueryDone(_))).collect());
+            self.settle();
         }
     }
 
@@ -142,9 +278,12 @@ impl EventQueue {
     pub(crate) fn release_all(&mut self, waiting: impl Fn(&GroupName) -> bool) {
         for (g, gate) in std::mem::take(&mut self.gates) {
             if !waiting(&g) {
-                self.release(gate.held);
+                self.show(gate.held);
             }
         }
+        self.fenced_per_group.clear();
+        let fenced = std::mem::take(&mut self.fenced);
+        self.show(fenced.into_iter().collect());
     }
 }
 
@@ -209,5 +348,93 @@ mod tests {
         assert!(matches!(q.pop(), Some(Event::State { .. })));
         assert!(matches!(q.pop(), Some(Event::Deliver(x)) if x.id.counter == 1));
         assert!(q.pop().is_none());
+    }
+
+    fn deliver(g: &GroupName, c: u64, order: crate::Order) -> Event {
+        Event::Deliver(crate::Delivery {
+            group: g.clone(),
+            view: ViewId(2),
+            id: crate::MsgId { sender: crate::ProcessId::new("a", 1), counter: c },
+            order,
+            query: false,
+            payload: Bytes::new(),
+        })
+    }
+
+    fn counter(ev: Option<Event>) -> Option<u64> {
+        match ev {
+            Some(Event::Deliver(d)) => Some(d.id.counter),
+            Some(Event::State { .. }) => Some(u64::MAX),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_gate_that_opens_first_waits_behind_an_earlier_ordered_delivery_another_holds() {
+        let (g, h) = (GroupName::new("g"), GroupName::new("h"));
+        let mut q = EventQueue::default();
+        q.gate(&g);
+        q.gate(&h);
+        q.push(deliver(&h, 1, crate::Order::Causal));
+        q.push(deliver(&g, 2, crate::Order::Causal));
+        q.push(deliver(&h, 3, crate::Order::Fifo));
+        q.push(deliver(&g, 4, crate::Order::Total));
+        q.ungate(&g);
+        assert!(q.pop().is_none(), "g's deliveries follow h's held causal one");
+        assert!(q.is_gated(&g), "g's events still wait: not shown, not acknowledged");
+        q.push(deliver(&g, 5, crate::Order::Fifo));
+        q.ungate(&h);
+        let order: Vec<u64> = std::iter::from_fn(|| counter(q.pop())).collect();
+        assert_eq!(order, [1, 2, 3, 4, 5], "push order across both gates");
+        assert!(!q.is_gated(&g) && !q.is_gated(&h));
+        assert_eq!(q.take_opened(), [g]);
+    }
+
+    #[test]
+    fn unordered_deliveries_held_elsewhere_make_no_fence() {
+        let (g, h) = (GroupName::new("g"), GroupName::new("h"));
+        let mut q = EventQueue::default();
+        q.gate(&g);
+        q.gate(&h);
+        q.push(deliver(&h, 1, crate::Order::Fifo));
+        q.push(deliver(&g, 2, crate::Order::Causal));
+        q.ungate(&g);
+        assert_eq!(counter(q.pop()), Some(2));
+    }
+
+    #[test]
+    fn a_cut_pushed_behind_the_fence_waits_for_the_held_group() {
+        let (g, h) = (GroupName::new("g"), GroupName::new("h"));
+        let mut q = EventQueue::default();
+        q.gate(&h);
+        q.push(deliver(&h, 1, crate::Order::Safe));
+        q.fence_pushes(true);
+        q.push(deliver(&g, 2, crate::Order::Causal));
+        q.fence_pushes(false);
+        q.push(deliver(&g, 3, crate::Order::Causal));
+        assert!(q.pop().is_none(), "g's later events queue behind its fenced ones");
+        q.state_arrived(&h, ViewId(2), Bytes::from_static(b"s"), vec![false]);
+        let order: Vec<u64> = std::iter::from_fn(|| counter(q.pop())).collect();
+        assert_eq!(order, [u64::MAX, 1, 2, 3]);
+    }
+
+    #[test]
+    fn a_rejoiners_state_goes_after_what_its_earlier_membership_left_held() {
+        let g = GroupName::new("g");
+        let mut q = EventQueue::default();
+        q.gate(&g); // held back for another reason (a state owed)
+        q.push(deliver(&g, 1, crate::Order::Causal));
+        q.push(Event::Left { group: g.clone() });
+        q.push(view(&g, 5));
+        q.gate(&g); // joins again, waits for its state
+        q.push(deliver(&g, 2, crate::Order::Causal));
+        q.state_arrived(&g, ViewId(5), Bytes::from_static(b"s"), vec![false]);
+        assert!(q.pop().is_none(), "the first reason still holds the gate");
+        q.ungate(&g);
+        assert_eq!(counter(q.pop()), Some(1));
+        assert!(matches!(q.pop(), Some(Event::Left { .. })));
+        assert!(matches!(q.pop(), Some(Event::View { .. })));
+        assert_eq!(counter(q.pop()), Some(u64::MAX), "the state, after the view it joined with");
+        assert_eq!(counter(q.pop()), Some(2));
     }
 }

@@ -130,6 +130,18 @@ fn seeds_that_once_failed_pass() {
         // A sender left a group whose cut deliveries waited behind another group's held
         // events; its next send elsewhere, shown at once, overtook its own earlier one.
         ("chaos", 17198),
+        // Two groups held back at once (a joiner of both waiting for their states): the
+        // first state to come released deliveries that followed ones the other still held.
+        // Released events now wait behind the fence of every other closed gate.
+        ("chaos", 19815),
+        ("chaos", 11621),
+        // A cut's deliveries fenced behind another group's held ones, in a group this
+        // process then left: its next data was no longer held for them (`left_gated`).
+        ("chaos", 226),
+        // A wait cycle in one process: a gate closed behind another group's held events
+        // (as cuts were once chained) waited for that group, whose events waited behind
+        // the fence for the first gate. Cuts' deliveries now pass the fence instead.
+        ("chaos", 2760),
     ];
     for (profile, seed) in past {
         let out = run(SimConfig::new(seed, Profile::named(profile).expect("known profile")));
