@@ -122,10 +122,13 @@ pub(crate) async fn run_tool(args: ToolArgs) -> Result<()> {
                 std::future::pending::<()>().await;
             }
             "config" => {
-                let (cfg, mut rx) = tools::ConfigHandle::start(group("config").await?);
-                let sender = cfg.sender().clone();
+                let (config, mut rx) = tools::ConfigHandle::start(group("config").await?);
+                let sender = config.sender().clone();
                 let name = args.node.name.clone();
                 let (ops, every) = (args.ops, args.every);
+                // A clone for the writer: `config` stays here, so the tool (and this node's
+                // membership) lasts until the group ends, not until the writer is done.
+                let cfg = config.clone();
                 tokio::spawn(async move {
                     for i in 0..ops {
                         if i % 5 == 0 {
@@ -141,6 +144,7 @@ pub(crate) async fn run_tool(args: ToolArgs) -> Result<()> {
                     }
                 }
                 say(json!({"event": "closed"})); // the others left: this one stops with them
+                drop(config);
                 return Ok(());
             }
             "news" => {
@@ -212,13 +216,13 @@ async fn run_map(node: &Node, args: &ToolArgs) -> Result<()> {
 async fn run_lock(node: &Node, args: &ToolArgs) -> Result<()> {
     let locks = tools::Locks::start(node.join("tools.lock", JoinOptions::default()).await?);
     if args.hold_forever {
-        let _held = locks.acquire("res", 1, true, None).await?;
+        let _held = locks.acquire("res").await?;
         say(json!({"event": "granted", "at_us": now_us()}));
         std::future::pending::<()>().await;
     }
     let rounds = if args.tool == "showcase" { args.ops / 10 } else { args.ops };
     for _ in 0..rounds {
-        let p = locks.acquire("res", 1, true, Some(Duration::from_secs(20))).await?;
+        let p = locks.acquire("res").timeout(Duration::from_secs(20)).await?;
         say(json!({"event": "granted", "at_us": now_us()}));
         tokio::time::sleep(args.every).await;
         say(json!({"event": "released", "at_us": now_us()}));

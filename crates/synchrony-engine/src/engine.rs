@@ -735,6 +735,27 @@ impl Engine {
         self.after_input(now);
     }
 
+    /// The application will not give the state a `StateRequest` asked for (it dropped the
+    /// request): the joiners ask another member that has it, or, with none left, learn
+    /// that the state is lost (`StateLost`) and leave; this group's later events go on.
+    pub fn decline_state(&mut self, now: Instant, group: &GroupName, view: ViewId) {
+        let joiners = self
+            .groups
+            .get_mut(group)
+            .and_then(|g| g.checkpoints.remove(&view))
+            .map(|cp| cp.joiners)
+            .unwrap_or_default();
+        if !joiners.is_empty() {
+            tracing::warn!(me = %self.me, %group, ?view, "the application declined a state request");
+        }
+        for j in joiners {
+            self.send_to(&j, Msg::StateUnavailable { group: group.clone(), view });
+        }
+        self.events.ungate(group);
+        self.sync_gate(group);
+        self.after_input(now);
+    }
+
     // ------------------------------------------------------------------ outputs
 
     /// The next frame to send.

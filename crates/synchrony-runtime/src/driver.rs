@@ -83,6 +83,10 @@ pub(crate) enum Command {
         view: ViewId,
         state: Bytes,
     },
+    DeclineState {
+        group: GroupName,
+        view: ViewId,
+    },
     Status {
         reply: oneshot::Sender<NodeStatus>,
     },
@@ -682,9 +686,32 @@ impl Driver {
             Err(mpsc::error::TrySendError::Full(batch)) => {
                 self.backlog.insert(group.clone(), VecDeque::from([batch]));
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.groups.remove(group); // the handle is gone
+            Err(mpsc::error::TrySendError::Closed(batch)) => self.handle_dropped(group, batch),
+        }
+    }
+
+    /// A group's handle is gone without leaving: the node leaves the group, and the state
+    /// requests it will never answer are declined.
+    fn handle_dropped(&mut self, group: &GroupName, batch: Vec<GroupEvent>) {
+        self.groups.remove(group);
+        self.backlog.remove(group);
+        let now = self.now();
+        if self.wanted.remove(group) {
+            if let Some(e) = self.engine.as_mut() {
+                let _ = e.leave(now, group.clone());
             }
+        }
+        for ev in batch {
+            if let GroupEvent::StateRequest { view, .. } = ev {
+                self.decline_state(now, group, view);
+            }
+        }
+    }
+
+    fn decline_state(&mut self, now: Instant, group: &GroupName, view: ViewId) {
+        self.state_requests.remove(&(group.clone(), view));
+        if let Some(e) = self.engine.as_mut() {
+            e.decline_state(now, group, view);
         }
     }
 
@@ -702,10 +729,11 @@ impl Driver {
                     q.push_front(batch);
                     return;
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    self.groups.remove(group); // the handle is gone
-                    self.backlog.remove(group);
-                    return;
+                Err(mpsc::error::TrySendError::Closed(mut batch)) => {
+                    for rest in self.backlog.remove(group).unwrap_or_default() {
+                        batch.extend(rest);
+                    }
+                    return self.handle_dropped(group, batch);
                 }
             }
         }
@@ -757,6 +785,11 @@ impl Driver {
                 if self.trace.is_some() {
                     // For the trace's state_sent events (see `ProvideState`).
                     self.state_requests.insert((group.clone(), view), joiners.clone());
+                }
+                if !self.groups.contains_key(&group) {
+                    // No handle to answer it (dropped, and its leave is on the way).
+                    self.decline_state(now, &group, view);
+                    return;
                 }
                 self.deliver_to_group(&group, GroupEvent::StateRequest { view, joiners });
             }
@@ -960,6 +993,13 @@ impl Driver {
                 };
                 if r.is_ok() {
                     self.wanted.remove(&group);
+                    if self.groups.get(&group).is_some_and(|tx| tx.is_closed()) {
+                        // A dropped handle's leave: nothing more goes to it (nor to a handle
+                        // of a later join, which would take this membership's `Left`).
+                        self.groups.remove(&group);
+                        self.backlog.remove(&group);
+                        self.outgoing.remove(&group);
+                    }
                 }
                 let _ = reply.send(r);
             }
@@ -1003,6 +1043,7 @@ impl Driver {
                     e.provide_state(now, &group, view, state);
                 }
             }
+            Command::DeclineState { group, view } => self.decline_state(now, &group, view),
             Command::Status { reply } => {
                 let _ = reply.send(self.status(me));
             }

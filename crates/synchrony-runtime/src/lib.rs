@@ -118,6 +118,13 @@ impl GroupEvents {
         }
     }
 
+    /// Takes no more batches from the driver (those already handed over can still be
+    /// read with `try_recv`): the driver then treats the group's handle as dropped (it
+    /// leaves the group and declines the state requests it still had to hand over).
+    pub fn close(&mut self) {
+        self.rx.close();
+    }
+
     /// The next event if one is ready.
     pub fn try_recv(&mut self) -> Option<GroupEvent> {
         loop {
@@ -437,7 +444,25 @@ impl Runtime {
     /// dropping a `Node` does). Nothing happens if the node has stopped already.
     pub fn shutdown_in_background(&self) {
         let (reply, _) = oneshot::channel();
-        if let Err(mpsc::error::TrySendError::Full(command)) = self.commands.try_send(Command::Shutdown { reply }) {
+        self.command_in_background(Command::Shutdown { reply });
+    }
+
+    /// Starts leaving `group` without waiting (what dropping its handle does).
+    pub fn leave_in_background(&self, group: GroupName) {
+        let (reply, _) = oneshot::channel();
+        self.command_in_background(Command::Leave { group, reply });
+    }
+
+    /// Tells the engine the application will not give the state a
+    /// [`GroupEvent::StateRequest`] asked for (what dropping the request does): the joiners
+    /// ask another member, and this group's later events go on.
+    pub fn decline_state_in_background(&self, group: GroupName, view: ViewId) {
+        self.command_in_background(Command::DeclineState { group, view });
+    }
+
+    /// For `Drop` implementations: no waiting, and nothing happens once the node stopped.
+    fn command_in_background(&self, command: Command) {
+        if let Err(mpsc::error::TrySendError::Full(command)) = self.commands.try_send(command) {
             // A full queue drains soon: hand the command to a task, if a runtime is there.
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
                 let commands = self.commands.clone();

@@ -73,8 +73,45 @@ pub trait GroupChannel: Send + 'static {
     fn me(&self) -> ProcessId;
     /// A sender for the group.
     fn sender(&self) -> Self::Sender;
-    /// The next input; `None` once the node left the group or stopped.
+    /// The next input; `None` once the node left the group or stopped. Cancel-safe (the
+    /// host stops waiting for it when the tool is left or dropped).
     fn next_input(&mut self) -> impl Future<Output = Option<GroupInput>> + Send;
+    /// Leaves the group and returns once the leave is done. By default the channel is
+    /// just dropped (for a `synchrony::Group`, a leave in the background).
+    fn leave(self) -> impl Future<Output = Result<(), ToolError>> + Send
+    where
+        Self: Sized,
+    {
+        async { Ok(()) }
+    }
+}
+
+/// Why a tool's reader stops before its group ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    Running,
+    /// [`ToolHandle::leave`]: leave the group, and wait.
+    Leave,
+    /// Every handle the application held is gone: drop the group (it leaves).
+    Dropped,
+}
+
+/// Held by the application's handles only (not the tool's own tasks): when the last goes,
+/// the tool stops and gives its group back.
+struct Life {
+    stop: Arc<tokio::sync::watch::Sender<Stop>>,
+}
+
+impl Drop for Life {
+    fn drop(&mut self) {
+        self.stop.send_if_modified(|s| {
+            let running = *s == Stop::Running;
+            if running {
+                *s = Stop::Dropped;
+            }
+            running
+        });
+    }
 }
 
 /// Sees each output of a core with the core, before callers are woken.
@@ -110,6 +147,10 @@ pub trait Keyed {
 
 /// A running tool: its core (for local reads), its group's sender, and the waits of its
 /// callers. Built by each tool's wrapper with [`ToolHandle::start`].
+///
+/// When the last clone is dropped, the tool stops reading its group and the group is
+/// dropped too (for a `synchrony::Group`: this node leaves it); [`ToolHandle::leave`]
+/// does the same and waits for the leave.
 pub struct ToolHandle<C: Core, S: GroupSend> {
     shared: Arc<Mutex<Shared<C>>>,
     sender: S,
@@ -117,15 +158,27 @@ pub struct ToolHandle<C: Core, S: GroupSend> {
     /// Whether this member has the group's state (see [`ToolHandle::ready`]); closed when
     /// the reader ends.
     ready: tokio::sync::watch::Receiver<bool>,
+    stop: Arc<tokio::sync::watch::Sender<Stop>>,
+    /// `None` in the tool's own tasks' copies (see `Life`).
+    life: Option<Arc<Life>>,
 }
 
 impl<C: Core, S: GroupSend> Clone for ToolHandle<C, S> {
     fn clone(&self) -> Self {
+        Self { life: self.life.clone(), ..self.task_copy() }
+    }
+}
+
+impl<C: Core, S: GroupSend> ToolHandle<C, S> {
+    /// A copy for the tool's own tasks: it does not keep the tool running.
+    fn task_copy(&self) -> Self {
         Self {
             shared: self.shared.clone(),
             sender: self.sender.clone(),
             effects: self.effects.clone(),
             ready: self.ready.clone(),
+            stop: self.stop.clone(),
+            life: None,
         }
     }
 }
@@ -183,10 +236,23 @@ where
         // be waiting for the reader to take the group's next event). Effects come only
         // from deliveries and callers, both already paced by flow control.
         let (etx, mut erx) = mpsc::unbounded_channel::<Effect>();
-        let handle = Self { shared: shared.clone(), sender: sender.clone(), effects: etx, ready };
-        let h = handle.clone();
+        let stop = Arc::new(tokio::sync::watch::channel(Stop::Running).0);
+        let life = Some(Arc::new(Life { stop: stop.clone() }));
+        let handle = Self { shared: shared.clone(), sender: sender.clone(), effects: etx, ready, stop, life };
+        let h = handle.task_copy();
+        let mut reader_done = handle.ready.clone();
         tokio::spawn(async move {
-            while let Some(e) = erx.recv().await {
+            loop {
+                let e = tokio::select! {
+                    biased;
+                    e = erx.recv() => e,
+                    // The reader ended: what it asked for went out above; nothing more comes.
+                    changed = reader_done.changed() => match changed {
+                        Ok(()) => continue,
+                        Err(_) => None,
+                    },
+                };
+                let Some(e) = e else { break };
                 match e {
                     Effect::Send { order, payload } => {
                         if let Err(err) = h.sender.send(order, payload).await {
@@ -211,14 +277,29 @@ where
                 }
             }
         });
-        let h = handle.clone();
+        let h = handle.task_copy();
+        let mut stop = handle.stop.subscribe();
         tokio::spawn(async move {
             // The outputs of this member's first view, held from the observer until its
             // state (if one comes: the next input then) is loaded: a logging observer must
             // not record a joiner's view before the log reflects the group's state.
             let mut first_view: Option<Vec<C::Output>> = None;
             let mut seen_view = false;
-            while let Some(input) = channel.next_input().await {
+            loop {
+                let input = tokio::select! {
+                    biased;
+                    _ = stop.changed() => {
+                        let why = *stop.borrow();
+                        if why == Stop::Leave {
+                            if let Err(e) = channel.leave().await {
+                                tracing::warn!(error = %e, "a tool's group could not be left");
+                            }
+                        }
+                        break; // `Dropped`: the channel goes with this task
+                    }
+                    input = channel.next_input() => input,
+                };
+                let Some(input) = input else { break };
                 let mut fx = Effects::default();
                 if !matches!(input, GroupInput::State(_)) {
                     if let (Some(held), Some(obs)) = (first_view.take(), observer.as_mut()) {
@@ -264,17 +345,20 @@ where
                         h.sender.provide_state(view, state).await;
                     }
                     GroupInput::State(state) => {
-                        ready_tx.send_replace(true);
-                        let mut s = h.lock();
-                        if let Err(e) = s.core.restore(&state) {
-                            s.foreign += 1;
-                            tracing::error!(error = %e, "a tool's state did not load");
-                        }
-                        if let (Some(held), Some(obs)) = (first_view.take(), observer.as_mut()) {
-                            for o in &held {
-                                obs(&s.core, o);
+                        {
+                            let mut s = h.lock();
+                            if let Err(e) = s.core.restore(&state) {
+                                s.foreign += 1;
+                                tracing::error!(error = %e, "a tool's state did not load");
+                            }
+                            if let (Some(held), Some(obs)) = (first_view.take(), observer.as_mut()) {
+                                for o in &held {
+                                    obs(&s.core, o);
+                                }
                             }
                         }
+                        // Only once loaded: a read right after `ready` sees the state.
+                        ready_tx.send_replace(true);
                     }
                 }
                 h.apply(fx, listener.as_ref()).await;
@@ -285,6 +369,26 @@ where
             s.waiters.clear();
         });
         handle
+    }
+
+    /// Where effects go in line with the core's own (a dropped permit's release).
+    pub(crate) fn effect_sender(&self) -> mpsc::UnboundedSender<Effect> {
+        self.effects.clone()
+    }
+
+    /// Stops the tool and leaves its group; returns once the leave is done (at once if
+    /// the group had ended). Every clone of the tool then answers `ToolError::Closed`.
+    pub async fn leave(&self) -> Result<(), ToolError> {
+        self.stop.send_if_modified(|s| {
+            let running = *s == Stop::Running;
+            if running {
+                *s = Stop::Leave;
+            }
+            running
+        });
+        let mut ended = self.ready.clone();
+        while ended.changed().await.is_ok() {}
+        Ok(())
     }
 
     fn lock(&self) -> MutexGuard<'_, Shared<C>> {

@@ -286,6 +286,12 @@ pub struct CohortService<H: Handler, S: GroupSend> {
     host: String,
 }
 
+impl<H: Handler, S: GroupSend> Clone for CohortService<H, S> {
+    fn clone(&self) -> Self {
+        Self { tool: self.tool.clone(), host: self.host.clone() }
+    }
+}
+
 impl<H: Handler, S: GroupSend> std::fmt::Debug for CohortService<H, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CohortService").field("host", &self.host).finish_non_exhaustive()

@@ -169,6 +169,12 @@ pub struct ConfigHandle<S: GroupSend> {
     tool: ToolHandle<Configuration, S>,
 }
 
+impl<S: GroupSend> Clone for ConfigHandle<S> {
+    fn clone(&self) -> Self {
+        Self { tool: self.tool.clone() }
+    }
+}
+
 impl<S: GroupSend> std::fmt::Debug for ConfigHandle<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConfigHandle").finish_non_exhaustive()

@@ -32,7 +32,7 @@ mod replicated;
 pub use channel::{GroupChannel, GroupInput, GroupSend, Keyed, Observer, StateSource, ToolError, ToolHandle};
 pub use cohort::{call as cohort_call, Cohort, CohortOutput, CohortService, Handler};
 pub use config::{ConfigHandle, ConfigOutput, Configuration};
-pub use lock::{LockOutput, Locks, Permit, Semaphores};
+pub use lock::{Acquire, LockOutput, Locks, Permit, Semaphores};
 pub use news::{channel_group, channel_of, matches, News, NewsOutput, NewsService, Posting};
 pub use pquery::{combine, ParallelQueries, ParallelQuery, QueryAnswer, QueryProgress, Share};
 pub use recovery::{RecoveryCore, RecoveryDecision, RecoveryMsg, RecoveryReport};
@@ -148,6 +148,13 @@ macro_rules! group_access {
         /// The group's view as this member last saw it (`None` before the first).
         pub fn view(&self) -> Option<synchrony_engine::GroupView> {
             self.$($tool).+.view()
+        }
+
+        /// Stops the tool and leaves its group; returns once the leave is done (at once
+        /// if the group had ended). Every clone then answers `ToolError::Closed`.
+        /// Dropping the last clone of the tool leaves the group too, in the background.
+        pub async fn leave(&self) -> Result<(), crate::ToolError> {
+            self.$($tool).+.leave().await
         }
     };
 }

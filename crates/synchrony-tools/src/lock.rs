@@ -7,12 +7,13 @@
 //! which every member sees at the same point too; its permit returns if it asked for that.
 
 use crate::channel::Keyed;
-use crate::{decode, encode, Core, Effects, GroupChannel, GroupSend, ToolError, ToolHandle};
+use crate::{decode, encode, Core, Effect, Effects, GroupChannel, GroupSend, ToolError, ToolHandle};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 use synchrony_engine::{Delivery, GroupView, MsgId, Order, ProcessId};
+use tokio::sync::mpsc;
 
 /// A lock message (every one in total order).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -275,14 +276,99 @@ impl Core for Semaphores {
     }
 }
 
-/// A permit held by this process; give it back with [`Locks::release`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[must_use = "a permit is held until released"]
+/// A permit held by this process; give it back with [`Locks::release`] (which returns
+/// once the release is sent), or drop it (the release goes out in the background, as
+/// tokio's `SemaphorePermit` does).
+#[must_use = "a permit is held until released or dropped"]
 pub struct Permit {
+    name: String,
+    request: MsgId,
+    /// Where the release goes when the permit is dropped, and the release itself.
+    on_drop: Option<(mpsc::UnboundedSender<Effect>, Bytes)>,
+}
+
+impl Permit {
     /// The semaphore.
-    pub name: String,
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The request that was granted.
-    pub request: MsgId,
+    pub fn request(&self) -> &MsgId {
+        &self.request
+    }
+}
+
+impl std::fmt::Debug for Permit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Permit").field("name", &self.name).field("request", &self.request).finish()
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some((effects, release)) = self.on_drop.take() {
+            // A tool that has stopped has no group to release in: its permits return by
+            // `free_on_failure` at the others, if asked.
+            let _ = effects.send(Effect::Send { order: Order::Total, payload: release });
+        }
+    }
+}
+
+/// A request for a permit, with its options; `.await` it. Made by [`Locks::acquire`].
+///
+/// By default: one permit (the semaphore's size if this request creates it), returned if
+/// this process fails while holding it, no time limit.
+#[must_use = "nothing is asked until the request is awaited"]
+pub struct Acquire<'a> {
+    options: AcquireOptions,
+    run: Box<dyn FnOnce(AcquireOptions) -> BoxFuture<'a, Result<Permit, ToolError>> + Send + 'a>,
+}
+
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+#[derive(Clone, Debug)]
+struct AcquireOptions {
+    name: String,
+    permits: u32,
+    free_on_failure: bool,
+    timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for Acquire<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acquire").field("options", &self.options).finish_non_exhaustive()
+    }
+}
+
+impl<'a> Acquire<'a> {
+    /// The semaphore's size, if this request creates it (ignored otherwise; at least 1).
+    pub fn permits(mut self, permits: u32) -> Self {
+        self.options.permits = permits.max(1);
+        self
+    }
+
+    /// The permit stays taken if this process fails or leaves while holding it (by
+    /// default it returns then).
+    pub fn keep_on_failure(mut self) -> Self {
+        self.options.free_on_failure = false;
+        self
+    }
+
+    /// Gives up after `timeout`: [`ToolError::Timeout`] (the request is withdrawn).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.options.timeout = Some(timeout);
+        self
+    }
+}
+
+impl<'a> std::future::IntoFuture for Acquire<'a> {
+    type Output = Result<Permit, ToolError>;
+    type IntoFuture = BoxFuture<'a, Result<Permit, ToolError>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        (self.run)(self.options)
+    }
 }
 
 /// The semaphores of a group, for async callers.
@@ -292,9 +378,12 @@ pub struct Permit {
 /// use std::time::Duration;
 /// let locks = synchrony_tools::Locks::start(group);
 /// // One permit, returned if this process fails while holding it; wait at most 1 s.
-/// let permit = locks.acquire("printer", 1, true, Some(Duration::from_secs(1))).await?;
+/// let permit = locks.acquire("printer").timeout(Duration::from_secs(1)).await?;
 /// // ... use the printer ...
 /// locks.release(permit).await?;
+/// // A semaphore of three permits; this one is kept if its holder fails.
+/// let slot = locks.acquire("slots").permits(3).keep_on_failure().await?;
+/// drop(slot); // released in the background
 /// # Ok(()) }
 /// ```
 pub struct Locks<S: GroupSend> {
@@ -321,16 +410,17 @@ impl<S: GroupSend> Locks<S> {
         Self { tool: ToolHandle::start(group, Semaphores::default(), None) }
     }
 
-    /// Waits for a permit of `name` (a semaphore of `permits` if this creates it), in
-    /// request order. With `timeout`, gives up after it: [`ToolError::Timeout`].
-    pub async fn acquire(
-        &self,
-        name: &str,
-        permits: u32,
-        free_on_failure: bool,
-        timeout: Option<Duration>,
-    ) -> Result<Permit, ToolError> {
-        acquire_with(&self.tool, name, permits, free_on_failure, timeout).await
+    /// A request for a permit of `name`, served in request order: set its options (see
+    /// [`Acquire`]), then `.await` it.
+    pub fn acquire(&self, name: &str) -> Acquire<'_> {
+        Acquire {
+            options: AcquireOptions { name: name.into(), permits: 1, free_on_failure: true, timeout: None },
+            run: Box::new(move |o: AcquireOptions| {
+                Box::pin(
+                    async move { acquire_with(&self.tool, &o.name, o.permits, o.free_on_failure, o.timeout).await },
+                )
+            }),
+        }
     }
 
     /// Gives a permit back.
@@ -398,7 +488,10 @@ where
         }
     };
     match C::as_lock(outcome) {
-        Some(LockOutput::Granted { name, request }) => Ok(Permit { name, request }),
+        Some(LockOutput::Granted { name, request }) => {
+            let release = C::lock_msg(LockMsg::V { name: name.clone(), request: request.clone() });
+            Ok(Permit { name, request, on_drop: Some((tool.effect_sender(), release)) })
+        }
         _ => Err(ToolError::Refused("the request was cancelled (did this process leave the group?)".into())),
     }
 }
@@ -406,11 +499,12 @@ where
 /// Releases through any tool that embeds the semaphores.
 pub(crate) async fn release_with<C: LockHost, S: GroupSend>(
     tool: &ToolHandle<C, S>,
-    permit: Permit,
+    mut permit: Permit,
 ) -> Result<(), ToolError>
 where
     C::Output: Keyed + Clone,
 {
-    let msg = LockMsg::V { name: permit.name, request: permit.request };
+    permit.on_drop = None; // released here, not again when dropped
+    let msg = LockMsg::V { name: permit.name.clone(), request: permit.request.clone() };
     tool.sender().send(Order::Total, C::lock_msg(msg)).await.map(|_| ())
 }

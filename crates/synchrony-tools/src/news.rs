@@ -170,6 +170,12 @@ pub struct NewsService<S: GroupSend> {
     subscribers: Subscribers,
 }
 
+impl<S: GroupSend> Clone for NewsService<S> {
+    fn clone(&self) -> Self {
+        Self { channels: self.channels.clone(), subscribers: self.subscribers.clone() }
+    }
+}
+
 impl<S: GroupSend> std::fmt::Debug for NewsService<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NewsService").field("channels", &self.channels.len()).finish_non_exhaustive()
@@ -177,6 +183,15 @@ impl<S: GroupSend> std::fmt::Debug for NewsService<S> {
 }
 
 impl<S: GroupSend> NewsService<S> {
+    /// Stops the service and leaves its channel groups; returns once every leave is done.
+    /// (Dropping the last clone of the service leaves them too, in the background.)
+    pub async fn leave(&self) -> Result<(), crate::ToolError> {
+        for c in &self.channels {
+            c.leave().await?;
+        }
+        Ok(())
+    }
+
     /// Runs the service on its channel groups, in channel order.
     pub fn start<G: GroupChannel<Sender = S>>(channels: Vec<G>) -> Self {
         let subscribers: Subscribers = Arc::default();

@@ -179,6 +179,12 @@ pub struct ParallelQueries<S: Share, G: GroupSend> {
     tool: ToolHandle<ParallelQuery<S>, G>,
 }
 
+impl<S: Share, G: GroupSend> Clone for ParallelQueries<S, G> {
+    fn clone(&self) -> Self {
+        Self { tool: self.tool.clone() }
+    }
+}
+
 impl<S: Share, G: GroupSend> std::fmt::Debug for ParallelQueries<S, G> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ParallelQueries").finish_non_exhaustive()

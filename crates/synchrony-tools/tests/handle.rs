@@ -71,18 +71,16 @@ fn loopback() -> Channel {
 #[tokio::test(flavor = "current_thread")]
 async fn a_timed_out_acquire_still_sees_its_cancel_and_the_lock_stays_usable() {
     let locks = Locks::start(loopback());
-    let held = locks.acquire("printer", 1, true, None).await.expect("free");
+    let held = locks.acquire("printer").await.expect("free");
     // The cancel's outcome comes while `send` is still sleeping, before the caller waits
     // again: it must not be lost with the first (dropped) wait.
-    let waited = tokio::time::timeout(
-        Duration::from_secs(5),
-        locks.acquire("printer", 1, true, Some(Duration::from_millis(300))),
-    )
-    .await
-    .expect("the timed-out acquire returns");
-    assert_eq!(waited, Err(ToolError::Timeout));
+    let waited =
+        tokio::time::timeout(Duration::from_secs(5), locks.acquire("printer").timeout(Duration::from_millis(300)))
+            .await
+            .expect("the timed-out acquire returns");
+    assert!(matches!(waited, Err(ToolError::Timeout)), "{waited:?}");
     assert!(locks.waiters("printer").is_empty(), "the cancelled request still waits");
     locks.release(held).await.expect("releases");
-    let again = locks.acquire("printer", 1, true, Some(Duration::from_secs(1))).await.expect("free again");
-    assert_eq!(locks.holders("printer"), vec![again.request]);
+    let again = locks.acquire("printer").timeout(Duration::from_secs(1)).await.expect("free again");
+    assert_eq!(locks.holders("printer"), vec![again.request().clone()]);
 }

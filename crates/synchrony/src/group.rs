@@ -106,7 +106,8 @@ impl Message {
 }
 
 /// Joiners need the group's state: [`StateRequest::provide`] it before handling the next
-/// event (the group's later events wait for it).
+/// event (the group's later events wait for it). Dropped unanswered, it is declined: the
+/// joiners ask another member, or, if none has the state, learn that it is lost.
 #[derive(Debug)]
 #[must_use = "the joiners and this group's later events wait until the state is provided"]
 pub struct StateRequest {
@@ -114,6 +115,15 @@ pub struct StateRequest {
     view: ViewId,
     joiners: Vec<ProcessId>,
     rt: Runtime,
+    answered: bool,
+}
+
+impl Drop for StateRequest {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.rt.decline_state_in_background(self.group.clone(), self.view);
+        }
+    }
 }
 
 impl StateRequest {
@@ -128,9 +138,21 @@ impl StateRequest {
     }
 
     /// Gives the state as it is now (after every message delivered so far).
-    pub async fn provide(self, state: impl Into<Bytes>) -> Result<(), NodeStopped> {
-        self.rt.provide_state(self.group, self.view, state.into()).await
+    pub async fn provide(mut self, state: impl Into<Bytes>) -> Result<(), NodeStopped> {
+        self.answered = true;
+        self.rt.provide_state(self.group.clone(), self.view, state.into()).await
     }
+
+    /// The request's view, for a tool that answers it through the runtime.
+    pub(crate) fn handed_to_tool(mut self) -> ViewId {
+        self.answered = true;
+        self.view
+    }
+
+    /// Gives no state (what dropping the request does): the joiners ask another member
+    /// that has it, or, with none, learn that the state is lost and leave; this group's
+    /// later events go on at once.
+    pub fn decline(self) {}
 }
 
 /// What a group handle receives, in the same order at every member.
@@ -276,9 +298,13 @@ impl Group {
                 Event::View(v)
             }
             GroupEvent::Message(delivery) => Event::Message(Message { delivery, rt: rt.clone() }),
-            GroupEvent::StateRequest { view, joiners } => {
-                Event::StateRequest(StateRequest { group: self.sender.name.clone(), view, joiners, rt: rt.clone() })
-            }
+            GroupEvent::StateRequest { view, joiners } => Event::StateRequest(StateRequest {
+                group: self.sender.name.clone(),
+                view,
+                joiners,
+                rt: rt.clone(),
+                answered: false,
+            }),
             GroupEvent::State { state, .. } => Event::State(state),
             GroupEvent::Left => {
                 self.sender.left.store(true, Ordering::Relaxed);
@@ -339,6 +365,24 @@ impl Group {
             }
         }
         Ok(())
+    }
+}
+
+/// Dropped without [`Group::leave`], a handle leaves the group in the background, and the
+/// state requests it had not handed out are declined (the joiners ask another member).
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.events.close();
+        let rt = &self.sender.rt;
+        let unread = self.ahead.drain(..).chain(std::iter::from_fn(|| self.events.try_recv()));
+        for ev in unread {
+            if let GroupEvent::StateRequest { view, .. } = ev {
+                rt.decline_state_in_background(self.sender.name.clone(), view);
+            }
+        }
+        if !self.sender.left.swap(true, Ordering::Relaxed) {
+            rt.leave_in_background(self.sender.name.clone());
+        }
     }
 }
 

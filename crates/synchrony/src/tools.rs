@@ -122,11 +122,21 @@ impl GroupChannel for Group {
         Some(match self.next_event().await? {
             Event::View(v) => GroupInput::View(v),
             Event::Message(m) => GroupInput::Message(m.into_delivery()),
-            Event::StateRequest(r) => GroupInput::StateRequest(r.view()),
+            // The tool answers it (`GroupSend::provide_state`) before its next input.
+            Event::StateRequest(r) => GroupInput::StateRequest(r.handed_to_tool()),
             Event::State(s) => GroupInput::State(s),
             // The tool's state belongs to this incarnation's membership: it ends with it.
             Event::Left | Event::Partitioned(_) | Event::JoinRefused => return None,
         })
+    }
+
+    async fn leave(self) -> Result<(), ToolError> {
+        match Group::leave(self).await {
+            Ok(()) => Ok(()),
+            // Gone already (stopped, or not a member any more): nothing to leave.
+            Err(synchrony_engine::MembershipError::Stopped | synchrony_engine::MembershipError::Redundant(_)) => Ok(()),
+            Err(e) => Err(ToolError::Refused(e.to_string())),
+        }
     }
 }
 

@@ -253,3 +253,112 @@ async fn two_of_three_shut_down_at_once_and_the_third_goes_on() {
     .await
     .expect("in time");
 }
+
+/// Reads events until a view with `n` members, dropping the state requests on the way.
+async fn until_view_declining(g: &mut Group, n: usize) {
+    loop {
+        match g.next_event().await.expect("event") {
+            Event::View(v) if v.members.len() == n => return,
+            Event::StateRequest(r) => drop(r),
+            _ => {}
+        }
+    }
+}
+
+/// The joiner's state, or the end of its group.
+async fn state_or_end(g: &mut Group) -> Option<bytes::Bytes> {
+    loop {
+        match g.next_event().await {
+            Some(Event::State(s)) => return Some(s),
+            None | Some(Event::Left) | Some(Event::Partitioned(_)) => return None,
+            Some(_) => {}
+        }
+    }
+}
+
+/// A member that drops a `StateRequest` does not stall the join: the joiner takes the state
+/// from another member, and the dropping member's events go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_state_request_does_not_stall_the_join() {
+    timeout(Duration::from_secs(60), async {
+        let a = node("s1", None).await;
+        let b = node("s2", Some(&a)).await;
+        let c = node("s3", Some(&a)).await;
+        let mut ga = a.join("declined", JoinOptions::default()).await.expect("joins");
+        let mut gb = b.join("declined", JoinOptions::default()).await.expect("joins");
+        until_view(&mut ga, 2).await;
+        until_view(&mut gb, 2).await;
+        let mut gc = c.join("declined", JoinOptions::default()).await.expect("joins");
+        // a drops its request; b provides.
+        let (_, _, state) = tokio::join!(
+            until_view_declining(&mut ga, 3),
+            async {
+                loop {
+                    if let Event::StateRequest(r) = gb.next_event().await.expect("event") {
+                        break r.provide("from b").await.expect("running");
+                    }
+                }
+            },
+            timeout(Duration::from_secs(5), state_or_end(&mut gc)),
+        );
+        assert_eq!(state.expect("the joiner's state in time").as_deref(), Some(&b"from b"[..]));
+        // a's later events were not held behind the dropped request.
+        gb.send(Order::Total, "after").await.expect("sends");
+        let got = timeout(Duration::from_secs(5), messages(&mut ga, 1, false)).await.expect("a goes on");
+        assert_eq!(got, ["after"]);
+        for n in [&a, &b, &c] {
+            let _ = n.shutdown().await;
+        }
+    })
+    .await
+    .expect("in time");
+}
+
+/// With its only provider dropping the request, the joiner learns the state is lost (its
+/// group ends) instead of waiting for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joiner_whose_only_provider_declines_is_told() {
+    timeout(Duration::from_secs(60), async {
+        let a = node("o1", None).await;
+        let b = node("o2", Some(&a)).await;
+        let mut ga = a.join("alone", JoinOptions::default()).await.expect("joins");
+        until_view(&mut ga, 1).await;
+        let mut gb = b.join("alone", JoinOptions::default()).await.expect("joins");
+        let (_, ended) =
+            tokio::join!(until_view_declining(&mut ga, 2), timeout(Duration::from_secs(5), state_or_end(&mut gb)));
+        assert_eq!(ended.expect("told in time"), None, "no state: the joiner's group ends");
+        for n in [&a, &b] {
+            let _ = n.shutdown().await;
+        }
+    })
+    .await
+    .expect("in time");
+}
+
+/// Dropping a `Group` handle leaves the group: the others install a view without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_group_handle_leaves_the_group() {
+    timeout(Duration::from_secs(60), async {
+        let a = node("h1", None).await;
+        let b = node("h2", Some(&a)).await;
+        let mut ga = a.join("handles", JoinOptions::default()).await.expect("joins");
+        let mut gb = b.join("handles", JoinOptions::default()).await.expect("joins");
+        until_view(&mut ga, 2).await;
+        until_view(&mut gb, 2).await;
+        drop(gb);
+        assert!(timeout(Duration::from_secs(2), until_view(&mut ga, 1)).await.is_ok(), "b left on drop");
+        // b is still a member of the cluster: it joins again (once it applied its leave).
+        let mut gb = loop {
+            match b.join("handles", JoinOptions::default()).await {
+                Ok(g) => break g,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        until_view(&mut gb, 2).await;
+        for n in [&a, &b] {
+            let _ = n.shutdown().await;
+        }
+    })
+    .await
+    .expect("in time");
+}

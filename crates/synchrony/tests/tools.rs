@@ -100,18 +100,21 @@ async fn locks_queue_time_out_and_pass_on() {
             let g = n.join("locks", JoinOptions::default()).await.expect("joins");
             locks.push(tools::Locks::start(g));
         }
-        let held = locks[0].acquire("printer", 1, true, None).await.expect("free");
-        let waited = locks[1].acquire("printer", 1, true, Some(Duration::from_millis(300))).await;
-        assert_eq!(waited, Err(ToolError::Timeout));
+        let held = locks[0].acquire("printer").await.expect("free");
+        let waited = locks[1].acquire("printer").timeout(Duration::from_millis(300)).await;
+        assert!(matches!(waited, Err(ToolError::Timeout)), "{waited:?}");
         let l2 = locks[2].clone();
-        let second = tokio::spawn(async move { l2.acquire("printer", 1, true, Some(Duration::from_secs(10))).await });
+        let second = tokio::spawn(async move { l2.acquire("printer").timeout(Duration::from_secs(10)).await });
         sleep(Duration::from_millis(200)).await;
         locks[0].release(held).await.expect("releases");
         let p = second.await.expect("task").expect("granted after the release");
         eventually("every replica knows the holder", || {
-            locks.iter().all(|l| l.holders("printer") == vec![p.request.clone()])
+            locks.iter().all(|l| l.holders("printer") == vec![p.request().clone()])
         })
         .await;
+        // A dropped permit is released (in the background).
+        drop(p);
+        eventually("the dropped permit is free again", || locks.iter().all(|l| l.holders("printer").is_empty())).await;
         // A replicated value of the user's own type.
         let g = nodes[0].join("counter", JoinOptions::default()).await.expect("joins");
         let counter: tools::Replicated<Counter> = tools::Replicated::start(g);
@@ -284,6 +287,44 @@ async fn a_tool_of_a_node_that_shut_down_is_closed() {
         map.put("a".into(), 1).await.expect("applied");
         n.shutdown().await.expect("was running");
         assert_eq!(map.put("b".into(), 2).await, Err(ToolError::Closed));
+    })
+    .await
+    .expect("in time");
+}
+
+/// Tools give their group back: `leave` leaves it (the others see the view without this
+/// member, and the tool answers `Closed`), and dropping the last clone of a tool leaves too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_left_or_dropped_gives_its_group_back() {
+    timeout(Duration::from_secs(60), async {
+        let nodes = cluster(3).await;
+        let mut maps = Vec::new();
+        for n in &nodes {
+            let g = n.join("given-back", JoinOptions::default()).await.expect("joins");
+            maps.push(tools::ReplicatedMap::<String, u32>::start(g));
+        }
+        for m in &maps {
+            m.ready().await.expect("state");
+        }
+        let members = |m: &tools::ReplicatedMap<String, u32>| m.view().map_or(0, |v| v.members.len());
+        eventually("all three in the view", || maps.iter().all(|m| members(m) == 3)).await;
+        maps[2].leave().await.expect("leaves");
+        assert_eq!(maps[2].put("late".into(), 1).await, Err(ToolError::Closed));
+        eventually("the others see two", || members(&maps[0]) == 2 && members(&maps[1]) == 2).await;
+        let kept = maps[1].clone();
+        maps.truncate(1);
+        // A clone still runs the tool: nothing is left yet.
+        kept.put("kept".into(), 1).await.expect("applied");
+        drop(kept);
+        eventually("the last one sees itself alone", || members(&maps[0]) == 1).await;
+        // The dropped tool's node stays in the cluster and can join the group again.
+        let g = nodes[1].join("given-back", JoinOptions::default()).await.expect("joins again");
+        let again = tools::ReplicatedMap::<String, u32>::start(g);
+        again.ready().await.expect("state");
+        assert_eq!(again.get(&"kept".to_string()), Some(1));
+        for n in &nodes {
+            let _ = n.shutdown().await;
+        }
     })
     .await
     .expect("in time");
