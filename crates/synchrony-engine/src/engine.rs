@@ -756,6 +756,14 @@ impl Engine {
         self.after_input(now);
     }
 
+    /// The caller of a query stops waiting (its deadline passed): a `QueryDone` with the
+    /// replies received so far (`satisfied` unless enough came); later replies are ignored.
+    pub fn give_up_query(&mut self, id: &MsgId) {
+        if let Some(done) = self.queries.give_up(id) {
+            self.events.push(Event::QueryDone(done));
+        }
+    }
+
     // ------------------------------------------------------------------ outputs
 
     /// The next frame to send.

@@ -96,6 +96,15 @@ impl Queries {
         if !(satisfied || exhausted) {
             return None;
         }
+        self.end(id)
+    }
+
+    /// The caller stops waiting (its deadline passed): the outcome with what came so far.
+    pub(crate) fn give_up(&mut self, id: &MsgId) -> Option<QueryOutcome> {
+        self.end(id)
+    }
+
+    fn end(&mut self, id: &MsgId) -> Option<QueryOutcome> {
         let q = self.map.remove(id)?;
         Some(QueryOutcome {
             id: id.clone(),

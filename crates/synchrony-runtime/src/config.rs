@@ -60,6 +60,16 @@ pub struct Config {
     pub engine: synchrony_engine::Config,
 }
 
+/// A setting [`Config::validate`] refused: which, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config {field}: {why}")]
+pub struct ConfigError {
+    /// The field, as written in code (`engine.failure_timeout`).
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub why: String,
+}
+
 impl Config {
     /// A node called `name` listening on `listen`, with defaults for everything else:
     /// a new cluster, no secret, 100 ms heartbeats, 1 s failure timeout.
@@ -89,6 +99,68 @@ impl Config {
         self.engine = std::mem::take(&mut self.engine).with_timeouts(heartbeat, failure);
     }
 
+    /// Checks the settings that would make a node misbehave rather than fail: zero or
+    /// inverted timeouts, empty windows and buffers, a name that cannot be a process id.
+    /// [`crate::Runtime::start`] calls it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field: &'static str, why: String| Err(ConfigError { field, why });
+        let e = &self.engine;
+        if self.name.is_empty() || self.name.contains('#') || self.name.chars().any(char::is_whitespace) {
+            return bad("name", format!("{:?} must be non-empty, without '#' or spaces", self.name));
+        }
+        if self.listen.is_empty() {
+            return bad("listen", "an address to listen on is needed (host:port; port 0 picks one)".into());
+        }
+        for (field, d) in [
+            ("engine.heartbeat_interval", e.heartbeat_interval),
+            ("engine.failure_timeout", e.failure_timeout),
+            ("engine.retransmit_timeout", e.retransmit_timeout),
+            ("engine.join_retry", e.join_retry),
+            ("join_timeout", self.join_timeout),
+            ("app_stall_timeout", self.app_stall_timeout),
+        ] {
+            if d.is_zero() {
+                return bad(field, "must be more than zero".into());
+            }
+        }
+        if e.failure_timeout <= e.heartbeat_interval {
+            return bad(
+                "engine.failure_timeout",
+                format!(
+                    "{:?} must be longer than the heartbeat interval ({:?}), or every peer is suspected at once",
+                    e.failure_timeout, e.heartbeat_interval
+                ),
+            );
+        }
+        if e.failure_timeout_max < e.failure_timeout {
+            return bad(
+                "engine.failure_timeout_max",
+                format!("{:?} is below the failure timeout {:?}", e.failure_timeout_max, e.failure_timeout),
+            );
+        }
+        for (field, n) in [
+            ("send_window", self.send_window),
+            ("peer_queue_frames", self.peer_queue_frames),
+            ("engine.state_chunk_bytes", e.state_chunk_bytes),
+            ("engine.reorder_buffer_max", e.reorder_buffer_max),
+            ("engine.decision_log_max", e.decision_log_max),
+        ] {
+            if n == 0 {
+                return bad(field, "must be at least 1".into());
+            }
+        }
+        if e.packet_bytes_max < 1024 {
+            return bad(
+                "engine.packet_bytes_max",
+                format!("{} bytes is too small (at least 1024)", e.packet_bytes_max),
+            );
+        }
+        if e.secret.as_ref().is_some_and(|s| s.is_empty()) {
+            return bad("engine.secret", "an empty secret authenticates nothing: use None or a real secret".into());
+        }
+        Ok(())
+    }
+
     /// The engine configuration of an incarnation: the contacts it found and its seed.
     pub(crate) fn engine_config(
         &self,
@@ -96,5 +168,34 @@ impl Config {
         seed: u64,
     ) -> synchrony_engine::Config {
         synchrony_engine::Config { contacts, rng_seed: seed, ..self.engine.clone() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_valid_and_nonsense_is_refused_by_name() {
+        assert_eq!(Config::new("n1", "127.0.0.1:0").validate(), Ok(()));
+        let refused = |f: fn(&mut Config)| {
+            let mut c = Config::new("n1", "127.0.0.1:0");
+            f(&mut c);
+            c.validate().expect_err("refused").field
+        };
+        assert_eq!(refused(|c| c.name = "a#1".into()), "name");
+        assert_eq!(refused(|c| c.set_timeouts(Duration::from_millis(100), Duration::ZERO)), "engine.failure_timeout");
+        assert_eq!(
+            refused(|c| c.set_timeouts(Duration::from_millis(500), Duration::from_millis(200))),
+            "engine.failure_timeout"
+        );
+        assert_eq!(refused(|c| c.send_window = 0), "send_window");
+        assert_eq!(refused(|c| c.engine.secret = Some(Vec::new())), "engine.secret");
+        let msg = {
+            let mut c = Config::new("n1", "127.0.0.1:0");
+            c.engine.packet_bytes_max = 10;
+            c.validate().expect_err("refused").to_string()
+        };
+        assert!(msg.contains("engine.packet_bytes_max") && msg.contains("10 bytes"), "{msg}");
     }
 }

@@ -87,6 +87,9 @@ pub(crate) enum Command {
         group: GroupName,
         view: ViewId,
     },
+    GiveUpQuery {
+        id: MsgId,
+    },
     Status {
         reply: oneshot::Sender<NodeStatus>,
     },
@@ -1044,6 +1047,11 @@ impl Driver {
                 }
             }
             Command::DeclineState { group, view } => self.decline_state(now, &group, view),
+            Command::GiveUpQuery { id } => {
+                if let Some(e) = self.engine.as_mut() {
+                    e.give_up_query(&id);
+                }
+            }
             Command::Status { reply } => {
                 let _ = reply.send(self.status(me));
             }

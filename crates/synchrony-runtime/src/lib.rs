@@ -26,7 +26,7 @@ mod net;
 mod status;
 mod trace;
 
-pub use config::Config;
+pub use config::{Config, ConfigError};
 pub use net::NetError;
 pub use status::{GroupStatus, NetCounters, NodeStatus};
 
@@ -206,6 +206,9 @@ pub enum StartError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A setting makes no sense (see [`Config::validate`]).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// No contact let this node in within `Config::join_timeout`.
     #[error("not a member of the cluster after {0:?} (are the contacts up, and is the secret the same?)")]
     JoinTimeout(std::time::Duration),
@@ -266,6 +269,7 @@ impl Runtime {
     /// Starts a node: listens, finds the cluster through the contacts (or founds one), and
     /// returns once the node is a member. Node-wide events arrive on the receiver.
     pub async fn start(config: Config) -> Result<(Runtime, mpsc::Receiver<NodeEvent>), StartError> {
+        config.validate()?;
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .map_err(|source| StartError::Listen { addr: config.listen.clone(), source })?;
@@ -404,6 +408,27 @@ impl Runtime {
             Some(rx) => rx.await.map_err(|_| SendError::Stopped),
             None => Err(SendError::Stopped),
         }
+    }
+
+    /// As [`Runtime::query`], waiting at most `deadline`: then the outcome holds the
+    /// replies received so far (`satisfied` false unless enough came).
+    pub async fn query_within(
+        &self,
+        group: GroupName,
+        order: Order,
+        payload: Bytes,
+        replies: Replies,
+        deadline: std::time::Duration,
+    ) -> Result<QueryOutcome, SendError> {
+        let sent = self.ask(|reply| Command::Send { group, order, payload, replies, reply }).await;
+        let sent = sent.unwrap_or(Err(SendError::Stopped))?;
+        let Some(mut rx) = sent.outcome else { return Err(SendError::Stopped) };
+        if let Ok(done) = tokio::time::timeout(deadline, &mut rx).await {
+            return done.map_err(|_| SendError::Stopped);
+        }
+        // The engine ends the query with what it has; the outcome comes the usual way.
+        self.commands.send(Command::GiveUpQuery { id: sent.id }).await.map_err(|_| SendError::Stopped)?;
+        rx.await.map_err(|_| SendError::Stopped)
     }
 
     /// Answers a query (`None`: a null reply, "I will not answer").

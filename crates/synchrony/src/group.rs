@@ -25,6 +25,43 @@ pub enum GroupSendError {
     /// The value could not be encoded.
     #[error("cannot encode the value: {0}")]
     Encode(#[from] postcard::Error),
+    /// A reply to [`Group::query_value`] is not a value of the type asked for.
+    #[error("the reply from {from} is not the type asked for: {error}")]
+    Decode {
+        /// Who replied.
+        from: ProcessId,
+        /// What did not decode.
+        error: postcard::Error,
+    },
+}
+
+/// The outcome of [`Group::query_value`]: a `QueryOutcome` with the replies decoded.
+#[derive(Debug, Clone)]
+pub struct ValueReplies<R> {
+    /// The query.
+    pub id: MsgId,
+    /// The replies, decoded, in arrival order.
+    pub replies: Vec<(ProcessId, R)>,
+    /// Members that answered with a null reply.
+    pub nulls: Vec<ProcessId>,
+    /// Members that failed or left before answering.
+    pub failed: Vec<ProcessId>,
+    /// Whether as many replies as asked for came in.
+    pub satisfied: bool,
+}
+
+impl<R: DeserializeOwned> ValueReplies<R> {
+    fn decode(outcome: QueryOutcome) -> Result<Self, GroupSendError> {
+        let replies = outcome
+            .replies
+            .into_iter()
+            .map(|(from, b)| match crate::decode(&b) {
+                Ok(v) => Ok((from, v)),
+                Err(error) => Err(GroupSendError::Decode { from, error }),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { id: outcome.id, replies, nulls: outcome.nulls, failed: outcome.failed, satisfied: outcome.satisfied })
+    }
 }
 
 /// Why a reply with a value failed.
@@ -349,6 +386,30 @@ impl Group {
         self.sender.query(order, payload, replies).await
     }
 
+    /// As [`Group::query`], waiting at most `deadline`: then the outcome holds the replies
+    /// received so far (`satisfied` false unless enough came), and later ones are ignored.
+    pub async fn query_within(
+        &self,
+        order: Order,
+        payload: impl Into<Bytes>,
+        replies: Replies,
+        deadline: std::time::Duration,
+    ) -> Result<QueryOutcome, GroupSendError> {
+        self.sender.query_within(order, payload, replies, deadline).await
+    }
+
+    /// A group RPC with values: the query is `value` encoded (read it with
+    /// [`Message::value`]), the replies are decoded as `R` (answer with
+    /// [`Message::reply_value`]).
+    pub async fn query_value<Q: Serialize, R: DeserializeOwned>(
+        &self,
+        order: Order,
+        value: &Q,
+        replies: Replies,
+    ) -> Result<ValueReplies<R>, GroupSendError> {
+        self.sender.query_value(order, value, replies).await
+    }
+
     /// Returns once every message this node sent to the group before the call is stable
     /// (held by every member), with the view at that moment.
     pub async fn flush(&self) -> Result<ViewId, FlushError> {
@@ -442,6 +503,28 @@ impl GroupSender {
     ) -> Result<QueryOutcome, GroupSendError> {
         self.check_member()?;
         Ok(self.rt.query(self.name.clone(), order, payload.into(), replies).await?)
+    }
+
+    /// See [`Group::query_within`].
+    pub async fn query_within(
+        &self,
+        order: Order,
+        payload: impl Into<Bytes>,
+        replies: Replies,
+        deadline: std::time::Duration,
+    ) -> Result<QueryOutcome, GroupSendError> {
+        self.check_member()?;
+        Ok(self.rt.query_within(self.name.clone(), order, payload.into(), replies, deadline).await?)
+    }
+
+    /// See [`Group::query_value`].
+    pub async fn query_value<Q: Serialize, R: DeserializeOwned>(
+        &self,
+        order: Order,
+        value: &Q,
+        replies: Replies,
+    ) -> Result<ValueReplies<R>, GroupSendError> {
+        ValueReplies::decode(self.query(order, crate::encode(value)?, replies).await?)
     }
 
     /// See [`Group::flush`].

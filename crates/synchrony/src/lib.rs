@@ -45,13 +45,13 @@ mod group;
 mod node;
 pub mod tools;
 
-pub use group::{Event, Group, GroupSendError, GroupSender, Message, ReplyError, StateRequest};
+pub use group::{Event, Group, GroupSendError, GroupSender, Message, ReplyError, StateRequest, ValueReplies};
 pub use node::{JoinError, JoinOptions, Node, NodeEvent};
 pub use synchrony_engine::{
     Delivery, FlushError, GroupName, GroupView, MembershipError, MsgId, Order, PartitionReason, ProcessId,
     QueryOutcome, Replies, SendError, ViewId,
 };
-pub use synchrony_runtime::{Config, NodeStatus, NodeStopped, StartError};
+pub use synchrony_runtime::{Config, ConfigError, NodeStatus, NodeStopped, StartError};
 /// Stable storage: a node's views, checkpoints and update logs ([`synchrony_storage`]).
 pub use synchrony_storage as storage;
 

@@ -362,3 +362,66 @@ async fn a_dropped_group_handle_leaves_the_group() {
     .await
     .expect("in time");
 }
+
+/// Typed queries, and a query with a deadline that returns what came by then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_value_and_query_within() {
+    timeout(Duration::from_secs(60), async {
+        let a = node("q1", None).await;
+        let b = node("q2", Some(&a)).await;
+        let mut ga = a.join("typed", JoinOptions::default()).await.expect("joins");
+        let mut gb = b.join("typed", JoinOptions::default()).await.expect("joins");
+        until_view(&mut ga, 2).await;
+        until_view(&mut gb, 2).await;
+        // b answers the first query with a value and ignores the second.
+        let silent_b = tokio::spawn(async move {
+            let mut seen = 0;
+            while let Some(ev) = gb.next_event().await {
+                if let Event::Message(m) = ev {
+                    if m.is_query() {
+                        seen += 1;
+                        if seen == 1 {
+                            let asked: String = m.value().expect("a string");
+                            m.reply_value(&(asked.len() as u32 * 2)).await.expect("replies");
+                        }
+                    }
+                }
+            }
+        });
+        let sender = ga.sender();
+        let asking = tokio::spawn(async move {
+            let typed = sender.query_value::<_, u32>(Order::Total, &"four", Replies::All).await;
+            let started = std::time::Instant::now();
+            let late = sender.query_within(Order::Total, "anyone?", Replies::All, Duration::from_millis(300)).await;
+            (typed, late, started.elapsed())
+        });
+        // a answers both itself.
+        let mut answered = 0;
+        while answered < 2 {
+            if let Event::Message(m) = ga.next_event().await.expect("event") {
+                if m.is_query() {
+                    answered += 1;
+                    if answered == 1 {
+                        m.reply_value(&8u32).await.expect("replies");
+                    } else {
+                        m.reply("here").await.expect("replies");
+                    }
+                }
+            }
+        }
+        let (typed, late, took) = asking.await.expect("task");
+        let typed = typed.expect("typed query");
+        assert!(typed.satisfied);
+        assert_eq!(typed.replies.iter().map(|(_, v)| *v).collect::<Vec<u32>>(), [8, 8]);
+        let late = late.expect("the deadline gives an outcome, not an error");
+        assert!(!late.satisfied, "b never answered");
+        assert_eq!(late.replies.len(), 1, "a's reply came: {late:?}");
+        assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(3), "took {took:?}");
+        for n in [&a, &b] {
+            let _ = n.shutdown().await;
+        }
+        let _ = silent_b.await;
+    })
+    .await
+    .expect("in time");
+}
