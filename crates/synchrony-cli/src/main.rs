@@ -280,6 +280,9 @@ fn main() -> Result<()> {
             for v in &report.violations {
                 print!("{v}");
             }
+            for s in &report.skipped {
+                println!("not checked: {s}");
+            }
             println!(
                 "{} events from {} processes: {} violations",
                 report.events,

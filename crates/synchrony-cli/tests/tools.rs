@@ -345,3 +345,39 @@ fn a_logged_map_comes_back_from_the_last_to_fail_after_one_by_one_kills() {
 fn a_logged_map_comes_back_after_crashes_in_the_middle_of_a_log_append_and_a_checkpoint() {
     total_failure(Failure::MidWrite);
 }
+
+/// The traces of a tool's processes pass `synchrony check`: a joiner's state is the tool's
+/// own (not the delivered set), which the checker says it did not check, instead of
+/// flagging it as a G11 violation.
+#[test]
+fn the_traces_of_a_tools_processes_pass_the_checker() {
+    let dir = std::env::temp_dir().join(format!("synchrony-tool-traces-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let trace = |n: &str| dir.join(format!("{n}.jsonl")).display().to_string();
+    let (t1, t2, t3) = (trace("n1"), trace("n2"), trace("n3"));
+    let args =
+        |t: &str| vec!["--ops".to_string(), "60".into(), "--every".into(), "5ms".into(), "--trace".into(), t.into()];
+    let (a1, a2, a3) = (args(&t1), args(&t2), args(&t3));
+    let (r1, r2, r3): (Vec<&str>, Vec<&str>, Vec<&str>) = (
+        a1.iter().map(String::as_str).collect(),
+        a2.iter().map(String::as_str).collect(),
+        a3.iter().map(String::as_str).collect(),
+    );
+    let _ = three("map", [&r1, &r2, &r3], Duration::from_millis(800));
+    // The killed process's last words, as a test harness writes them.
+    let text = std::fs::read_to_string(&t3).expect("n3's trace");
+    let last: Value = serde_json::from_str(text.lines().last().expect("a line")).expect("json");
+    let crash = format!(
+        "{{\"p\":{},\"i\":{},\"t\":{},\"ev\":\"crash\"}}\n",
+        last["p"],
+        last["i"].as_u64().expect("i") + 1,
+        last["t"].as_u64().expect("t") + 1
+    );
+    std::fs::write(&t3, text + &crash).expect("writes");
+    let out = Command::new(env!("CARGO_BIN_EXE_synchrony")).args(["check", &t1, &t2, &t3]).output().expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "check failed:\n{stdout}");
+    assert!(stdout.contains(" 0 violations"), "{stdout}");
+    assert!(stdout.contains("not checked: G11"), "says what it skipped: {stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

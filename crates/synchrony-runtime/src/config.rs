@@ -47,6 +47,12 @@ pub struct Config {
     pub send_window: usize,
     /// Frames queued for one peer before more are dropped (the engine retransmits).
     pub peer_queue_frames: usize,
+    /// The application's state for joiners is the set of message ids it delivered in the
+    /// group, one per line (as `synchrony node` and `synchrony load` keep it): the trace's
+    /// `state_sent` and `state` events say so (`"content":"delivered"`), and the checker
+    /// recomputes each joiner's state from the provider's deliveries (G11). Off, the state
+    /// is the application's own, and the checker checks its transfer only.
+    pub trace_states_as_delivered_sets: bool,
     /// How long the application may leave a group's events untaken (its queue full).
     /// Meanwhile this node stops reading from the network (so senders slow down to its
     /// pace) but keeps its heartbeats, so that a busy application is not taken for a failed
@@ -87,6 +93,7 @@ impl Config {
             send_window: 2048,
             peer_queue_frames: 8192,
             app_stall_timeout: Duration::from_secs(10),
+            trace_states_as_delivered_sets: false,
             engine: synchrony_engine::Config::default()
                 .with_timeouts(Duration::from_millis(100), Duration::from_secs(1)),
         }

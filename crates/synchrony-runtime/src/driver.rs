@@ -800,7 +800,15 @@ impl Driver {
                 if let Some(t) = self.join_started.remove(&group) {
                     crate::metrics::time("synchrony_state_transfer_seconds", t.elapsed());
                 }
-                self.record(|| TraceEvent::state_loaded(group.as_str(), view.0, state_digest(&state)));
+                let delivered = self.config.trace_states_as_delivered_sets;
+                self.record(|| {
+                    let e = TraceEvent::state_loaded(group.as_str(), view.0, state_digest(&state));
+                    if delivered {
+                        e.of_delivered_set()
+                    } else {
+                        e
+                    }
+                });
                 self.deliver_to_group(&group, GroupEvent::State { view, state });
             }
             Event::Flushed { group, view } => {
@@ -1038,8 +1046,16 @@ impl Driver {
                 // (about 0.4 s for 100 MB) to silence its heartbeats.
                 if let Some(joiners) = self.state_requests.remove(&(group.clone(), view)) {
                     let dg = state_digest(&state);
+                    let delivered = self.config.trace_states_as_delivered_sets;
                     for j in joiners {
-                        self.record(|| TraceEvent::state_sent(group.as_str(), view.0, j.to_string(), dg.clone()));
+                        self.record(|| {
+                            let e = TraceEvent::state_sent(group.as_str(), view.0, j.to_string(), dg.clone());
+                            if delivered {
+                                e.of_delivered_set()
+                            } else {
+                                e
+                            }
+                        });
                     }
                 }
                 if let Some(e) = self.engine.as_mut() {

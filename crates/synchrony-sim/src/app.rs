@@ -251,7 +251,7 @@ impl Ctx<'_> {
         state.extend_from_slice(ids.as_bytes());
         state.extend_from_slice(&app);
         for j in joiners {
-            let e = TraceEvent::state_sent(group.as_str(), view.0, j.to_string(), dg.clone());
+            let e = TraceEvent::state_sent(group.as_str(), view.0, j.to_string(), dg.clone()).of_delivered_set();
             self.proc.record(self.now, self.trace, e);
         }
         let now = self.now;
@@ -266,7 +266,7 @@ impl Ctx<'_> {
         let set: BTreeSet<String> = ids.split('\n').filter(|s| !s.is_empty()).map(String::from).collect();
         let dg = synchrony_trace::digest(set.iter().map(|s| s.as_str()));
         self.proc.delivered.insert(group.clone(), set);
-        self.proc.record(self.now, self.trace, TraceEvent::state_loaded(group.as_str(), view.0, dg));
+        self.proc.record(self.now, self.trace, TraceEvent::state_loaded(group.as_str(), view.0, dg).of_delivered_set());
         state.slice((4 + n).min(state.len())..)
     }
 }

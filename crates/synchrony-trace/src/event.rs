@@ -93,7 +93,17 @@ pub struct TraceEvent {
     /// every earlier send counts).
     #[serde(default)]
     pub covers: Option<String>,
+    /// Optional, on `state_sent` and `state`: what the state holds, when the application
+    /// says so (an extension of TRACE.md). `"delivered"`: the ids of the messages the
+    /// provider had delivered in the group, so the checker can recompute the digest
+    /// (G11); without it the state is the application's own and only its transfer is
+    /// checked.
+    #[serde(default)]
+    pub content: Option<String>,
 }
+
+/// The `content` of a state that is the set of delivered message ids.
+pub const DELIVERED_SET: &str = "delivered";
 
 fn order<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Order>, D::Error> {
     let s: Option<String> = Option::deserialize(d)?;
@@ -145,11 +155,17 @@ impl TraceEvent {
                 view(&mut out);
                 s(&mut out, "to", self.to.as_deref().unwrap_or(""));
                 s(&mut out, "digest", self.digest.as_deref().unwrap_or(""));
+                if let Some(c) = &self.content {
+                    s(&mut out, "content", c);
+                }
             }
             EventKind::State => {
                 group(&mut out);
                 view(&mut out);
                 s(&mut out, "digest", self.digest.as_deref().unwrap_or(""));
+                if let Some(c) = &self.content {
+                    s(&mut out, "content", c);
+                }
             }
             EventKind::Flush => {
                 group(&mut out);
@@ -239,6 +255,13 @@ impl TraceEvent {
     /// `state`: a joiner loaded its initial state.
     pub fn state_loaded(group: &str, view: u64, digest: String) -> Self {
         Self { view: Some(view), digest: Some(digest), ..Self::kind(EventKind::State, Some(group)) }
+    }
+
+    /// Marks a `state_sent` or `state` as the set of delivered message ids (see
+    /// `content`).
+    pub fn of_delivered_set(mut self) -> Self {
+        self.content = Some(DELIVERED_SET.into());
+        self
     }
 
     /// `flush`: a `flush()` call returned; `covers` is the last message sent before it.

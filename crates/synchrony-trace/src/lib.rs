@@ -16,7 +16,7 @@
 mod event;
 mod record;
 
-pub use event::{EventKind, TraceEvent};
+pub use event::{EventKind, TraceEvent, DELIVERED_SET};
 pub use record::Recorder;
 
 /// A line that is not a trace event.
