@@ -162,8 +162,24 @@ fn status_errors_say_what_happened() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let err = status(&addr, &[]);
+    // A joiner with another secret learns it was refused, at once, not after its 30 s
+    // join timeout.
+    let other = dir.join("other");
+    std::fs::write(&other, "not the secret\n").expect("secret");
+    let started = Instant::now();
+    let joiner = synchrony()
+        .args(["node", "--name", "p2", "--listen", &format!("127.0.0.1:{}", free_port()), "--contact", &addr])
+        .arg("--secret-file")
+        .arg(&other)
+        .output()
+        .expect("runs");
+    let took = started.elapsed();
     let _ = node.kill();
     let _ = node.wait();
     let _ = std::fs::remove_dir_all(&dir);
     assert!(err.contains("secret"), "{err}");
+    let joiner_err = String::from_utf8_lossy(&joiner.stderr);
+    assert!(!joiner.status.success(), "the joiner with the wrong secret exits with an error");
+    assert!(joiner_err.contains("refused") && joiner_err.contains("secret"), "{joiner_err}");
+    assert!(took < Duration::from_secs(10), "refused after {took:?}");
 }

@@ -301,6 +301,10 @@ pub(crate) async fn accept_loop(
                 }
                 Err(NetError::Io(_)) => {}
                 Err(error) => {
+                    if matches!(error, NetError::Auth) {
+                        use tokio::io::AsyncWriteExt;
+                        let _ = stream.write_all(&net::frame(net::KIND_REFUSED, b"authentication")).await;
+                    }
                     let _ = events.send(NetEvent::Rejected { from: addr.to_string(), error }).await;
                 }
             }
@@ -308,9 +312,17 @@ pub(crate) async fn accept_loop(
     }
 }
 
+/// How often a source refused again and again is warned about.
+const REJECTION_LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// The engine, and everything the application and the network are waiting on.
 pub(crate) struct Driver {
     config: Config,
+    /// When refused connections were last warned about, per source host, and how many
+    /// since.
+    rejections_logged: std::collections::BTreeMap<String, (TokioInstant, u64)>,
+    /// Contacts that refused this node's handshake, for `Runtime::start`'s error.
+    refusals: Option<mpsc::UnboundedSender<String>>,
     epoch: TokioInstant,
     engine: Option<Engine>,
     incarnation: u64,
@@ -380,6 +392,8 @@ impl Driver {
             counters: NetCounters::default(),
         };
         let mut d = Self {
+            rejections_logged: std::collections::BTreeMap::new(),
+            refusals: None,
             config,
             epoch: TokioInstant::now(),
             engine: None,
@@ -417,6 +431,11 @@ impl Driver {
 
     fn now(&self) -> Instant {
         Instant::from_epoch(self.epoch.elapsed())
+    }
+
+    /// Where contacts that refuse this node's handshake are reported (while it starts).
+    pub(crate) fn report_refusals(&mut self, tx: mpsc::UnboundedSender<String>) {
+        self.refusals = Some(tx);
     }
 
     fn me(&self) -> ProcessId {
@@ -1265,6 +1284,10 @@ impl Driver {
                 }
                 let DialTarget::Peer(name) = target else {
                     tracing::info!(%target, error = %error, "contact did not answer");
+                    if let (NetError::Refused, DialTarget::Contact(addr), Some(tx)) = (&error, &target, &self.refusals)
+                    {
+                        let _ = tx.send(addr.clone());
+                    }
                     return;
                 };
                 self.peers.backoff(&name);
@@ -1291,7 +1314,26 @@ impl Driver {
                     NetError::Auth => self.peers.counters.rejected_handshakes += 1,
                     _ => self.peers.counters.rejected_frames += 1,
                 }
-                tracing::warn!(peer = %from, error = %error, "refused a connection");
+                // Once per source host per interval: a misconfigured peer retries fast.
+                let host = from.rsplit_once(':').map_or(from.as_str(), |(h, _)| h).to_string();
+                let now = TokioInstant::now();
+                let due = match self.rejections_logged.get_mut(&host) {
+                    Some((at, quiet)) if now.duration_since(*at) < REJECTION_LOG_EVERY => {
+                        *quiet += 1;
+                        None
+                    }
+                    Some((at, quiet)) => {
+                        *at = now;
+                        Some(std::mem::take(quiet))
+                    }
+                    None => {
+                        self.rejections_logged.insert(host.clone(), (now, 0));
+                        Some(0)
+                    }
+                };
+                if let Some(quiet) = due {
+                    tracing::warn!(peer = %from, error = %error, "refused a connection ({quiet} more from {host} since the last warning)");
+                }
             }
             NetEvent::Status { reply } => {
                 let s = self.status(self.me());

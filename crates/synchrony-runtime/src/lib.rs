@@ -209,6 +209,9 @@ pub enum StartError {
     /// A setting makes no sense (see [`Config::validate`]).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Every contact refused this node's handshake: authentication failed there.
+    #[error("every contact refused this node: authentication failed at {0:?} (is the secret the same?)")]
+    Refused(Vec<String>),
     /// No contact let this node in within `Config::join_timeout`.
     #[error("not a member of the cluster after {0:?} (are the contacts up, and is the secret the same?)")]
     JoinTimeout(std::time::Duration),
@@ -308,24 +311,43 @@ impl Runtime {
             queue,
         ));
         let join_timeout = config.join_timeout;
-        let driver = Driver::new(config, incarnation, listen.clone(), net_tx, ids, node_tx, trace);
+        let contacts: std::collections::BTreeSet<String> =
+            config.contacts.iter().filter(|c| **c != listen && **c != config.listen).cloned().collect();
+        let mut driver = Driver::new(config, incarnation, listen.clone(), net_tx, ids, node_tx, trace);
+        let (refused_tx, mut refused_rx) = mpsc::unbounded_channel();
+        driver.report_refusals(refused_tx);
         tokio::spawn(driver.run(cmd_rx, control_rx, frames_rx));
         // Wait to be a member; pass on whatever else comes first.
         let (out_tx, out_rx) = mpsc::channel(NODE_EVENT_QUEUE);
+        let mut refused = std::collections::BTreeSet::new();
         let joined = tokio::time::timeout(join_timeout, async {
-            while let Some(ev) = node_rx.recv().await {
-                if let NodeEvent::Joined { me } = &ev {
-                    let me = me.clone();
-                    let _ = out_tx.send(ev).await;
-                    return Some(me);
+            loop {
+                tokio::select! {
+                    ev = node_rx.recv() => {
+                        let ev = ev?;
+                        if let NodeEvent::Joined { me } = &ev {
+                            let me = me.clone();
+                            let _ = out_tx.send(ev).await;
+                            return Some(Ok(me));
+                        }
+                        let _ = out_tx.send(ev).await;
+                    }
+                    Some(by) = refused_rx.recv() => {
+                        refused.insert(by);
+                        // Every contact said no: nothing will let this node in.
+                        if !contacts.is_empty() && contacts.is_subset(&refused) {
+                            return Some(Err(()));
+                        }
+                    }
                 }
-                let _ = out_tx.send(ev).await;
             }
-            None
         })
         .await;
         let me = match joined {
-            Ok(Some(me)) => me,
+            Ok(Some(Ok(me))) => me,
+            // (Dropping the command sender stops the driver, as after a timeout.)
+            Ok(Some(Err(()))) => return Err(StartError::Refused(refused.into_iter().collect())),
+            _ if !refused.is_empty() => return Err(StartError::Refused(refused.into_iter().collect())),
             _ => return Err(StartError::JoinTimeout(join_timeout)),
         };
         tokio::spawn(async move {
@@ -514,6 +536,9 @@ pub async fn request_status(addr: &str, secret: Option<&[u8]>) -> Result<NodeSta
             Err(NetError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(StatusError::Refused),
             r => r?,
         };
+        if kind == net::KIND_REFUSED {
+            return Err(StatusError::Refused);
+        }
         if kind != net::KIND_STATUS {
             return Err(StatusError::Net(NetError::Malformed(format!("expected a status, got kind {kind}"))));
         }

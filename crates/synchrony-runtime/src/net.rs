@@ -20,6 +20,9 @@ pub(crate) const KIND_ENGINE: u8 = 1;
 pub(crate) const KIND_BOOK: u8 = 2;
 pub(crate) const KIND_STATUS_REQUEST: u8 = 3;
 pub(crate) const KIND_STATUS: u8 = 4;
+/// Sent, unauthenticated, to a peer whose handshake failed authentication, before closing:
+/// it learns why at once (it may be misconfigured) instead of waiting out its timeout.
+pub(crate) const KIND_REFUSED: u8 = 5;
 /// The largest stream frame accepted (a state-transfer chunk is far smaller).
 pub(crate) const MAX_FRAME: usize = 64 << 20;
 const TAG_LEN: usize = 32;
@@ -56,6 +59,10 @@ pub enum NetError {
     /// The handshake took too long.
     #[error("handshake timed out")]
     Timeout,
+    /// The peer refused this node's handshake: authentication failed there (an
+    /// unauthenticated notice, so a hint rather than proof).
+    #[error("the peer refused this node: authentication failed there (is the secret the same?)")]
+    Refused,
 }
 
 impl NetError {
@@ -184,6 +191,9 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<(u8, B
 /// Reads the peer's hello and checks it.
 pub(crate) async fn read_hello<R: AsyncRead + Unpin>(r: &mut R, secret: Option<&[u8]>) -> Result<Hello, NetError> {
     let (kind, body) = read_frame(r).await?;
+    if kind == KIND_REFUSED {
+        return Err(NetError::Refused);
+    }
     if kind != KIND_HELLO {
         return Err(NetError::Malformed(format!("expected a hello, got kind {kind}")));
     }
