@@ -37,7 +37,7 @@ enum Cmd {
         /// Run exactly this seed (overrides --seeds/--start).
         #[arg(long)]
         seed: Option<u64>,
-        /// Fault profile: calm, lossy, churn, partition, leader-crash, pause, deaf (the application pauses, not the process), chaos, corked, batched (corked with batched sends), total-failure
+        /// Fault profile: calm, lossy, churn, partition, leader-crash, pause, deaf (the application pauses, not the process), chaos, corked, batched (corked with batched sends), leaves (clean leaves of the cluster and restarts), total-failure
         /// (a logged ledger whose group fails whole, with a durability check).
         #[arg(long, default_value = "chaos")]
         profile: String,

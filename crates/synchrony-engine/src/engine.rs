@@ -79,6 +79,8 @@ pub struct Engine {
     /// Asked to leave the cluster: the request goes out once no joiner waits for a state
     /// this process holds for it.
     leave_when_served: bool,
+    /// `leave_cluster` was called: no new sends are taken.
+    leave_asked: bool,
     /// Sends held for causal order across groups (causal.rs).
     cross: CrossGroup,
     /// The epoch of the decision being applied: messages sent meanwhile carry it.
@@ -167,6 +169,7 @@ impl Engine {
             join_attempt: 0,
             deaf_since: None,
             leave_when_served: false,
+            leave_asked: false,
             cross: CrossGroup::default(),
             applying: 0,
             barrier: BTreeSet::new(),
@@ -520,10 +523,12 @@ impl Engine {
     /// Leaves the cluster (and every group), cleanly: the others install views without this
     /// process through the membership protocol, with its consent (so a pair goes on as one).
     /// It first serves the states it holds for joiners (a joiner whose only provider left
-    /// would lose its state); [`Status::Left`] says when it is done.
+    /// would lose its state) and lets its own sends arrive (new ones are refused meanwhile);
+    /// [`Status::Left`] says when it is done.
     pub fn leave_cluster(&mut self, now: Instant) {
         if self.status == Status::Member {
             self.leave_when_served = true;
+            self.leave_asked = true;
             self.after_input(now);
         }
     }
@@ -531,6 +536,13 @@ impl Engine {
     /// Whether a joiner still waits for a state this process holds for it.
     fn serving_state(&self) -> bool {
         self.groups.values().any(|g| !g.checkpoints.is_empty())
+    }
+
+    /// Whether a send of this process is still on its way: held for causal order, queued
+    /// or not yet stable in a group it is in, or not yet acknowledged by a relay. A clean
+    /// leave waits for them (its sends are a correct process's: they must arrive).
+    fn sends_unsettled(&self) -> bool {
+        !self.cross.is_idle() || self.groups.values().any(|g| g.unstable() > 0) || self.relay.any_outstanding()
     }
 
     /// Multicasts to a group. Members send on their own stream; gbcasts go through the
@@ -582,6 +594,8 @@ impl Engine {
         replies: Replies,
     ) -> Result<MsgId, SendError> {
         match self.status {
+            // Leaving the cluster: what it sent goes on, nothing new is taken.
+            Status::Member if self.leave_asked => return Err(SendError::Stopped),
             Status::Member => {}
             Status::Joining => return Err(SendError::NotJoined),
             _ => return Err(SendError::Stopped),
@@ -1186,7 +1200,7 @@ impl Engine {
         if self.status != Status::Member {
             return;
         }
-        if self.leave_when_served && !self.serving_state() {
+        if self.leave_when_served && !self.serving_state() && !self.sends_unsettled() {
             self.leave_when_served = false;
             self.gms.request_leave_cluster();
         }

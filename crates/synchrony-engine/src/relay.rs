@@ -92,6 +92,11 @@ impl Relay {
         self.outbox.get(group).map_or(0, |o| o.queue.len())
     }
 
+    /// Whether any send of this process to a group it is not in is still in flight.
+    pub(crate) fn any_outstanding(&self) -> bool {
+        self.outbox.values().any(|o| !o.queue.is_empty())
+    }
+
     /// Whether a send of this process to `group` with a counter up to `counter` is still
     /// in flight (not acknowledged by a relay, or a gbcast not delivered).
     pub(crate) fn in_flight_upto(&self, group: &GroupName, counter: u64) -> bool {

@@ -144,10 +144,14 @@ enum Fault {
     Churn,
     /// Every member of the app's first group fails.
     GroupCrash,
+    /// A process leaves the cluster cleanly, and restarts a little later.
+    Leave,
 }
 
 impl Fault {
-    const ALL: [Fault; 5] = [Fault::Crash, Fault::Partition, Fault::Pause, Fault::Churn, Fault::GroupCrash];
+    // (A profile without a kind draws nothing for it: adding one changes no other run.)
+    const ALL: [Fault; 6] =
+        [Fault::Crash, Fault::Partition, Fault::Pause, Fault::Churn, Fault::GroupCrash, Fault::Leave];
 
     /// The mean time between two faults of this kind, if the profile has them.
     fn mean(self, p: &Profile) -> Option<Duration> {
@@ -157,6 +161,7 @@ impl Fault {
             Fault::Pause => p.pause_every,
             Fault::Churn => p.churn_every,
             Fault::GroupCrash => p.group_crash_every,
+            Fault::Leave => p.leave_every,
         }
     }
 }
@@ -479,7 +484,28 @@ impl<A: App> Sim<'_, A> {
             Fault::Pause => self.pause(),
             Fault::Churn => self.act(true),
             Fault::GroupCrash => self.crash_group(),
+            Fault::Leave => self.leave_one(),
         }
+    }
+
+    /// A clean leave of the cluster (not while a partition or a pause is on), and a restart
+    /// as a new incarnation a little later.
+    fn leave_one(&mut self) {
+        let live = self.live();
+        let paused = self.nodes.iter().any(|n| n.paused_until.is_some());
+        if self.heal_at.is_some() || paused {
+            return;
+        }
+        let Some(t) = live.choose(&mut self.rng).copied().filter(|&t| self.majority_survives(&live, &[t])) else {
+            return;
+        };
+        let back = Duration::from_millis(self.rng.gen_range(300..900));
+        let now = self.now;
+        if let Some(e) = self.nodes[t].engine.as_mut() {
+            e.leave_cluster(now);
+        }
+        self.pump(t);
+        self.nodes[t].restart_at = Some(now + back);
     }
 
     /// A crash (not while a partition or a pause is on: one fault at a time).
@@ -737,6 +763,10 @@ impl<'a, A: App> Sim<'a, A> {
             self.crash(i, back);
         }
         if self.nodes[i].restart_at.is_some_and(|r| r <= now) {
+            if self.nodes[i].engine.as_ref().is_some_and(|e| matches!(e.status(), Status::Member | Status::Joining)) {
+                // Its clean leave did not finish in time: it is stopped all the same.
+                self.crash(i, Duration::ZERO);
+            }
             self.start(i);
         }
         if self.nodes[i].paused_until.is_some_and(|u| u <= now || now >= faults_end) {

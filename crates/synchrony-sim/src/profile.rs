@@ -38,6 +38,10 @@ pub struct Profile {
     /// Some plain multicasts go several at a time through one `Engine::send_batch` call,
     /// as the runtime sends what its application queued.
     pub batches: bool,
+    /// Mean time between clean leaves of the cluster (`Engine::leave_cluster`: a process
+    /// shuts down, the others install views without it with its consent), each followed
+    /// by a restart as a new incarnation.
+    pub leave_every: Option<Duration>,
 }
 
 const US: fn(u64) -> Duration = Duration::from_micros;
@@ -45,7 +49,7 @@ const MS: fn(u64) -> Duration = Duration::from_millis;
 
 impl Profile {
     /// Every profile's name.
-    pub const NAMES: [&'static str; 11] = [
+    pub const NAMES: [&'static str; 12] = [
         "calm",
         "lossy",
         "churn",
@@ -57,6 +61,7 @@ impl Profile {
         "corked",
         "batched",
         "total-failure",
+        "leaves",
     ];
 
     /// The profile called `name`.
@@ -75,6 +80,7 @@ impl Profile {
             cork: None,
             deaf: false,
             batches: false,
+            leave_every: None,
         };
         Some(match name {
             "calm" => base,
@@ -102,6 +108,7 @@ impl Profile {
                 cork: None,
                 deaf: false,
                 batches: false,
+                leave_every: None,
             },
             "corked" => Profile { name: "corked", cork: Some(US(300)), ..Profile::named("chaos")? },
             "batched" => Profile { name: "batched", batches: true, ..Profile::named("corked")? },
@@ -110,6 +117,17 @@ impl Profile {
                 loss: 0.01,
                 latency: (US(50), MS(1)),
                 group_crash_every: Some(MS(700)),
+                ..base
+            },
+            // Processes shutting down cleanly (alone or while others crash and groups
+            // churn) and coming back: scaling down and up, rolling restarts.
+            "leaves" => Profile {
+                name: "leaves",
+                loss: 0.02,
+                latency: (US(50), MS(1)),
+                churn_every: Some(MS(80)),
+                crash_every: Some(MS(1200)),
+                leave_every: Some(MS(400)),
                 ..base
             },
             _ => return None,

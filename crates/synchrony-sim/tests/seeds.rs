@@ -101,6 +101,13 @@ fn batched() {
     seeds("batched", 10000, 30);
 }
 
+/// Processes leaving the cluster cleanly (`Engine::leave_cluster`) and coming back, among
+/// crashes and group churn: a leaver's sends all arrive, and nobody else stops.
+#[test]
+fn leaves() {
+    seeds("leaves", 11000, 30);
+}
+
 /// Seeds of the long acceptance runs that once failed, each with the bug it found.
 #[test]
 fn seeds_that_once_failed_pass() {
