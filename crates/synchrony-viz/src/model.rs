@@ -29,6 +29,32 @@ pub enum MarkKind {
     State = 6,
 }
 
+impl MarkKind {
+    /// Every kind, in legend order.
+    pub const ALL: [MarkKind; 7] = [
+        MarkKind::View,
+        MarkKind::Crash,
+        MarkKind::Partitioned,
+        MarkKind::Incarnation,
+        MarkKind::Flush,
+        MarkKind::Leave,
+        MarkKind::State,
+    ];
+
+    /// What the mark means, as the legend says it.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            MarkKind::View => "view installed",
+            MarkKind::Crash => "crash",
+            MarkKind::Partitioned => "partitioned (stopped)",
+            MarkKind::Incarnation => "new incarnation",
+            MarkKind::Flush => "flush returned",
+            MarkKind::Leave => "left the group",
+            MarkKind::State => "state loaded",
+        }
+    }
+}
+
 /// A mark: an event on a process line.
 #[derive(Clone, Debug, Serialize)]
 pub struct Mark {

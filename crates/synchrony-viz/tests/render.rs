@@ -65,50 +65,125 @@ fn the_page_is_self_contained() {
 }
 
 fn chromium() -> Option<std::path::PathBuf> {
-    ["chromium", "chromium-browser", "google-chrome"].iter().find_map(|c| {
+    let found = ["chromium", "chromium-browser", "google-chrome"].iter().find_map(|c| {
         let out = std::process::Command::new("which").arg(c).output().ok()?;
         out.status.success().then(|| std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-    })
-}
-
-#[test]
-fn the_page_renders_in_headless_chromium_without_script_errors() {
-    let Some(browser) = chromium() else {
+    });
+    if found.is_none() {
         assert!(
             std::env::var_os("SYNCHRONY_REQUIRE_BROWSER").is_none(),
             "SYNCHRONY_REQUIRE_BROWSER is set but no chromium is installed"
         );
         eprintln!("skipped: no chromium (install the Debian package `chromium` to run this test)");
-        return;
-    };
-    let dir = std::env::temp_dir().join(format!("synchrony-viz-test-{}", std::process::id()));
+    }
+    found
+}
+
+/// Opens `page` in headless Chromium with `extra` flags (a profile of its own in `dir`).
+fn open(
+    browser: &std::path::Path,
+    dir: &std::path::Path,
+    page: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Output {
+    std::process::Command::new(browser)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
+        .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+        .args(["--window-size=1600,900", "--enable-logging=stderr", "--v=0"])
+        .args(extra)
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("chromium runs")
+}
+
+fn temp_dir(what: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("synchrony-viz-{what}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+#[test]
+fn the_page_renders_in_headless_chromium_without_script_errors() {
+    let Some(browser) = chromium() else { return };
+    let dir = temp_dir("page");
     let page = dir.join("run.html");
     let (d, _) = diagram();
     std::fs::write(&page, render_html(&d, "test")).expect("writes");
-    let url = format!("file://{}", page.display());
-    let run = |extra: &[&str]| {
-        std::process::Command::new(&browser)
-            .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
-            .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
-            .arg(format!("--user-data-dir={}", dir.join("profile").display()))
-            .args(["--window-size=1200,600", "--enable-logging=stderr", "--v=0"])
-            .args(extra)
-            .arg(&url)
-            .output()
-            .expect("chromium runs")
-    };
     // The script marks the body when it ran to its end; a script error leaves it unmarked.
-    let dom = run(&["--dump-dom"]);
+    let dom = open(&browser, &dir, &page, &["--dump-dom"]);
     let text = String::from_utf8_lossy(&dom.stdout);
     let log = String::from_utf8_lossy(&dom.stderr);
     assert!(text.contains(r#"data-rendered="yes""#), "the script did not finish:\n{log}");
     assert!(!log.contains("Uncaught"), "script error:\n{log}");
     assert!(text.contains("G3 violated"), "the violation is listed on the page");
     let shot = dir.join("shot.png");
-    let out = run(&[&format!("--screenshot={}", shot.display())]);
+    let out = open(&browser, &dir, &page, &[&format!("--screenshot={}", shot.display())]);
     let png =
         std::fs::read(&shot).unwrap_or_else(|_| panic!("no screenshot: {}", String::from_utf8_lossy(&out.stderr)));
     assert!(png.starts_with(b"\x89PNG") && png.len() > 5000, "the screenshot is empty");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The SVG of a simulated run of over 10,000 events, with a 3 s idle stretch, laid out by
+/// Chromium: no two labels' boxes overlap, the time axis has ticks with units and marks
+/// the idle stretch, and the legend names every mark drawn.
+#[test]
+fn a_large_runs_svg_has_an_axis_a_full_legend_and_no_overlapping_labels() {
+    let mut events = Vec::new();
+    for seed in 0.. {
+        let out = synchrony_sim::run(synchrony_sim::SimConfig::new(
+            seed,
+            synchrony_sim::Profile::named("chaos").expect("profile"),
+        ));
+        if out.trace.len() >= 10_000 {
+            events = out.trace;
+            break;
+        }
+    }
+    // Nothing happens for 3 s before the last tenth of the run.
+    let end = events.iter().map(|e| e.t).max().expect("events");
+    let cut = end - end / 10;
+    for e in events.iter_mut().filter(|e| e.t > cut) {
+        e.t += 3_000_000;
+    }
+    let report = check(&events, &Options::default());
+    let d = Diagram::new(&events, &report.violations);
+    let svg = render_svg(&d);
+    assert!(svg.contains(r#"class="gap""#), "the idle stretch is compressed and marked");
+    assert!(svg.contains("≈3"), "with how long it was");
+    let Some(browser) = chromium() else { return };
+    let dir = temp_dir("large");
+    let page = dir.join("large.html");
+    let script = r#"<script>
+const boxes = [...document.querySelectorAll('text.label')].map(t => t.getBBox());
+let overlaps = [];
+for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+  const a = boxes[i], b = boxes[j];
+  if (a.x + 0.5 < b.x + b.width && b.x + 0.5 < a.x + a.width && a.y + 0.5 < b.y + b.height && b.y + 0.5 < a.y + a.height)
+    overlaps.push(i + ':' + j);
+}
+document.body.setAttribute('data-labels', boxes.length);
+document.body.setAttribute('data-overlaps', overlaps.length ? overlaps.slice(0, 5).join(',') : 'none');
+document.body.setAttribute('data-ticks', document.querySelectorAll('g.axis text.tick').length);
+document.body.setAttribute('data-legend', [...document.querySelectorAll('text.legend')].map(t => t.textContent).join('|'));
+</script>"#;
+    std::fs::write(&page, format!("<!DOCTYPE html><html><body>{svg}{script}</body></html>")).expect("writes");
+    let dom = open(&browser, &dir, &page, &["--dump-dom"]);
+    let text = String::from_utf8_lossy(&dom.stdout).to_string();
+    let attr = |name: &str| -> String {
+        let k = format!("{name}=\"");
+        let at =
+            text.find(&k).unwrap_or_else(|| panic!("no {name} in the page: {}", String::from_utf8_lossy(&dom.stderr)));
+        text[at + k.len()..].split('"').next().unwrap_or_default().to_string()
+    };
+    assert_eq!(attr("data-overlaps"), "none", "labels overlap");
+    assert!(attr("data-labels").parse::<usize>().expect("count") > 20, "labels were drawn");
+    assert!(attr("data-ticks").parse::<usize>().expect("count") >= 5, "a time axis with ticks: {}", attr("data-ticks"));
+    assert!(svg.contains(" ms<") || svg.contains(" s<"), "ticks carry units");
+    let legend = attr("data-legend");
+    for kind in synchrony_viz::MarkKind::ALL.into_iter().filter(|k| d.marks.iter().any(|m| m.kind == *k)) {
+        assert!(legend.contains(kind.meaning()), "the legend lacks {kind:?}: {legend}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
