@@ -5,7 +5,7 @@
   const D = DATA;
   const ORDERS = ["unordered", "fifo", "causal", "total", "safe", "gbcast", "state transfer"];
   const COLOURS = ["#9e9e9e", "#1e88e5", "#43a047", "#8e24aa", "#e53935", "#fb8c00", "#212121"];
-  const LEFT = 110, ROW = 44, TOP = 30;
+  const LEFT = 110, ROW = 44, TOP = 52;
   const canvas = document.getElementById("c");
   const ctx = canvas.getContext("2d");
   const tip = document.getElementById("tip");
@@ -34,11 +34,48 @@
   }
   const X = (t) => LEFT + (t - offset) * scale;
 
+  // A duration as a short label with its unit.
+  function human(us) {
+    if (us < 1000) return Math.round(us) + " \u00b5s";
+    if (us < 1e6) { const ms = us / 1000; return (ms < 10 && us % 1000 ? ms.toFixed(1) : Math.round(ms)) + " ms"; }
+    return (us / 1e6).toFixed(2).replace(/\.00$/, "") + " s";
+  }
+  // A round step (1, 2 or 5 times a power of ten) for about `want` ticks over `span`.
+  function tickStep(span, want) {
+    const raw = Math.max(1, span / want);
+    for (let p = 1; ; p *= 10) for (const m of [1, 2, 5]) if (p * m >= raw) return p * m;
+  }
+  // Labels are drawn only where they touch no label drawn before them.
+  let placed = [];
+  function label(text, x, y, colour) {
+    const w = ctx.measureText(text).width;
+    const b = [x - 1, y - 11, x + w + 1, y + 3];
+    if (placed.some((p) => b[0] < p[2] && p[0] < b[2] && b[1] < p[3] && p[1] < b[3])) return;
+    placed.push(b);
+    ctx.lineWidth = 3; ctx.strokeStyle = "#fff"; ctx.strokeText(text, x, y); ctx.lineWidth = 1;
+    ctx.fillStyle = colour; ctx.fillText(text, x, y);
+  }
+  function axis(W) {
+    const ay = 22;
+    ctx.strokeStyle = "#888";
+    ctx.beginPath(); ctx.moveTo(LEFT, ay); ctx.lineTo(W, ay); ctx.stroke();
+    const t0 = offset, t1 = offset + (W - LEFT) / scale;
+    const step = tickStep(t1 - t0, Math.max(2, Math.floor((W - LEFT) / 110)));
+    for (let t = Math.ceil(Math.max(0, t0) / step) * step; t <= t1; t += step) {
+      const x = X(t);
+      ctx.beginPath(); ctx.moveTo(x, ay); ctx.lineTo(x, ay + 4); ctx.stroke();
+      label(human(t), x - 2, ay - 4, "#333");
+    }
+  }
+
   function draw() {
     const ypos = layout();
     const W = canvas.width;
     ctx.clearRect(0, 0, W, canvas.height);
     ctx.font = "11px sans-serif";
+    placed = [];
+    axis(W);
+    const viewLabels = [];
     for (const b of D.bands) {
       if (!groupOn[b.group] || !(b.row in ypos)) continue;
       const x0 = Math.max(LEFT, X(b.t0)), x1 = Math.min(W, X(b.t1));
@@ -48,12 +85,12 @@
       ctx.globalAlpha = 0.16;
       ctx.fillRect(x0, ypos[b.row] - 14 + off, Math.max(1, x1 - x0), 20 - off);
       ctx.globalAlpha = 1;
-      if (x1 - x0 > 40) { ctx.fillStyle = "#333"; ctx.fillText(D.groups[b.group] + " v" + b.view, x0 + 2, ypos[b.row] - 16 + off); }
+      viewLabels.push([D.groups[b.group] + " v" + b.view, x0 + 2, ypos[b.row] - 16, groupColour(b.group)]);
     }
     ctx.strokeStyle = "#444";
     for (const r in ypos) {
       ctx.beginPath(); ctx.moveTo(LEFT, ypos[r]); ctx.lineTo(W, ypos[r]); ctx.stroke();
-      ctx.fillStyle = "#000"; ctx.fillText(D.rows[r], 6, ypos[r] + 4);
+      label(D.rows[r], 6, ypos[r] + 4, "#000");
     }
     // Arrows: one by one when few are in view, else bucketed by lines and 4 px of time.
     const inView = [];
@@ -80,6 +117,8 @@
       if (x < LEFT || x > W) continue;
       mark(m.kind, x, y);
     }
+    // Over the arrows, where they fit.
+    for (const [text, x, y, colour] of viewLabels) label(text, x, y, colour);
     ctx.lineWidth = 2.5; ctx.strokeStyle = "red";
     for (const f of D.findings) {
       for (const k of f.events) circle(D.at[k], ypos, 9);
@@ -108,6 +147,8 @@
       case "Incarnation": ctx.fillStyle = "#fff"; ctx.strokeStyle = "#000"; ctx.lineWidth = 2; ctx.beginPath();
         ctx.arc(x, y, 5, 0, 2 * Math.PI); ctx.fill(); ctx.stroke(); ctx.lineWidth = 1; break;
       case "State": ctx.fillStyle = "#212121"; ctx.fillRect(x - 4, y - 4, 8, 8); break;
+      case "Leave": ctx.strokeStyle = "#00695c"; ctx.lineWidth = 2; ctx.beginPath();
+        ctx.moveTo(x - 3, y - 6); ctx.lineTo(x + 3, y); ctx.lineTo(x - 3, y + 6); ctx.stroke(); ctx.lineWidth = 1; break;
       default: ctx.fillStyle = "#555"; ctx.beginPath(); ctx.arc(x, y, 2.5, 0, 2 * Math.PI); ctx.fill();
     }
   }
