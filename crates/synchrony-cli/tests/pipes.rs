@@ -77,6 +77,33 @@ fn help_and_a_simulation_into_a_closed_pipe_end_quietly() {
     }
 }
 
+/// Every command that prints as it goes, piped into `head -1`: no panic, and it ends by
+/// itself (done, or the closed pipe's signal).
+#[test]
+fn every_command_into_a_closed_pipe_ends_quietly() {
+    let dir = std::env::temp_dir().join(format!("synchrony-pipes-all-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let trace = dir.join("t.jsonl").display().to_string();
+    let svg = dir.join("t.svg").display().to_string();
+    let (seen, err, status) = head(&["sim", "--seed", "1", "--profile", "calm", "--trace-out", &trace], 1);
+    assert!(ended_quietly(status) && !seen.is_empty(), "sim: {err}");
+    let listen = |p: u16| format!("127.0.0.1:{p}");
+    let (l1, l2) = (listen(free_port()), listen(free_port()));
+    let runs: Vec<Vec<&str>> = vec![
+        vec!["check", &trace],
+        vec!["viz", &trace, "-o", &svg],
+        vec!["load", "--name", "h1", "--listen", &l1, "--group", "g", "--duration", "1s", "--exit-after", "1s"],
+        vec!["tool", "--tool", "map", "--name", "h2", "--listen", &l2, "--ops", "5", "--exit-after", "1s"],
+        vec!["bench", "--help"],
+    ];
+    for args in &runs {
+        let (_, err, status) = head(args, 1);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(ended_quietly(status), "{args:?} ended with {status}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn status_watch_into_a_closed_pipe_ends_quietly_with_no_terminal_codes() {
     let addr = format!("127.0.0.1:{}", free_port());
