@@ -187,6 +187,10 @@ pub enum NodeEvent {
     },
 }
 
+/// When set (to a directory), every node started in the process writes its trace there, as
+/// `NAME-INCARNATION.jsonl`, unless its `Config::trace` names a file.
+pub const TRACE_DIR_ENV: &str = "SYNCHRONY_TRACE_DIR";
+
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -281,7 +285,14 @@ impl Runtime {
             std::fs::create_dir_all(dir)
                 .map_err(|source| StartError::Storage { path: dir.display().to_string(), source })?;
         }
-        let trace = match &config.trace {
+        let incarnation = next_incarnation(&config, None);
+        // `SYNCHRONY_TRACE_DIR` traces any program without changing it: one file per
+        // incarnation, so a process restarted under the same name keeps its history.
+        let trace_path = config.trace.clone().or_else(|| {
+            std::env::var_os(TRACE_DIR_ENV)
+                .map(|d| std::path::PathBuf::from(d).join(format!("{}-{incarnation}.jsonl", config.name)))
+        });
+        let trace = match &trace_path {
             Some(p) => Some(
                 trace::TraceWriter::create(p)
                     .map_err(|source| StartError::Storage { path: p.display().to_string(), source })?,
@@ -293,7 +304,6 @@ impl Runtime {
                 tracing::warn!(%addr, error = %e, "no metrics endpoint");
             }
         }
-        let incarnation = next_incarnation(&config, None);
         let (control_tx, control_rx) = mpsc::channel(NET_EVENT_QUEUE);
         let (frames_tx, frames_rx) = mpsc::channel(NET_EVENT_QUEUE);
         let net_tx = net::NetSenders { control: control_tx, frames: frames_tx };

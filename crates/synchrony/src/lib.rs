@@ -51,7 +51,7 @@ pub use synchrony_engine::{
     Delivery, FlushError, GroupName, GroupView, MembershipError, MsgId, Order, PartitionReason, ProcessId,
     QueryOutcome, Replies, SendError, ViewId,
 };
-pub use synchrony_runtime::{Config, ConfigError, NodeStatus, NodeStopped, StartError};
+pub use synchrony_runtime::{Config, ConfigError, NodeStatus, NodeStopped, StartError, TRACE_DIR_ENV};
 /// Stable storage: a node's views, checkpoints and update logs ([`synchrony_storage`]).
 pub use synchrony_storage as storage;
 
