@@ -210,3 +210,17 @@ fn status_errors_say_what_happened() {
     assert!(joiner_err.contains("refused") && joiner_err.contains("secret"), "{joiner_err}");
     assert!(took < Duration::from_secs(10), "refused after {took:?}");
 }
+
+/// A node whose contact never lets it in says what the contact did, not a guess.
+#[test]
+fn a_join_that_times_out_names_what_each_contact_did() {
+    let closed = format!("127.0.0.1:{}", free_port());
+    let out = synchrony()
+        .args(["node", "--name", "lonely", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--contact", &closed, "--join-timeout", "1500ms"])
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "it cannot join");
+    assert!(err.contains(&format!("contact {closed}")) && err.contains("refused"), "{err}");
+}

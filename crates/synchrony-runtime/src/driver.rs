@@ -321,8 +321,8 @@ pub(crate) struct Driver {
     /// When refused connections were last warned about, per source host, and how many
     /// since.
     rejections_logged: std::collections::BTreeMap<String, (TokioInstant, u64)>,
-    /// Contacts that refused this node's handshake, for `Runtime::start`'s error.
-    refusals: Option<mpsc::UnboundedSender<String>>,
+    /// Contacts that could not be joined through, and why, for `Runtime::start`'s error.
+    refusals: Option<mpsc::UnboundedSender<(String, NetError)>>,
     epoch: TokioInstant,
     engine: Option<Engine>,
     incarnation: u64,
@@ -434,7 +434,7 @@ impl Driver {
     }
 
     /// Where contacts that refuse this node's handshake are reported (while it starts).
-    pub(crate) fn report_refusals(&mut self, tx: mpsc::UnboundedSender<String>) {
+    pub(crate) fn report_refusals(&mut self, tx: mpsc::UnboundedSender<(String, NetError)>) {
         self.refusals = Some(tx);
     }
 
@@ -1284,9 +1284,8 @@ impl Driver {
                 }
                 let DialTarget::Peer(name) = target else {
                     tracing::info!(%target, error = %error, "contact did not answer");
-                    if let (NetError::Refused, DialTarget::Contact(addr), Some(tx)) = (&error, &target, &self.refusals)
-                    {
-                        let _ = tx.send(addr.clone());
+                    if let (DialTarget::Contact(addr), Some(tx)) = (&target, &self.refusals) {
+                        let _ = tx.send((addr.clone(), error));
                     }
                     return;
                 };

@@ -216,9 +216,15 @@ pub enum StartError {
     /// Every contact refused this node's handshake: authentication failed there.
     #[error("every contact refused this node: authentication failed at {0:?} (is the secret the same?)")]
     Refused(Vec<String>),
-    /// No contact let this node in within `Config::join_timeout`.
-    #[error("not a member of the cluster after {0:?} (are the contacts up, and is the secret the same?)")]
-    JoinTimeout(std::time::Duration),
+    /// No contact let this node in within `Config::join_timeout`: what each contact did
+    /// when last tried ("no answer" if nothing was heard).
+    #[error("not a member of the cluster after {waited:?}: {seen}")]
+    JoinTimeout {
+        /// How long it waited.
+        waited: std::time::Duration,
+        /// Per contact, its last failure (`contact ADDR: ...; ...`).
+        seen: String,
+    },
 }
 
 /// Why `synchrony status` could not get an answer.
@@ -324,12 +330,13 @@ impl Runtime {
         let contacts: std::collections::BTreeSet<String> =
             config.contacts.iter().filter(|c| **c != listen && **c != config.listen).cloned().collect();
         let mut driver = Driver::new(config, incarnation, listen.clone(), net_tx, ids, node_tx, trace);
-        let (refused_tx, mut refused_rx) = mpsc::unbounded_channel();
+        let (refused_tx, mut refused_rx) = mpsc::unbounded_channel::<(String, NetError)>();
         driver.report_refusals(refused_tx);
         tokio::spawn(driver.run(cmd_rx, control_rx, frames_rx));
         // Wait to be a member; pass on whatever else comes first.
         let (out_tx, out_rx) = mpsc::channel(NODE_EVENT_QUEUE);
         let mut refused = std::collections::BTreeSet::new();
+        let mut last_error: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
         let joined = tokio::time::timeout(join_timeout, async {
             loop {
                 tokio::select! {
@@ -342,7 +349,11 @@ impl Runtime {
                         }
                         let _ = out_tx.send(ev).await;
                     }
-                    Some(by) = refused_rx.recv() => {
+                    Some((by, error)) = refused_rx.recv() => {
+                        last_error.insert(by.clone(), error.to_string());
+                        if !matches!(error, NetError::Refused) {
+                            continue;
+                        }
                         refused.insert(by);
                         // Every contact said no: nothing will let this node in.
                         if !contacts.is_empty() && contacts.is_subset(&refused) {
@@ -358,7 +369,14 @@ impl Runtime {
             // (Dropping the command sender stops the driver, as after a timeout.)
             Ok(Some(Err(()))) => return Err(StartError::Refused(refused.into_iter().collect())),
             _ if !refused.is_empty() => return Err(StartError::Refused(refused.into_iter().collect())),
-            _ => return Err(StartError::JoinTimeout(join_timeout)),
+            _ => {
+                let seen = if last_error.is_empty() {
+                    "no contact answered (are they up?)".to_string()
+                } else {
+                    last_error.iter().map(|(c, e)| format!("contact {c}: {e}")).collect::<Vec<_>>().join("; ")
+                };
+                return Err(StartError::JoinTimeout { waited: join_timeout, seen });
+            }
         };
         tokio::spawn(async move {
             while let Some(ev) = node_rx.recv().await {
