@@ -33,9 +33,8 @@ async fn main() -> anyhow::Result<()> {
                 Some(Event::Message(m)) => {
                     println!("<{}> {}", m.sender(), String::from_utf8_lossy(m.payload()));
                 }
-                Some(Event::StateRequest(r)) => {
-                let _ = r.provide("").await;
-            } // a chat keeps no history
+                // A chat keeps no history: the state is empty.
+                Some(Event::StateRequest(r)) => { let _ = r.provide("").await; }
                 Some(_) => {}
                 None => break,
             },

@@ -57,3 +57,75 @@ fn the_twenty_questions_examples_traces_pass_the_checker() {
     assert!(files >= 5, "{files} traces");
     assert!(report.violations.is_empty(), "{:?}", report.violations.iter().map(|v| v.to_string()).collect::<Vec<_>>());
 }
+
+/// Two chat processes driven through their standard input: each sees both lines, in the
+/// same order, and their traces pass the checker.
+#[test]
+fn the_chat_examples_traces_pass_the_checker() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    use std::sync::mpsc;
+    let dir = std::env::temp_dir().join(format!("synchrony-example-traces-chat-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let spawn = |args: &[&str]| {
+        let mut child = Command::new(example("chat"))
+            .args(args)
+            .env(synchrony::TRACE_DIR_ENV, &dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the example runs (built by cargo test)");
+        let (tx, rx) = mpsc::channel::<String>();
+        let out = BufReader::new(child.stdout.take().expect("stdout"));
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        (child, rx)
+    };
+    let wait_for = |rx: &mpsc::Receiver<String>, what: &dyn Fn(&str) -> bool| -> Vec<String> {
+        let mut seen = Vec::new();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::time::Instant::now() < until {
+            if let Ok(l) = rx.recv_timeout(std::time::Duration::from_millis(100)) {
+                let done = what(&l);
+                seen.push(l);
+                if done {
+                    return seen;
+                }
+            }
+        }
+        panic!("not seen in 20 s; saw {seen:?}");
+    };
+    let (mut alice, arx) = spawn(&["alice", "127.0.0.1:0"]);
+    let first = wait_for(&arx, &|l| l.contains("listening on"));
+    let addr =
+        first.last().and_then(|l| l.split("listening on ").nth(1)).and_then(|r| r.split(';').next()).expect("address");
+    let (mut bob, brx) = spawn(&["bob", "127.0.0.1:0", addr]);
+    for rx in [&arx, &brx] {
+        wait_for(rx, &|l| l.starts_with("* in the room") && l.contains("alice") && l.contains("bob"));
+    }
+    writeln!(alice.stdin.as_mut().expect("stdin"), "hello from alice").expect("writes");
+    writeln!(bob.stdin.as_mut().expect("stdin"), "hello from bob").expect("writes");
+    let said = |l: &str| l.contains("hello from");
+    let mut orders = Vec::new();
+    for rx in [&arx, &brx] {
+        let mut got: Vec<String> = wait_for(rx, &|l| said(l)).into_iter().filter(|l| said(l)).collect();
+        got.extend(wait_for(rx, &|l| said(l)).into_iter().filter(|l| said(l)));
+        orders.push(got);
+    }
+    assert_eq!(orders[0], orders[1], "both see the lines in the same (total) order");
+    drop(alice.stdin.take());
+    drop(bob.stdin.take());
+    for c in [&mut alice, &mut bob] {
+        assert!(c.wait().expect("exits").success(), "Ctrl-D leaves cleanly");
+    }
+    let (files, events) = read_traces(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(files, 2);
+    let report = check(&events, &Options { quiescent: true, ..Options::default() });
+    assert!(report.violations.is_empty(), "{:?}", report.violations.iter().map(|v| v.to_string()).collect::<Vec<_>>());
+}
