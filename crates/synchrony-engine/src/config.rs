@@ -43,6 +43,9 @@ pub struct Config {
     /// each group only and a process that alternates groups never waits (the rule's cost
     /// is one round of acknowledgements when a process moves from one group to another).
     pub causal_across_groups: bool,
+    /// The most groups this process is in or asking to join at once: a join over it is
+    /// refused (`MembershipError::TooManyGroups`), never a crash or a stalled cluster.
+    pub max_groups: usize,
 }
 
 impl Default for Config {
@@ -63,6 +66,7 @@ impl Default for Config {
             secret: None,
             rng_seed: 0,
             causal_across_groups: true,
+            max_groups: 100_000,
         }
     }
 }

@@ -502,6 +502,13 @@ impl Engine {
         if self.groups.contains_key(op.group()) {
             return Err(MembershipError::Redundant(op.group().clone()));
         }
+        let groups = &self.groups;
+        let asked = self.gms.pending_joins(|g| groups.contains_key(g));
+        if groups.len() + asked >= self.config.max_groups {
+            let limit = self.config.max_groups;
+            tracing::warn!(me = %self.me, group = %op.group(), limit, "join refused: too many groups");
+            return Err(MembershipError::TooManyGroups { group: op.group().clone(), limit });
+        }
         self.gms.request_op(op);
         self.after_input(now);
         Ok(())

@@ -198,6 +198,14 @@ pub enum MembershipError {
     /// Already a member (join) or not a member (leave).
     #[error("already in that state for group {0}")]
     Redundant(GroupName),
+    /// The join would put this process in more groups than `Config::max_groups`.
+    #[error("cannot join {group}: this process is in or joining {limit} groups, its limit (Config::max_groups)")]
+    TooManyGroups {
+        /// The group asked for.
+        group: GroupName,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 /// Why a flush was refused.

@@ -341,6 +341,11 @@ impl Gms {
         self.requests_dirty = true;
     }
 
+    /// Groups this process asked to join and is not in yet (`is_member` says which it is).
+    pub(crate) fn pending_joins(&self, is_member: impl Fn(&GroupName) -> bool) -> usize {
+        self.ops.iter().filter_map(GroupOp::joins).filter(|g| !is_member(g)).count()
+    }
+
     /// This process must leave the group whatever it asks later (its state is lost).
     pub(crate) fn force_leave(&mut self, group: GroupName) {
         self.ops.retain(|o| o.joins() != Some(&group));

@@ -151,6 +151,7 @@ impl Config {
             ("engine.state_chunk_bytes", e.state_chunk_bytes),
             ("engine.reorder_buffer_max", e.reorder_buffer_max),
             ("engine.decision_log_max", e.decision_log_max),
+            ("engine.max_groups", e.max_groups),
         ] {
             if n == 0 {
                 return bad(field, "must be at least 1".into());

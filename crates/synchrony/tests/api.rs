@@ -425,3 +425,24 @@ async fn query_value_and_query_within() {
     .await
     .expect("in time");
 }
+
+/// A join over `Config::max_groups` is refused with an error that says so, and the node
+/// goes on (a leave makes room again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_over_the_group_limit_is_refused_and_says_so() {
+    timeout(Duration::from_secs(30), async {
+        let mut config = synchrony::Config::new("limited", "127.0.0.1:0");
+        config.engine.max_groups = 2;
+        let n = synchrony::Node::start(config).await.expect("starts");
+        let first = n.join("l1", JoinOptions::default()).await.expect("joins");
+        let _second = n.join("l2", JoinOptions::default()).await.expect("joins");
+        let err = n.join("l3", JoinOptions::default()).await.expect_err("over the limit");
+        let text = err.to_string();
+        assert!(text.contains("l3") && text.contains("max_groups"), "{text}");
+        first.leave().await.expect("leaves");
+        let _third = n.join("l3", JoinOptions::default()).await.expect("room again");
+        let _ = n.shutdown().await;
+    })
+    .await
+    .expect("in time");
+}
