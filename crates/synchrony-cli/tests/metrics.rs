@@ -59,7 +59,9 @@ fn a_node_serves_prometheus_metrics() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut found = None;
     while Instant::now() < deadline {
-        if let Some(body) = scrape(&metrics).filter(|b| b.contains("synchrony_views_total")) {
+        // Until the group's first view is counted (the endpoint may answer before it).
+        let counted = |b: &String| b.lines().any(|l| l.starts_with("synchrony_views_total ") && !l.ends_with(" 0"));
+        if let Some(body) = scrape(&metrics).filter(counted) {
             found = Some(body);
             break;
         }
