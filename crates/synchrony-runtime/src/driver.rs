@@ -672,6 +672,13 @@ impl Driver {
         }
     }
 
+    /// Writes a `state_sent` or `state` event, marked as the delivered set when the
+    /// application says its state is (`Config::trace_states_as_delivered_sets`).
+    fn record_state(&mut self, e: impl FnOnce() -> TraceEvent) {
+        let delivered = self.config.trace_states_as_delivered_sets;
+        self.record(|| if delivered { e().of_delivered_set() } else { e() });
+    }
+
     /// Writes what an engine event made in the trace (see `TraceEvent::of_engine`).
     fn record_traced(&mut self, traced: Option<TraceEvent>) {
         if let (Some(t), Some(e)) = (&mut self.trace, traced) {
@@ -819,15 +826,7 @@ impl Driver {
                 if let Some(t) = self.join_started.remove(&group) {
                     crate::metrics::time("synchrony_state_transfer_seconds", t.elapsed());
                 }
-                let delivered = self.config.trace_states_as_delivered_sets;
-                self.record(|| {
-                    let e = TraceEvent::state_loaded(group.as_str(), view.0, state_digest(&state));
-                    if delivered {
-                        e.of_delivered_set()
-                    } else {
-                        e
-                    }
-                });
+                self.record_state(|| TraceEvent::state_loaded(group.as_str(), view.0, state_digest(&state)));
                 self.deliver_to_group(&group, GroupEvent::State { view, state });
             }
             Event::Flushed { group, view } => {
@@ -1065,16 +1064,8 @@ impl Driver {
                 // (about 0.4 s for 100 MB) to silence its heartbeats.
                 if let Some(joiners) = self.state_requests.remove(&(group.clone(), view)) {
                     let dg = state_digest(&state);
-                    let delivered = self.config.trace_states_as_delivered_sets;
                     for j in joiners {
-                        self.record(|| {
-                            let e = TraceEvent::state_sent(group.as_str(), view.0, j.to_string(), dg.clone());
-                            if delivered {
-                                e.of_delivered_set()
-                            } else {
-                                e
-                            }
-                        });
+                        self.record_state(|| TraceEvent::state_sent(group.as_str(), view.0, j.to_string(), dg.clone()));
                     }
                 }
                 if let Some(e) = self.engine.as_mut() {

@@ -235,48 +235,11 @@ where
         // Unbounded on purpose: the reader must never wait for the driver (the driver may
         // be waiting for the reader to take the group's next event). Effects come only
         // from deliveries and callers, both already paced by flow control.
-        let (etx, mut erx) = mpsc::unbounded_channel::<Effect>();
+        let (etx, erx) = mpsc::unbounded_channel::<Effect>();
         let stop = Arc::new(tokio::sync::watch::channel(Stop::Running).0);
         let life = Some(Arc::new(Life { stop: stop.clone() }));
         let handle = Self { shared: shared.clone(), sender: sender.clone(), effects: etx, ready, stop, life };
-        let h = handle.task_copy();
-        let mut reader_done = handle.ready.clone();
-        tokio::spawn(async move {
-            loop {
-                let e = tokio::select! {
-                    biased;
-                    e = erx.recv() => e,
-                    // The reader ended: what it asked for went out above; nothing more comes.
-                    changed = reader_done.changed() => match changed {
-                        Ok(()) => continue,
-                        Err(_) => None,
-                    },
-                };
-                let Some(e) = e else { break };
-                match e {
-                    Effect::Send { order, payload } => {
-                        if let Err(err) = h.sender.send(order, payload).await {
-                            tracing::warn!(error = %err, "a tool's multicast was refused");
-                        }
-                    }
-                    Effect::Reply { query, payload } => h.sender.reply(query, payload).await,
-                    Effect::Query { order, payload, replies } => {
-                        // A query waits for replies, maybe our own: never in line.
-                        let h = h.clone();
-                        tokio::spawn(async move {
-                            if let Ok(outcome) = h.sender.query(order, payload, replies).await {
-                                let fx = {
-                                    let mut fx = Effects::default();
-                                    h.lock().core.on_query_done(&outcome, &mut fx);
-                                    fx
-                                };
-                                h.apply(fx, None).await;
-                            }
-                        });
-                    }
-                }
-            }
-        });
+        handle.task_copy().spawn_effects(erx);
         let h = handle.task_copy();
         let mut stop = handle.stop.subscribe();
         tokio::spawn(async move {
@@ -389,6 +352,48 @@ where
         let mut ended = self.ready.clone();
         while ended.changed().await.is_ok() {}
         Ok(())
+    }
+
+    /// Makes the core's effects in order until the reader ends (its `ready` sender gone).
+    fn spawn_effects(self, mut erx: mpsc::UnboundedReceiver<Effect>) {
+        let h = self;
+        let mut reader_done = h.ready.clone();
+        tokio::spawn(async move {
+            loop {
+                let e = tokio::select! {
+                    biased;
+                    e = erx.recv() => e,
+                    // The reader ended: what it asked for went out above; nothing more comes.
+                    changed = reader_done.changed() => match changed {
+                        Ok(()) => continue,
+                        Err(_) => None,
+                    },
+                };
+                let Some(e) = e else { break };
+                match e {
+                    Effect::Send { order, payload } => {
+                        if let Err(err) = h.sender.send(order, payload).await {
+                            tracing::warn!(error = %err, "a tool's multicast was refused");
+                        }
+                    }
+                    Effect::Reply { query, payload } => h.sender.reply(query, payload).await,
+                    Effect::Query { order, payload, replies } => {
+                        // A query waits for replies, maybe our own: never in line.
+                        let h = h.clone();
+                        tokio::spawn(async move {
+                            if let Ok(outcome) = h.sender.query(order, payload, replies).await {
+                                let fx = {
+                                    let mut fx = Effects::default();
+                                    h.lock().core.on_query_done(&outcome, &mut fx);
+                                    fx
+                                };
+                                h.apply(fx, None).await;
+                            }
+                        });
+                    }
+                }
+            }
+        });
     }
 
     fn lock(&self) -> MutexGuard<'_, Shared<C>> {
