@@ -98,6 +98,13 @@ pub struct Engine {
     /// Groups this process left while their events were still held back with a
     /// decision's deliveries among them, with that decision (see `shown_epoch`).
     left_gated: BTreeMap<GroupName, u64>,
+    /// (decision, group) for each group's `gated_decision` as it was set; entries that no
+    /// longer hold are dropped when they come first, so `shown_epoch` does not scan every
+    /// group for each message.
+    gated_index: BTreeSet<(u64, GroupName)>,
+    /// (epoch, group) for each group frozen by a promise, kept the same way for
+    /// `frozen_ahead`.
+    frozen_index: BTreeSet<(u64, GroupName)>,
     stats: Stats,
 }
 
@@ -177,6 +184,8 @@ impl Engine {
             forward_ack_epoch: 0,
             lift_pending: false,
             left_gated: BTreeMap::new(),
+            gated_index: BTreeSet::new(),
+            frozen_index: BTreeSet::new(),
             stats: Stats::default(),
         };
         if found {
@@ -495,7 +504,27 @@ impl Engine {
         self.request_join(now, wire::GroupOp::JoinRunning(group))
     }
 
+    /// Joins many groups at once: each result says what [`Engine::join`] of that group
+    /// would have, and the joins asked for go to the membership leader together (one
+    /// request, decided in one round when the leader has them all).
+    pub fn join_many(
+        &mut self,
+        now: Instant,
+        groups: impl IntoIterator<Item = GroupName>,
+    ) -> Vec<Result<(), MembershipError>> {
+        let results = groups.into_iter().map(|g| self.ask_join(wire::GroupOp::Join(g))).collect();
+        self.after_input(now);
+        results
+    }
+
     fn request_join(&mut self, now: Instant, op: wire::GroupOp) -> Result<(), MembershipError> {
+        self.ask_join(op)?;
+        self.after_input(now);
+        Ok(())
+    }
+
+    /// Records a join request after checking it; the caller settles the input.
+    fn ask_join(&mut self, op: wire::GroupOp) -> Result<(), MembershipError> {
         if !self.alive() {
             return Err(MembershipError::Stopped);
         }
@@ -503,14 +532,14 @@ impl Engine {
             return Err(MembershipError::Redundant(op.group().clone()));
         }
         let groups = &self.groups;
-        let asked = self.gms.pending_joins(|g| groups.contains_key(g));
-        if groups.len() + asked >= self.config.max_groups {
+        // (Counting exactly scans every request: only near the limit.)
+        let near = groups.len() + self.gms.join_ops() >= self.config.max_groups;
+        if near && groups.len() + self.gms.pending_joins(|g| groups.contains_key(g)) >= self.config.max_groups {
             let limit = self.config.max_groups;
             tracing::warn!(me = %self.me, group = %op.group(), limit, "join refused: too many groups");
             return Err(MembershipError::TooManyGroups { group: op.group().clone(), limit });
         }
         self.gms.request_op(op);
-        self.after_input(now);
         Ok(())
     }
 
@@ -836,6 +865,7 @@ impl Engine {
             for g in &p.groups {
                 if let Some(gs) = self.groups.get_mut(g) {
                     gs.frozen = Some(p.epoch);
+                    self.frozen_index.insert((p.epoch, g.clone()));
                     reports.push(gs.report());
                 }
             }
@@ -1113,10 +1143,29 @@ impl Engine {
     /// applied, unless a group's events are held back (a state owed or awaited) with a
     /// decision's deliveries (a cut or gbcasts) among them. Data sent after a later
     /// decision waits (causal order across groups).
-    fn shown_epoch(&self) -> u64 {
-        let gated =
-            self.groups.values().filter_map(|g| g.gated_decision).chain(self.left_gated.values().copied()).min();
+    fn shown_epoch(&mut self) -> u64 {
+        let groups = &self.groups;
+        while let Some((e, g)) = self.gated_index.first() {
+            if groups.get(g).is_some_and(|gs| gs.gated_decision == Some(*e)) {
+                break;
+            }
+            self.gated_index.pop_first();
+        }
+        let first = self.gated_index.first().map(|(e, _)| *e);
+        let gated = first.into_iter().chain(self.left_gated.values().copied()).min();
         gated.map_or(self.gms.epoch(), |e| e.saturating_sub(1).min(self.gms.epoch()))
+    }
+
+    /// Whether some group here is frozen for an epoch not decided yet.
+    fn frozen_ahead(&mut self) -> bool {
+        let (groups, epoch) = (&self.groups, self.gms.epoch());
+        while let Some((_, g)) = self.frozen_index.first() {
+            if groups.get(g).is_some_and(|gs| gs.frozen.is_some_and(|e| e > epoch)) {
+                return true;
+            }
+            self.frozen_index.pop_first();
+        }
+        false
     }
 
     /// After a decision (or once a group's held-back events are shown): data and forwards
@@ -1211,8 +1260,7 @@ impl Engine {
             self.leave_when_served = false;
             self.gms.request_leave_cluster();
         }
-        let epoch = self.gms.epoch();
-        let frozen_ahead = self.groups.values().any(|g| g.frozen.is_some_and(|e| e > epoch));
+        let frozen_ahead = self.frozen_ahead();
         let mut out = GmsOut::default();
         let ctx = Ctx { me: &self.me, config: &self.config, now };
         self.gms.drive(&ctx, &mut self.timers, frozen_ahead, !self.local.is_empty(), &mut out);
@@ -1348,7 +1396,10 @@ impl Engine {
             // Deliveries of the epoch the cut ends are held back from the application, yet
             // the others count them as settled by the cut: messages sent after this
             // decision wait here until they are shown (see `shown_epoch`).
-            gs.gated_decision.get_or_insert(self.applying);
+            if gs.gated_decision.is_none() {
+                gs.gated_decision = Some(self.applying);
+                self.gated_index.insert((self.applying, g.clone()));
+            }
         }
         if missing > 0 {
             // Only a broken protocol leaves a cut undelivered; counted (the simulator fails

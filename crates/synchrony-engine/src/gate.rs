@@ -11,7 +11,7 @@
 use crate::event::Event;
 use crate::id::{GroupName, ViewId};
 use bytes::Bytes;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Events held back for one group, with their place in the order of pushes.
 #[derive(Default)]
@@ -19,6 +19,18 @@ struct Gate {
     /// How many reasons hold the gate closed.
     count: usize,
     held: VecDeque<(u64, Event)>,
+    /// The place of the first ordered delivery in `held` (see [`EventQueue::fence`]).
+    first_ordered: Option<u64>,
+}
+
+impl Gate {
+    fn find_first_ordered(&self) -> Option<u64> {
+        self.held.iter().find(|(_, ev)| is_ordered_delivery(ev)).map(|(at, _)| *at)
+    }
+}
+
+fn is_ordered_delivery(ev: &Event) -> bool {
+    matches!(ev, Event::Deliver(d) if d.order.is_ordered())
 }
 
 /// Events for the application, in order, with a gate per group.
@@ -30,6 +42,9 @@ struct Gate {
 pub(crate) struct EventQueue {
     ready: VecDeque<(u64, Event)>,
     gates: BTreeMap<GroupName, Gate>,
+    /// (first ordered delivery held, group) of every gate holding one: the fence is the
+    /// first, found without looking at every gate (a joiner may wait for thousands).
+    fronts: BTreeSet<(u64, GroupName)>,
     /// The next push's place (even; a joiner's state takes the odd place before the first
     /// event its gate held).
     next: u64,
@@ -89,6 +104,10 @@ impl EventQueue {
         let at = self.place();
         if let Some(g) = ev.group() {
             if let Some(gate) = self.gates.get_mut(g) {
+                if gate.first_ordered.is_none() && is_ordered_delivery(&ev) {
+                    gate.first_ordered = Some(at);
+                    self.fronts.insert((at, g.clone()));
+                }
                 gate.held.push_back((at, ev));
                 return;
             }
@@ -115,16 +134,31 @@ impl EventQueue {
     /// The place of the first ordered delivery a closed gate holds: released events from
     /// later wait for it.
     fn fence(&self) -> u64 {
-        self.gates
-            .values()
-            .filter_map(|gate| {
-                gate.held
-                    .iter()
-                    .find(|(_, ev)| matches!(ev, Event::Deliver(d) if d.order.is_ordered()))
-                    .map(|(at, _)| *at)
-            })
-            .min()
-            .unwrap_or(u64::MAX)
+        self.fronts.first().map_or(u64::MAX, |(at, _)| *at)
+    }
+
+    /// Keeps `fronts` true after `group`'s gate changed other than by a push (or went).
+    fn refresh_front(&mut self, group: &GroupName) {
+        let Some(gate) = self.gates.get_mut(group) else { return };
+        let first = gate.find_first_ordered();
+        if first != gate.first_ordered {
+            if let Some(old) = gate.first_ordered {
+                self.fronts.remove(&(old, group.clone()));
+            }
+            if let Some(new) = first {
+                self.fronts.insert((new, group.clone()));
+            }
+            gate.first_ordered = first;
+        }
+    }
+
+    /// Removes `group`'s gate.
+    fn remove_gate(&mut self, group: &GroupName) -> Option<Gate> {
+        let gate = self.gates.remove(group)?;
+        if let Some(at) = gate.first_ordered {
+            self.fronts.remove(&(at, group.clone()));
+        }
+        Some(gate)
     }
 
     /// Events a gate let go: to the application up to the fence, the rest behind it.
@@ -223,7 +257,9 @@ impl EventQueue {
             released = std::mem::replace(&mut gate.held, rest);
         }
         if gate.count == 0 && gate.held.is_empty() {
-            self.gates.remove(group);
+            self.remove_gate(group);
+        } else {
+            self.refresh_front(group);
         }
         self.release(released);
         self.settle();
@@ -267,7 +303,7 @@ impl EventQueue {
     /// views were never its to see, but the outcomes of its own queries still are (their
     /// callers wait for them).
     pub(crate) fn drop_gate(&mut self, group: &GroupName) {
-        if let Some(gate) = self.gates.remove(group) {
+        if let Some(gate) = self.remove_gate(group) {
             self.release(gate.held.into_iter().filter(|(_, e)| matches!(e, Event::QueryDone(_))).collect());
             self.settle();
         }
@@ -276,6 +312,7 @@ impl EventQueue {
     /// The process stops: what every gate held is released, but for the groups where it
     /// still waits for its state (`waiting`), which never see what they held.
     pub(crate) fn release_all(&mut self, waiting: impl Fn(&GroupName) -> bool) {
+        self.fronts.clear();
         for (g, gate) in std::mem::take(&mut self.gates) {
             if !waiting(&g) {
                 self.show(gate.held);

@@ -31,6 +31,13 @@ use std::sync::Arc;
 /// twice; the oldest are forgotten past this.
 const GBCAST_DONE_MAX: usize = 65536;
 
+/// Requests carrying up to this many group operations go out whenever they change. Larger
+/// ones (a process joining thousands of groups, one call at a time) go out at most once a
+/// heartbeat interval: each carries the whole set, so sending one per change would cost
+/// the square of the set's size in bytes, and the leader batches whatever it holds into
+/// its next round anyway.
+const REQUESTS_EAGER_OPS: usize = 64;
+
 /// What every membership handler may read of the engine.
 #[derive(Clone, Copy)]
 pub(crate) struct Ctx<'a> {
@@ -128,6 +135,9 @@ enum Round {
     },
 }
 
+/// Who asks to leave which group: (group, process).
+type Leaves<'a> = BTreeSet<(&'a GroupName, &'a ProcessId)>;
+
 /// What a promise carries: an accepted decision, if any, and flush reports.
 type PromiseBody = (Option<(Ballot, Arc<Decision>)>, Vec<Report>);
 
@@ -147,6 +157,10 @@ pub(crate) struct Gms {
     rng: ChaCha8Rng,
     // This process's own requests.
     ops: Vec<GroupOp>,
+    /// How many of `ops` are about each group, and how many are joins: a process asking
+    /// to join thousands of groups must not scan its requests for each.
+    op_groups: BTreeMap<GroupName, u8>,
+    join_ops: usize,
     /// Gbcasts this process asked for, with the view of the group it knew then.
     gbcasts: Vec<(GroupName, ViewId, DataMsg)>,
     /// Per group, the first view of its current lineage: a gbcast asked of an older lineage
@@ -157,6 +171,10 @@ pub(crate) struct Gms {
     /// method that changes what [`Msg::Requests`] carries.
     requests_dirty: bool,
     requests_sent_epoch: u64,
+    /// When requests with more than [`REQUESTS_EAGER_OPS`] operations were last sent.
+    requests_sent_at: Option<Instant>,
+    /// How many operations the requests last sent carried.
+    ops_sent: usize,
     /// Since when a group of this process has been frozen for an epoch not decided yet.
     frozen_since: Option<Instant>,
     /// Whether the requests last sent said "stalled".
@@ -164,6 +182,11 @@ pub(crate) struct Gms {
     /// This process's join verifiers and the verdicts they gave.
     join_verifiers: BTreeMap<GroupName, JoinVerifier>,
     verdicts: BTreeMap<(GroupName, ProcessId), bool>,
+    /// Counts the changes to what a plan is made of (see [`Gms::touch`]).
+    changes: u64,
+    /// `changes` when the last plan came out empty: no need to plan again until it moves
+    /// (a leader must not scan every request, thousands of group joins, per input).
+    empty_plan_at: Option<u64>,
     // Leader state.
     round: Round,
     requests: BTreeMap<ProcessId, Requests>,
@@ -190,15 +213,21 @@ impl Gms {
             max_round: 0,
             rng: ChaCha8Rng::seed_from_u64(rng_seed),
             ops: Vec::new(),
+            op_groups: BTreeMap::new(),
+            join_ops: 0,
             gbcasts: Vec::new(),
             lineage_start: BTreeMap::new(),
             leave: false,
             requests_dirty: false,
             requests_sent_epoch: 0,
+            requests_sent_at: None,
+            ops_sent: 0,
             frozen_since: None,
             stalled_sent: false,
             join_verifiers: BTreeMap::new(),
             verdicts: BTreeMap::new(),
+            changes: 0,
+            empty_plan_at: None,
             round: Round::Idle,
             requests: BTreeMap::new(),
             refused: BTreeSet::new(),
@@ -211,6 +240,7 @@ impl Gms {
 
     /// Founds a cluster of one.
     pub(crate) fn found(&mut self, me: &ProcessId, weight: u32) {
+        self.touch();
         self.epoch = 1;
         self.members = vec![(me.clone(), weight)];
     }
@@ -327,18 +357,48 @@ impl Gms {
 
     // ------------------------------------------------------------------ this process's requests
 
+    /// Notes a change to what [`Gms::plan`] reads: every method the engine calls that
+    /// changes the membership, the views, others' requests or the suspicions says so first.
+    fn touch(&mut self) {
+        self.changes += 1;
+    }
+
     /// Asks to join or leave a group.
     pub(crate) fn request_op(&mut self, op: GroupOp) {
         // The last request about a group replaces the others, but a forced leave (state
         // lost) stands: a join then follows it.
         let forced = op.joins().is_some_and(|g| self.forced_leaves.contains(g));
-        if !forced {
-            self.ops.retain(|o| o.group() != op.group() || *o == op);
-        }
-        if !self.ops.contains(&op) {
+        if !self.op_groups.contains_key(op.group()) {
+            // Nothing asked of this group yet: no scan (the common case by far).
             self.ops.push(op);
+        } else {
+            if !forced {
+                self.ops.retain(|o| o.group() != op.group() || *o == op);
+            }
+            if !self.ops.contains(&op) {
+                self.ops.push(op);
+            }
         }
+        self.ops_changed();
         self.requests_dirty = true;
+    }
+
+    /// Keeps the index of `ops` true after a change. A push is counted in constant time;
+    /// anything else (done once per decision, not per call) recounts.
+    fn ops_changed(&mut self) {
+        let counted: usize = self.op_groups.values().map(|&n| n as usize).sum();
+        if counted + 1 == self.ops.len() {
+            let op = self.ops.last().expect("just pushed");
+            *self.op_groups.entry(op.group().clone()).or_default() += 1;
+            self.join_ops += usize::from(op.joins().is_some());
+            return;
+        }
+        self.op_groups.clear();
+        self.join_ops = 0;
+        for op in &self.ops {
+            *self.op_groups.entry(op.group().clone()).or_default() += 1;
+            self.join_ops += usize::from(op.joins().is_some());
+        }
     }
 
     /// Groups this process asked to join and is not in yet (`is_member` says which it is).
@@ -346,9 +406,15 @@ impl Gms {
         self.ops.iter().filter_map(GroupOp::joins).filter(|g| !is_member(g)).count()
     }
 
+    /// Joins asked for: at least [`Gms::pending_joins`], in constant time.
+    pub(crate) fn join_ops(&self) -> usize {
+        self.join_ops
+    }
+
     /// This process must leave the group whatever it asks later (its state is lost).
     pub(crate) fn force_leave(&mut self, group: GroupName) {
         self.ops.retain(|o| o.joins() != Some(&group));
+        self.ops_changed();
         self.request_op(GroupOp::Leave(group.clone()));
         self.forced_leaves.insert(group);
     }
@@ -390,6 +456,7 @@ impl Gms {
 
     /// Suspects `p`; false if it was suspected already.
     pub(crate) fn suspect(&mut self, p: ProcessId) -> bool {
+        self.touch();
         let new = self.suspects.insert(p);
         if new {
             self.requests_dirty = true;
@@ -402,6 +469,7 @@ impl Gms {
     /// suspicions could otherwise leave no leader able to gather a quorum.
     pub(crate) fn heard(&mut self, p: &ProcessId) {
         if self.is_member(p) && self.suspects.remove(p) {
+            self.touch();
             self.requests_dirty = true;
         }
     }
@@ -443,6 +511,7 @@ impl Gms {
 
     /// A process asks a member to let it into the cluster.
     pub(crate) fn on_join_cluster(&mut self, ctx: &Ctx, from: &ProcessId, weight: u32, out: &mut GmsOut) {
+        self.touch();
         if self.is_member(from) {
             // It is in, but missed its commit (its leader failed): send the latest again.
             if let Some(d) = self.log.back().cloned() {
@@ -473,6 +542,7 @@ impl Gms {
 
     /// A membership message from `from` (a member, or a process it relays for).
     pub(crate) fn handle(&mut self, ctx: &Ctx, timers: &mut TimerTable, from: &ProcessId, msg: Msg, out: &mut GmsOut) {
+        self.touch();
         match msg {
             Msg::JoinRequest { who, weight } if self.leader() == Some(ctx.me) && !self.removed.contains(&who) => {
                 self.join_requests.insert(who, weight);
@@ -584,11 +654,12 @@ impl Gms {
     /// late) dropped it, and would otherwise hold the round forever.
     fn prepare_again(&mut self, ctx: &Ctx, out: &mut GmsOut) {
         let patience = ctx.config.failure_timeout / 2;
-        let groups = self.prepare_groups();
-        let Round::Preparing { ballot, epoch, waiting, promises, sent_at, .. } = &mut self.round else { return };
+        let Round::Preparing { sent_at, .. } = &self.round else { return };
         if ctx.now.saturating_since(*sent_at) < patience {
             return;
         }
+        let groups = self.prepare_groups();
+        let Round::Preparing { ballot, epoch, waiting, promises, sent_at, .. } = &mut self.round else { return };
         *sent_at = ctx.now;
         for p in waiting.iter().filter(|p| !promises.contains_key(*p)) {
             out.send(p, Msg::Prepare { ballot: ballot.clone(), epoch: *epoch, groups: groups.clone() });
@@ -633,6 +704,10 @@ impl Gms {
 
     fn plan(&self, me: &ProcessId) -> Plan {
         let mut plan = Plan { failed: self.effective_suspects(me), ..Plan::default() };
+        // Who asks to leave which group, looked up for every join below.
+        let group_leaves: BTreeSet<(&GroupName, &ProcessId)> = (self.requests.iter())
+            .flat_map(|(p, r)| r.ops.iter().filter(|o| matches!(o, GroupOp::Leave(_))).map(move |o| (o.group(), p)))
+            .collect();
         for (p, r) in &self.requests {
             if !self.is_member(p) || plan.failed.contains(p) {
                 continue;
@@ -642,7 +717,7 @@ impl Gms {
             }
             plan.resume |= r.stalled;
             for op in &r.ops {
-                self.plan_op(&mut plan, p, r.leave, op);
+                self.plan_op(&mut plan, &group_leaves, p, r.leave, op);
             }
             for (g, asked_in, m) in &r.gbcasts {
                 let lineage = self.lineage_start.get(g).copied().unwrap_or(ViewId(0));
@@ -675,12 +750,12 @@ impl Gms {
     }
 
     /// Adds member `p`'s request `op` to the plan (`leaving`: it also leaves the cluster).
-    fn plan_op(&self, plan: &mut Plan, p: &ProcessId, leaving: bool, op: &GroupOp) {
+    fn plan_op(&self, plan: &mut Plan, group_leaves: &Leaves, p: &ProcessId, leaving: bool, op: &GroupOp) {
         let inside = |g: &GroupName| self.views.get(g).is_some_and(|v| v.members.contains(p));
         let refused_already = |g: &GroupName| self.refused.contains(&(g.clone(), p.clone()));
         match op {
             GroupOp::JoinRunning(g) if !inside(g) => {
-                if !leaving && self.goes_on(g, &plan.failed) {
+                if !leaving && self.goes_on(g, &plan.failed, group_leaves) {
                     plan.group_joins.entry(g.clone()).or_default().push(p.clone());
                 } else if !leaving && !refused_already(g) {
                     plan.refused.push((g.clone(), p.clone()));
@@ -707,12 +782,9 @@ impl Gms {
     /// Whether a member of `group` stays in it through a round where `failed` go: one that
     /// neither failed nor asks to leave the cluster or the group (a joiner that asked to
     /// join only a running group gets its state from such a member).
-    fn goes_on(&self, group: &GroupName, failed: &BTreeSet<ProcessId>) -> bool {
-        let leaves = |m: &ProcessId| {
-            self.requests
-                .get(m)
-                .is_some_and(|r| r.leave || r.ops.iter().any(|o| matches!(o, GroupOp::Leave(g) if g == group)))
-        };
+    fn goes_on(&self, group: &GroupName, failed: &BTreeSet<ProcessId>, group_leaves: &Leaves) -> bool {
+        let leaves =
+            |m: &ProcessId| self.requests.get(m).is_some_and(|r| r.leave || group_leaves.contains(&(group, m)));
         self.views.get(group).is_some_and(|v| v.members.iter().any(|m| !failed.contains(m) && !leaves(m)))
     }
 
@@ -791,7 +863,7 @@ impl Gms {
             self.frozen_since = None;
         }
         let stalled = self.frozen_since.is_some_and(|t| ctx.now.saturating_since(t) >= ctx.config.failure_timeout);
-        self.send_requests(me, stalled, out);
+        self.send_requests(ctx, stalled, out);
         // The requests just sent to itself count as input still to handle.
         let inputs_pending = inputs_pending || out.sends.iter().any(|(to, _)| to == me);
         if leader.as_ref() != Some(me) {
@@ -830,13 +902,24 @@ impl Gms {
 
     /// Requests go to every member whenever they change or the membership does: whoever
     /// leads (even one this process cannot hear) has them.
-    fn send_requests(&mut self, me: &ProcessId, stalled: bool, out: &mut GmsOut) {
+    fn send_requests(&mut self, ctx: &Ctx, stalled: bool, out: &mut GmsOut) {
+        let me = ctx.me;
         if stalled != self.stalled_sent {
             self.requests_dirty = true;
         }
         if !self.requests_dirty && self.requests_sent_epoch == self.epoch {
             return;
         }
+        // (Fewer operations than last sent go at once: the leader must not plan with
+        // requests a decision satisfied.)
+        if self.ops.len() > REQUESTS_EAGER_OPS && self.ops.len() > self.ops_sent {
+            let pace = ctx.config.heartbeat_interval;
+            if self.requests_sent_at.is_some_and(|t| ctx.now.saturating_since(t) < pace) {
+                return; // still dirty: a tick sends them
+            }
+            self.requests_sent_at = Some(ctx.now);
+        }
+        self.ops_sent = self.ops.len();
         self.stalled_sent = stalled;
         self.requests_dirty = false;
         self.requests_sent_epoch = self.epoch;
@@ -856,7 +939,11 @@ impl Gms {
 
     /// Phase 1 of a new round, if there is anything to change.
     fn start_round(&mut self, ctx: &Ctx, timers: &mut TimerTable, stalled: bool, out: &mut GmsOut) {
+        if !stalled && self.empty_plan_at == Some(self.changes) {
+            return;
+        }
         let mut plan = self.plan(ctx.me);
+        self.empty_plan_at = plan.is_empty().then_some(self.changes);
         plan.resume |= stalled;
         if plan.is_empty() {
             return;
@@ -948,14 +1035,22 @@ impl Gms {
             self.members.iter().filter(|(p, _)| !gone.contains(p)).cloned().collect();
         members.extend(plan.joins.iter().cloned());
         let mut groups = Vec::new();
+        // Each member's reports by group, in the order it sent them (a round may change
+        // thousands of groups: no scan of every report for each).
+        let mut by_group: BTreeMap<(&GroupName, &ProcessId), Vec<&Report>> = BTreeMap::new();
+        for (p, (_, rs)) in promises {
+            for r in rs {
+                by_group.entry((&r.group, p)).or_default().push(r);
+            }
+        }
         for g in &plan.groups {
             let old = self.views.get(g).cloned().unwrap_or(GroupView { id: ViewId(0), members: Vec::new() });
             let reports: Vec<&Report> = old
                 .members
                 .iter()
                 .filter(|m| !plan.failed.contains(*m))
-                .filter_map(|m| promises.get(m))
-                .flat_map(|(_, rs)| rs.iter().filter(|r| r.group == *g && r.view == old.id))
+                .filter_map(|m| by_group.get(&(g, m)))
+                .flat_map(|rs| rs.iter().copied().filter(|r| r.view == old.id))
                 .collect();
             let cut = compute_cut(&old, &reports);
             let leavers: Vec<ProcessId> = old
@@ -987,6 +1082,7 @@ impl Gms {
 
     /// A joining process is let in by `decision`, with the configuration `snap`.
     pub(crate) fn install(&mut self, decision: Arc<Decision>, snap: &Snapshot) {
+        self.touch();
         self.epoch = decision.epoch;
         self.members = decision.members.clone();
         self.removed.extend(decision.removed.iter().cloned());
@@ -1000,6 +1096,7 @@ impl Gms {
     /// the group starts over (no member goes on from the old view: a new lineage, with no
     /// state).
     pub(crate) fn set_group_view(&mut self, gc: &GroupChange) -> bool {
+        self.touch();
         let Some(v) = &gc.new_view else { return false };
         // An emptied group keeps its last (empty) view, so that a group created again
         // under the same name goes on numbering its views (G1).
@@ -1013,6 +1110,7 @@ impl Gms {
 
     /// Records a gbcast as delivered.
     pub(crate) fn remember_gbcast(&mut self, id: MsgId) {
+        self.touch();
         if self.gbcast_done.insert(id.clone()) {
             self.gbcast_done_order.push_back(id);
             if self.gbcast_done_order.len() > GBCAST_DONE_MAX {
@@ -1027,6 +1125,7 @@ impl Gms {
     /// view; the round, if it is overtaken; the decision log; what this process knew of
     /// the processes `d` removes.
     pub(crate) fn commit(&mut self, config: &Config, decision: Arc<Decision>) {
+        self.touch();
         debug_assert_eq!(decision.epoch, self.epoch + 1, "decisions are applied one epoch at a time");
         let d = decision.clone();
         self.epoch = d.epoch;
@@ -1058,14 +1157,23 @@ impl Gms {
     /// The refusals of `d`: returns the groups whose join this process asked for and was
     /// refused (it hears `JoinRefused` of each).
     pub(crate) fn apply_refusals(&mut self, d: &Decision, me: &ProcessId) -> Vec<GroupName> {
+        self.touch();
         let mut mine = Vec::new();
+        let mut asked: BTreeSet<&GroupName> = BTreeSet::new();
+        if d.refused.iter().any(|(g, p)| p == me && self.op_groups.contains_key(g)) {
+            asked = self.ops.iter().filter_map(GroupOp::joins).collect();
+        }
         for (g, p) in &d.refused {
             self.refused.insert((g.clone(), p.clone()));
-            if p == me && self.ops.iter().any(|o| o.joins() == Some(g)) {
-                self.ops.retain(|o| o.joins() != Some(g));
-                self.requests_dirty = true;
+            if p == me && asked.remove(g) {
                 mine.push(g.clone());
             }
+        }
+        if !mine.is_empty() {
+            let gone: BTreeSet<&GroupName> = mine.iter().collect();
+            self.ops.retain(|o| o.joins().is_none_or(|g| !gone.contains(g)));
+            self.ops_changed();
+            self.requests_dirty = true;
         }
         mine
     }
@@ -1084,6 +1192,7 @@ impl Gms {
         let done = &self.gbcast_done;
         self.gbcasts.retain(|(_, _, m)| !done.contains(&m.id));
         if before != (self.ops.len(), self.gbcasts.len()) {
+            self.ops_changed();
             self.requests_dirty = true;
         }
     }

@@ -18,24 +18,30 @@ pub struct ProcessId {
     pub incarnation: u64,
 }
 
+/// Names remembered by [`intern`] on one thread before it starts afresh.
+const NAMES_MAX: usize = 1 << 16;
+
 std::thread_local! {
-    /// Names decoded lately on this thread (see `interned`).
-    static NAMES: std::cell::RefCell<Vec<Arc<str>>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Names decoded on this thread (see `intern`).
+    static NAMES: std::cell::RefCell<std::collections::HashSet<Arc<str>>> =
+        std::cell::RefCell::new(std::collections::HashSet::new());
 }
 
-/// The same few names come in every message: decoding shares one `Arc<str>` per name (of
-/// the last 64 seen on this thread) instead of allocating each again.
+/// The same names come in message after message (processes, and groups: a process may be
+/// in thousands): decoding shares one `Arc<str>` per name instead of allocating each
+/// again. A hash set, so a name costs the same to look up among thousands; bounded, so
+/// names from long ago do not pile up.
 fn intern(s: &str) -> Arc<str> {
     NAMES.with(|names| {
         let mut names = names.borrow_mut();
-        if let Some(a) = names.iter().find(|a| ***a == *s) {
+        if let Some(a) = names.get(s) {
             return a.clone();
         }
-        if names.len() >= 64 {
-            names.remove(0);
+        if names.len() >= NAMES_MAX {
+            names.clear();
         }
         let a: Arc<str> = Arc::from(s);
-        names.push(a.clone());
+        names.insert(a.clone());
         a
     })
 }

@@ -508,9 +508,13 @@ impl Driver {
             tokio::select! {
                 c = commands.recv() => {
                     let Some(c) = c else { return };
+                    let turn = TokioInstant::now();
                     self.cork();
                     self.on_command(c);
                     for _ in 0..INPUT_BATCH {
+                        if turn.elapsed() >= self.turn_budget() {
+                            break;
+                        }
                         match commands.try_recv() {
                             Ok(c) => self.on_command(c),
                             Err(_) => break,
@@ -520,10 +524,11 @@ impl Driver {
                 Some(ev) = net_frames.recv(), if !behind => {
                     // Up to INPUT_BATCH frames (a read may carry many) between pumps, so that
                     // timers and heartbeats are never long behind.
+                    let turn = TokioInstant::now();
                     self.cork();
                     let mut frames = ev.frames();
                     self.on_net(ev);
-                    while frames < INPUT_BATCH {
+                    while frames < INPUT_BATCH && turn.elapsed() < self.turn_budget() {
                         match net_frames.try_recv() {
                             Ok(ev) => {
                                 frames += ev.frames();
@@ -552,6 +557,13 @@ impl Driver {
                 _ = tick.tick() => self.housekeeping(),
             }
         }
+    }
+
+    /// How long one turn may take in a batch of inputs before timers, heartbeats and the
+    /// other sources get theirs: a burst of costly inputs (thousands of joins and state
+    /// transfers at once) must not keep the node silent until its peers suspect it.
+    fn turn_budget(&self) -> Duration {
+        self.config.engine.heartbeat_interval / 2
     }
 
     /// Whether a shutdown under way may end: this node left the cluster (and its last frames
