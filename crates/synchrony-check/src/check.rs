@@ -648,12 +648,19 @@ fn g13_messages_delivered(
     // failure is the durability layer's job): messages delivered before its last fresh
     // start are not owed to its final members.
     let mut fresh: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    // When each view was first installed (one pass: a run may have thousands of groups).
+    let mut installed: BTreeMap<(&str, u64), u64> = BTreeMap::new();
+    for e in ev.iter().filter(|e| e.is(EventKind::View)) {
+        if let (Some(g), Some(id)) = (e.group.as_deref(), e.view) {
+            let t = installed.entry((g, id)).or_insert(e.t);
+            *t = (*t).min(e.t);
+        }
+    }
     for (&(g, id), &k) in &ix.views {
         let before = ix.views.get(&(g, id.wrapping_sub(1))).and_then(|&pk| ev[pk].members.as_ref());
         let members = ev[k].members.as_deref().unwrap_or(&[]);
         if !before.is_some_and(|b| members.iter().any(|m| b.contains(m))) {
-            let t = ev.iter().filter(|e| e.is(EventKind::View) && e.group.as_deref() == Some(g) && e.view == Some(id));
-            fresh.insert(g, (id, t.map(|e| e.t).min().unwrap_or(0)));
+            fresh.insert(g, (id, installed.get(&(g, id)).copied().unwrap_or(0)));
         }
     }
     for (m, &(sk, _)) in &ix.sends {

@@ -37,16 +37,16 @@ enum Cmd {
         /// Run exactly this seed (overrides --seeds/--start).
         #[arg(long)]
         seed: Option<u64>,
-        /// Fault profile: calm, lossy, churn, partition, leader-crash, pause, deaf (the application pauses, not the process), chaos, corked, batched (corked with batched sends), leaves (clean leaves of the cluster and restarts), total-failure
+        /// Fault profile: calm, lossy, churn, partition, leader-crash, pause, deaf (the application pauses, not the process), chaos, corked, batched (corked with batched sends), leaves (clean leaves of the cluster and restarts), many-groups (7 processes, 2,000 groups, mass joins and leaves, crashes, work that costs virtual time), total-failure
         /// (a logged ledger whose group fails whole, with a durability check).
         #[arg(long, default_value = "chaos")]
         profile: String,
-        /// Processes in the cluster.
-        #[arg(long, default_value_t = 5)]
-        nodes: usize,
-        /// Groups.
-        #[arg(long, default_value_t = 3)]
-        groups: usize,
+        /// Processes in the cluster (default: 5, or the profile's own: many-groups has 7).
+        #[arg(long)]
+        nodes: Option<usize>,
+        /// Groups (default: 3, or the profile's own: many-groups has 2,000).
+        #[arg(long)]
+        groups: Option<usize>,
         /// Write the trace of the run (with --seed) to this file.
         #[arg(long)]
         trace_out: Option<PathBuf>,
@@ -192,6 +192,10 @@ fn main() -> Result<()> {
             let causality = if within_groups { Causality::WithinGroups } else { Causality::AcrossGroups };
             let prof = Profile::named(&profile)
                 .with_context(|| format!("unknown profile {profile:?}; known: {}", Profile::NAMES.join(", ")))?;
+            let (nodes, groups) = {
+                let default = SimConfig::new(0, prof.clone());
+                (nodes.unwrap_or(default.nodes), groups.unwrap_or(default.groups))
+            };
             let shape = move |s: u64| SimConfig { nodes, groups, causality, ..SimConfig::new(s, prof.clone()) };
             if let Some(s) = seed {
                 let out = run(shape(s));

@@ -87,6 +87,11 @@ pub(crate) struct Proc {
     /// The last message sent to each group, and what each pending flush covers.
     pub(crate) last_sent: BTreeMap<GroupName, String>,
     pub(crate) flushes: BTreeMap<GroupName, VecDeque<Option<String>>>,
+    /// With [`crate::Profile::cost`]: busy until then; frames that came meanwhile wait in
+    /// `inbox`; `work` is what the input being handled has cost so far.
+    pub(crate) busy_until: Instant,
+    pub(crate) inbox: VecDeque<Bytes>,
+    pub(crate) work: std::time::Duration,
 }
 
 impl Proc {

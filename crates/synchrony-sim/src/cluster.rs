@@ -42,15 +42,17 @@ pub struct SimConfig {
 impl SimConfig {
     /// A run of `profile` with `seed` and the default shape (5 processes, 3 groups).
     pub fn new(seed: u64, profile: Profile) -> Self {
+        let (nodes, groups) = profile.shape.unwrap_or((5, 3));
+        let action_every = profile.action_every;
         Self {
             seed,
             profile,
-            nodes: 5,
-            groups: 3,
+            nodes,
+            groups,
             fault_phase: Duration::from_millis(2500),
             calm_traffic: Duration::from_millis(400),
             settle: Duration::from_millis(3000),
-            action_every: Duration::from_millis(4),
+            action_every: action_every.unwrap_or(Duration::from_millis(4)),
             causality: Causality::default(),
             causal_across_groups: true,
         }
@@ -128,6 +130,8 @@ struct Sim<'a, A: App> {
     anomalies: u64,
     /// A leader crash waiting for its moment.
     leader_crash_armed: Option<LeaderCrash>,
+    /// What went wrong that the checker does not judge (see [`Profile::no_false_suspicions`]).
+    sim_violations: Vec<String>,
 }
 
 /// A kind of fault a profile schedules, each at its own mean interval (see [`Profile`]).
@@ -146,12 +150,14 @@ enum Fault {
     GroupCrash,
     /// A process leaves the cluster cleanly, and restarts a little later.
     Leave,
+    /// A process joins or leaves hundreds of groups at once.
+    MassChurn,
 }
 
 impl Fault {
     // (A profile without a kind draws nothing for it: adding one changes no other run.)
-    const ALL: [Fault; 6] =
-        [Fault::Crash, Fault::Partition, Fault::Pause, Fault::Churn, Fault::GroupCrash, Fault::Leave];
+    const ALL: [Fault; 7] =
+        [Fault::Crash, Fault::Partition, Fault::Pause, Fault::Churn, Fault::GroupCrash, Fault::Leave, Fault::MassChurn];
 
     /// The mean time between two faults of this kind, if the profile has them.
     fn mean(self, p: &Profile) -> Option<Duration> {
@@ -162,6 +168,7 @@ impl Fault {
             Fault::Churn => p.churn_every,
             Fault::GroupCrash => p.group_crash_every,
             Fault::Leave => p.leave_every,
+            Fault::MassChurn => p.mass_churn_every,
         }
     }
 }
@@ -251,6 +258,9 @@ impl<A: App> Sim<'_, A> {
         n.uncork_at = None;
         n.last_sent.clear();
         n.flushes.clear();
+        n.inbox.clear();
+        n.work = Duration::ZERO;
+        n.busy_until = self.now;
         n.engine = Some(Engine::new(config, ProcessId::new(n.name.as_str(), inc), self.now));
         self.app.started(idx);
         self.pump(idx);
@@ -266,6 +276,7 @@ impl<A: App> Sim<'_, A> {
                     self.net.push(f);
                 }
             }
+            self.nodes[idx].inbox.clear();
             self.record(idx, TraceEvent::bare(EventKind::Crash));
             self.nodes[idx].restart_at = Some(self.now + restart_after);
         }
@@ -304,24 +315,36 @@ impl<A: App> Sim<'_, A> {
 
     /// Drains an engine's outputs: frames into the network, events into the application.
     fn pump(&mut self, idx: usize) {
-        loop {
-            let Some(engine) = self.nodes[idx].engine.as_mut() else { return };
+        let cost = self.cost();
+        while let Some(engine) = self.nodes[idx].engine.as_mut() {
             let mut frames = Vec::new();
             while let Some(t) = engine.poll_transmit() {
                 frames.push(t);
             }
             let ev = engine.poll_event();
             for t in frames {
+                if let Some(c) = cost {
+                    self.charge(idx, c.per_kib.mul_f64(t.frame.len() as f64 / 1024.0));
+                }
                 self.transmit(idx, t.to.name.as_ref(), t.frame);
             }
             match ev {
-                Some(ev) => self.on_event(idx, ev),
+                Some(ev) => {
+                    if let Some(c) = cost {
+                        self.charge(idx, c.per_event);
+                    }
+                    self.on_event(idx, ev)
+                }
                 None => {
                     let anomalies = self.nodes[idx].engine.as_ref().map_or(0, |e| e.stats().cut_anomalies);
                     self.anomalies = self.anomalies.max(anomalies);
-                    return;
+                    break;
                 }
             }
+        }
+        if cost.is_some() {
+            let n = &mut self.nodes[idx];
+            n.busy_until = n.busy_until.max(self.now) + std::mem::take(&mut n.work);
         }
     }
 
@@ -335,15 +358,15 @@ impl<A: App> Sim<'_, A> {
             return;
         }
         let copies = if self.rng.gen_bool(p.dup) { 2 } else { 1 };
+        // With a cost model, a frame leaves once the work that made it is done.
+        let leaves = match p.cost {
+            Some(_) => self.nodes[from].busy_until.max(self.now) + self.nodes[from].work,
+            None => self.now,
+        };
         for _ in 0..copies {
             let lat = self.rng.gen_range(p.latency.0..=p.latency.1);
             self.seq += 1;
-            self.net.push(InFlight {
-                at: std::cmp::Reverse((self.now + lat, self.seq)),
-                from,
-                to,
-                frame: frame.clone(),
-            });
+            self.net.push(InFlight { at: std::cmp::Reverse((leaves + lat, self.seq)), from, to, frame: frame.clone() });
         }
     }
 
@@ -387,7 +410,14 @@ impl<A: App> Sim<'_, A> {
                 self.nodes[idx].delivered.remove(group);
                 self.record_engine_event(idx, &ev);
             }
-            Event::Partitioned { .. } => {
+            Event::Partitioned { reason } => {
+                if self.cfg.profile.no_false_suspicions {
+                    let who = format!("{}#{}", self.nodes[idx].name, self.nodes[idx].incarnation);
+                    self.sim_violations.push(format!(
+                        "{who} stopped ({reason:?}) at {:?} though only crashes were injected: a live process was suspected",
+                        now.since_epoch()
+                    ));
+                }
                 self.record_engine_event(idx, &ev);
                 self.nodes[idx].engine = None;
                 let back = Duration::from_millis(self.rng.gen_range(50..300));
@@ -418,11 +448,17 @@ impl<A: App> Sim<'_, A> {
             } else if !member && e.join(now, g.clone()).is_ok() {
                 self.nodes[idx].wanted.insert(g);
             }
+            if let Some(c) = self.cost() {
+                self.charge(idx, c.per_input);
+            }
             self.pump(idx);
             return;
         }
         let (app, mut ctx) = self.ctx(idx);
         app.act(&mut ctx);
+        if let Some(c) = self.cost() {
+            self.charge(idx, c.per_input);
+        }
         self.pump(idx);
     }
 
@@ -485,7 +521,57 @@ impl<A: App> Sim<'_, A> {
             Fault::Churn => self.act(true),
             Fault::GroupCrash => self.crash_group(),
             Fault::Leave => self.leave_one(),
+            Fault::MassChurn => self.mass_churn(),
         }
+    }
+
+    /// A live process joins a few hundred groups it is not in, all in one call, or leaves
+    /// a few hundred it is in.
+    fn mass_churn(&mut self) {
+        let live = self.live();
+        let Some(&idx) = live.choose(&mut self.rng) else { return };
+        let now = self.now;
+        let n = self.rng.gen_range(100..500);
+        let join = self.rng.gen_bool(0.5);
+        let e = self.nodes[idx].engine.as_mut().expect("live");
+        let mine: BTreeSet<GroupName> = e.my_groups().cloned().collect();
+        let mut pick: Vec<GroupName> = self.groups.iter().filter(|g| mine.contains(*g) != join).cloned().collect();
+        pick.shuffle(&mut self.rng);
+        pick.truncate(n);
+        if join {
+            let results = e.join_many(now, pick.iter().cloned());
+            for (g, r) in pick.into_iter().zip(results) {
+                if r.is_ok() {
+                    self.nodes[idx].wanted.insert(g);
+                }
+            }
+        } else {
+            // (It keeps at least the first group: a process in no group has no traffic.)
+            let first = self.groups[0].clone();
+            let n = &mut self.nodes[idx];
+            let e = n.engine.as_mut().expect("live");
+            for g in pick.into_iter().filter(|g| *g != first) {
+                if e.leave(now, g.clone()).is_ok() {
+                    n.wanted.remove(&g);
+                }
+            }
+        }
+        self.charge(idx, self.cost().map_or(Duration::ZERO, |c| c.per_input));
+        self.pump(idx);
+    }
+
+    fn cost(&self) -> Option<crate::Cost> {
+        self.cfg.profile.cost
+    }
+
+    /// Adds to the work of the input process `idx` is handling (see [`crate::Cost`]).
+    fn charge(&mut self, idx: usize, d: Duration) {
+        self.nodes[idx].work += d;
+    }
+
+    /// Whether process `idx` is still busy with earlier work.
+    fn busy(&self, idx: usize) -> bool {
+        self.cost().is_some() && self.nodes[idx].busy_until > self.now
     }
 
     /// A clean leave of the cluster (not while a partition or a pause is on), and a restart
@@ -644,6 +730,9 @@ impl<'a, A: App> Sim<'a, A> {
                     last_phase: None,
                     last_sent: BTreeMap::new(),
                     flushes: BTreeMap::new(),
+                    busy_until: Instant::ZERO,
+                    inbox: std::collections::VecDeque::new(),
+                    work: Duration::ZERO,
                 }
             })
             .collect();
@@ -661,6 +750,7 @@ impl<'a, A: App> Sim<'a, A> {
             packets: 0,
             anomalies: 0,
             leader_crash_armed: None,
+            sim_violations: Vec::new(),
             cfg,
         }
     }
@@ -690,12 +780,19 @@ impl<'a, A: App> Sim<'a, A> {
             }
             if n.paused_until.is_none() || n.deaf {
                 if let Some(x) = n.engine.as_ref().and_then(|e| e.poll_timeout()) {
-                    t = t.min(x);
+                    // (A busy process's timers wait for it: see below.)
+                    t = t.min(if self.cost().is_some() { x.max(n.busy_until) } else { x });
                 }
             }
         }
         if let Some(h) = self.heal_at {
             t = t.min(h);
+        }
+        if self.cost().is_some() {
+            // A busy process's waiting frames and late timers go on when it is free.
+            for n in self.nodes.iter().filter(|n| n.busy_until > self.now) {
+                t = t.min(n.busy_until);
+            }
         }
         if sch.next_action < sch.traffic_end {
             t = t.min(sch.next_action);
@@ -718,6 +815,9 @@ impl<'a, A: App> Sim<'a, A> {
         for i in 0..self.nodes.len() {
             self.wake(i, sch.faults_end);
         }
+        if self.cost().is_some() {
+            self.read_inboxes();
+        }
         self.deliver_packets();
         for i in 0..self.nodes.len() {
             if self.nodes[i].uncork_at.is_some_and(|u| u <= now) {
@@ -733,7 +833,10 @@ impl<'a, A: App> Sim<'a, A> {
                 continue;
             }
             let due = self.nodes[i].engine.as_ref().and_then(|e| e.poll_timeout()).is_some_and(|x| x <= now);
-            if due {
+            if due && !self.busy(i) {
+                if let Some(c) = self.cost() {
+                    self.charge(i, c.per_input);
+                }
                 self.nodes[i].engine.as_mut().expect("live").handle_timeout(now);
                 self.pump(i);
             }
@@ -800,6 +903,22 @@ impl<'a, A: App> Sim<'a, A> {
                 n.held.push(f.frame);
                 continue;
             }
+            if self.cfg.profile.cost.is_some() && n.busy_until > now {
+                n.inbox.push_back(f.frame);
+                continue;
+            }
+            self.handle_frame(f.to, &f.frame);
+        }
+    }
+
+    /// Process `idx` (not busy) reads a frame and acts on it.
+    fn handle_frame(&mut self, to: usize, frame: &Bytes) {
+        let now = self.now;
+        if let Some(c) = self.cost() {
+            self.charge(to, c.per_input + c.per_kib.mul_f64(frame.len() as f64 / 1024.0));
+        }
+        let n = &mut self.nodes[to];
+        {
             if let Some(e) = n.engine.as_mut() {
                 // Corking as a runtime does: the packets of the next moments, and what the
                 // node does about them, go out together.
@@ -807,8 +926,18 @@ impl<'a, A: App> Sim<'a, A> {
                     e.cork();
                     n.uncork_at = Some(now + d);
                 }
-                let _ = e.handle_frame(now, &f.frame);
-                self.pump(f.to);
+                let _ = e.handle_frame(now, frame);
+                self.pump(to);
+            }
+        }
+    }
+
+    /// Frames that waited while their process was busy, in order, as long as it is not.
+    fn read_inboxes(&mut self) {
+        for i in 0..self.nodes.len() {
+            while !self.busy(i) && self.nodes[i].paused_until.is_none() {
+                let Some(f) = self.nodes[i].inbox.pop_front() else { break };
+                self.handle_frame(i, &f);
             }
         }
     }
@@ -821,7 +950,8 @@ impl<'a, A: App> Sim<'a, A> {
             &Options { quiescent: true, crash_bound_us: None, causality: self.cfg.causality },
         );
         let live = self.live();
-        let app_violations = self.app.finish(&live);
+        let mut app_violations = self.app.finish(&live);
+        app_violations.extend(self.sim_violations);
         Outcome {
             trace: self.trace,
             report,

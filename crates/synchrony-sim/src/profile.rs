@@ -42,6 +42,32 @@ pub struct Profile {
     /// shuts down, the others install views without it with its consent), each followed
     /// by a restart as a new incarnation.
     pub leave_every: Option<Duration>,
+    /// Mean time between mass churns: a process joins or leaves hundreds of groups at once.
+    pub mass_churn_every: Option<Duration>,
+    /// Work costs virtual time (see [`Cost`]): a busy process reads its packets and runs
+    /// its timers late, as a real one does.
+    pub cost: Option<Cost>,
+    /// Processes and groups, if not the default (5 and 3).
+    pub shape: Option<(usize, usize)>,
+    /// Mean time between application actions per process, if not the default (4 ms).
+    pub action_every: Option<Duration>,
+    /// Every fault of the profile is a crash: a process that is excluded or stops anyway
+    /// was suspected for being slow (busy with joins, say), and the run fails.
+    pub no_false_suspicions: bool,
+}
+
+/// What work costs a simulated process in virtual time. While it works, what reaches it
+/// waits and its timers (heartbeats, failure detection) are late; what it sends leaves when
+/// the work that made it is done. So a process swamped by its inputs starves its failure
+/// detection in simulation as it would for real.
+#[derive(Clone, Copy, Debug)]
+pub struct Cost {
+    /// Each input handled: a packet, a timer, an application call.
+    pub per_input: Duration,
+    /// Each KiB of frames received or sent.
+    pub per_kib: Duration,
+    /// Each event handed to the application.
+    pub per_event: Duration,
 }
 
 const US: fn(u64) -> Duration = Duration::from_micros;
@@ -49,7 +75,7 @@ const MS: fn(u64) -> Duration = Duration::from_millis;
 
 impl Profile {
     /// Every profile's name.
-    pub const NAMES: [&'static str; 12] = [
+    pub const NAMES: [&'static str; 13] = [
         "calm",
         "lossy",
         "churn",
@@ -62,6 +88,7 @@ impl Profile {
         "batched",
         "total-failure",
         "leaves",
+        "many-groups",
     ];
 
     /// The profile called `name`.
@@ -81,6 +108,11 @@ impl Profile {
             deaf: false,
             batches: false,
             leave_every: None,
+            mass_churn_every: None,
+            cost: None,
+            shape: None,
+            action_every: None,
+            no_false_suspicions: false,
         };
         Some(match name {
             "calm" => base,
@@ -109,6 +141,11 @@ impl Profile {
                 deaf: false,
                 batches: false,
                 leave_every: None,
+                mass_churn_every: None,
+                cost: None,
+                shape: None,
+                action_every: None,
+                no_false_suspicions: false,
             },
             "corked" => Profile { name: "corked", cork: Some(US(300)), ..Profile::named("chaos")? },
             "batched" => Profile { name: "batched", batches: true, ..Profile::named("corked")? },
@@ -128,6 +165,23 @@ impl Profile {
                 churn_every: Some(MS(80)),
                 crash_every: Some(MS(1200)),
                 leave_every: Some(MS(400)),
+                ..base
+            },
+            // Thousands of groups with overlapping members, processes joining and leaving
+            // hundreds at once, crashes (each restart rejoins a thousand groups), and work
+            // that costs time: a join storm must not make anyone suspect anyone.
+            "many-groups" => Profile {
+                name: "many-groups",
+                latency: (US(50), US(500)),
+                crash_every: Some(MS(900)),
+                churn_every: Some(MS(100)),
+                mass_churn_every: Some(MS(400)),
+                cost: Some(Cost { per_input: US(2), per_kib: US(2), per_event: US(1) }),
+                shape: Some((7, 2000)),
+                // (Traffic is not what this profile is about; the checker's vector clocks
+                // over thousands of groups cost per message.)
+                action_every: Some(MS(40)),
+                no_false_suspicions: true,
                 ..base
             },
             _ => return None,

@@ -108,6 +108,29 @@ fn leaves() {
     seeds("leaves", 11000, 30);
 }
 
+/// Seven processes, 2,000 groups, hundreds joined or left at once, crashes, and work that
+/// costs virtual time: nobody is suspected for being busy (`synchrony sim --profile
+/// many-groups --seeds 1000` is the long run).
+#[test]
+fn many_groups() {
+    seeds("many-groups", 12000, 4);
+}
+
+/// The cost model is what makes the many-groups profile mean something: where work costs
+/// a hundred times more, processes swamped by joins fall silent past the failure timeout,
+/// are suspected, and the run says so.
+#[test]
+fn under_a_heavy_cost_model_busy_processes_are_suspected_and_the_run_fails() {
+    let mut prof = Profile::named("many-groups").unwrap();
+    let cost = prof.cost.as_mut().expect("the profile has a cost model");
+    cost.per_kib *= 100;
+    cost.per_event *= 100;
+    let out = run(SimConfig::new(12000, prof));
+    let suspected = out.app_violations.iter().filter(|v| v.contains("a live process was suspected")).count();
+    assert!(suspected > 0, "no false suspicion under a heavy cost model: {:?}", out.app_violations);
+    assert!(!out.passed());
+}
+
 /// Seeds of the long acceptance runs that once failed, each with the bug it found.
 #[test]
 fn seeds_that_once_failed_pass() {
