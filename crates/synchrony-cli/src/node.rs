@@ -184,10 +184,11 @@ async fn start(args: &NodeArgs, groups: &[String], verbose: bool) -> Result<Runt
     config.trace_states_as_delivered_sets = true;
     let (rt, mut node_events) = Runtime::start(config).await.context("starting the node")?;
     tokio::spawn(async move { while node_events.recv().await.is_some() {} });
-    for g in groups {
-        let g = GroupName::new(g.as_str());
-        let events = rt.join(g.clone()).await.with_context(|| format!("joining {g}"))?;
-        tokio::spawn(serve_group(rt.clone(), g, events, verbose));
+    // All at once: thousands of `--join`s are one request to the membership leader.
+    let names: Vec<GroupName> = groups.iter().map(|g| GroupName::new(g.as_str())).collect();
+    for (g, events) in names.iter().zip(rt.join_many(names.iter().cloned()).await) {
+        let events = events.with_context(|| format!("joining {g}"))?;
+        tokio::spawn(serve_group(rt.clone(), g.clone(), events, verbose));
     }
     Ok(rt)
 }

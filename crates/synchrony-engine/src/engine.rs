@@ -1219,6 +1219,7 @@ impl Engine {
             if link.silent_for(now) > link.failure_timeout(config) {
                 tracing::info!(me = %self.me, suspect = %p, "suspecting a silent member");
                 self.gms.suspect(p);
+                self.stats.suspicions += 1;
             }
         }
         self.check_majority();
@@ -1237,6 +1238,7 @@ impl Engine {
         }
         tracing::info!(me = %self.me, suspect = %p, "suspecting an unreachable member");
         if self.gms.suspect(p) {
+            self.stats.suspicions += 1;
             self.check_majority();
         }
     }

@@ -250,4 +250,7 @@ pub struct Stats {
     pub rounds: u64,
     /// Cut messages that could not be delivered (a protocol bug if ever non-zero).
     pub cut_anomalies: u64,
+    /// Members this process began to suspect (silent past the failure timeout, or
+    /// unreachable): each is a crash, a partition, or a process too busy to be heard.
+    pub suspicions: u64,
 }

@@ -53,6 +53,10 @@ pub(crate) enum Command {
         verifiers: Verifiers,
         reply: oneshot::Sender<Result<crate::GroupEvents, MembershipError>>,
     },
+    JoinMany {
+        groups: Vec<GroupName>,
+        reply: oneshot::Sender<Vec<Result<crate::GroupEvents, MembershipError>>>,
+    },
     Leave {
         group: GroupName,
         reply: oneshot::Sender<Result<(), MembershipError>>,
@@ -1026,6 +1030,42 @@ impl Driver {
                         let _ = reply.send(Err(err));
                     }
                 }
+            }
+            Command::JoinMany { groups, reply } => {
+                let Some(e) = self.engine.as_mut() else {
+                    let _ = reply.send(groups.iter().map(|_| Err(MembershipError::Stopped)).collect());
+                    return;
+                };
+                // Groups joined already, or named twice, are redundant; the rest go to the
+                // engine at once.
+                let mut seen = HashSet::new();
+                let fresh: Vec<bool> = groups
+                    .iter()
+                    .map(|g| !(self.groups.contains_key(g) && self.wanted.contains(g)) && seen.insert(g.clone()))
+                    .collect();
+                for (g, _) in groups.iter().zip(&fresh).filter(|(_, f)| **f) {
+                    e.set_join_verifier(g.clone(), None);
+                }
+                let asked = groups.iter().zip(&fresh).filter(|(_, f)| **f).map(|(g, _)| g.clone());
+                let mut results = e.join_many(now, asked).into_iter();
+                let mut out = Vec::with_capacity(groups.len());
+                for (g, fresh) in groups.into_iter().zip(fresh) {
+                    if !fresh {
+                        out.push(Err(MembershipError::Redundant(g)));
+                        continue;
+                    }
+                    if let Err(err) = results.next().unwrap_or(Err(MembershipError::Stopped)) {
+                        out.push(Err(err));
+                        continue;
+                    }
+                    self.verifiers.insert(g.clone(), Verifiers::default());
+                    self.join_started.insert(g.clone(), TokioInstant::now());
+                    let (tx, rx) = mpsc::channel(GROUP_QUEUE);
+                    self.groups.insert(g.clone(), tx);
+                    self.wanted.insert(g);
+                    out.push(Ok(crate::GroupEvents::new(rx)));
+                }
+                let _ = reply.send(out);
             }
             Command::Leave { group, reply } => {
                 let r = match self.engine.as_mut() {

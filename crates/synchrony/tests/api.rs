@@ -446,3 +446,61 @@ async fn a_join_over_the_group_limit_is_refused_and_says_so() {
     .await
     .expect("in time");
 }
+
+/// `join_many`: a founder makes 500 groups with one call, another node joins them all with
+/// one call, each handle starts in a view with both and then the group's state; a group
+/// named twice, or joined already, is redundant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_many_joins_hundreds_of_groups_with_one_call() {
+    timeout(Duration::from_secs(60), async {
+        let a = node("m1", None).await;
+        let b = node("m2", Some(&a)).await;
+        let names: Vec<String> = (0..500).map(|k| format!("obj{k}")).collect();
+        let mut founded: Vec<Group> =
+            a.join_many(names.iter().cloned()).await.into_iter().map(|g| g.expect("founds")).collect();
+        // The founder answers each state request with the group's name.
+        let serve = tokio::spawn(async move {
+            let mut served = 0;
+            for g in &mut founded {
+                loop {
+                    match g.next_event().await.expect("event") {
+                        Event::StateRequest(r) => {
+                            let name = g.name().to_string();
+                            r.provide(name).await.expect("provides");
+                            served += 1;
+                            break;
+                        }
+                        _ => continue,
+                    }
+                }
+            }
+            (served, founded)
+        });
+        let mut asked = names.clone();
+        asked.push(names[0].clone());
+        let mut joined = b.join_many(asked).await;
+        assert!(matches!(joined.pop(), Some(Err(synchrony::JoinError::Membership(_)))), "named twice: redundant");
+        assert_eq!(joined.len(), 500);
+        for (g, name) in joined.iter_mut().zip(&names) {
+            let g = g.as_mut().expect("joins");
+            assert_eq!(g.view().expect("in a view").members.len(), 2);
+            loop {
+                match g.next_event().await.expect("event") {
+                    Event::State(s) => {
+                        assert_eq!(&s[..], name.as_bytes(), "{name}: its own state");
+                        break;
+                    }
+                    _ => continue,
+                }
+            }
+        }
+        let (served, _founded) = serve.await.expect("served");
+        assert_eq!(served, 500);
+        assert!(matches!(b.join_many([names[1].clone()]).await.pop(), Some(Err(synchrony::JoinError::Membership(_)))));
+        for n in [&a, &b] {
+            let _ = n.shutdown().await;
+        }
+    })
+    .await
+    .expect("in time");
+}

@@ -9,6 +9,7 @@
 
 mod calls;
 mod churn;
+mod groups;
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
@@ -81,6 +82,19 @@ pub(crate) struct BenchArgs {
     /// With --churn: trace every member and check the traces at the end.
     #[arg(long)]
     check: bool,
+    /// Many groups per process instead of traffic: a founder makes N groups, --joiners
+    /// processes join all N at once; reports the join time, memory per group, idle CPU,
+    /// suspicions, and how long a SIGKILLed joiner takes to leave every view (--duration
+    /// is the idle window measured).
+    #[arg(long, conflicts_with_all = ["rpc", "map", "churn"])]
+    groups_scale: Option<usize>,
+    /// With --groups-scale: processes joining every group.
+    #[arg(long, default_value_t = 2)]
+    joiners: usize,
+    /// Every member first joins this many other groups and leaves them idle: traffic in one
+    /// group beside thousands of idle ones.
+    #[arg(long, default_value_t = 0)]
+    idle_groups: usize,
 }
 
 impl BenchArgs {
@@ -139,6 +153,9 @@ pub(crate) struct MemberArgs {
     /// The state it gives joiners, in bytes.
     #[arg(long, default_value_t = 0)]
     state_bytes: usize,
+    /// Groups to join (`--groups-scale`), or idle groups to join first.
+    #[arg(long, default_value_t = 0)]
+    groups: usize,
 }
 
 /// One member's results.
@@ -336,6 +353,9 @@ fn member_command(exe: &std::path::Path, args: &BenchArgs, i: usize, addrs: &[St
     cmd.args(["--senders", &args.senders.to_string(), "--size", &args.size.to_string(), "--order", &args.order]);
     cmd.args(["--rate", &args.rate.to_string(), "--clients", &args.clients().to_string()]);
     cmd.args(["--failure-timeout", &format!("{}ms", args.failure_timeout.as_millis())]);
+    if args.idle_groups > 0 {
+        cmd.args(["--groups", &args.idle_groups.to_string()]);
+    }
     cmd
 }
 
@@ -344,6 +364,7 @@ async fn sync_member(a: MemberArgs) -> Result<MemberResult> {
     let c = member_config(&a);
     let order: Order = a.order.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
     let (rt, _node) = Runtime::start(c).await.context("starting")?;
+    let _idle = join_idle(&rt, a.groups).await?;
     let group = GroupName::new("bench");
     let mut events = rt.join(group.clone()).await?;
     let mut meter = Meter::new(&a);
@@ -384,6 +405,25 @@ async fn sync_member(a: MemberArgs) -> Result<MemberResult> {
     let mut r = meter.result(a.index, sent, "delivered");
     r.rss_mb_each_second = memory.await.unwrap_or_default();
     Ok(r)
+}
+
+/// Joins `n` groups to leave idle beside the measured one, and serves their (empty)
+/// states; returns their tasks.
+async fn join_idle(rt: &Runtime, n: usize) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+    let names: Vec<GroupName> = (0..n).map(|k| GroupName::new(format!("idle{k}"))).collect();
+    let mut tasks = Vec::new();
+    for (g, events) in names.iter().zip(rt.join_many(names.iter().cloned()).await) {
+        let mut events = events.with_context(|| format!("joining {g}"))?;
+        let (rt, g) = (rt.clone(), g.clone());
+        tasks.push(tokio::spawn(async move {
+            while let Some(ev) = events.recv().await {
+                if let GroupEvent::StateRequest { view, .. } = ev {
+                    let _ = rt.provide_state(g.clone(), view, Bytes::new()).await;
+                }
+            }
+        }));
+    }
+    Ok(tasks)
 }
 
 /// One raw member: a TCP listener that counts; a sender also writes to every other member.
@@ -464,6 +504,9 @@ pub(crate) async fn run_member(a: MemberArgs) -> Result<()> {
     if a.mode == "churn" {
         return churn::churn_member(a).await;
     }
+    if a.mode == "groups" {
+        return groups::groups_member(a).await;
+    }
     let r = match (a.raw, a.mode.as_str()) {
         (true, _) => raw_member(a).await?,
         (false, "rpc") => calls::rpc_member(a).await?,
@@ -483,7 +526,8 @@ fn run_side(args: &BenchArgs, raw: bool) -> Result<Vec<MemberResult>> {
     let exe = std::env::current_exe()?;
     let addrs: Vec<String> =
         (0..args.members).map(|_| free_port().map(|p| format!("127.0.0.1:{p}"))).collect::<Result<_>>()?;
-    let start_at = now_us() + 2_000_000 + args.members as u64 * 300_000;
+    // (Idle groups are joined first: about 0.1 ms each per member.)
+    let start_at = now_us() + 2_000_000 + args.members as u64 * (300_000 + args.idle_groups as u64 * 100);
     let mut children = Vec::new();
     for i in 0..args.members {
         let mut cmd = member_command(&exe, args, i, &addrs, args.mode());
@@ -519,6 +563,9 @@ pub(crate) fn run_bench(args: BenchArgs) -> Result<()> {
     if args.churn {
         return churn::run_churn(&args);
     }
+    if args.groups_scale.is_some() {
+        return groups::run_groups_scale(&args);
+    }
     let sync = run_side(&args, false)?;
     let raw = if args.no_baseline || args.rpc || args.map { Vec::new() } else { run_side(&args, true)? };
     // Calls made (RPCs or puts), summed over the callers.
@@ -537,6 +584,7 @@ pub(crate) fn run_bench(args: BenchArgs) -> Result<()> {
         let v = serde_json::json!({
             "members": args.members, "size": args.size, "order": args.order, "senders": args.senders,
             "duration_s": args.duration, "rate": args.rate, "mode": args.mode(), "clients": args.clients(),
+            "idle_groups": args.idle_groups,
             "calls_per_sec": calls, "synchrony": sync, "raw": raw,
             "delivered_per_sec_mean": { "synchrony": s_rate, "raw": r_rate, "ratio": ratio },
         });
@@ -544,7 +592,7 @@ pub(crate) fn run_bench(args: BenchArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "synchrony bench{}: {} members, {} sender(s), {} B messages, order {}, {} s measured, {}",
+        "synchrony bench{}: {} members, {} sender(s), {} B messages, order {}, {} s measured, {}{}",
         match args.mode() {
             "multicast" => String::new(),
             m => format!(" --{m} ({} caller(s) per sender)", args.clients()),
@@ -554,7 +602,8 @@ pub(crate) fn run_bench(args: BenchArgs) -> Result<()> {
         args.size,
         args.order,
         args.duration,
-        if args.rate == 0 { "full speed".to_string() } else { format!("{} msgs/s per sender", args.rate) }
+        if args.rate == 0 { "full speed".to_string() } else { format!("{} msgs/s per sender", args.rate) },
+        if args.idle_groups > 0 { format!(", {} idle groups beside", args.idle_groups) } else { String::new() }
     );
     println!(
         "{:<10} {:>6} {:>9} {:>12} {:>9} {:>9} {:>9} {:>10} {:>8} {:>8}",

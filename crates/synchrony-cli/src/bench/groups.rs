@@ -1,0 +1,296 @@
+//! `synchrony bench --groups-scale N`: many groups per process. A founder makes N groups
+//! with one `join_many`; then `--joiners` processes (default 2) join all N at once through
+//! it. Reported: the time until every joiner has every group's state, resident memory per
+//! process (and per group), CPU per process while idle afterwards, suspicions (there must
+//! be none), and how long until a SIGKILLed joiner is out of every group's view.
+//!
+//! The parent drives the members through their standard input (`report`, `watch NAME`,
+//! `stop`) and reads what they see as JSON lines on their standard output.
+
+use super::{cpu_seconds, memory_mb, now_us, BenchArgs, MemberArgs};
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use serde_json::{json, Value};
+use std::io::{BufRead, Write};
+use std::process::{Child, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+use synchrony_engine::GroupName;
+use synchrony_runtime::{GroupEvent, Runtime};
+use tokio::io::AsyncBufReadExt;
+
+fn say(v: Value) {
+    println!("{v}");
+}
+
+/// The latest view's members of each group at one member.
+type Views = Arc<Mutex<Vec<Vec<String>>>>;
+
+/// One member of `--groups-scale`: joins `a.groups` groups with one call, serves their
+/// (small) states, and reports when it has every group's view (the founder) or state.
+pub(super) async fn groups_member(a: MemberArgs) -> Result<()> {
+    let c = super::member_config(&a);
+    let (rt, _node) = Runtime::start(c).await.context("starting")?;
+    let rss_before = memory_mb("VmRSS:");
+    let names: Vec<GroupName> = (0..a.groups).map(|k| GroupName::new(format!("s{k}"))).collect();
+    let asked_us = now_us();
+    let joined = rt.join_many(names.iter().cloned()).await;
+    let views: Views = Arc::new(Mutex::new(vec![Vec::new(); names.len()]));
+    // Each group's task says once that it is ready: in its first view (the founder) or
+    // with its state (a joiner).
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (stop_tx, mut stopped) = tokio::sync::mpsc::unbounded_channel::<String>();
+    for (k, (g, events)) in names.iter().zip(joined).enumerate() {
+        let mut events = events.with_context(|| format!("joining {g}"))?;
+        let (rt, g, views, ready, stop) = (rt.clone(), g.clone(), views.clone(), ready_tx.clone(), stop_tx.clone());
+        let founder = a.index == 0;
+        tokio::spawn(async move {
+            let mut told = false;
+            while let Some(ev) = events.recv().await {
+                match ev {
+                    GroupEvent::View(v) => {
+                        views.lock().expect("not poisoned")[k] = v.members.iter().map(|m| m.name.to_string()).collect();
+                        if founder && !told {
+                            told = true;
+                            let _ = ready.send(());
+                        }
+                    }
+                    GroupEvent::State { .. } if !told => {
+                        told = true;
+                        let _ = ready.send(());
+                    }
+                    GroupEvent::StateRequest { view, .. }
+                        if rt.provide_state(g.clone(), view, Bytes::from_static(b"state")).await.is_err() =>
+                    {
+                        break;
+                    }
+                    GroupEvent::Partitioned(reason) => {
+                        let _ = stop.send(format!("{reason:?}"));
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+    drop((ready_tx, stop_tx));
+    let mut ready = 0;
+    while ready < names.len() {
+        tokio::select! {
+            r = ready_rx.recv() => match r {
+                Some(()) => ready += 1,
+                None => break,
+            },
+            Some(why) = stopped.recv() => {
+                say(json!({"event": "stopped", "reason": why}));
+                return Ok(());
+            }
+        }
+    }
+    say(json!({"event": "ready", "asked_us": asked_us, "at_us": now_us(), "groups": ready}));
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut watching: Option<String> = None;
+    let mut poll = tokio::time::interval(Duration::from_millis(2));
+    loop {
+        tokio::select! {
+            line = lines.next_line() => {
+                let Ok(Some(line)) = line else { return Ok(()) };
+                let mut words = line.split_whitespace();
+                match words.next() {
+                    Some("report") => {
+                        let st = rt.status().await.unwrap_or_default();
+                        say(json!({"event": "report", "cpu_s": cpu_seconds(), "rss_mb": memory_mb("VmRSS:"),
+                            "rss_before_mb": rss_before, "suspicions": st.engine.suspicions,
+                            "members": st.members.len()}));
+                    }
+                    Some("watch") => watching = words.next().map(str::to_string),
+                    _ => return Ok(()),
+                }
+            }
+            Some(why) = stopped.recv() => say(json!({"event": "stopped", "reason": why})),
+            _ = poll.tick(), if watching.is_some() => {
+                let who = watching.as_deref().unwrap_or_default();
+                let still = views.lock().expect("not poisoned").iter().filter(|m| m.iter().any(|x| x == who)).count();
+                if still == 0 {
+                    say(json!({"event": "gone", "who": who, "at_us": now_us()}));
+                    watching = None;
+                }
+            }
+        }
+    }
+}
+
+/// A member process and the lines it prints.
+struct Member {
+    child: Child,
+    name: String,
+}
+
+fn spawn(args: &BenchArgs, i: usize, addrs: &[String], lines: &mpsc::Sender<(usize, Value)>) -> Result<Member> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = super::member_command(&exe, args, i, addrs, "groups");
+    cmd.args(["--start-at", "0", "--warmup", "0", "--duration", "0"]);
+    cmd.args(["--groups", &args.groups_scale.unwrap_or(0).to_string()]);
+    let log = std::env::var_os("SYNCHRONY_BENCH_LOG")
+        .and_then(|d| std::fs::File::create(std::path::Path::new(&d).join(format!("b{i}.log"))).ok());
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(log.map_or_else(Stdio::null, Stdio::from));
+    let mut child = cmd.spawn().context("starting a bench member")?;
+    let out = child.stdout.take().context("stdout")?;
+    let tx = lines.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if tx.send((i, v)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    Ok(Member { child, name: format!("b{i}") })
+}
+
+fn tell(m: &mut Member, line: &str) {
+    if let Some(stdin) = m.child.stdin.as_mut() {
+        let _ = writeln!(stdin, "{line}");
+        let _ = stdin.flush();
+    }
+}
+
+/// Waits for `event` from each of `from`, failing on a stop or after `within`.
+fn await_all(
+    rx: &mpsc::Receiver<(usize, Value)>,
+    from: &[usize],
+    event: &str,
+    within: Duration,
+) -> Result<Vec<(usize, Value)>> {
+    let deadline = std::time::Instant::now() + within;
+    let mut got: Vec<(usize, Value)> = Vec::new();
+    while got.len() < from.len() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Ok((i, v)) = rx.recv_timeout(left) else {
+            bail!(
+                "waited {within:?} for {event} from members {from:?}; got it from {:?}",
+                got.iter().map(|g| g.0).collect::<Vec<_>>()
+            );
+        };
+        if v["event"] == "stopped" {
+            bail!("member {i} stopped: {}", v["reason"]);
+        }
+        if v["event"] == event && from.contains(&i) && !got.iter().any(|(j, _)| *j == i) {
+            got.push((i, v));
+        }
+    }
+    got.sort_by_key(|(i, _)| *i);
+    Ok(got)
+}
+
+/// `synchrony bench --groups-scale N`.
+pub(super) fn run_groups_scale(args: &BenchArgs) -> Result<()> {
+    let mut members = Vec::new();
+    let r = scale(args, &mut members);
+    for m in &mut members {
+        if let Ok(Some(status)) = m.child.try_wait() {
+            if r.is_err() && !status.success() {
+                eprintln!("member {} exited early: {status}", m.name);
+            }
+        }
+        let _ = m.child.kill();
+        let _ = m.child.wait();
+    }
+    r
+}
+
+fn scale(args: &BenchArgs, members: &mut Vec<Member>) -> Result<()> {
+    let n = args.groups_scale.unwrap_or(0);
+    let joiners = args.joiners;
+    if n == 0 {
+        bail!("--groups-scale needs at least one group");
+    }
+    let addrs: Vec<String> =
+        (0..=joiners).map(|_| super::free_port().map(|p| format!("127.0.0.1:{p}"))).collect::<Result<_>>()?;
+    let (tx, rx) = mpsc::channel();
+    members.push(spawn(args, 0, &addrs, &tx)?);
+    let founded = await_all(&rx, &[0], "ready", Duration::from_secs(600))?;
+    let found_s =
+        (founded[0].1["at_us"].as_u64().unwrap_or(0) - founded[0].1["asked_us"].as_u64().unwrap_or(0)) as f64 / 1e6;
+    let start_us = now_us();
+    for i in 1..=joiners {
+        members.push(spawn(args, i, &addrs, &tx)?);
+    }
+    let others: Vec<usize> = (1..=joiners).collect();
+    let joined = await_all(&rx, &others, "ready", Duration::from_secs(600))?;
+    let join_s =
+        joined.iter().map(|(_, v)| v["at_us"].as_u64().unwrap_or(0)).max().unwrap_or(start_us).saturating_sub(start_us)
+            as f64
+            / 1e6;
+    // Idle: CPU over a few quiet seconds, after one to settle.
+    std::thread::sleep(Duration::from_secs(1));
+    let all: Vec<usize> = (0..=joiners).collect();
+    let report = |members: &mut [Member], alive: &[usize]| -> Result<Vec<(usize, Value)>> {
+        for &i in alive {
+            tell(&mut members[i], "report");
+        }
+        await_all(&rx, alive, "report", Duration::from_secs(30))
+    };
+    let before = report(members, &all)?;
+    let idle = Duration::from_secs(args.duration.max(1));
+    std::thread::sleep(idle);
+    let after = report(members, &all)?;
+    let mut rows = Vec::new();
+    for ((i, b), (_, a)) in before.iter().zip(&after) {
+        let cpu = (a["cpu_s"].as_f64().unwrap_or(0.0) - b["cpu_s"].as_f64().unwrap_or(0.0)) / idle.as_secs_f64();
+        let rss = a["rss_mb"].as_f64().unwrap_or(0.0);
+        let per_group = (rss - a["rss_before_mb"].as_f64().unwrap_or(0.0)) * 1024.0 * 1024.0 / n as f64;
+        rows.push(json!({"member": members[*i].name, "rss_mb": rss, "bytes_per_group": per_group.round(),
+            "idle_cpu_percent": cpu * 100.0, "suspicions": a["suspicions"], "cluster_members": a["members"]}));
+    }
+    // A joiner killed: how long until it is out of every group's view at every survivor.
+    let mut exclusion_ms = None;
+    if joiners >= 1 {
+        let victim = joiners;
+        let survivors: Vec<usize> = (0..victim).collect();
+        let name = members[victim].name.clone();
+        for &i in &survivors {
+            tell(&mut members[i], &format!("watch {name}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let killed_us = now_us();
+        members[victim].child.kill().context("killing a member")?;
+        let gone = await_all(&rx, &survivors, "gone", Duration::from_secs(60))?;
+        let last = gone.iter().map(|(_, v)| v["at_us"].as_u64().unwrap_or(0)).max().unwrap_or(killed_us);
+        exclusion_ms = Some(last.saturating_sub(killed_us) as f64 / 1e3);
+    }
+    for m in members.iter_mut() {
+        tell(m, "stop");
+    }
+    let suspicions: u64 = rows.iter().map(|r| r["suspicions"].as_u64().unwrap_or(0)).sum();
+    if args.json {
+        say(json!({"groups": n, "joiners": joiners, "found_s": found_s, "join_s": join_s,
+            "failure_timeout_ms": args.failure_timeout.as_millis() as u64, "members": rows,
+            "suspicions_before_kill": suspicions, "kill_excluded_ms": exclusion_ms}));
+    } else {
+        println!("synchrony bench --groups-scale {n}: a founder with {n} groups, {joiners} process(es) joining all of them at once");
+        println!("founder made {n} groups in {found_s:.2} s; every joiner had every group's state {join_s:.2} s after they started");
+        println!("{:<8} {:>8} {:>16} {:>16} {:>11}", "member", "rss MB", "bytes per group", "idle cpu %", "suspicions");
+        for r in &rows {
+            println!(
+                "{:<8} {:>8.1} {:>16} {:>16.2} {:>11}",
+                r["member"].as_str().unwrap_or(""),
+                r["rss_mb"].as_f64().unwrap_or(0.0),
+                r["bytes_per_group"],
+                r["idle_cpu_percent"].as_f64().unwrap_or(0.0),
+                r["suspicions"]
+            );
+        }
+        if let Some(ms) = exclusion_ms {
+            println!(
+                "a SIGKILLed joiner was out of every group's view at every survivor {ms:.0} ms after the kill (failure timeout {} ms)",
+                args.failure_timeout.as_millis()
+            );
+        }
+    }
+    if suspicions > 0 {
+        bail!("{suspicions} suspicion(s) before the kill: a process was suspected while nothing failed");
+    }
+    Ok(())
+}
