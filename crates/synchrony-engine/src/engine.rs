@@ -105,6 +105,9 @@ pub struct Engine {
     /// (epoch, group) for each group frozen by a promise, kept the same way for
     /// `frozen_ahead`.
     frozen_index: BTreeSet<(u64, GroupName)>,
+    /// Groups whose state fetch waits to be asked again (at least those: see
+    /// `retry_state_fetches`).
+    fetch_retries: BTreeSet<GroupName>,
     stats: Stats,
 }
 
@@ -186,6 +189,7 @@ impl Engine {
             left_gated: BTreeMap::new(),
             gated_index: BTreeSet::new(),
             frozen_index: BTreeSet::new(),
+            fetch_retries: BTreeSet::new(),
             stats: Stats::default(),
         };
         if found {
@@ -1600,12 +1604,15 @@ impl Engine {
     }
 
     fn retry_state_fetches(&mut self, now: Instant) {
-        let due: Vec<GroupName> = self
-            .groups
-            .iter()
-            .filter(|(_, g)| matches!(g.join, JoinState::Waiting { retry_at: Some(t), .. } if t <= now))
-            .map(|(n, _)| n.clone())
-            .collect();
+        // Only groups whose provider said "not ready" (a tick must not look at every group).
+        let groups = &self.groups;
+        let retry_at = |g: &GroupName| match groups.get(g).map(|gs| &gs.join) {
+            Some(JoinState::Waiting { retry_at, .. }) => *retry_at,
+            _ => None,
+        };
+        self.fetch_retries.retain(|g| retry_at(g).is_some());
+        let due: Vec<GroupName> =
+            self.fetch_retries.iter().filter(|g| retry_at(g).is_some_and(|t| t <= now)).cloned().collect();
         for g in due {
             if let Some(JoinState::Waiting { retry_at, .. }) = self.groups.get_mut(&g).map(|g| &mut g.join) {
                 *retry_at = None;
@@ -1646,6 +1653,7 @@ impl Engine {
         {
             if *v == view && providers[*idx] == *from {
                 *retry_at = Some(retry);
+                self.fetch_retries.insert(group.clone());
             }
         }
     }
