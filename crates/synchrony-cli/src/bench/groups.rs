@@ -4,8 +4,8 @@
 //! process (and per group), CPU per process while idle afterwards, suspicions (there must
 //! be none), and how long until a SIGKILLed joiner is out of every group's view.
 //!
-//! The parent drives the members through their standard input (`report`, `watch NAME`,
-//! `stop`) and reads what they see as JSON lines on their standard output.
+//! The parent drives the members through their standard input (`report`, `watch NAME`)
+//! and reads what they see as JSON lines on their standard output; it kills them at the end.
 
 use super::{cpu_seconds, memory_mb, now_us, BenchArgs, MemberArgs};
 use anyhow::{bail, Context, Result};
@@ -23,8 +23,29 @@ fn say(v: Value) {
     println!("{v}");
 }
 
-/// The latest view's members of each group at one member.
-type Views = Arc<Mutex<Vec<Vec<String>>>>;
+/// The latest view's members of each group at one member, and how many of those views
+/// hold the member being watched (kept as views come, so watching scans nothing).
+#[derive(Default)]
+struct Views {
+    members: Vec<Vec<String>>,
+    watched: Option<String>,
+    holding: usize,
+}
+
+impl Views {
+    fn set(&mut self, k: usize, members: Vec<String>) {
+        if let Some(w) = &self.watched {
+            let (had, has) = (self.members[k].contains(w), members.contains(w));
+            self.holding = self.holding + usize::from(has) - usize::from(had);
+        }
+        self.members[k] = members;
+    }
+
+    fn watch(&mut self, who: String) {
+        self.holding = self.members.iter().filter(|m| m.contains(&who)).count();
+        self.watched = Some(who);
+    }
+}
 
 /// One member of `--groups-scale`: joins `a.groups` groups with one call, serves their
 /// (small) states, and reports when it has every group's view (the founder) or state.
@@ -35,7 +56,7 @@ pub(super) async fn groups_member(a: MemberArgs) -> Result<()> {
     let names: Vec<GroupName> = (0..a.groups).map(|k| GroupName::new(format!("s{k}"))).collect();
     let asked_us = now_us();
     let joined = rt.join_many(names.iter().cloned()).await;
-    let views: Views = Arc::new(Mutex::new(vec![Vec::new(); names.len()]));
+    let views = Arc::new(Mutex::new(Views { members: vec![Vec::new(); names.len()], ..Views::default() }));
     // Each group's task says once that it is ready: in its first view (the founder) or
     // with its state (a joiner).
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
@@ -49,7 +70,7 @@ pub(super) async fn groups_member(a: MemberArgs) -> Result<()> {
             while let Some(ev) = events.recv().await {
                 match ev {
                     GroupEvent::View(v) => {
-                        views.lock().expect("not poisoned")[k] = v.members.iter().map(|m| m.name.to_string()).collect();
+                        views.lock().expect("not poisoned").set(k, v.members.iter().map(|m| m.name.to_string()).collect());
                         if founder && !told {
                             told = true;
                             let _ = ready.send(());
@@ -90,7 +111,7 @@ pub(super) async fn groups_member(a: MemberArgs) -> Result<()> {
     say(json!({"event": "ready", "asked_us": asked_us, "at_us": now_us(), "groups": ready}));
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut watching: Option<String> = None;
-    let mut poll = tokio::time::interval(Duration::from_millis(2));
+    let mut poll = tokio::time::interval(Duration::from_millis(1));
     loop {
         tokio::select! {
             line = lines.next_line() => {
@@ -103,15 +124,19 @@ pub(super) async fn groups_member(a: MemberArgs) -> Result<()> {
                             "rss_before_mb": rss_before, "suspicions": st.engine.suspicions,
                             "members": st.members.len()}));
                     }
-                    Some("watch") => watching = words.next().map(str::to_string),
+                    Some("watch") => {
+                        watching = words.next().map(str::to_string);
+                        if let Some(w) = &watching {
+                            views.lock().expect("not poisoned").watch(w.clone());
+                        }
+                    }
                     _ => return Ok(()),
                 }
             }
             Some(why) = stopped.recv() => say(json!({"event": "stopped", "reason": why})),
             _ = poll.tick(), if watching.is_some() => {
                 let who = watching.as_deref().unwrap_or_default();
-                let still = views.lock().expect("not poisoned").iter().filter(|m| m.iter().any(|x| x == who)).count();
-                if still == 0 {
+                if views.lock().expect("not poisoned").holding == 0 {
                     say(json!({"event": "gone", "who": who, "at_us": now_us()}));
                     watching = None;
                 }
@@ -241,7 +266,7 @@ fn scale(args: &BenchArgs, members: &mut Vec<Member>) -> Result<()> {
         let cpu = (a["cpu_s"].as_f64().unwrap_or(0.0) - b["cpu_s"].as_f64().unwrap_or(0.0)) / idle.as_secs_f64();
         let rss = a["rss_mb"].as_f64().unwrap_or(0.0);
         let per_group = (rss - a["rss_before_mb"].as_f64().unwrap_or(0.0)) * 1024.0 * 1024.0 / n as f64;
-        rows.push(json!({"member": members[*i].name, "rss_mb": rss, "bytes_per_group": per_group.round(),
+        rows.push(json!({"member": members[*i].name, "rss_mb": rss, "bytes_per_group": per_group.round() as i64,
             "idle_cpu_percent": cpu * 100.0, "suspicions": a["suspicions"], "cluster_members": a["members"]}));
     }
     // A joiner killed: how long until it is out of every group's view at every survivor.
@@ -259,9 +284,6 @@ fn scale(args: &BenchArgs, members: &mut Vec<Member>) -> Result<()> {
         let gone = await_all(&rx, &survivors, "gone", Duration::from_secs(60))?;
         let last = gone.iter().map(|(_, v)| v["at_us"].as_u64().unwrap_or(0)).max().unwrap_or(killed_us);
         exclusion_ms = Some(last.saturating_sub(killed_us) as f64 / 1e3);
-    }
-    for m in members.iter_mut() {
-        tell(m, "stop");
     }
     let suspicions: u64 = rows.iter().map(|r| r["suspicions"].as_u64().unwrap_or(0)).sum();
     if args.json {
