@@ -161,6 +161,8 @@ pub(crate) struct Gms {
     /// to join thousands of groups must not scan its requests for each.
     op_groups: BTreeMap<GroupName, u8>,
     join_ops: usize,
+    /// How many operations `op_groups` counts.
+    indexed: usize,
     /// Gbcasts this process asked for, with the view of the group it knew then.
     gbcasts: Vec<(GroupName, ViewId, DataMsg)>,
     /// Per group, the first view of its current lineage: a gbcast asked of an older lineage
@@ -215,6 +217,7 @@ impl Gms {
             ops: Vec::new(),
             op_groups: BTreeMap::new(),
             join_ops: 0,
+            indexed: 0,
             gbcasts: Vec::new(),
             lineage_start: BTreeMap::new(),
             leave: false,
@@ -386,15 +389,16 @@ impl Gms {
     /// Keeps the index of `ops` true after a change. A push is counted in constant time;
     /// anything else (done once per decision, not per call) recounts.
     fn ops_changed(&mut self) {
-        let counted: usize = self.op_groups.values().map(|&n| n as usize).sum();
-        if counted + 1 == self.ops.len() {
+        if self.indexed + 1 == self.ops.len() {
             let op = self.ops.last().expect("just pushed");
             *self.op_groups.entry(op.group().clone()).or_default() += 1;
             self.join_ops += usize::from(op.joins().is_some());
+            self.indexed += 1;
             return;
         }
         self.op_groups.clear();
         self.join_ops = 0;
+        self.indexed = self.ops.len();
         for op in &self.ops {
             *self.op_groups.entry(op.group().clone()).or_default() += 1;
             self.join_ops += usize::from(op.joins().is_some());

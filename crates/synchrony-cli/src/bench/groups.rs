@@ -119,8 +119,10 @@ pub(super) async fn groups_member(a: MemberArgs) -> Result<()> {
                 let mut words = line.split_whitespace();
                 match words.next() {
                     Some("report") => {
+                        // (CPU first: the status of every group is not idle work.)
+                        let cpu_s = cpu_seconds();
                         let st = rt.status().await.unwrap_or_default();
-                        say(json!({"event": "report", "cpu_s": cpu_seconds(), "rss_mb": memory_mb("VmRSS:"),
+                        say(json!({"event": "report", "cpu_s": cpu_s, "rss_mb": memory_mb("VmRSS:"),
                             "rss_before_mb": rss_before, "suspicions": st.engine.suspicions,
                             "members": st.members.len()}));
                     }
