@@ -70,7 +70,10 @@ pub(super) async fn groups_member(a: MemberArgs) -> Result<()> {
             while let Some(ev) = events.recv().await {
                 match ev {
                     GroupEvent::View(v) => {
-                        views.lock().expect("not poisoned").set(k, v.members.iter().map(|m| m.name.to_string()).collect());
+                        views
+                            .lock()
+                            .expect("not poisoned")
+                            .set(k, v.members.iter().map(|m| m.name.to_string()).collect());
                         if founder && !told {
                             told = true;
                             let _ = ready.send(());
