@@ -547,6 +547,23 @@ impl Driver {
                     self.on_net(ev);
                 }
                 _ = tokio::time::sleep_until(deadline) => {
+                    // Frames that came while the driver was busy are read before silence
+                    // is judged: a peer is not suspected for what this process had not
+                    // read yet (one costly input, thousands of groups' decision, say).
+                    if !behind {
+                        let turn = TokioInstant::now();
+                        self.cork();
+                        let mut frames = 0;
+                        while frames < INPUT_BATCH && turn.elapsed() < self.turn_budget() {
+                            match net_frames.try_recv() {
+                                Ok(ev) => {
+                                    frames += ev.frames();
+                                    self.on_net(ev);
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     let now = self.now();
                     if let Some(e) = &mut self.engine {
                         e.handle_timeout(now);
