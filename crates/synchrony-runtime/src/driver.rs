@@ -530,17 +530,9 @@ impl Driver {
                     // timers and heartbeats are never long behind.
                     let turn = TokioInstant::now();
                     self.cork();
-                    let mut frames = ev.frames();
+                    let frames = ev.frames();
                     self.on_net(ev);
-                    while frames < INPUT_BATCH && turn.elapsed() < self.turn_budget() {
-                        match net_frames.try_recv() {
-                            Ok(ev) => {
-                                frames += ev.frames();
-                                self.on_net(ev);
-                            }
-                            Err(_) => break,
-                        }
-                    }
+                    self.read_queued(&mut net_frames, turn, frames);
                 }
                 Some(ev) = net_control.recv() => {
                     self.cork();
@@ -551,18 +543,8 @@ impl Driver {
                     // is judged: a peer is not suspected for what this process had not
                     // read yet (one costly input, thousands of groups' decision, say).
                     if !behind {
-                        let turn = TokioInstant::now();
                         self.cork();
-                        let mut frames = 0;
-                        while frames < INPUT_BATCH && turn.elapsed() < self.turn_budget() {
-                            match net_frames.try_recv() {
-                                Ok(ev) => {
-                                    frames += ev.frames();
-                                    self.on_net(ev);
-                                }
-                                Err(_) => break,
-                            }
-                        }
+                        self.read_queued(&mut net_frames, TokioInstant::now(), 0);
                     }
                     let now = self.now();
                     if let Some(e) = &mut self.engine {
@@ -576,6 +558,20 @@ impl Driver {
                     self.drain_backlogs();
                 }
                 _ = tick.tick() => self.housekeeping(),
+            }
+        }
+    }
+
+    /// Handles the frames already queued, until `INPUT_BATCH` (counting the `frames` this
+    /// turn began with) or the turn's budget since `turn` is spent.
+    fn read_queued(&mut self, net_frames: &mut mpsc::Receiver<NetEvent>, turn: TokioInstant, mut frames: usize) {
+        while frames < INPUT_BATCH && turn.elapsed() < self.turn_budget() {
+            match net_frames.try_recv() {
+                Ok(ev) => {
+                    frames += ev.frames();
+                    self.on_net(ev);
+                }
+                Err(_) => break,
             }
         }
     }
@@ -1034,55 +1030,10 @@ impl Driver {
                 } else {
                     e.join(now, group.clone())
                 };
-                match asked {
-                    Ok(()) => {
-                        self.verifiers.insert(group.clone(), verifiers);
-                        self.join_started.insert(group.clone(), TokioInstant::now());
-                        let (tx, rx) = mpsc::channel(GROUP_QUEUE);
-                        self.groups.insert(group.clone(), tx);
-                        self.wanted.insert(group);
-                        let _ = reply.send(Ok(crate::GroupEvents::new(rx)));
-                    }
-                    Err(err) => {
-                        let _ = reply.send(Err(err));
-                    }
-                }
+                let _ = reply.send(asked.map(|()| self.open_handle(group, verifiers)));
             }
             Command::JoinMany { groups, reply } => {
-                let Some(e) = self.engine.as_mut() else {
-                    let _ = reply.send(groups.iter().map(|_| Err(MembershipError::Stopped)).collect());
-                    return;
-                };
-                // Groups joined already, or named twice, are redundant; the rest go to the
-                // engine at once.
-                let mut seen = HashSet::new();
-                let fresh: Vec<bool> = groups
-                    .iter()
-                    .map(|g| !(self.groups.contains_key(g) && self.wanted.contains(g)) && seen.insert(g.clone()))
-                    .collect();
-                for (g, _) in groups.iter().zip(&fresh).filter(|(_, f)| **f) {
-                    e.set_join_verifier(g.clone(), None);
-                }
-                let asked = groups.iter().zip(&fresh).filter(|(_, f)| **f).map(|(g, _)| g.clone());
-                let mut results = e.join_many(now, asked).into_iter();
-                let mut out = Vec::with_capacity(groups.len());
-                for (g, fresh) in groups.into_iter().zip(fresh) {
-                    if !fresh {
-                        out.push(Err(MembershipError::Redundant(g)));
-                        continue;
-                    }
-                    if let Err(err) = results.next().unwrap_or(Err(MembershipError::Stopped)) {
-                        out.push(Err(err));
-                        continue;
-                    }
-                    self.verifiers.insert(g.clone(), Verifiers::default());
-                    self.join_started.insert(g.clone(), TokioInstant::now());
-                    let (tx, rx) = mpsc::channel(GROUP_QUEUE);
-                    self.groups.insert(g.clone(), tx);
-                    self.wanted.insert(g);
-                    out.push(Ok(crate::GroupEvents::new(rx)));
-                }
-                let _ = reply.send(out);
+                let _ = reply.send(self.join_many(now, groups));
             }
             Command::Leave { group, reply } => {
                 let r = match self.engine.as_mut() {
@@ -1165,6 +1116,48 @@ impl Driver {
                 self.shutdown = Some((reply, TokioInstant::now() + bound));
             }
         }
+    }
+
+    /// A join the engine took: the group's handle, and what the driver keeps of it.
+    fn open_handle(&mut self, group: GroupName, verifiers: Verifiers) -> crate::GroupEvents {
+        self.verifiers.insert(group.clone(), verifiers);
+        self.join_started.insert(group.clone(), TokioInstant::now());
+        let (tx, rx) = mpsc::channel(GROUP_QUEUE);
+        self.groups.insert(group.clone(), tx);
+        self.wanted.insert(group);
+        crate::GroupEvents::new(rx)
+    }
+
+    /// `Command::JoinMany`: one result per group, in order.
+    fn join_many(&mut self, now: Instant, groups: Vec<GroupName>) -> Vec<Result<crate::GroupEvents, MembershipError>> {
+        let Some(e) = self.engine.as_mut() else {
+            return groups.iter().map(|_| Err(MembershipError::Stopped)).collect();
+        };
+        // Groups joined already, or named twice, are redundant; the rest go to the
+        // engine at once.
+        let mut seen = HashSet::new();
+        let fresh: Vec<bool> = groups
+            .iter()
+            .map(|g| !(self.groups.contains_key(g) && self.wanted.contains(g)) && seen.insert(g.clone()))
+            .collect();
+        for (g, _) in groups.iter().zip(&fresh).filter(|(_, f)| **f) {
+            e.set_join_verifier(g.clone(), None);
+        }
+        let asked = groups.iter().zip(&fresh).filter(|(_, f)| **f).map(|(g, _)| g.clone());
+        let mut results = e.join_many(now, asked).into_iter();
+        let mut out = Vec::with_capacity(groups.len());
+        for (g, fresh) in groups.into_iter().zip(fresh) {
+            if !fresh {
+                out.push(Err(MembershipError::Redundant(g)));
+                continue;
+            }
+            if let Err(err) = results.next().unwrap_or(Err(MembershipError::Stopped)) {
+                out.push(Err(err));
+                continue;
+            }
+            out.push(Ok(self.open_handle(g, Verifiers::default())));
+        }
+        out
     }
 
     fn send(
