@@ -24,6 +24,7 @@ fn packet(n: usize, size: usize) -> Packet {
                 vt: vec![k as u64 + 1, 0, 0].into(),
                 query: false,
                 relayed: false,
+                frag: None,
                 payload: Bytes::from(vec![7u8; size]),
             }),
         })

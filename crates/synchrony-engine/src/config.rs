@@ -28,6 +28,16 @@ pub struct Config {
     pub packet_bytes_max: usize,
     /// Largest chunk of state sent in one state-transfer message.
     pub state_chunk_bytes: usize,
+    /// The largest payload a member may multicast (`SendError::TooLarge` above it).
+    pub max_message_bytes: usize,
+    /// A multicast larger than this goes in fragments of this size, each a message of its
+    /// sender's stream, reassembled by every member; its order is its last fragment's. (A
+    /// non-member's send, through a relay, and a gbcast cannot be larger.)
+    pub fragment_bytes: usize,
+    /// How many bytes of a large message's fragments a member has in flight in one group
+    /// (sent, not yet held by every member): the rest waits, so a large message holds a
+    /// bounded window of frames and flush reports, and other traffic interleaves.
+    pub fragment_window_bytes: usize,
     /// Messages buffered for a future view or a future link sequence number, per peer.
     pub reorder_buffer_max: usize,
     /// Decisions kept to bring lagging members up to date.
@@ -61,6 +71,9 @@ impl Default for Config {
             join_retry: Duration::from_millis(500),
             packet_bytes_max: 64 * 1024,
             state_chunk_bytes: 256 * 1024,
+            max_message_bytes: 1 << 30,
+            fragment_bytes: 256 * 1024,
+            fragment_window_bytes: 8 << 20,
             reorder_buffer_max: 4096,
             decision_log_max: 256,
             secret: None,

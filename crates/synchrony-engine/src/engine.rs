@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::event::*;
 use crate::gate::EventQueue;
 use crate::gms::{Ctx, Gms, GmsOut, RoundPhase};
-use crate::group::{Checkpoint, GroupState, JoinState, Out, Queued, StateBytes};
+use crate::group::{Checkpoint, Fragmenting, GroupState, JoinState, Out, Queued, StateBytes};
 use crate::id::{GroupName, MsgId, ProcessId, ViewId};
 use crate::link::Link;
 use crate::order::Order;
@@ -258,6 +258,14 @@ impl Engine {
     /// change resets it.
     pub fn outstanding(&self, group: &GroupName) -> usize {
         self.groups.get(group).map_or(0, |g| g.unstable()) + self.relay.outstanding(group) + self.cross.held_for(group)
+    }
+
+    /// The bytes of this process's messages to `group` that [`Engine::outstanding`] counts
+    /// as a member (sent and not yet stable, queued, or a large message not yet all sent):
+    /// a runtime's flow control counts bytes with it, so that large messages are paced by
+    /// their size.
+    pub fn outstanding_bytes(&self, group: &GroupName) -> usize {
+        self.groups.get(group).map_or(0, |g| g.unstable_bytes())
     }
 
     /// Installs (or with `None` removes) the join verifier of `group`: while this process
@@ -640,11 +648,18 @@ impl Engine {
             Status::Joining => return Err(SendError::NotJoined),
             _ => return Err(SendError::Stopped),
         }
-        let limit = self.config.packet_bytes_max.max(self.config.state_chunk_bytes);
+        // A member's multicast goes in fragments; a gbcast (one message in a decision) and
+        // a non-member's send (relayed whole) are at most one fragment.
+        let member = self.groups.contains_key(&group);
+        let limit = if member && order != Order::Gbcast {
+            self.config.max_message_bytes
+        } else {
+            self.config.fragment_bytes.max(self.config.packet_bytes_max)
+        };
         if payload.len() > limit {
-            return Err(SendError::TooLarge(payload.len()));
+            return Err(SendError::TooLarge { size: payload.len(), limit });
         }
-        let expected = if self.groups.contains_key(&group) {
+        let expected = if member {
             None
         } else {
             // Non-members send through the group's oldest member (see relay.rs).
@@ -691,6 +706,7 @@ impl Engine {
             vt: Default::default(),
             query: q.query,
             relayed: true,
+            frag: None,
             payload: q.payload,
         };
         let mut out = Vec::new();
@@ -916,6 +932,10 @@ impl Engine {
     fn absorb(&mut self, group: &GroupName, out: Out) {
         // Whatever touched the group may owe acks, tokens or stability announcements.
         self.dirty.insert(group.clone());
+        if out.bad_fragments > 0 {
+            self.stats.rejected_malformed += out.bad_fragments as u64;
+            tracing::warn!(me = %self.me, %group, n = out.bad_fragments, "fragments out of place dropped");
+        }
         for (to, m) in out.sends {
             self.send_to(&to, m);
         }
@@ -1483,6 +1503,7 @@ impl Engine {
             .collect();
         let mut gs = GroupState::new(g.clone(), v.clone(), me);
         gs.across = self.config.causal_across_groups;
+        gs.frag = Fragmenting::of(&self.config);
         let waiting = !providers.is_empty();
         if waiting {
             gs.join = JoinState::Waiting { view: v.id, providers, idx: 0, buf: Vec::new(), total: 0, retry_at: None };

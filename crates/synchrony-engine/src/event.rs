@@ -183,9 +183,15 @@ pub enum SendError {
     /// Nobody is in the group.
     #[error("group {0} has no members")]
     NoSuchGroup(GroupName),
-    /// The payload is larger than a packet can carry.
-    #[error("payload of {0} bytes is larger than the limit")]
-    TooLarge(usize),
+    /// The payload is larger than this send may be (`Config::max_message_bytes` for a
+    /// member's multicast, `Config::fragment_bytes` for a non-member's or a gbcast).
+    #[error("payload of {size} bytes is larger than the limit of {limit} bytes")]
+    TooLarge {
+        /// The payload's size.
+        size: usize,
+        /// The limit it is over.
+        limit: usize,
+    },
 }
 
 /// Why a join or leave was refused.

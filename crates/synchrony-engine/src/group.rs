@@ -15,7 +15,7 @@
 use crate::id::{GroupName, MsgId, ProcessId, ViewId};
 use crate::order::Order;
 use crate::time::Instant;
-use crate::wire::{Cut, DataMsg, GroupView, Msg, OrderEntry, Report, VectorTime};
+use crate::wire::{Cut, DataMsg, Frag, GroupView, Msg, OrderEntry, Report, VectorTime};
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -30,6 +30,9 @@ pub(crate) struct Out {
     pub(crate) gbcasts: Vec<DataMsg>,
     /// Non-members' messages this member relayed that may be acknowledged to their origin.
     pub(crate) forward_acks: Vec<MsgId>,
+    /// Fragments delivered out of their place in a message (only a broken sender makes
+    /// them): dropped with the message they belong to.
+    pub(crate) bad_fragments: usize,
 }
 
 /// A delivery, before the engine turns it into an event.
@@ -102,6 +105,43 @@ pub(crate) struct Queued {
     /// Sent while the origin was not a member (see [`DataMsg::relayed`]).
     pub(crate) relayed: bool,
     pub(crate) payload: Bytes,
+}
+
+/// How large messages travel (`Config::fragment_bytes` and the rest).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Fragmenting {
+    /// A payload larger than this goes in fragments of this size.
+    pub(crate) bytes: usize,
+    /// Fragment bytes in flight (sent, not yet stable) before the next waits.
+    pub(crate) window: usize,
+    /// The largest message a member accepts to reassemble.
+    pub(crate) max: usize,
+}
+
+impl Fragmenting {
+    pub(crate) fn of(config: &crate::Config) -> Self {
+        Self {
+            bytes: config.fragment_bytes.max(1),
+            window: config.fragment_window_bytes,
+            max: config.max_message_bytes,
+        }
+    }
+}
+
+/// A large message of this member going out in fragments, as far as the window lets it.
+#[derive(Debug)]
+struct Outgoing {
+    q: Queued,
+    /// Offset of the next fragment to send.
+    next: usize,
+}
+
+/// Another member's large message being put together from its fragments, in its stream's
+/// order (a stream carries one message's fragments one after the other).
+#[derive(Debug)]
+struct Assembly {
+    id: MsgId,
+    buf: Vec<u8>,
 }
 
 /// Where a joiner stands with its initial state.
@@ -194,8 +234,11 @@ pub(crate) struct GroupState {
     /// waits for that to be stable, so that every survivor can deliver the covered
     /// messages (their causal past included) after a failure (G12).
     pub(crate) flushes: Vec<(u64, Option<Vec<u64>>)>,
-    /// Own messages sent and not yet stable: (seq, counter).
-    own_unstable: VecDeque<(u64, u64)>,
+    /// Own messages sent and not yet stable: (seq, counter, bytes).
+    own_unstable: VecDeque<(u64, u64, usize)>,
+    /// Bytes of the own messages not yet stable, and of the sends queued.
+    own_unstable_bytes: usize,
+    queued_bytes: usize,
     pub(crate) join: JoinState,
     pub(crate) checkpoints: BTreeMap<ViewId, Checkpoint>,
     /// Whether the next delivery pass is a cut (ignore stability, no new tokens).
@@ -225,6 +268,19 @@ pub(crate) struct GroupState {
     /// comes with the state (id, relayed).
     /// (`false`: a gbcast, never a duplicate.)
     pub(crate) unchecked: Option<VecDeque<(MsgId, bool)>>,
+    pub(crate) frag: Fragmenting,
+    /// The own large message going out in fragments. In a new view it starts over: the
+    /// old view's members dropped what they had of it, and joiners never had it.
+    outgoing: Option<Outgoing>,
+    /// Own fragments not yet stable (seq, bytes), and their bytes in all.
+    frag_unstable: VecDeque<(u64, usize)>,
+    frag_unstable_bytes: usize,
+    /// Own large messages fragmented and not yet delivered here: delivered whole from the
+    /// application's buffer, never copied.
+    own_whole: VecDeque<(MsgId, Bytes)>,
+    /// Per stream, the large message being reassembled (dropped with the view: a message
+    /// cut short by a view change is sent again whole in the next).
+    assembling: Vec<Option<Assembly>>,
 }
 
 impl GroupState {
@@ -253,6 +309,8 @@ impl GroupState {
             queued: VecDeque::new(),
             flushes: Vec::new(),
             own_unstable: VecDeque::new(),
+            own_unstable_bytes: 0,
+            queued_bytes: 0,
             join: JoinState::Ready,
             checkpoints: BTreeMap::new(),
             cut_mode: false,
@@ -266,6 +324,12 @@ impl GroupState {
             gated_decision: None,
             own_undelivered: VecDeque::new(),
             relayed_undelivered: VecDeque::new(),
+            frag: Fragmenting { bytes: usize::MAX, window: usize::MAX, max: usize::MAX },
+            outgoing: None,
+            frag_unstable: VecDeque::new(),
+            frag_unstable_bytes: 0,
+            own_whole: VecDeque::new(),
+            assembling: (0..n).map(|_| None).collect(),
         }
     }
 
@@ -273,6 +337,13 @@ impl GroupState {
     pub(crate) fn succeed(mut self, view: GroupView, me: &ProcessId) -> Self {
         let mut next = GroupState::new(self.name.clone(), view, me);
         next.queued = std::mem::take(&mut self.queued);
+        next.queued_bytes = self.queued_bytes;
+        if let Some(o) = self.outgoing.take() {
+            // Cut short by the view change: sent again from its first byte.
+            next.queued_bytes += o.q.payload.len();
+            next.queued.push_front(o.q);
+        }
+        next.frag = self.frag;
         // In the next view the old view's messages are settled by its cut.
         next.flushes = std::mem::take(&mut self.flushes).into_iter().map(|(c, _)| (c, None)).collect();
         next.join = std::mem::replace(&mut self.join, JoinState::Ready);
@@ -311,7 +382,8 @@ impl GroupState {
 
     /// The application sends (or a queued send is released).
     pub(crate) fn send(&mut self, q: Queued, out: &mut Out) {
-        if self.frozen.is_some() || self.hold.is_some() {
+        if self.frozen.is_some() || self.hold.is_some() || self.outgoing.is_some() {
+            self.queued_bytes += q.payload.len();
             self.queued.push_back(q);
             return;
         }
@@ -331,10 +403,53 @@ impl GroupState {
                 vt: VectorTime::default(),
                 query: q.query,
                 relayed: false,
+                frag: None,
                 payload: q.payload,
             });
             return;
         }
+        let relayed = q.relayed || q.id.sender != self.view.members[self.rank];
+        if q.payload.len() > self.frag.bytes && !relayed {
+            self.outgoing = Some(Outgoing { q, next: 0 });
+            self.send_fragments(out);
+            return;
+        }
+        self.push_own(q, None, out);
+    }
+
+    /// Sends the own large message's next fragments, as far as the window lets them; once
+    /// its last went, the sends queued behind it.
+    fn send_fragments(&mut self, out: &mut Out) {
+        while self.frozen.is_none() && self.hold.is_none() && self.frag_unstable_bytes < self.frag.window {
+            let Some(o) = &mut self.outgoing else { return };
+            let total = o.q.payload.len();
+            let (start, end) = (o.next, (o.next + self.frag.bytes).min(total));
+            o.next = end;
+            if start == 0 {
+                self.own_whole.push_back((o.q.id.clone(), o.q.payload.clone()));
+            }
+            let part = Queued {
+                id: o.q.id.clone(),
+                order: o.q.order,
+                query: o.q.query,
+                relayed: false,
+                payload: o.q.payload.slice(start..end),
+            };
+            if end == total {
+                self.outgoing = None;
+            }
+            let seq = self.push_own(part, Some(Frag { offset: start as u64, total: total as u64 }), out);
+            self.frag_unstable.push_back((seq, end - start));
+            self.frag_unstable_bytes += end - start;
+            if self.outgoing.is_none() {
+                self.release_queued(out);
+                return;
+            }
+        }
+    }
+
+    /// Puts a message into this member's stream and sends it to the others; returns its seq.
+    fn push_own(&mut self, q: Queued, frag: Option<Frag>, out: &mut Out) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         let vt = if q.order.is_causal() {
@@ -345,9 +460,11 @@ impl GroupState {
             VectorTime::default()
         };
         let relayed = q.relayed || q.id.sender != self.view.members[self.rank];
-        let msg = Arc::new(DataMsg { id: q.id, seq, order: q.order, vt, query: q.query, relayed, payload: q.payload });
+        let msg =
+            Arc::new(DataMsg { id: q.id, seq, order: q.order, vt, query: q.query, relayed, frag, payload: q.payload });
         if msg.id.sender == self.view.members[self.rank] {
-            self.own_unstable.push_back((seq, msg.id.counter));
+            self.own_unstable.push_back((seq, msg.id.counter, msg.payload.len()));
+            self.own_unstable_bytes += msg.payload.len();
             if self.across {
                 self.own_undelivered.push_back((seq, msg.id.counter));
             }
@@ -359,12 +476,15 @@ impl GroupState {
         let me = self.rank;
         self.on_data(me, msg);
         self.try_deliver(out);
+        seq
     }
 
-    /// Releases sends queued while frozen.
+    /// Releases sends queued while frozen (after the large message under way, if any).
     pub(crate) fn release_queued(&mut self, out: &mut Out) {
-        while self.frozen.is_none() && self.hold.is_none() {
+        self.send_fragments(out);
+        while self.frozen.is_none() && self.hold.is_none() && self.outgoing.is_none() {
             let Some(q) = self.queued.pop_front() else { break };
+            self.queued_bytes -= q.payload.len();
             self.send(q, out);
         }
     }
@@ -539,6 +659,16 @@ impl GroupState {
                     if msg.order.is_total() {
                         self.delivered_total += 1;
                     }
+                    let msg = match msg.frag {
+                        None => msg,
+                        Some(f) => match self.assemble(r, &msg, f, out) {
+                            Some(whole) => whole,
+                            None => {
+                                progress = true; // consumed: a part of a message
+                                continue;
+                            }
+                        },
+                    };
                     // A non-member's message may come twice: through a new relay, or from
                     // the origin itself once it joined. The first delivery counts. A joiner
                     // without its state yet decides when the state (and table) arrive.
@@ -560,6 +690,42 @@ impl GroupState {
             }
         }
         self.gc();
+    }
+
+    /// A fragment of stream `r` is delivered: the whole message once it was the last.
+    fn assemble(&mut self, r: usize, part: &DataMsg, f: Frag, out: &mut Out) -> Option<Arc<DataMsg>> {
+        let own = r == self.rank;
+        let slot = &mut self.assembling[r];
+        if f.offset == 0 {
+            let size = if own { 0 } else { usize::try_from(f.total).unwrap_or(usize::MAX).min(self.frag.max) };
+            *slot = Some(Assembly { id: part.id.clone(), buf: Vec::with_capacity(size) });
+        }
+        // The own stream's fragments are slices of the message kept whole in `own_whole`.
+        let fits = |a: &Assembly| a.id == part.id && (own || a.buf.len() as u64 == f.offset);
+        let Some(a) = slot.as_mut().filter(|a| fits(a)) else {
+            *slot = None;
+            out.bad_fragments += 1;
+            return None;
+        };
+        if !own {
+            a.buf.extend_from_slice(&part.payload);
+        }
+        if f.offset + part.payload.len() as u64 != f.total {
+            return None;
+        }
+        let a = slot.take().expect("just matched");
+        let payload = if own {
+            match self.own_whole.pop_front() {
+                Some((id, whole)) if id == part.id => whole,
+                _ => {
+                    out.bad_fragments += 1;
+                    return None;
+                }
+            }
+        } else {
+            Bytes::from(a.buf)
+        };
+        Some(Arc::new(DataMsg { frag: None, payload, ..part.clone() }))
     }
 
     fn gc(&mut self) {
@@ -641,16 +807,29 @@ impl GroupState {
             let (_, id) = self.relayed_undelivered.pop_front().expect("just seen");
             out.forward_acks.push(id);
         }
-        while self.own_unstable.front().is_some_and(|&(s, _)| s <= own_stable) {
+        while let Some(&(_, _, n)) = self.own_unstable.front().filter(|&&(s, _, _)| s <= own_stable) {
             self.own_unstable.pop_front();
+            self.own_unstable_bytes -= n;
+        }
+        while let Some(&(_, n)) = self.frag_unstable.front().filter(|&&(s, _)| s <= own_stable) {
+            self.frag_unstable.pop_front();
+            self.frag_unstable_bytes -= n;
         }
         self.try_deliver(out);
+        self.send_fragments(out);
         true
     }
 
     /// Own messages not yet stable, and sends queued behind a view change or a gbcast.
     pub(crate) fn unstable(&self) -> usize {
-        self.own_unstable.len() + self.queued.len()
+        self.own_unstable.len() + self.queued.len() + usize::from(self.outgoing.is_some())
+    }
+
+    /// The bytes of what [`GroupState::unstable`] counts (of a large message going out,
+    /// the fragments not yet sent and those not yet stable).
+    pub(crate) fn unstable_bytes(&self) -> usize {
+        let outgoing = self.outgoing.as_ref().map_or(0, |o| o.q.payload.len() - o.next);
+        self.own_unstable_bytes + self.queued_bytes + outgoing
     }
 
     /// Completes the flush calls whose messages are all stable.
@@ -661,9 +840,10 @@ impl GroupState {
         let lowest_pending = self
             .own_unstable
             .front()
-            .map(|&(_, c)| c)
+            .map(|&(_, c, _)| c)
             .into_iter()
             .chain(self.queued.iter().map(|q| q.id.counter))
+            .chain(self.outgoing.iter().map(|o| o.q.id.counter))
             .chain(self.hold.iter().map(|h| h.counter))
             .min();
         let before = self.flushes.len();
@@ -726,6 +906,7 @@ impl GroupState {
         let me = &self.view.members[self.rank];
         let mine_upto = |id: &MsgId| id.sender == *me && id.counter <= counter;
         !self.queued.iter().any(|q| mine_upto(&q.id))
+            && !self.outgoing.as_ref().is_some_and(|o| mine_upto(&o.q.id))
             && !self.hold.as_ref().is_some_and(mine_upto)
             && self.own_undelivered.front().is_none_or(|&(_, c)| c > counter)
     }
@@ -802,7 +983,10 @@ impl GroupState {
         // count as stable for flush(), and as delivered for causal order across groups (a
         // receiver holds later messages until it applied this decision too).
         self.own_unstable.clear();
+        self.own_unstable_bytes = 0;
         self.own_undelivered.clear();
+        self.frag_unstable.clear();
+        self.frag_unstable_bytes = 0;
         for s in &mut self.streams {
             s.dstable = s.dstable.max(s.delivered);
         }

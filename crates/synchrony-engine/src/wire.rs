@@ -14,7 +14,7 @@ use sha2::Sha256;
 use std::sync::Arc;
 
 /// The wire version this engine speaks.
-pub const WIRE_VERSION: u8 = 2;
+pub const WIRE_VERSION: u8 = 3;
 const MAGIC: &[u8; 2] = b"SY";
 const FLAG_TAG: u8 = 1;
 const TAG_LEN: usize = 32;
@@ -73,9 +73,28 @@ pub struct DataMsg {
     /// path (a relay, or the origin's own stream once it joined), so every member delivers
     /// it only once it is stable, in the view where it is stable (G3).
     pub relayed: bool,
+    /// A part of a message larger than `Config::fragment_bytes`: the payload is its bytes
+    /// at `offset`. Every member delivers the whole once it delivered the last part.
+    pub frag: Option<Frag>,
     /// The application's bytes.
     #[serde(deserialize_with = "shared_bytes")]
     pub payload: Bytes,
+}
+
+/// Where a fragment's payload sits in its message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Frag {
+    /// The offset of the fragment's first byte in the message.
+    pub offset: u64,
+    /// The whole message's size.
+    pub total: u64,
+}
+
+impl Frag {
+    /// Whether a fragment of `len` bytes fits this place: not empty, inside the message.
+    pub fn fits(&self, len: usize) -> bool {
+        len > 0 && self.offset.checked_add(len as u64).is_some_and(|end| end <= self.total)
+    }
 }
 
 /// A vector timestamp, shared by every copy of its message (a message is copied once per
@@ -602,6 +621,9 @@ pub fn decode(frame: &[u8], secret: Option<&[u8]>) -> Result<Packet, DecodeError
             if msg.seq == 0 || msg.order == Order::Gbcast {
                 return Err(DecodeError::Invalid("a stream message out of any stream"));
             }
+            if msg.frag.is_some_and(|f| !f.fits(msg.payload.len()) || msg.relayed) {
+                return Err(DecodeError::Invalid("a fragment that does not fit its message"));
+            }
         }
     }
     Ok(packet)
@@ -630,6 +652,7 @@ mod tests {
                     vt: vec![1, 0].into(),
                     query: false,
                     relayed: false,
+                    frag: None,
                     payload: Bytes::from_static(b"hello"),
                 }),
             }],

@@ -22,6 +22,7 @@ fn msg(owner: &str, seq: u64, order: Order, vt: Vec<u64>) -> Arc<DataMsg> {
         vt: vt.into(),
         query: false,
         relayed: false,
+        frag: None,
         payload: Bytes::new(),
     })
 }

@@ -45,6 +45,11 @@ pub struct Config {
     /// Flow control: messages a node may have outstanding per group (sent and not yet held
     /// by every member); further sends wait for room.
     pub send_window: usize,
+    /// Flow control by size: bytes a node may have outstanding per group (as
+    /// `send_window`, and counting a large message whole until every member holds it);
+    /// a send that would go past it waits, unless nothing is outstanding (a message larger
+    /// than the window goes alone).
+    pub send_window_bytes: usize,
     /// Frames queued for one peer before more are dropped (the engine retransmits).
     pub peer_queue_frames: usize,
     /// The application's state for joiners is the set of message ids it delivered in the
@@ -91,6 +96,7 @@ impl Config {
             join_timeout: Duration::from_secs(30),
             rejoin: false,
             send_window: 2048,
+            send_window_bytes: 64 << 20,
             peer_queue_frames: 8192,
             app_stall_timeout: Duration::from_secs(10),
             trace_states_as_delivered_sets: false,
@@ -147,6 +153,8 @@ impl Config {
         }
         for (field, n) in [
             ("send_window", self.send_window),
+            ("send_window_bytes", self.send_window_bytes),
+            ("engine.fragment_bytes", e.fragment_bytes),
             ("peer_queue_frames", self.peer_queue_frames),
             ("engine.state_chunk_bytes", e.state_chunk_bytes),
             ("engine.reorder_buffer_max", e.reorder_buffer_max),
@@ -162,6 +170,15 @@ impl Config {
                 "engine.packet_bytes_max",
                 format!("{} bytes is too small (at least 1024)", e.packet_bytes_max),
             );
+        }
+        // A fragment, a chunk of state and a gbcast each travel in one stream frame.
+        let frame = crate::net::MAX_FRAME / 2;
+        for (field, n) in
+            [("engine.fragment_bytes", e.fragment_bytes), ("engine.state_chunk_bytes", e.state_chunk_bytes)]
+        {
+            if n > frame {
+                return bad(field, format!("{n} bytes is more than a frame carries (at most {frame})"));
+            }
         }
         if e.secret.as_ref().is_some_and(|s| s.is_empty()) {
             return bad("engine.secret", "an empty secret authenticates nothing: use None or a real secret".into());

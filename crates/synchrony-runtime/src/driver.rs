@@ -964,9 +964,11 @@ impl Driver {
     /// Flow control: a send to a group whose outstanding messages fill the window waits
     /// (with everything sent after it to that group) until the slowest member catches up.
     fn must_wait(&self, c: &Command, behind_parked: bool) -> Option<GroupName> {
-        let (group, n) = match c {
-            Command::Send { group, .. } => (group, 1),
-            Command::SendBatch { group, payloads, .. } => (group, payloads.len()),
+        let (group, n, bytes) = match c {
+            Command::Send { group, payload, .. } => (group, 1, payload.len()),
+            Command::SendBatch { group, payloads, .. } => {
+                (group, payloads.len(), payloads.iter().map(Bytes::len).sum::<usize>())
+            }
             _ => return None,
         };
         if behind_parked && self.parked.contains_key(group) {
@@ -977,8 +979,10 @@ impl Driver {
             return None; // the engine answers at once (an error, or a join still under way)
         }
         let out = e.outstanding(group);
-        // A batch larger than the window goes alone.
-        (out > 0 && out + n > self.config.send_window).then(|| group.clone())
+        let out_bytes = e.outstanding_bytes(group);
+        // A batch larger than a window goes alone.
+        let full = out + n > self.config.send_window || out_bytes + bytes > self.config.send_window_bytes;
+        (out > 0 && full).then(|| group.clone())
     }
 
     /// Lets waiting sends go while their groups have room; returns how many went.

@@ -212,12 +212,17 @@ impl<A: App> Sim<'_, A> {
                 .map(|j| ProcessId::contact(self.nodes[j].name.as_str()))
                 .collect()
         };
-        Config {
+        let mut config = Config {
             contacts,
             rng_seed: self.cfg.seed ^ ((idx as u64) << 32) ^ inc.wrapping_mul(0x9e37_79b9_7f4a_7c15),
             causal_across_groups: self.cfg.causal_across_groups,
             ..Config::fast()
+        };
+        if let Some(f) = self.cfg.profile.fragments {
+            config.fragment_bytes = f.bytes;
+            config.fragment_window_bytes = f.window;
         }
+        config
     }
 
     fn record(&mut self, idx: usize, e: TraceEvent) {
@@ -674,6 +679,9 @@ impl<A: App> Sim<'_, A> {
 /// and returns the outcome.
 pub fn run(cfg: SimConfig) -> Outcome {
     let mut traffic = Traffic::new(cfg.groups);
+    if let Some(f) = cfg.profile.fragments {
+        traffic = traffic.with_large(f.bytes * 12);
+    }
     run_app(cfg, &mut traffic)
 }
 

@@ -17,5 +17,5 @@ mod workload;
 
 pub use app::{App, Ctx};
 pub use cluster::{run, run_app, Outcome, SimConfig};
-pub use profile::{Cost, Profile};
+pub use profile::{Cost, Fragments, Profile};
 pub use workload::Traffic;

@@ -54,6 +54,20 @@ pub struct Profile {
     /// Every fault of the profile is a crash: a process that is excluded or stops anyway
     /// was suspected for being slow (busy with joins, say), and the run fails.
     pub no_false_suspicions: bool,
+    /// Large messages: the engines cut multicasts into small fragments, and the workload
+    /// sends messages of many fragments (their bytes checked at every delivery).
+    pub fragments: Option<Fragments>,
+}
+
+/// How the engines of a profile with large messages fragment them (`Config::fragment_bytes`,
+/// `Config::fragment_window_bytes`), scaled down so that a message of a few hundred bytes
+/// is many fragments and the window fills.
+#[derive(Clone, Copy, Debug)]
+pub struct Fragments {
+    /// Fragment size.
+    pub bytes: usize,
+    /// Fragment bytes in flight per member and group.
+    pub window: usize,
 }
 
 /// What work costs a simulated process in virtual time. While it works, what reaches it
@@ -75,7 +89,7 @@ const MS: fn(u64) -> Duration = Duration::from_millis;
 
 impl Profile {
     /// Every profile's name.
-    pub const NAMES: [&'static str; 13] = [
+    pub const NAMES: [&'static str; 14] = [
         "calm",
         "lossy",
         "churn",
@@ -89,6 +103,7 @@ impl Profile {
         "total-failure",
         "leaves",
         "many-groups",
+        "large",
     ];
 
     /// The profile called `name`.
@@ -113,6 +128,7 @@ impl Profile {
             shape: None,
             action_every: None,
             no_false_suspicions: false,
+            fragments: None,
         };
         Some(match name {
             "calm" => base,
@@ -173,6 +189,13 @@ impl Profile {
                 action_every: Some(MS(40)),
                 no_false_suspicions: true,
                 ..base
+            },
+            // Messages of up to a dozen fragments, with crashes, partitions, pauses and
+            // churn cutting them short: every member delivers each whole or not at all.
+            "large" => Profile {
+                name: "large",
+                fragments: Some(Fragments { bytes: 64, window: 256 }),
+                ..Profile::named("chaos")?
             },
             _ => return None,
         })

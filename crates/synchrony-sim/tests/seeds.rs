@@ -108,6 +108,14 @@ fn leaves() {
     seeds("leaves", 11000, 30);
 }
 
+/// Messages of up to a dozen fragments under chaos: each is delivered whole, with the bytes
+/// it was sent with, at one place of its order, or nowhere (`synchrony sim --profile large
+/// --seeds 2000` is the long run).
+#[test]
+fn large() {
+    seeds("large", 13000, 40);
+}
+
 /// Seven processes, 2,000 groups, hundreds joined or left at once, crashes, and work that
 /// costs virtual time: nobody is suspected for being busy (`synchrony sim --profile
 /// many-groups --seeds 1000` is the long run).

@@ -311,6 +311,12 @@ impl Pace {
     }
 }
 
+/// Large payloads go a few at a time (a batch is made in memory before it is sent): at
+/// most `n`, and at most 8 MB unless one message is larger.
+fn fit_batch(n: usize, size: usize) -> usize {
+    n.min((8 << 20) / size.max(1)).max(1)
+}
+
 fn payload(size: usize) -> Vec<u8> {
     let mut p = vec![0u8; size.max(8)];
     p[..8].copy_from_slice(&now_us().to_le_bytes());
@@ -340,7 +346,7 @@ fn member_config(a: &MemberArgs) -> Config {
 /// Waits for the pace, then multicasts its batch of stamped payloads; returns how many the
 /// runtime accepted.
 async fn send_paced(rt: &Runtime, group: &GroupName, order: Order, size: usize, pace: &mut Pace) -> u64 {
-    let n = pace.batch().await;
+    let n = fit_batch(pace.batch().await, size);
     let batch: Vec<Bytes> = (0..n).map(|_| Bytes::from(payload(size))).collect();
     rt.send_batch(group.clone(), order, batch).await.iter().filter(|r| r.is_ok()).count() as u64
 }
@@ -438,7 +444,8 @@ async fn raw_member(a: MemberArgs) -> Result<MemberResult> {
             while let Ok((mut s, _)) = listener.accept().await {
                 let meter = meter.clone();
                 tokio::spawn(async move {
-                    let mut buf = vec![0u8; 256 * 1024];
+                    // Room for two messages at least: a message is counted once it is whole.
+                    let mut buf = vec![0u8; (256 * 1024).max(2 * (4 + size))];
                     let mut have = 0usize;
                     loop {
                         let Ok(n) = s.read(&mut buf[have..]).await else { return };
@@ -474,7 +481,7 @@ async fn raw_member(a: MemberArgs) -> Result<MemberResult> {
         let stop = meter.lock().expect("lock").to;
         let mut pace = Pace::new(a.rate, a.start_at);
         while now_us() < stop {
-            let n = pace.batch().await;
+            let n = fit_batch(pace.batch().await, size);
             let mut batch = Vec::with_capacity(n * (4 + size));
             for _ in 0..n {
                 batch.extend_from_slice(&(size as u32).to_le_bytes());

@@ -38,6 +38,8 @@ pub struct Net {
     pub dropped: usize,
     /// Answer every state request at once with an empty state (on by default).
     pub auto_state: bool,
+    /// Changes every process's configuration (from `Config::fast`) before it starts.
+    pub tweak: fn(&mut Config),
 }
 
 pub fn g(name: &str) -> GroupName {
@@ -48,6 +50,11 @@ impl Net {
     /// `n` processes `n1..`: `n1` founds the cluster, the others join through it; runs
     /// until every one is a member.
     pub fn cluster(n: usize) -> Net {
+        Self::cluster_with(n, |_| {})
+    }
+
+    /// As [`Net::cluster`], each process's configuration changed by `tweak`.
+    pub fn cluster_with(n: usize, tweak: fn(&mut Config)) -> Net {
         let mut net = Net {
             now: Instant::ZERO,
             nodes: Vec::new(),
@@ -56,6 +63,7 @@ impl Net {
             filter: None,
             dropped: 0,
             auto_state: true,
+            tweak,
         };
         for i in 0..n {
             net.add(&format!("n{}", i + 1), i > 0);
@@ -68,7 +76,8 @@ impl Net {
     /// Starts a process (joining through `n1` if `join`).
     pub fn add(&mut self, name: &str, join: bool) -> usize {
         let contacts = if join { vec![ProcessId::contact("n1")] } else { Vec::new() };
-        let config = Config { contacts, rng_seed: self.nodes.len() as u64, ..Config::fast() };
+        let mut config = Config { contacts, rng_seed: self.nodes.len() as u64, ..Config::fast() };
+        (self.tweak)(&mut config);
         let engine = Engine::new(config, ProcessId::new(name, 1), self.now);
         self.nodes.push(Node { name: name.into(), engine: Some(engine), events: Vec::new() });
         let i = self.nodes.len() - 1;
