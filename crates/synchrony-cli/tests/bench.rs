@@ -81,3 +81,38 @@ fn a_churn_run_times_failures_and_joins_and_its_traces_pass_the_checker() {
     assert_eq!(at_end, vec![0, 1, 4]);
     assert!(finals.iter().all(|f| f["delivered"].as_u64() > Some(0)));
 }
+
+/// Large messages on real processes: 64 MiB multicasts in total order (each 256 fragments),
+/// with a stream of small ones from another member beside them. Every member delivers
+/// both, the small ones keep flowing (not held for a large one's whole transfer), each
+/// member's peak memory is reported, and the traces pass the checker (`--check`).
+/// (`synchrony bench --size 1073741824 --small-rate 200 --check` is the 1 GiB run.)
+#[test]
+fn large_messages_beside_a_stream_of_small_ones_in_total_order() {
+    const SIZE: u64 = 64 << 20;
+    let size = SIZE.to_string();
+    let v = bench_json(&[
+        "--members",
+        "3",
+        "--size",
+        &size,
+        "--small-rate",
+        "200",
+        "--duration",
+        "3",
+        "--no-baseline",
+        "--check",
+    ]);
+    for m in v["synchrony"].as_array().expect("members") {
+        let i = &m["index"];
+        let large = m["delivered_per_sec"].as_f64().expect("rate");
+        assert!(large > 0.5, "member {i}: {large} large messages a second");
+        let rss = m["peak_rss_mb"].as_f64().expect("rss");
+        eprintln!("member {i}: {large:.1} large messages/s, peak resident memory {rss:.0} MB");
+        let small = &m["small"];
+        let rate = small["delivered_per_sec"].as_f64().expect("small rate");
+        assert!((180.0..=220.0).contains(&rate), "member {i}: {rate} small messages a second, not 200");
+        let p99 = small["latency_p99_us"].as_u64().expect("p99");
+        assert!(p99 < 500_000, "member {i}: small messages held {p99} us (p99) beside the large ones");
+    }
+}

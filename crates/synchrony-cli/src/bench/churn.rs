@@ -424,7 +424,8 @@ pub(super) fn run_churn(args: &BenchArgs) -> Result<()> {
         drop(stdin); // its end of input lets the member's reader, and so the member, finish
         let _ = c.wait();
     }
-    let verdict = traces.as_ref().map(|d| check_traces(d, &results)).transpose()?;
+    let killed: Vec<(String, u64)> = results.iter().map(|r| (r.killed.clone(), r.killed_at_us)).collect();
+    let verdict = traces.as_ref().map(|d| check_traces(d, &killed)).transpose()?;
     print_churn(args, &results, &finals, &blocked, verdict.as_deref());
     if !blocked.is_empty() {
         bail!("sender(s) {blocked:?} stayed blocked after the churn");
@@ -440,17 +441,17 @@ pub(super) fn run_churn(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// Checks every member's trace (with the `crash` event the harness writes for each killed
-/// member) and says what it found.
-fn check_traces(dir: &std::path::Path, rounds: &[Round]) -> Result<String> {
+/// Checks every member's trace in `dir` (with the `crash` event the harness writes for each
+/// member killed, by name and time) and says what it found.
+pub(super) fn check_traces(dir: &std::path::Path, killed: &[(String, u64)]) -> Result<String> {
     let mut all = Vec::new();
     for f in std::fs::read_dir(dir)? {
         let path = f?.path();
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         let mut events = parse(&text).with_context(|| format!("parsing {}", path.display()))?;
         let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string();
-        if let Some(r) = rounds.iter().find(|r| r.killed == name) {
-            events.extend(crate::demo::crash_event(&events, &format!("{name}#"), r.killed_at_us));
+        if let Some((_, at)) = killed.iter().find(|(k, _)| *k == name) {
+            events.extend(crate::demo::crash_event(&events, &format!("{name}#"), *at));
         }
         all.extend(events);
     }

@@ -79,9 +79,15 @@ pub(crate) struct BenchArgs {
     /// reconnection is taken as its failure.
     #[arg(long)]
     freeze: bool,
-    /// With --churn: trace every member and check the traces at the end.
+    /// Trace every member and check the traces at the end (with --churn, or a run of
+    /// multicasts).
     #[arg(long)]
     check: bool,
+    /// The last member also multicasts small (64-byte) messages at this rate to the same
+    /// group, in the same order class, and their latency is reported apart: with large
+    /// messages, whether small ones keep flowing beside them.
+    #[arg(long, default_value_t = 0, conflicts_with_all = ["rpc", "map", "churn"])]
+    small_rate: u64,
     /// Many groups per process instead of traffic: a founder makes N groups, --joiners
     /// processes join all N at once; reports the join time, memory per group, idle CPU,
     /// suspicions, and how long a SIGKILLed joiner takes to leave every view (--duration
@@ -156,7 +162,13 @@ pub(crate) struct MemberArgs {
     /// Groups to join (`--groups-scale`), or idle groups to join first.
     #[arg(long, default_value_t = 0)]
     groups: usize,
+    /// Small messages a second from the last member (`bench --small-rate`).
+    #[arg(long, default_value_t = 0)]
+    small_rate: u64,
 }
+
+/// The size of `--small-rate` messages.
+const SMALL: usize = 64;
 
 /// One member's results.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -177,6 +189,9 @@ pub(crate) struct MemberResult {
     /// measured window (flat when buffers are bounded).
     #[serde(default)]
     rss_mb_each_second: Vec<f64>,
+    /// With `--small-rate`: the small messages delivered here (rate and latency).
+    #[serde(default)]
+    small: Option<Box<MemberResult>>,
 }
 
 /// Samples resident memory once a second from `from` to `to` (microseconds since the epoch).
@@ -234,22 +249,33 @@ struct Meter {
     samples: Vec<u32>,
     /// xorshift state for the reservoir.
     rng: u64,
+    /// With `--small-rate`: the small messages, measured apart.
+    small: Option<Box<Meter>>,
 }
 
 impl Meter {
     fn new(a: &MemberArgs) -> Self {
         let from = a.start_at + a.warmup * 1_000_000;
         let samples = vec![0; SAMPLES];
-        Self { from, to: from + a.duration * 1_000_000, size: a.size, count: 0, samples, rng: 0x9e37_79b9_7f4a_7c15 }
+        let small = (a.small_rate > 0 && a.size != SMALL).then(|| {
+            let mut m = Meter::new(&MemberArgs { small_rate: 0, size: SMALL, ..a.clone() });
+            m.samples.truncate(1 << 14);
+            Box::new(m)
+        });
+        let to = from + a.duration * 1_000_000;
+        Self { from, to, size: a.size, count: 0, samples, rng: 0x9e37_79b9_7f4a_7c15, small }
     }
 
     fn deliver(&mut self, payload: &[u8]) {
+        if let Some(small) = self.small.as_mut().filter(|_| payload.len() == SMALL) {
+            return small.deliver(payload);
+        }
         let Some(stamp) = payload.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))) else { return };
         if stamp < self.from || stamp >= self.to {
             return;
         }
         let latency = now_us().saturating_sub(stamp).min(u32::MAX as u64) as u32;
-        let slot = if (self.count as usize) < SAMPLES {
+        let slot = if (self.count as usize) < self.samples.len() {
             self.count as usize
         } else {
             self.rng ^= self.rng << 13;
@@ -264,7 +290,8 @@ impl Meter {
     }
 
     fn result(mut self, index: usize, sent: u64, kind: &str) -> MemberResult {
-        self.samples.truncate(self.count.min(SAMPLES as u64) as usize);
+        let small = self.small.take().map(|m| Box::new(m.result(index, 0, "small")));
+        self.samples.truncate(self.count.min(self.samples.len() as u64) as usize);
         self.samples.sort_unstable();
         let q = |p: f64| {
             self.samples
@@ -285,6 +312,7 @@ impl Meter {
             cpu_seconds: cpu_seconds(),
             peak_rss_mb: peak_rss_mb(),
             rss_mb_each_second: Vec::new(),
+            small,
         }
     }
 }
@@ -347,7 +375,10 @@ fn member_config(a: &MemberArgs) -> Config {
 /// runtime accepted.
 async fn send_paced(rt: &Runtime, group: &GroupName, order: Order, size: usize, pace: &mut Pace) -> u64 {
     let n = fit_batch(pace.batch().await, size);
-    let batch: Vec<Bytes> = (0..n).map(|_| Bytes::from(payload(size))).collect();
+    let make = move || (0..n).map(|_| Bytes::from(payload(size))).collect::<Vec<Bytes>>();
+    // Making a large payload (zeroing fresh pages) takes a while: off the thread that the
+    // member's runtime (and its driver) runs on.
+    let batch = if size > 1 << 20 { tokio::task::spawn_blocking(make).await.unwrap_or_default() } else { make() };
     rt.send_batch(group.clone(), order, batch).await.iter().filter(|r| r.is_ok()).count() as u64
 }
 
@@ -361,6 +392,9 @@ fn member_command(exe: &std::path::Path, args: &BenchArgs, i: usize, addrs: &[St
     cmd.args(["--failure-timeout", &format!("{}ms", args.failure_timeout.as_millis())]);
     if args.idle_groups > 0 {
         cmd.args(["--groups", &args.idle_groups.to_string()]);
+    }
+    if args.small_rate > 0 {
+        cmd.args(["--small-rate", &args.small_rate.to_string()]);
     }
     cmd
 }
@@ -376,6 +410,16 @@ async fn sync_member(a: MemberArgs) -> Result<MemberResult> {
     let mut meter = Meter::new(&a);
     let memory = sample_memory(a.start_at, meter.to);
     let end = meter.to + 2_000_000;
+    let small = (a.small_rate > 0 && a.index + 1 == a.addrs.len()).then(|| {
+        let (rt, group, stop) = (rt.clone(), group.clone(), meter.to);
+        let mut pace = Pace::new(a.small_rate, a.start_at);
+        tokio::spawn(async move {
+            sleep_until_us(a.start_at).await;
+            while now_us() < stop {
+                send_paced(&rt, &group, order, SMALL, &mut pace).await;
+            }
+        })
+    });
     let sender = (a.index < a.senders).then(|| {
         let (rt, group, size, stop) = (rt.clone(), group.clone(), a.size, meter.to);
         let mut pace = Pace::new(a.rate, a.start_at);
@@ -408,6 +452,12 @@ async fn sync_member(a: MemberArgs) -> Result<MemberResult> {
         Some(h) => h.await.unwrap_or(0),
         None => 0,
     };
+    if let Some(h) = small {
+        let _ = h.await;
+    }
+    if a.trace.is_some() {
+        let _ = rt.close_trace().await;
+    }
     let mut r = meter.result(a.index, sent, "delivered");
     r.rss_mb_each_second = memory.await.unwrap_or_default();
     Ok(r)
@@ -535,11 +585,19 @@ fn run_side(args: &BenchArgs, raw: bool) -> Result<Vec<MemberResult>> {
         (0..args.members).map(|_| free_port().map(|p| format!("127.0.0.1:{p}"))).collect::<Result<_>>()?;
     // (Idle groups are joined first: about 0.1 ms each per member.)
     let start_at = now_us() + 2_000_000 + args.members as u64 * (300_000 + args.idle_groups as u64 * 100);
+    let traces =
+        (args.check && !raw).then(|| std::env::temp_dir().join(format!("synchrony-bench-{}", std::process::id())));
+    if let Some(d) = &traces {
+        std::fs::create_dir_all(d)?;
+    }
     let mut children = Vec::new();
     for i in 0..args.members {
         let mut cmd = member_command(&exe, args, i, &addrs, args.mode());
         if raw {
             cmd.arg("--raw");
+        }
+        if let Some(d) = &traces {
+            cmd.arg("--trace").arg(d.join(format!("b{i}.jsonl")));
         }
         cmd.args(["--start-at", &start_at.to_string(), "--warmup", "1", "--duration", &args.duration.to_string()]);
         cmd.stdout(Stdio::piped()).stderr(Stdio::null());
@@ -558,6 +616,14 @@ fn run_side(args: &BenchArgs, raw: bool) -> Result<Vec<MemberResult>> {
         }
     }
     results.sort_by_key(|r| r.index);
+    if let Some(d) = traces {
+        let verdict = churn::check_traces(&d, &[])?;
+        if !verdict.starts_with("every guarantee holds") {
+            bail!("{verdict} (traces kept in {})", d.display());
+        }
+        eprintln!("synchrony bench --check: {verdict}");
+        std::fs::remove_dir_all(&d)?;
+    }
     Ok(results)
 }
 
@@ -565,6 +631,11 @@ fn run_side(args: &BenchArgs, raw: bool) -> Result<Vec<MemberResult>> {
 pub(crate) fn run_bench(args: BenchArgs) -> Result<()> {
     if args.members < 2 || args.senders == 0 || args.senders > args.members || args.size < 8 {
         bail!("need at least 2 members, 1 to MEMBERS senders, and messages of at least 8 bytes");
+    }
+    if args.small_rate > 0 && (args.senders >= args.members || args.size == SMALL) {
+        bail!(
+            "--small-rate needs a member that does not send (fewer senders than members) and --size other than {SMALL}"
+        );
     }
     let _: Order = args.order.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
     if args.churn {
@@ -631,6 +702,19 @@ pub(crate) fn run_bench(args: BenchArgs) -> Result<()> {
                 r.peak_rss_mb
             );
         }
+    }
+    for r in sync.iter().filter_map(|r| r.small.as_deref()) {
+        println!(
+            "{:<10} {:>6} {:>9} {:>12.0} {:>9.1} {:>9} {:>9} {:>10}",
+            "  small",
+            r.index,
+            "delivered",
+            r.delivered_per_sec,
+            r.mb_per_sec,
+            r.latency_p50_us,
+            r.latency_p99_us,
+            r.latency_p999_us
+        );
     }
     for (side, rs) in [("synchrony", &sync), ("raw tcp", &raw)] {
         let flat: Vec<String> = rs
