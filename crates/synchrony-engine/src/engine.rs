@@ -1057,7 +1057,7 @@ impl Engine {
                 let group = group.clone();
                 self.route(from, &group, view, None, msg)
             }
-            Msg::StateFetch { group, view, offset } => self.on_state_fetch(from, &group, view, offset),
+            Msg::StateFetch { group, view, offset, prefix } => self.on_state_fetch(from, &group, view, offset, prefix),
             Msg::StateChunk { group, view, offset, total, data } => {
                 self.on_state_chunk(from, &group, view, offset, total, data)
             }
@@ -1506,7 +1506,15 @@ impl Engine {
         gs.frag = Fragmenting::of(&self.config);
         let waiting = !providers.is_empty();
         if waiting {
-            gs.join = JoinState::Waiting { view: v.id, providers, idx: 0, buf: Vec::new(), total: 0, retry_at: None };
+            gs.join = JoinState::Waiting {
+                view: v.id,
+                providers,
+                idx: 0,
+                buf: Vec::new(),
+                total: 0,
+                retry_at: None,
+                resuming: false,
+            };
             gs.unchecked = Some(Default::default());
         }
         self.groups.insert(g.clone(), gs);
@@ -1575,9 +1583,11 @@ impl Engine {
         let Some(g) = self.groups.get(group) else {
             return;
         };
-        if let JoinState::Waiting { view, providers, idx, buf, .. } = &g.join {
+        if let JoinState::Waiting { view, providers, idx, buf, resuming, .. } = &g.join {
             let (view, to, offset) = (*view, providers[*idx].clone(), buf.len() as u64);
-            self.send_to(&to, Msg::StateFetch { group: group.clone(), view, offset });
+            // (Digested once per provider that fails in the middle of a transfer.)
+            let prefix = (*resuming && offset > 0).then(|| crate::hash::fnv1a(buf));
+            self.send_to(&to, Msg::StateFetch { group: group.clone(), view, offset, prefix });
         }
     }
 
@@ -1601,7 +1611,9 @@ impl Engine {
     /// lost (every member that had it is gone) and the process leaves the group.
     fn drop_provider(&mut self, group: &GroupName, view: ViewId, gone: &ProcessId) {
         let Some(g) = self.groups.get_mut(group) else { return };
-        let JoinState::Waiting { view: v, providers, idx, buf, retry_at, .. } = &mut g.join else { return };
+        let JoinState::Waiting { view: v, providers, idx, buf, retry_at, resuming, .. } = &mut g.join else {
+            return;
+        };
         let Some(pos) = providers.iter().position(|p| p == gone).filter(|_| *v == view) else { return };
         providers.remove(pos);
         if providers.is_empty() {
@@ -1617,8 +1629,9 @@ impl Engine {
         if pos < *idx {
             *idx -= 1;
         } else if pos == *idx {
+            // The next provider goes on from what this one sent, if its state is the same.
             *idx %= providers.len();
-            buf.clear();
+            *resuming = !buf.is_empty();
             *retry_at = None;
             self.start_fetch(group);
         }
@@ -1644,7 +1657,7 @@ impl Engine {
 
     /// A provider's side: the next chunk of the checkpoint for `view`, "not ready" while
     /// the application has not provided it, "unavailable" if it never will.
-    fn on_state_fetch(&mut self, from: &ProcessId, group: &GroupName, view: ViewId, offset: u64) {
+    fn on_state_fetch(&mut self, from: &ProcessId, group: &GroupName, view: ViewId, offset: u64, prefix: Option<u64>) {
         let chunk_max = self.config.state_chunk_bytes;
         let reply = match self.groups.get(group) {
             None => Msg::StateUnavailable { group: group.clone(), view },
@@ -1655,7 +1668,10 @@ impl Engine {
             }
             Some(g) => match g.checkpoints.get(&view).and_then(|cp| cp.state.as_ref()) {
                 Some(state) if offset <= state.len() as u64 => {
-                    let start = offset as usize;
+                    // A resumed transfer goes on only over the same bytes.
+                    let same = prefix.is_none_or(|d| state.prefix_digest(offset as usize) == d);
+                    let start = if same { offset as usize } else { 0 };
+                    let offset = start as u64;
                     let end = (start + chunk_max).min(state.len());
                     let total = state.len() as u64;
                     Msg::StateChunk { group: group.clone(), view, offset, total, data: state.slice(start, end) }
@@ -1690,11 +1706,22 @@ impl Engine {
         data: Bytes,
     ) {
         let Some(g) = self.groups.get_mut(group) else { return };
-        let JoinState::Waiting { view: v, providers, idx, buf, total: known, .. } = &mut g.join else {
+        let JoinState::Waiting { view: v, providers, idx, buf, total: known, resuming, .. } = &mut g.join else {
             return;
         };
-        if *v != view || providers[*idx] != *from || offset != buf.len() as u64 {
+        if *v != view || providers[*idx] != *from {
             return;
+        }
+        if *resuming && offset == 0 {
+            // The provider's state differs from the one the failed provider was sending.
+            buf.clear();
+        }
+        if offset != buf.len() as u64 {
+            return;
+        }
+        if *resuming {
+            self.stats.state_resumed += u64::from(offset > 0);
+            *resuming = false;
         }
         *known = total;
         buf.extend_from_slice(&data);

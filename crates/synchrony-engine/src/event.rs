@@ -252,6 +252,9 @@ pub struct Stats {
     pub delivered: u64,
     /// Views installed here.
     pub views: u64,
+    /// State transfers that went on from another provider's offset after the first one
+    /// failed in the middle (not counting those that had to start again).
+    pub state_resumed: u64,
     /// Membership rounds this process started as leader.
     pub rounds: u64,
     /// Cut messages that could not be delivered (a protocol bug if ever non-zero).

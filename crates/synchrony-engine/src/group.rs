@@ -151,7 +151,17 @@ pub(crate) enum JoinState {
     Ready,
     /// It waits for the state of `view` from one of `providers`; `total` is the state's size
     /// once the first chunk told it (0 before).
-    Waiting { view: ViewId, providers: Vec<ProcessId>, idx: usize, buf: Vec<u8>, total: u64, retry_at: Option<Instant> },
+    /// `resuming`: `buf` came from a provider that failed; the next fetch asks the current
+    /// one to go on from there.
+    Waiting {
+        view: ViewId,
+        providers: Vec<ProcessId>,
+        idx: usize,
+        buf: Vec<u8>,
+        total: u64,
+        retry_at: Option<Instant>,
+        resuming: bool,
+    },
 }
 
 /// A checkpoint's bytes as a joiner receives them: the engine's part (its length first),
@@ -165,6 +175,15 @@ pub(crate) struct StateBytes {
 impl StateBytes {
     pub(crate) fn len(&self) -> usize {
         self.head.len() + self.body.len()
+    }
+
+    /// The FNV-1a digest of the first `len` bytes (`len <= self.len()`).
+    pub(crate) fn prefix_digest(&self, len: usize) -> u64 {
+        let mut h = crate::hash::Fnv1a::new();
+        let from_head = len.min(self.head.len());
+        h.write(&self.head[..from_head]);
+        h.write(&self.body[..len - from_head]);
+        h.finish()
     }
 
     /// Bytes `start..end` (`end <= len`): a slice of one part, or a copy of the one chunk

@@ -416,6 +416,10 @@ pub enum Msg {
         view: ViewId,
         /// Byte offset.
         offset: u64,
+        /// Resuming a transfer another provider began: the FNV-1a digest of the `offset`
+        /// bytes the joiner has. The provider goes on from `offset` if its state begins with
+        /// those bytes, and starts again from 0 otherwise.
+        prefix: Option<u64>,
     },
     /// A piece of state.
     StateChunk {

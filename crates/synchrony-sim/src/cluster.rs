@@ -221,6 +221,7 @@ impl<A: App> Sim<'_, A> {
         if let Some(f) = self.cfg.profile.fragments {
             config.fragment_bytes = f.bytes;
             config.fragment_window_bytes = f.window;
+            config.state_chunk_bytes = f.state_chunk;
         }
         config
     }

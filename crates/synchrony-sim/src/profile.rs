@@ -54,20 +54,25 @@ pub struct Profile {
     /// Every fault of the profile is a crash: a process that is excluded or stops anyway
     /// was suspected for being slow (busy with joins, say), and the run fails.
     pub no_false_suspicions: bool,
-    /// Large messages: the engines cut multicasts into small fragments, and the workload
-    /// sends messages of many fragments (their bytes checked at every delivery).
+    /// Large messages and states: the engines cut multicasts and transferred states into
+    /// small pieces, and the workload sends messages of many fragments (their bytes
+    /// checked at every delivery).
     pub fragments: Option<Fragments>,
 }
 
 /// How the engines of a profile with large messages fragment them (`Config::fragment_bytes`,
-/// `Config::fragment_window_bytes`), scaled down so that a message of a few hundred bytes
-/// is many fragments and the window fills.
+/// `Config::fragment_window_bytes`) and chunk states (`Config::state_chunk_bytes`), scaled
+/// down so that a message of a few hundred bytes is many fragments and the window fills, and
+/// a state of a few KB many chunks (a provider that crashes in the middle of a transfer
+/// leaves the joiner to another).
 #[derive(Clone, Copy, Debug)]
 pub struct Fragments {
     /// Fragment size.
     pub bytes: usize,
     /// Fragment bytes in flight per member and group.
     pub window: usize,
+    /// Chunk of a transferred state.
+    pub state_chunk: usize,
 }
 
 /// What work costs a simulated process in virtual time. While it works, what reaches it
@@ -190,11 +195,13 @@ impl Profile {
                 no_false_suspicions: true,
                 ..base
             },
-            // Messages of up to a dozen fragments, with crashes, partitions, pauses and
-            // churn cutting them short: every member delivers each whole or not at all.
+            // Messages of up to a dozen fragments and states of hundreds of chunks, with
+            // crashes, partitions, pauses and churn cutting them short: every member
+            // delivers each message whole or not at all, and a joiner whose provider
+            // fails gets its whole state from another.
             "large" => Profile {
                 name: "large",
-                fragments: Some(Fragments { bytes: 64, window: 256 }),
+                fragments: Some(Fragments { bytes: 64, window: 256, state_chunk: 48 }),
                 ..Profile::named("chaos")?
             },
             _ => return None,

@@ -108,9 +108,10 @@ fn leaves() {
     seeds("leaves", 11000, 30);
 }
 
-/// Messages of up to a dozen fragments under chaos: each is delivered whole, with the bytes
-/// it was sent with, at one place of its order, or nowhere (`synchrony sim --profile large
-/// --seeds 2000` is the long run).
+/// Messages of up to a dozen fragments and states of hundreds of chunks under chaos: each
+/// message is delivered whole, with the bytes it was sent with, at one place of its order,
+/// or nowhere, and a joiner whose provider fails in the middle of a transfer goes on from
+/// another (`synchrony sim --profile large --seeds 2000` is the long run).
 #[test]
 fn large() {
     seeds("large", 13000, 40);

@@ -1,0 +1,102 @@
+//! State transfer in chunks (`Config::state_chunk_bytes`): a joiner whose provider fails in
+//! the middle of a transfer goes on from the next provider where it was, if that one's
+//! state begins with the same bytes, and starts again otherwise.
+
+mod harness;
+
+use bytes::Bytes;
+use harness::{g, Fate, Net};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+use synchrony_engine::wire::Msg;
+use synchrony_engine::Event;
+
+const SIZE: usize = 200_000;
+
+fn state(salt: u8) -> Bytes {
+    (0..SIZE).map(|i| (i as u8).wrapping_mul(7).wrapping_add(salt) ^ (i >> 9) as u8).collect::<Vec<u8>>().into()
+}
+
+/// n1, n2 and n3 in `g`; n4 joins, and the three provide `state_of(i)`. Once n4 has a
+/// quarter of its state, the provider it is fetching from crashes. Returns the state n4
+/// loaded, how many transfers it resumed, and the fetches it sent (to, offset, resuming).
+fn join_and_crash_the_provider(state_of: fn(usize) -> Bytes) -> (Bytes, u64, Vec<(usize, u64, bool)>) {
+    let mut net = Net::cluster_with(4, |c| c.state_chunk_bytes = 1024);
+    net.join_all("g", &[0, 1, 2]);
+    net.auto_state = false;
+    let fetches = Rc::new(RefCell::new(Vec::new()));
+    let seen = fetches.clone();
+    net.set_filter(move |from, to, p| {
+        for m in &p.msgs {
+            if let (3, Msg::StateFetch { offset, prefix, .. }) = (from, m) {
+                seen.borrow_mut().push((to, *offset, prefix.is_some()));
+            }
+        }
+        Fate::Deliver
+    });
+    net.with(3, |e, now| e.join(now, g("g")).expect("joins"));
+    let requests = |net: &Net, i: usize| -> Vec<synchrony_engine::ViewId> {
+        let views = net.nodes[i].events.iter().filter_map(|e| match e {
+            Event::StateRequest { view, .. } => Some(*view),
+            _ => None,
+        });
+        views.collect()
+    };
+    // The requests of n2's and n3's joins were answered already.
+    let mut provided: Vec<usize> = (0..3).map(|i| requests(&net, i).len()).collect();
+    let mut crashed = false;
+    let loaded = |net: &Net| {
+        net.nodes[3].events.iter().find_map(|e| match e {
+            Event::State { state, .. } => Some(state.clone()),
+            _ => None,
+        })
+    };
+    let deadline = net.now + Duration::from_secs(10);
+    while net.now < deadline {
+        for (i, answered) in provided.iter_mut().enumerate() {
+            if net.nodes[i].engine.is_none() {
+                continue;
+            }
+            for view in requests(&net, i).into_iter().skip(*answered) {
+                let s = state_of(i);
+                net.with(i, |e, now| e.provide_state(now, &g("g"), view, s));
+                *answered += 1;
+            }
+        }
+        let last = fetches.borrow().last().copied();
+        if let Some((to, offset, _)) = last.filter(|&(_, o, _)| !crashed && o >= (SIZE / 4) as u64) {
+            assert!(offset < SIZE as u64, "still under way");
+            net.crash(to);
+            crashed = true;
+        }
+        if loaded(&net).is_some() || !net.step() {
+            break;
+        }
+    }
+    let state = loaded(&net).expect("n4 loaded a state");
+    let resumed = net.engine_ref(3).stats().state_resumed;
+    let list = fetches.borrow().clone();
+    (state, resumed, list)
+}
+
+#[test]
+fn a_transfer_whose_provider_fails_goes_on_from_the_next_provider_where_it_was() {
+    let (loaded, resumed, fetches) = join_and_crash_the_provider(|_| state(1));
+    assert!(loaded == state(1), "the state arrived whole and as provided");
+    assert_eq!(resumed, 1);
+    let first = fetches[0].0;
+    let (to, offset, resuming) = *fetches.iter().find(|f| f.0 != first).expect("a fetch to another provider");
+    assert!(resuming && offset >= (SIZE / 4) as u64, "asked {} from {offset}, resuming {resuming}", to + 1);
+    let from_zero = fetches.iter().filter(|f| f.0 == to && f.1 == 0).count();
+    assert_eq!(from_zero, 0, "nothing fetched twice from the start");
+}
+
+#[test]
+fn a_transfer_whose_next_provider_has_other_bytes_starts_again() {
+    // Providers whose states differ (an application whose state is not a function of what
+    // it delivered): the next provider's bytes cannot continue the first one's.
+    let (loaded, resumed, _) = join_and_crash_the_provider(|i| state(i as u8 + 1));
+    assert_eq!(resumed, 0);
+    assert!(loaded == state(2) || loaded == state(3), "the whole state of one provider, not a mix");
+}
