@@ -318,7 +318,13 @@ fn main() -> Result<()> {
         Cmd::Bench(args) => bench::run_bench(args),
         // One thread: with the members and the machine's two cores, wake-ups across
         // threads cost more than they give (both sides of the bench run so).
-        Cmd::BenchMember(args) => tokio_main_on(bench::run_member(args), Some(0)),
+        // Traffic members run on one thread, as the raw baseline's do; a groups-scale member
+        // runs as `synchrony node` does (a worker per core), so that its connections' tasks
+        // keep the peers hearing it while the driver is busy with one large input.
+        Cmd::BenchMember(args) => {
+            let threads = (args.mode() != "groups").then_some(0);
+            tokio_main_on(bench::run_member(args), threads)
+        }
         Cmd::Node(args) => tokio_main(node::run_node(args)),
         Cmd::Tool(args) => tokio_main(tool::run_tool(args)),
         Cmd::Load(args) => tokio_main(node::run_load(args)),

@@ -268,6 +268,16 @@ impl Engine {
         self.groups.get(group).map_or(0, |g| g.unstable_bytes())
     }
 
+    /// The runtime heard `peer` at `at`: its transport read a frame or a keepalive from it
+    /// that the engine may not have handled yet. The peer's silence counts from then at
+    /// the latest, so that neither a backlog of unread frames nor one long input of this
+    /// process's own gets a live peer suspected. Nothing else changes.
+    pub fn handle_heard(&mut self, peer: &ProcessId, at: Instant) {
+        if let Some(link) = self.links.get_mut(peer) {
+            link.heard_by_transport(at);
+        }
+    }
+
     /// Installs (or with `None` removes) the join verifier of `group`: while this process
     /// is a member, a process may join the group only if the verifier admits it.
     pub fn set_join_verifier(&mut self, group: GroupName, verifier: Option<crate::JoinVerifier>) {
@@ -1724,6 +1734,11 @@ impl Engine {
             *resuming = false;
         }
         *known = total;
+        if buf.is_empty() {
+            // Room for the whole state at once: growing by doubling would copy it and hold
+            // up to twice its size. (A peer's `total` is trusted only so far.)
+            buf.reserve_exact(usize::try_from(total).unwrap_or(usize::MAX).min(1 << 32));
+        }
         buf.extend_from_slice(&data);
         if (buf.len() as u64) < total {
             self.start_fetch(group);

@@ -95,6 +95,14 @@ impl Link {
         self.last_heard = Some(now);
     }
 
+    /// The transport heard the peer at `at` (not the inter-arrival estimate's business:
+    /// keepalives come at the transport's pace).
+    pub(crate) fn heard_by_transport(&mut self, at: Instant) {
+        if self.last_heard.is_none_or(|h| at > h) {
+            self.last_heard = Some(at);
+        }
+    }
+
     /// How long the peer has been silent (counting from now if it was never heard).
     pub(crate) fn silent_for(&mut self, now: Instant) -> Duration {
         now - *self.last_heard.get_or_insert(now)

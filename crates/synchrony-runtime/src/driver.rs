@@ -111,6 +111,9 @@ struct Conn {
     by_me: bool,
     incarnation: u64,
     reader: tokio::task::AbortHandle,
+    /// When its reader last heard the peer, and what of it the engine was told.
+    heard: net::Heard,
+    passed: Option<Duration>,
 }
 
 /// Messages sent and delivered per second, over the last second or so.
@@ -152,6 +155,7 @@ struct Peers {
     lost: HashSet<String>,
     pending: HashMap<String, VecDeque<net::Outgoing>>,
     queue_max: usize,
+    keepalive: net::Keepalive,
     next_conn: Arc<AtomicU64>,
     events: net::NetSenders,
     counters: NetCounters,
@@ -195,12 +199,12 @@ impl Peers {
     fn dial(&self, target: DialTarget, addr: String) {
         let (hello, secret, events, ids) =
             (self.hello.clone(), self.secret.clone(), self.events.clone(), self.next_conn.clone());
-        let queue = self.queue_max;
+        let (queue, keepalive) = (self.queue_max, self.keepalive.clone());
         tokio::spawn(async move {
             match net::connect(&addr, &hello, secret.as_deref()).await {
                 Ok((stream, theirs)) => {
                     let id = ids.fetch_add(1, Ordering::Relaxed);
-                    let up = establish(stream, theirs, true, id, secret, events.clone(), queue);
+                    let up = establish(stream, theirs, true, id, events.clone(), queue, &keepalive);
                     let _ = events.send(up).await;
                 }
                 Err(error) => {
@@ -235,21 +239,25 @@ impl Peers {
 }
 
 /// Splits an established stream into its reader and writer tasks; the writer takes at
-/// most `queue` frames (`Config::peer_queue_frames`) before the driver drops more.
+/// most `queue` frames (`Config::peer_queue_frames`) before the driver drops more, and
+/// keeps the peer hearing from this node (`keepalive`).
 pub(crate) fn establish(
     stream: tokio::net::TcpStream,
     theirs: Hello,
     by_me: bool,
     conn: u64,
-    secret: Option<Vec<u8>>,
     events: net::NetSenders,
     queue: usize,
+    keepalive: &net::Keepalive,
 ) -> NetEvent {
     let (r, w) = stream.into_split();
     let (tx, rx) = mpsc::channel(queue.max(1));
-    tokio::spawn(net::writer(w, rx));
-    let reader = tokio::spawn(net::reader(r, theirs.name.clone(), conn, secret, events)).abort_handle();
-    NetEvent::Up { name: theirs.name, incarnation: theirs.incarnation, listen: theirs.listen, conn, tx, by_me, reader }
+    tokio::spawn(net::writer(w, rx, keepalive.clone()));
+    let heard = net::Heard::new(keepalive.epoch, keepalive.every);
+    let secret = keepalive.secret.clone();
+    let reader = tokio::spawn(net::reader(r, theirs.name.clone(), conn, secret, events, heard.clone())).abort_handle();
+    let (name, incarnation, listen) = (theirs.name, theirs.incarnation, theirs.listen);
+    NetEvent::Up { name, incarnation, listen, conn, tx, by_me, reader, heard }
 }
 
 /// Accepts connections: handshakes and status requests.
@@ -260,10 +268,12 @@ pub(crate) async fn accept_loop(
     events: net::NetSenders,
     ids: Arc<AtomicU64>,
     queue: usize,
+    keepalive: net::Keepalive,
 ) {
     loop {
         let Ok((mut stream, addr)) = listener.accept().await else { continue };
         let (hello, secret, events, ids) = (hello.clone(), secret.clone(), events.clone(), ids.clone());
+        let keepalive = keepalive.clone();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
             let first = tokio::time::timeout(net::HANDSHAKE_TIMEOUT, net::read_frame(&mut stream)).await;
@@ -296,7 +306,7 @@ pub(crate) async fn accept_loop(
                         return;
                     }
                     let id = ids.fetch_add(1, Ordering::Relaxed);
-                    let up = establish(stream, theirs, false, id, secret, events.clone(), queue);
+                    let up = establish(stream, theirs, false, id, events.clone(), queue, &keepalive);
                     let _ = events.send(up).await;
                 }
                 Ok(_) => {
@@ -328,6 +338,8 @@ pub(crate) struct Driver {
     /// Contacts that could not be joined through, and why, for `Runtime::start`'s error.
     refusals: Option<mpsc::UnboundedSender<(String, NetError)>>,
     epoch: TokioInstant,
+    /// Shared with every connection's tasks (see `net::Keepalive`).
+    keepalive: net::Keepalive,
     engine: Option<Engine>,
     incarnation: u64,
     peers: Peers,
@@ -374,6 +386,7 @@ impl Driver {
         ids: Arc<AtomicU64>,
         node_events: mpsc::Sender<NodeEvent>,
         trace: Option<TraceWriter>,
+        keepalive: net::Keepalive,
     ) -> Self {
         let hello = Hello::new(&config.name, incarnation, &listen);
         let mut book = HashMap::new();
@@ -391,6 +404,7 @@ impl Driver {
             lost: HashSet::new(),
             pending: HashMap::new(),
             queue_max: config.peer_queue_frames,
+            keepalive: keepalive.clone(),
             next_conn: ids,
             events,
             counters: NetCounters::default(),
@@ -399,7 +413,8 @@ impl Driver {
             rejections_logged: std::collections::BTreeMap::new(),
             refusals: None,
             config,
-            epoch: TokioInstant::now(),
+            epoch: keepalive.epoch,
+            keepalive,
             engine: None,
             incarnation,
             peers,
@@ -485,6 +500,7 @@ impl Driver {
         let mut tick = tokio::time::interval(HOUSEKEEPING);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            self.turned();
             self.pump().await;
             self.listen();
             if self.shutdown_done() {
@@ -546,6 +562,7 @@ impl Driver {
                         self.cork();
                         self.read_queued(&mut net_frames, TokioInstant::now(), 0);
                     }
+                    self.pass_heard();
                     let now = self.now();
                     if let Some(e) = &mut self.engine {
                         e.handle_timeout(now);
@@ -558,6 +575,28 @@ impl Driver {
                     self.drain_backlogs();
                 }
                 _ = tick.tick() => self.housekeeping(),
+            }
+        }
+    }
+
+    /// Keeps the connections' keepalives going while the engine runs (and stops them at
+    /// once when it stopped: a stopped node must fall silent).
+    fn turned(&self) {
+        let alive = self.engine.as_ref().is_some_and(|e| {
+            matches!(e.status(), synchrony_engine::Status::Member | synchrony_engine::Status::Joining)
+        });
+        self.keepalive.driver_turned(alive);
+    }
+
+    /// Tells the engine when each peer was last heard by its connection's reader (frames,
+    /// keepalives), before the engine judges silence: a peer is not suspected for frames
+    /// this node has not got to, nor for a long input that kept its own driver busy.
+    fn pass_heard(&mut self) {
+        let Some(e) = self.engine.as_mut() else { return };
+        for (name, c) in self.peers.conns.iter_mut() {
+            if let Some(at) = c.heard.last().filter(|at| c.passed.is_none_or(|p| *at > p)) {
+                c.passed = Some(at);
+                e.handle_heard(&ProcessId::new(name.as_str(), c.incarnation), Instant::from_epoch(at));
             }
         }
     }
@@ -687,6 +726,8 @@ impl Driver {
     /// timers, and (on a one-thread runtime) the writer tasks that put heartbeats on the
     /// wire, get their turn.
     async fn timers_and_yield(&mut self) {
+        self.turned();
+        self.pass_heard();
         let now = self.now();
         if let Some(e) = self.engine.as_mut().filter(|e| e.poll_timeout().is_some_and(|t| t <= now)) {
             e.handle_timeout(now);
@@ -1282,7 +1323,7 @@ impl Driver {
                     }
                 }
             }
-            NetEvent::Up { name, incarnation, listen, conn, tx, by_me, reader } => {
+            NetEvent::Up { name, incarnation, listen, conn, tx, by_me, reader, heard } => {
                 if name == self.config.name {
                     reader.abort(); // a contact address that is this node
                     return;
@@ -1293,7 +1334,7 @@ impl Driver {
                 self.peers.retry_at.remove(&name);
                 self.peers.lost.remove(&name);
                 self.peers.counters.connections_opened += 1;
-                let new = Conn { id: conn, tx, by_me, incarnation, reader };
+                let new = Conn { id: conn, tx, by_me, incarnation, reader, heard, passed: None };
                 let keep_new = match self.peers.conns.get(&name) {
                     None => true,
                     Some(old) if new.incarnation != old.incarnation || new.by_me == old.by_me => true,
@@ -1421,14 +1462,17 @@ mod tests {
             let (control, _c) = mpsc::channel(8);
             let (frames, _f) = mpsc::channel(8);
             let (node_tx, mut node_rx) = mpsc::channel(2);
+            let config = Config::new("n", "127.0.0.1:0");
+            let keepalive = net::Keepalive::new(&config);
             let mut d = Driver::new(
-                Config::new("n", "127.0.0.1:0"),
+                config,
                 1,
                 "127.0.0.1:1".into(),
                 net::NetSenders { control, frames },
                 Arc::new(AtomicU64::new(1)),
                 node_tx,
                 None,
+                keepalive,
             );
             for _ in 0..5 {
                 d.node_event(NodeEvent::Partitioned { reason: PartitionReason::Stalled });

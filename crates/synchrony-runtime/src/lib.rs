@@ -318,6 +318,7 @@ impl Runtime {
         let ids = Arc::new(AtomicU64::new(1));
         let hello = net::Hello::new(&config.name, incarnation, &listen);
         let queue = config.peer_queue_frames;
+        let keepalive = net::Keepalive::new(&config);
         tokio::spawn(driver::accept_loop(
             listener,
             hello,
@@ -325,11 +326,12 @@ impl Runtime {
             net_tx.clone(),
             ids.clone(),
             queue,
+            keepalive.clone(),
         ));
         let join_timeout = config.join_timeout;
         let contacts: std::collections::BTreeSet<String> =
             config.contacts.iter().filter(|c| **c != listen && **c != config.listen).cloned().collect();
-        let mut driver = Driver::new(config, incarnation, listen.clone(), net_tx, ids, node_tx, trace);
+        let mut driver = Driver::new(config, incarnation, listen.clone(), net_tx, ids, node_tx, trace, keepalive);
         let (refused_tx, mut refused_rx) = mpsc::unbounded_channel::<(String, NetError)>();
         driver.report_refusals(refused_tx);
         tokio::spawn(driver.run(cmd_rx, control_rx, frames_rx));

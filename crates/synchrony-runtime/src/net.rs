@@ -10,6 +10,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -23,6 +25,11 @@ pub(crate) const KIND_STATUS: u8 = 4;
 /// Sent, unauthenticated, to a peer whose handshake failed authentication, before closing:
 /// it learns why at once (it may be misconfigured) instead of waiting out its timeout.
 pub(crate) const KIND_REFUSED: u8 = 5;
+/// Written by a connection's writer when it has had nothing to write for a heartbeat
+/// interval: the peer hears this node even while its driver is busy with one long input.
+/// Its body is a counter, authenticated like every control frame, and a reader takes only
+/// a counter above the last it took (a recorded keepalive cannot be played again).
+pub(crate) const KIND_KEEPALIVE: u8 = 6;
 /// The largest stream frame accepted (a state-transfer chunk is far smaller).
 pub(crate) const MAX_FRAME: usize = 64 << 20;
 const TAG_LEN: usize = 32;
@@ -219,21 +226,81 @@ pub(crate) async fn connect(addr: &str, mine: &Hello, secret: Option<&[u8]>) -> 
     tokio::time::timeout(HANDSHAKE_TIMEOUT, go).await.map_err(|_| NetError::Timeout)?
 }
 
-/// Writes queued frames, many per write when they pile up. Ends when the queue closes or
-/// the socket fails.
-pub(crate) async fn writer<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Outgoing>) {
+/// Heartbeats that do not wait for the driver: what a connection's tasks share with it so
+/// that peers hear this node, and it hears them, whatever one input keeps the driver busy
+/// with. Times are microseconds since the driver's clock origin (`epoch`).
+#[derive(Clone, Debug)]
+pub(crate) struct Keepalive {
+    pub(crate) epoch: tokio::time::Instant,
+    /// A keepalive goes after this long with nothing written (the heartbeat interval).
+    pub(crate) every: Duration,
+    /// When the driver last began a turn: a writer stops its keepalives once the driver
+    /// has not turned for `stall_after`, so that a node hung for good is still found out.
+    pub(crate) driver_turn: Arc<AtomicU64>,
+    pub(crate) stall_after: Duration,
+    pub(crate) secret: Option<Vec<u8>>,
+}
+
+impl Keepalive {
+    /// A node's, from its configuration, with its clock origin now: keepalives every
+    /// heartbeat interval, none once the driver has not turned for ten times the longest
+    /// failure timeout.
+    pub(crate) fn new(config: &crate::Config) -> Self {
+        let k = Self {
+            epoch: tokio::time::Instant::now(),
+            every: config.engine.heartbeat_interval,
+            driver_turn: Arc::default(),
+            stall_after: config.engine.failure_timeout_max * 10,
+            secret: config.engine.secret.clone(),
+        };
+        k.driver_turned(true);
+        k
+    }
+
+    /// Microseconds since the origin.
+    pub(crate) fn stamp(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    /// The driver began a turn, with its engine running (`false`: it has none, or it
+    /// stopped, and the peers must stop hearing this node at once).
+    pub(crate) fn driver_turned(&self, engine_alive: bool) {
+        self.driver_turn.store(if engine_alive { self.stamp().max(1) } else { 0 }, Ordering::Relaxed);
+    }
+
+    fn driver_alive(&self) -> bool {
+        let last = self.driver_turn.load(Ordering::Relaxed);
+        last > 0 && self.stamp().saturating_sub(last) < self.stall_after.as_micros() as u64
+    }
+}
+
+/// Writes queued frames, batched: every frame queued when it wakes (up to a write's worth)
+/// goes out in one write; after `keepalive.every` with nothing to write, a keepalive.
+pub(crate) async fn writer<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Outgoing>, keepalive: Keepalive) {
     let mut buf = BytesMut::with_capacity(WRITE_BATCH);
     let mut got = Vec::with_capacity(64);
-    // One wake-up takes every frame queued so far (up to a write's worth).
-    while rx.recv_many(&mut got, 64).await > 0 {
-        for f in got.drain(..) {
-            f.put(&mut buf);
-        }
-        while buf.len() < WRITE_BATCH {
-            match rx.try_recv() {
-                Ok(f) => f.put(&mut buf),
-                Err(_) => break,
+    let mut count = 0u64;
+    loop {
+        // One wake-up takes every frame queued so far (up to a write's worth). (`recv_many`
+        // is cancel safe: a timeout loses nothing.)
+        match tokio::time::timeout(keepalive.every, rx.recv_many(&mut got, 64)).await {
+            Ok(0) => break,
+            Ok(_) => {
+                for f in got.drain(..) {
+                    f.put(&mut buf);
+                }
+                while buf.len() < WRITE_BATCH {
+                    match rx.try_recv() {
+                        Ok(f) => f.put(&mut buf),
+                        Err(_) => break,
+                    }
+                }
             }
+            Err(_) if keepalive.driver_alive() => {
+                count += 1;
+                control_body(KIND_KEEPALIVE, &count, keepalive.secret.as_deref()).put(&mut buf);
+            }
+            Err(_) => continue,
         }
         if w.write_all(&buf).await.is_err() {
             return;
@@ -292,6 +359,7 @@ pub(crate) enum NetEvent {
         tx: mpsc::Sender<Outgoing>,
         by_me: bool,
         reader: tokio::task::AbortHandle,
+        heard: Heard,
     },
     /// A connection ended (socket closed or failed, or the peer misbehaved).
     Down { name: String, conn: u64, error: Option<NetError> },
@@ -326,10 +394,13 @@ pub(crate) async fn reader<R: AsyncRead + Unpin>(
     conn: u64,
     secret: Option<Vec<u8>>,
     events: NetSenders,
+    heard: Heard,
 ) {
     let mut buf = BytesMut::with_capacity(READ_BUF);
+    let mut keepalives = 0u64;
     let error = 'read: loop {
         let mut frames = Vec::new();
+        let mut whole = false;
         while buf.len() >= 4 {
             let len = u32::from_be_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
             if len > MAX_FRAME {
@@ -345,8 +416,14 @@ pub(crate) async fn reader<R: AsyncRead + Unpin>(
             buf.advance(4);
             let mut body = buf.split_to(len).freeze();
             let kind = body.split_to(1)[0];
+            whole = true;
             match kind {
                 KIND_ENGINE => frames.push(body),
+                KIND_KEEPALIVE => match open_control::<u64>(KIND_KEEPALIVE, &body, secret.as_deref()) {
+                    Ok(n) if n > keepalives => keepalives = n,
+                    Ok(_) => break 'read Some(NetError::Malformed("a keepalive played again".into())),
+                    Err(e) => break 'read Some(e),
+                },
                 KIND_BOOK => match open_control::<Vec<(String, String)>>(KIND_BOOK, &body, secret.as_deref()) {
                     Ok(entries) => {
                         // On the control channel: the driver reads it even while behind.
@@ -357,7 +434,11 @@ pub(crate) async fn reader<R: AsyncRead + Unpin>(
                 kind => break 'read Some(NetError::Malformed(format!("unexpected frame kind {kind}"))),
             }
         }
-        if !frames.is_empty() && !forward(&events, &name, conn, frames).await {
+        if whole {
+            // Heard, whether or not the driver gets to these frames soon.
+            heard.now();
+        }
+        if !frames.is_empty() && !forward(&events, &name, conn, frames, &heard).await {
             return;
         }
         if buf.capacity() - buf.len() < READ_MIN {
@@ -373,9 +454,49 @@ pub(crate) async fn reader<R: AsyncRead + Unpin>(
     let _ = events.send(NetEvent::Down { name, conn, error }).await;
 }
 
-/// Hands engine frames to the driver; false when the driver is gone.
-async fn forward(events: &NetSenders, name: &str, conn: u64, frames: Vec<Bytes>) -> bool {
-    events.send(NetEvent::Frames { name: name.to_string(), conn, frames }).await.is_ok()
+/// When a connection's reader last took a whole frame from the peer (microseconds since the
+/// driver's clock origin; 0: never), for the driver to pass on before it judges silence.
+#[derive(Clone, Debug)]
+pub(crate) struct Heard {
+    pub(crate) epoch: tokio::time::Instant,
+    pub(crate) at: Arc<AtomicU64>,
+    /// While the driver has no room for frames, the peer counts as heard this often.
+    excuse_every: Duration,
+}
+
+impl Heard {
+    pub(crate) fn new(epoch: tokio::time::Instant, excuse_every: Duration) -> Self {
+        Self { epoch, at: Arc::new(AtomicU64::new(0)), excuse_every }
+    }
+
+    fn now(&self) {
+        self.at.store(self.epoch.elapsed().as_micros().max(1) as u64, Ordering::Relaxed);
+    }
+
+    /// When, if ever.
+    pub(crate) fn last(&self) -> Option<Duration> {
+        let at = self.at.load(Ordering::Relaxed);
+        (at > 0).then(|| Duration::from_micros(at))
+    }
+}
+
+/// Hands engine frames to the driver; false when the driver is gone. While the driver has
+/// no room (it is behind), this reader reads nothing and the peer is counted as heard: this
+/// node is not listening, and a peer is not to blame for what it did not hear (as the
+/// engine excuses the silence of a node whose application is behind). Once the driver
+/// catches up, a peer that died meanwhile is found silent or closed as usual.
+async fn forward(events: &NetSenders, name: &str, conn: u64, frames: Vec<Bytes>, heard: &Heard) -> bool {
+    let permit = loop {
+        tokio::select! {
+            permit = events.frames.reserve() => match permit {
+                Ok(permit) => break permit,
+                Err(_) => return false,
+            },
+            _ = tokio::time::sleep(heard.excuse_every) => heard.now(),
+        }
+    };
+    permit.send(NetEvent::Frames { name: name.to_string(), conn, frames });
+    true
 }
 
 #[cfg(test)]
@@ -429,7 +550,8 @@ mod tests {
         block_on(async move {
             let (tx, mut rx) = mpsc::channel(1024);
             let senders = NetSenders { control: tx.clone(), frames: tx };
-            reader(Chunked { bytes, at: 0, sizes, k: 0 }, "p".into(), 1, None, senders).await;
+            let heard = Heard::new(tokio::time::Instant::now(), Duration::from_millis(100));
+            reader(Chunked { bytes, at: 0, sizes, k: 0 }, "p".into(), 1, None, senders, heard).await;
             let (mut frames, mut books, mut end) = (Vec::new(), 0, None);
             while let Ok(ev) = rx.try_recv() {
                 match ev {
@@ -474,6 +596,68 @@ mod tests {
         let huge = ((MAX_FRAME + 1) as u32).to_be_bytes().to_vec();
         assert!(read_all(huge, vec![7]).2.is_some_and(|e| e.contains("over the limit")));
         assert!(read_all(frame(9, b"x").to_vec(), vec![100]).2.is_some_and(|e| e.contains("kind 9")));
+    }
+
+    fn keepalive(every_ms: u64, secret: Option<&[u8]>) -> Keepalive {
+        let k = Keepalive {
+            epoch: tokio::time::Instant::now(),
+            every: Duration::from_millis(every_ms),
+            driver_turn: Arc::default(),
+            stall_after: Duration::from_millis(200),
+            secret: secret.map(<[u8]>::to_vec),
+        };
+        k.driver_turned(true);
+        k
+    }
+
+    /// A writer with nothing to write sends keepalives at its interval while the driver
+    /// turns, and none once the driver has not turned for `stall_after`; a reader takes
+    /// them as hearing the peer, authenticated, and refuses one played again.
+    #[test]
+    fn an_idle_writer_keeps_the_peer_hearing_while_the_driver_lives() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+        rt.block_on(async {
+            let k = keepalive(20, Some(b"k"));
+            let (w, mut r) = tokio::io::duplex(1 << 16);
+            let (_tx, rx) = mpsc::channel::<Outgoing>(8);
+            tokio::spawn(writer(w, rx, k.clone()));
+            tokio::time::sleep(Duration::from_millis(110)).await;
+            let mut got = Vec::new();
+            while let Ok(Ok((kind, body))) = tokio::time::timeout(Duration::from_millis(5), read_frame(&mut r)).await {
+                assert_eq!(kind, KIND_KEEPALIVE);
+                got.push(open_control::<u64>(KIND_KEEPALIVE, &body, Some(b"k")).expect("authenticated"));
+            }
+            assert!((2..=6).contains(&got.len()), "{} keepalives in 110 ms at 20 ms", got.len());
+            assert!(got.windows(2).all(|w| w[1] == w[0] + 1), "counted: {got:?}");
+            // The driver stops turning: after stall_after, nothing more.
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            while tokio::time::timeout(Duration::from_millis(5), read_frame(&mut r)).await.is_ok() {}
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            let more = tokio::time::timeout(Duration::from_millis(5), read_frame(&mut r)).await;
+            assert!(more.is_err(), "no keepalive from a node whose driver is hung");
+        });
+        // A reader: a keepalive is heard; the same one again ends the connection.
+        let ka = |n: u64| control(KIND_KEEPALIVE, &n, None).to_vec();
+        let (frames, _, end) = read_all([ka(1), ka(2)].concat(), vec![1000]);
+        assert!(frames.is_empty() && end.as_deref() == Some("eof"), "{end:?}");
+        let (_, _, end) = read_all([ka(1), ka(2), ka(2)].concat(), vec![1000]);
+        assert!(end.is_some_and(|e| e.contains("played again")));
+        let heard = block_on(async {
+            let (tx, _rx) = mpsc::channel(8);
+            let heard = Heard::new(tokio::time::Instant::now(), Duration::from_millis(100));
+            let senders = NetSenders { control: tx.clone(), frames: tx };
+            reader(
+                Chunked { bytes: ka(1), at: 0, sizes: vec![100], k: 0 },
+                "p".into(),
+                1,
+                None,
+                senders,
+                heard.clone(),
+            )
+            .await;
+            heard.last()
+        });
+        assert!(heard.is_some(), "a keepalive is hearing the peer");
     }
 
     proptest! {

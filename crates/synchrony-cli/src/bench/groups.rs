@@ -275,8 +275,9 @@ fn scale(args: &BenchArgs, members: &mut Vec<Member>) -> Result<()> {
             "idle_cpu_percent": cpu * 100.0, "suspicions": a["suspicions"], "cluster_members": a["members"]}));
     }
     // A joiner killed: how long until it is out of every group's view at every survivor.
+    // (With one joiner the founder alone would be a minority of two: it stops, as it must.)
     let mut exclusion_ms = None;
-    if joiners >= 1 {
+    if joiners >= 2 {
         let victim = joiners;
         let survivors: Vec<usize> = (0..victim).collect();
         let name = members[victim].name.clone();

@@ -94,7 +94,8 @@ pub(crate) struct BenchArgs {
     /// is the idle window measured).
     #[arg(long, conflicts_with_all = ["rpc", "map", "churn"])]
     groups_scale: Option<usize>,
-    /// With --groups-scale: processes joining every group.
+    /// With --groups-scale: processes joining every group (the kill needs two: with one,
+    /// the founder alone would be a minority).
     #[arg(long, default_value_t = 2)]
     joiners: usize,
     /// Every member first joins this many other groups and leaves them idle: traffic in one
@@ -165,6 +166,13 @@ pub(crate) struct MemberArgs {
     /// Small messages a second from the last member (`bench --small-rate`).
     #[arg(long, default_value_t = 0)]
     small_rate: u64,
+}
+
+impl MemberArgs {
+    /// What the member measures: multicast, rpc, map, churn or groups.
+    pub(crate) fn mode(&self) -> &str {
+        &self.mode
+    }
 }
 
 /// The size of `--small-rate` messages.
