@@ -156,6 +156,8 @@ struct Peers {
     pending: HashMap<String, VecDeque<net::Outgoing>>,
     queue_max: usize,
     keepalive: net::Keepalive,
+    /// The transport's runtime (`net::spawn_thread`).
+    net: tokio::runtime::Handle,
     next_conn: Arc<AtomicU64>,
     events: net::NetSenders,
     counters: NetCounters,
@@ -200,7 +202,7 @@ impl Peers {
         let (hello, secret, events, ids) =
             (self.hello.clone(), self.secret.clone(), self.events.clone(), self.next_conn.clone());
         let (queue, keepalive) = (self.queue_max, self.keepalive.clone());
-        tokio::spawn(async move {
+        self.net.spawn(async move {
             match net::connect(&addr, &hello, secret.as_deref()).await {
                 Ok((stream, theirs)) => {
                     let id = ids.fetch_add(1, Ordering::Relaxed);
@@ -260,9 +262,10 @@ pub(crate) fn establish(
     NetEvent::Up { name, incarnation, listen, conn, tx, by_me, reader, heard }
 }
 
-/// Accepts connections: handshakes and status requests.
+/// Accepts connections: handshakes and status requests. (On the transport's runtime: the
+/// listener is registered with it here.)
 pub(crate) async fn accept_loop(
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     hello: Hello,
     secret: Option<Vec<u8>>,
     events: net::NetSenders,
@@ -270,6 +273,10 @@ pub(crate) async fn accept_loop(
     queue: usize,
     keepalive: net::Keepalive,
 ) {
+    let Ok(listener) = TcpListener::from_std(listener) else {
+        tracing::error!("the listener could not be registered with the transport");
+        return;
+    };
     loop {
         let Ok((mut stream, addr)) = listener.accept().await else { continue };
         let (hello, secret, events, ids) = (hello.clone(), secret.clone(), events.clone(), ids.clone());
@@ -387,6 +394,7 @@ impl Driver {
         node_events: mpsc::Sender<NodeEvent>,
         trace: Option<TraceWriter>,
         keepalive: net::Keepalive,
+        net: tokio::runtime::Handle,
     ) -> Self {
         let hello = Hello::new(&config.name, incarnation, &listen);
         let mut book = HashMap::new();
@@ -405,6 +413,7 @@ impl Driver {
             pending: HashMap::new(),
             queue_max: config.peer_queue_frames,
             keepalive: keepalive.clone(),
+            net,
             next_conn: ids,
             events,
             counters: NetCounters::default(),
@@ -1473,6 +1482,7 @@ mod tests {
                 node_tx,
                 None,
                 keepalive,
+                tokio::runtime::Handle::current(),
             );
             for _ in 0..5 {
                 d.node_event(NodeEvent::Partitioned { reason: PartitionReason::Stalled });

@@ -319,7 +319,10 @@ impl Runtime {
         let hello = net::Hello::new(&config.name, incarnation, &listen);
         let queue = config.peer_queue_frames;
         let keepalive = net::Keepalive::new(&config);
-        tokio::spawn(driver::accept_loop(
+        let (transport, stop_transport) =
+            net::spawn_thread(&config.name).map_err(|source| StartError::Listen { addr: listen.clone(), source })?;
+        let listener = listener.into_std().map_err(|source| StartError::Listen { addr: listen.clone(), source })?;
+        transport.spawn(driver::accept_loop(
             listener,
             hello,
             config.engine.secret.clone(),
@@ -331,10 +334,14 @@ impl Runtime {
         let join_timeout = config.join_timeout;
         let contacts: std::collections::BTreeSet<String> =
             config.contacts.iter().filter(|c| **c != listen && **c != config.listen).cloned().collect();
-        let mut driver = Driver::new(config, incarnation, listen.clone(), net_tx, ids, node_tx, trace, keepalive);
+        let mut driver =
+            Driver::new(config, incarnation, listen.clone(), net_tx, ids, node_tx, trace, keepalive, transport);
         let (refused_tx, mut refused_rx) = mpsc::unbounded_channel::<(String, NetError)>();
         driver.report_refusals(refused_tx);
-        tokio::spawn(driver.run(cmd_rx, control_rx, frames_rx));
+        tokio::spawn(async move {
+            driver.run(cmd_rx, control_rx, frames_rx).await;
+            let _ = stop_transport.send(());
+        });
         // Wait to be a member; pass on whatever else comes first.
         let (out_tx, out_rx) = mpsc::channel(NODE_EVENT_QUEUE);
         let mut refused = std::collections::BTreeSet::new();

@@ -226,6 +226,23 @@ pub(crate) async fn connect(addr: &str, mine: &Hello, secret: Option<&[u8]>) -> 
     tokio::time::timeout(HANDSHAKE_TIMEOUT, go).await.map_err(|_| NetError::Timeout)?
 }
 
+/// The transport's own thread: a one-thread tokio runtime that runs every connection's
+/// reader and writer, the dials and the accept loop. The operating system schedules it
+/// whatever the application's runtime is doing, so one long input of the driver, or a
+/// flood of application tasks, holds up neither keepalives nor the reading of frames.
+/// It ends when the returned sender is dropped or fired (the driver's end).
+pub(crate) fn spawn_thread(name: &str) -> std::io::Result<(tokio::runtime::Handle, oneshot::Sender<()>)> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let handle = rt.handle().clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    std::thread::Builder::new().name(format!("synchrony-net-{name}")).spawn(move || {
+        rt.block_on(async {
+            let _ = stopped.await;
+        });
+    })?;
+    Ok((handle, stop))
+}
+
 /// Heartbeats that do not wait for the driver: what a connection's tasks share with it so
 /// that peers hear this node, and it hears them, whatever one input keeps the driver busy
 /// with. Times are microseconds since the driver's clock origin (`epoch`).
@@ -486,16 +503,21 @@ impl Heard {
 /// engine excuses the silence of a node whose application is behind). Once the driver
 /// catches up, a peer that died meanwhile is found silent or closed as usual.
 async fn forward(events: &NetSenders, name: &str, conn: u64, frames: Vec<Bytes>, heard: &Heard) -> bool {
-    let permit = loop {
-        tokio::select! {
-            permit = events.frames.reserve() => match permit {
-                Ok(permit) => break permit,
-                Err(_) => return false,
-            },
-            _ = tokio::time::sleep(heard.excuse_every) => heard.now(),
-        }
+    let frames_ev = NetEvent::Frames { name: name.to_string(), conn, frames };
+    let permit = match events.frames.try_reserve() {
+        Ok(permit) => permit,
+        Err(mpsc::error::TrySendError::Closed(())) => return false,
+        Err(mpsc::error::TrySendError::Full(())) => loop {
+            tokio::select! {
+                permit = events.frames.reserve() => match permit {
+                    Ok(permit) => break permit,
+                    Err(_) => return false,
+                },
+                _ = tokio::time::sleep(heard.excuse_every) => heard.now(),
+            }
+        },
     };
-    permit.send(NetEvent::Frames { name: name.to_string(), conn, frames });
+    permit.send(frames_ev);
     true
 }
 
@@ -505,7 +527,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread().build().expect("runtime").block_on(f)
+        tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime").block_on(f)
     }
 
     #[test]
@@ -615,8 +637,7 @@ mod tests {
     /// them as hearing the peer, authenticated, and refuses one played again.
     #[test]
     fn an_idle_writer_keeps_the_peer_hearing_while_the_driver_lives() {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
-        rt.block_on(async {
+        block_on(async {
             let k = keepalive(20, Some(b"k"));
             let (w, mut r) = tokio::io::duplex(1 << 16);
             let (_tx, rx) = mpsc::channel::<Outgoing>(8);
