@@ -90,6 +90,11 @@ pub struct Engine {
     barrier: BTreeSet<(GroupName, ProcessId)>,
     /// Forwards held for the same reason (a relay relays only what its epoch allows).
     held_forwards: Vec<(ProcessId, Msg)>,
+    /// Per group, the membership epoch of the decision in which its last lineage died
+    /// (every member failed or left): a non-member's forward sent before it (`pepoch`) was
+    /// meant for the dead lineage, and its origin counts it lost; a relay of a new lineage
+    /// must not deliver it there.
+    lineage_deaths: BTreeMap<GroupName, u64>,
     /// The highest epoch a relay acknowledged one of this process's forwards in: later
     /// ordered sends wait until this process applied it too.
     forward_ack_epoch: u64,
@@ -184,6 +189,7 @@ impl Engine {
             applying: 0,
             barrier: BTreeSet::new(),
             held_forwards: Vec::new(),
+            lineage_deaths: BTreeMap::new(),
             forward_ack_epoch: 0,
             lift_pending: false,
             left_gated: BTreeMap::new(),
@@ -1075,6 +1081,9 @@ impl Engine {
             Msg::StateUnavailable { group, view } => self.drop_provider(&group, view, from),
             Msg::StateDone { group, view } => self.on_state_done(from, &group, view),
             Msg::Reply { query, payload } => self.on_reply(from, &query, payload),
+            Msg::Forward { group, pepoch, .. } if self.lineage_deaths.get(&group).is_some_and(|&e| pepoch < e) => {
+                // For a lineage of the group that died since (its origin says SendLost).
+            }
             Msg::Forward { pepoch, .. } if self.config.causal_across_groups && pepoch > self.shown_epoch() => {
                 // Relayed only once this relay applied the decision the origin sent after.
                 if self.held_forwards.len() >= self.config.reorder_buffer_max {
@@ -1544,6 +1553,7 @@ impl Engine {
     /// old one): the group's lineage, and whatever it delivered, is gone. A message in
     /// flight may or may not have been delivered; the sender is told.
     fn lineage_died(&mut self, group: &GroupName) {
+        self.lineage_deaths.insert(group.clone(), self.applying);
         let mut lost = self.relay.lineage_died(group);
         // Its gbcasts not yet delivered go with it.
         self.gms.drop_gbcasts_of(group, &mut lost);

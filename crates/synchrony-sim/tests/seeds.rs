@@ -173,6 +173,16 @@ fn seeds_that_once_failed_pass() {
         // first state to come released deliveries that followed ones the other still held.
         // Released events now wait behind the fence of every other closed gate.
         ("chaos", 19815),
+        // A group's lineage died (its one member, a joiner whose provider failed, lost the
+        // state and left) and the same process founded it again: a non-member's forward
+        // meant for the dead lineage, delivered there by a member before it failed, was
+        // delivered again in the new one (G3, G2, G6). Forwards sent before the death are
+        // now dropped by the new lineage's relay. (Found by the `large` profile, whose
+        // small state chunks make transfers long enough for a provider to fail in them.)
+        ("large", 419),
+        ("large", 535),
+        ("large", 566),
+        ("large", 589),
         ("chaos", 11621),
         // A cut's deliveries fenced behind another group's held ones, in a group this
         // process then left: its next data was no longer held for them (`left_gated`).
