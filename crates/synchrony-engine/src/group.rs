@@ -287,6 +287,7 @@ pub(crate) struct GroupState {
     /// comes with the state (id, relayed).
     /// (`false`: a gbcast, never a duplicate.)
     pub(crate) unchecked: Option<VecDeque<(MsgId, bool)>>,
+    /// How large messages travel (set from the engine's configuration).
     pub(crate) frag: Fragmenting,
     /// The own large message going out in fragments. In a new view it starts over: the
     /// old view's members dropped what they had of it, and joiners never had it.
@@ -298,7 +299,8 @@ pub(crate) struct GroupState {
     /// application's buffer, never copied.
     own_whole: VecDeque<(MsgId, Bytes)>,
     /// Per stream, the large message being reassembled (dropped with the view: a message
-    /// cut short by a view change is sent again whole in the next).
+    /// cut short by a view change is sent again whole in the next). Empty until the first
+    /// fragment: most groups never see one, and a process may be in 100,000 groups.
     assembling: Vec<Option<Assembly>>,
 }
 
@@ -348,7 +350,7 @@ impl GroupState {
             frag_unstable: VecDeque::new(),
             frag_unstable_bytes: 0,
             own_whole: VecDeque::new(),
-            assembling: (0..n).map(|_| None).collect(),
+            assembling: Vec::new(),
         }
     }
 
@@ -714,6 +716,9 @@ impl GroupState {
     /// A fragment of stream `r` is delivered: the whole message once it was the last.
     fn assemble(&mut self, r: usize, part: &DataMsg, f: Frag, out: &mut Out) -> Option<Arc<DataMsg>> {
         let own = r == self.rank;
+        if self.assembling.len() < self.streams.len() {
+            self.assembling.resize_with(self.streams.len(), || None);
+        }
         let slot = &mut self.assembling[r];
         if f.offset == 0 {
             let size = if own { 0 } else { usize::try_from(f.total).unwrap_or(usize::MAX).min(self.frag.max) };
