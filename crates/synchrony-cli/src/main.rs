@@ -204,6 +204,15 @@ fn main() -> Result<()> {
             };
             let shape = move |s: u64| SimConfig { nodes, groups, causality, ..SimConfig::new(s, prof.clone()) };
             if let Some(s) = seed {
+                // One seed replayed: the engine's log on standard error if RUST_LOG asks
+                // for it (its own clock means nothing in virtual time, so none).
+                if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+                    tracing_subscriber::fmt()
+                        .with_writer(std::io::stderr)
+                        .without_time()
+                        .with_env_filter(filter)
+                        .init();
+                }
                 let out = run(shape(s));
                 if let Some(path) = trace_out {
                     std::fs::write(&path, out.trace_jsonl()).with_context(|| format!("writing {}", path.display()))?;

@@ -1337,13 +1337,20 @@ impl Engine {
                 self.gms.remember_gbcast(m.id.clone());
             }
         }
+        let new: Vec<ProcessId> =
+            d.members.iter().map(|(p, _)| p).filter(|p| !self.gms.is_member(p)).cloned().collect();
         self.gms.commit(&self.config, decision);
         for p in &d.removed {
             self.links.remove(p); // forgets everything about processes that left
         }
         for (p, _) in d.members.iter().filter(|(p, _)| *p != self.me) {
             let config = &self.config;
-            self.links.entry(p.clone()).or_insert_with(|| Link::new(config)).hear_from_now_on(now);
+            let link = self.links.entry(p.clone()).or_insert_with(|| Link::new(config));
+            if new.contains(p) {
+                link.became_member(now);
+            } else {
+                link.hear_from_now_on(now);
+            }
         }
         self.resume_frozen(d.epoch);
         for g in self.gms.apply_refusals(&d, &self.me) {

@@ -114,6 +114,14 @@ impl Link {
         self.last_heard.get_or_insert(now);
     }
 
+    /// The peer just became a member: its silence counts from now. What was heard of it
+    /// before (a joiner knocking at this process, perhaps long ago, and then waiting for a
+    /// leader) says nothing of its silence as a member, which it owes nobody until it
+    /// learns it joined.
+    pub(crate) fn became_member(&mut self, now: Instant) {
+        self.last_heard = Some(self.last_heard.map_or(now, |h| h.max(now)));
+    }
+
     /// This process did not listen for `paused`: the peer's silence meanwhile does not
     /// count.
     pub(crate) fn excuse_silence(&mut self, paused: Duration, now: Instant) {

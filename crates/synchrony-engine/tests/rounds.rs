@@ -4,7 +4,9 @@
 mod harness;
 
 use bytes::Bytes;
-use harness::{g, Net};
+use harness::{g, Fate, Net};
+use std::cell::Cell;
+use std::rc::Rc;
 use std::time::Duration;
 use synchrony_engine::wire::Msg;
 use synchrony_engine::{Order, RoundPhase, Status};
@@ -126,5 +128,36 @@ fn a_pair_goes_on_as_one_when_either_leaves_the_cluster() {
         net.run_for(Duration::from_millis(500));
         assert_eq!(net.nodes[stays].status(), Some(Status::Member), "the one that stays goes on");
         assert_eq!(names(&net, stays).len(), 1);
+    }
+}
+
+/// A joiner that first knocked at a process still joining itself (which ignores it), then
+/// waited longer than any failure timeout before a member let it in, is not suspected for
+/// that wait by the process it knocked at: a new member's silence counts from its joining.
+#[test]
+fn a_joiner_is_not_suspected_for_the_wait_before_it_joined() {
+    let mut net = Net::cluster_with(2, |c| c.join_retry = Duration::from_millis(300));
+    let n3 = net.add("n3", true);
+    // n4 knocks at n3 while n3 is joining, and at n1 one retry later.
+    let n4 = net.add_with_contacts("n4", &["n3", "n1"]);
+    // Nothing of n4's reaches n3 but its knock, until a little after it is in: n3's timers
+    // run in between (a race in a real network, made certain here).
+    let quiet = Rc::new(Cell::new(true));
+    let q = quiet.clone();
+    net.set_filter(
+        move |f, t, p| if q.get() && f == n4 && t == n3 && p.ctl.is_empty() { Fate::Drop } else { Fate::Deliver },
+    );
+    let all_in = net.run_until(Duration::from_secs(2), |net| {
+        net.nodes.iter().all(|n| n.status() == Some(Status::Member))
+            && (0..4).all(|i| net.engine_ref(i).members().len() == 4)
+    });
+    assert!(all_in, "all four are members");
+    assert!(net.now.since_epoch() > Duration::from_millis(300), "n4 got in at its retry, past the failure timeouts");
+    net.run_for(Duration::from_millis(30));
+    quiet.set(false);
+    net.run_for(Duration::from_millis(500));
+    for i in [0, 1, n3, n4] {
+        assert_eq!(net.engine_ref(i).stats().suspicions, 0, "{} suspected nobody", net.nodes[i].name);
+        assert_eq!(net.engine_ref(i).members().len(), 4);
     }
 }

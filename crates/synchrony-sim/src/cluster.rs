@@ -845,6 +845,7 @@ impl<'a, A: App> Sim<'a, A> {
             if due && !self.busy(i) {
                 if let Some(c) = self.cost() {
                     self.charge(i, c.per_input);
+                    self.hear_keepalives(i);
                 }
                 self.nodes[i].engine.as_mut().expect("live").handle_timeout(now);
                 self.pump(i);
@@ -862,6 +863,31 @@ impl<'a, A: App> Sim<'a, A> {
                 if f <= now && now < sch.faults_end {
                     self.fault(fault);
                     sch.next_fault[k] = Some(now + exp(&mut self.rng, mean));
+                }
+            }
+        }
+    }
+
+    /// With a cost model, what a runtime's transport thread does beside a busy driver: a
+    /// peer busy with a long input still sends keepalives (after a heartbeat interval with
+    /// nothing written), so when process `i`'s timers run it has heard every such peer no
+    /// longer ago than an interval and the longest latency, as the runtime's driver tells
+    /// its engine (`Engine::handle_heard`). A crashed, stopped or paused peer sends none,
+    /// nor does one cut off from `i`; an idle peer's own frames speak for it.
+    fn hear_keepalives(&mut self, i: usize) {
+        let now = self.now;
+        let lag = Config::fast().heartbeat_interval + self.cfg.profile.latency.1;
+        let Some(at) = now.since_epoch().checked_sub(lag).map(Instant::from_epoch) else { return };
+        for j in (0..self.nodes.len()).filter(|&j| j != i) {
+            let peer = &self.nodes[j];
+            let sending = peer.busy_until > now
+                && peer.paused_until.is_none()
+                && !self.blocked.contains(&(j, i))
+                && peer.engine.as_ref().is_some_and(|e| matches!(e.status(), Status::Member | Status::Joining));
+            if sending {
+                let id = ProcessId::new(peer.name.as_str(), peer.incarnation);
+                if let Some(e) = self.nodes[i].engine.as_mut() {
+                    e.handle_heard(&id, at);
                 }
             }
         }

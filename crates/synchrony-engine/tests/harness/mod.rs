@@ -75,7 +75,13 @@ impl Net {
 
     /// Starts a process (joining through `n1` if `join`).
     pub fn add(&mut self, name: &str, join: bool) -> usize {
-        let contacts = if join { vec![ProcessId::contact("n1")] } else { Vec::new() };
+        self.add_with_contacts(name, if join { &["n1"] } else { &[] })
+    }
+
+    /// Starts a process that joins through `contacts`, tried in turn (none: it founds a
+    /// cluster).
+    pub fn add_with_contacts(&mut self, name: &str, contacts: &[&str]) -> usize {
+        let contacts = contacts.iter().map(|c| ProcessId::contact(*c)).collect();
         let mut config = Config { contacts, rng_seed: self.nodes.len() as u64, ..Config::fast() };
         (self.tweak)(&mut config);
         let engine = Engine::new(config, ProcessId::new(name, 1), self.now);
