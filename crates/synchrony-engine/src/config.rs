@@ -7,8 +7,15 @@ use std::time::Duration;
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Contact processes to join the cluster through (tried in turn). Empty, or only this
-    /// process itself, means: start a new cluster.
+    /// process itself, means: start a new cluster (unless `peer_list` is set).
     pub contacts: Vec<ProcessId>,
+    /// Bootstrap from a peer list: how many processes the list names, this one included;
+    /// `contacts` are the others whose names are known (`Engine::add_peer` adds more).
+    /// Then no process founds a cluster alone: the first one forms once a majority of the
+    /// list agree on its members (one round of Paxos among them), and a cluster needs a
+    /// majority of the list (by weight: `min_commit_weight` is raised to it) to go on, so
+    /// that two never run at once. Listed peers should weigh 1 and other processes 0.
+    pub peer_list: Option<usize>,
     /// This process's weight in majority decisions (Isis: servers 1, clients 0).
     pub weight: u32,
     /// A view change also needs at least this much weight to accept it.
@@ -62,6 +69,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             contacts: Vec::new(),
+            peer_list: None,
             weight: 1,
             min_commit_weight: 0,
             heartbeat_interval: Duration::from_millis(100),

@@ -9,6 +9,7 @@
 //! one room produces to the next (a decision to the groups, a delivery to the queries, a
 //! group's gbcast to the membership).
 
+use crate::boot::{Boot, BootOut};
 use crate::causal::{CrossGroup, Need};
 use crate::config::Config;
 use crate::event::*;
@@ -114,6 +115,8 @@ pub struct Engine {
     /// `retry_state_fetches`).
     fetch_retries: BTreeSet<GroupName>,
     stats: Stats,
+    /// The bootstrap from a peer list, while it runs (see `boot.rs`).
+    boot: Option<Box<Boot>>,
 }
 
 /// A dump of the engine's internal state (membership, links, and each group it knows),
@@ -158,9 +161,19 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// Creates the engine of process `me`. With no contacts (or only itself) it founds a
     /// new cluster at once; otherwise it asks its contacts to join.
-    pub fn new(config: Config, me: ProcessId, now: Instant) -> Self {
+    pub fn new(mut config: Config, me: ProcessId, now: Instant) -> Self {
         assert!(me.incarnation > 0, "incarnations start at 1");
-        let found = config.contacts.iter().all(|c| c.name == me.name);
+        let mut found = config.contacts.iter().all(|c| c.name == me.name);
+        let mut boot = None;
+        if let Some(listed) = config.peer_list.filter(|n| *n > 1) {
+            // A cluster of the list needs a majority of it, always (see `boot.rs`).
+            config.min_commit_weight = config.min_commit_weight.max((listed / 2 + 1) as u32);
+            found = false;
+            let peers = config.contacts.iter().filter(|c| c.name != me.name).map(|c| c.name.clone());
+            let quiet = config.failure_timeout_max * 2;
+            let seed = config.rng_seed ^ 0xb007;
+            boot = Some(Box::new(Boot::new(listed, peers, quiet, config.join_retry, seed, now)));
+        }
         let mut e = Self {
             gms: Gms::new(config.rng_seed),
             config,
@@ -197,6 +210,7 @@ impl Engine {
             frozen_index: BTreeSet::new(),
             fetch_retries: BTreeSet::new(),
             stats: Stats::default(),
+            boot,
         };
         if found {
             e.gms.found(&e.me, e.config.weight);
@@ -447,10 +461,32 @@ impl Engine {
             Ctl::JoinCluster { .. } => {}
             Ctl::Redirect { leader } => {
                 if self.status == Status::Joining {
+                    if self.boot.is_some() {
+                        // A cluster is running: join it, through any listed peer later.
+                        self.end_boot(now, Some(&leader));
+                    }
                     self.ctl_out.entry(leader).or_default().push(Ctl::JoinCluster { weight: self.config.weight });
                     self.timers.set(Timer::JoinRetry, now + self.config.join_retry);
                 }
             }
+            Ctl::BootPrepare { .. }
+            | Ctl::BootPromise { .. }
+            | Ctl::BootAccept { .. }
+            | Ctl::BootAccepted { .. }
+            | Ctl::BootChosen { .. } => match (self.status, self.boot.as_mut()) {
+                (Status::Member, _) => {
+                    // A peer still bootstrapping: a cluster is running, it should join it.
+                    if let Some(leader) = self.gms.leader().cloned() {
+                        self.ctl_out.entry(from.clone()).or_default().push(Ctl::Redirect { leader });
+                    }
+                }
+                (Status::Joining, Some(b)) => {
+                    let mut out = BootOut::default();
+                    b.handle(&self.me, self.config.weight, from, ctl, now, &mut out);
+                    self.apply_boot(now, out);
+                }
+                _ => {}
+            },
             Ctl::Excluded => {
                 if self.status == Status::Member && self.gms.is_member(from) {
                     if self.gms.leaving() {
@@ -487,6 +523,13 @@ impl Engine {
 
     fn tick(&mut self, now: Instant) {
         match self.status {
+            Status::Joining if self.boot.as_mut().is_some_and(|b| !b.joining(now)) => {
+                let mut out = BootOut::default();
+                if let Some(b) = self.boot.as_mut() {
+                    b.tick(&self.me, self.config.weight, now, &mut out);
+                }
+                self.apply_boot(now, out);
+            }
             Status::Joining if self.timers.expired(Timer::JoinRetry, now) && !self.config.contacts.is_empty() => {
                 let n = self.config.contacts.len();
                 let contact = self.config.contacts[self.join_attempt % n].clone();
@@ -509,6 +552,68 @@ impl Engine {
             }
             _ => {}
         }
+    }
+
+    /// What the bootstrap asked for: its messages, and the cluster's first membership once
+    /// chosen (this process is in it: a member; else it joins the cluster through it).
+    fn apply_boot(&mut self, now: Instant, out: BootOut) {
+        for (to, ctl) in out.ctl {
+            self.ctl_out.entry(to).or_default().push(ctl);
+        }
+        let Some(members) = out.chosen else { return };
+        if !members.iter().any(|(p, _)| *p == self.me) {
+            let first = members.first().map(|(p, _)| p.clone());
+            self.end_boot(now, first.as_ref());
+            return;
+        }
+        self.boot = None;
+        let decision = Decision { epoch: 1, members, removed: Vec::new(), groups: Vec::new(), refused: Vec::new() };
+        self.gms.install(Arc::new(decision), &Snapshot { groups: Vec::new(), lineages: Vec::new() });
+        let others: Vec<ProcessId> = self.gms.members().filter(|p| **p != self.me).cloned().collect();
+        for p in others {
+            let config = &self.config;
+            self.links.entry(p).or_insert_with(|| Link::new(config)).became_member(now);
+        }
+        self.status = Status::Member;
+        self.events.push(Event::Joined);
+        tracing::info!(me = %self.me, members = self.gms.members().count(), "formed the cluster with the listed peers");
+    }
+
+    /// A cluster is running (or was just chosen without this process): it joins it the
+    /// ordinary way, through `via` first, then the listed peers. If it is not in after
+    /// twice the longest failure timeout (that cluster died meanwhile, say), it takes up
+    /// the bootstrap again.
+    fn end_boot(&mut self, now: Instant, via: Option<&ProcessId>) {
+        let patience = self.config.failure_timeout_max * 2;
+        let Some(boot) = self.boot.as_mut() else { return };
+        boot.join_until(now + patience);
+        let mut contacts: Vec<ProcessId> = via.map(|p| ProcessId::contact(p.name.clone())).into_iter().collect();
+        for p in boot.peers() {
+            if contacts.iter().all(|c| c.name != *p) {
+                contacts.push(ProcessId::contact(p.clone()));
+            }
+        }
+        self.config.contacts = contacts;
+        self.join_attempt = 0;
+    }
+
+    /// The runtime found the listed peer `name` (bootstrap from a peer list): it takes part
+    /// in the bootstrap, and is a contact to join through.
+    pub fn add_peer(&mut self, name: &str) {
+        if *name == *self.me.name {
+            return;
+        }
+        if let Some(b) = self.boot.as_mut() {
+            b.add_peer(name.into());
+        }
+        if self.config.contacts.iter().all(|c| &*c.name != name) {
+            self.config.contacts.push(ProcessId::contact(name));
+        }
+    }
+
+    /// Whether this process is still bootstrapping from its peer list (in no cluster yet).
+    pub fn bootstrapping(&self) -> bool {
+        self.boot.is_some()
     }
 
     // ------------------------------------------------------------------ commands
@@ -1321,6 +1426,7 @@ impl Engine {
             }
             self.gms.install(decision, &snap);
             self.status = Status::Member;
+            self.boot = None;
             self.events.push(Event::Joined);
             tracing::info!(me = %self.me, "joined the cluster");
             return;

@@ -39,6 +39,7 @@
 //!   anyone (G9).
 //! - **gbcast**: a multicast ordered with views and every other delivery (G8).
 
+mod boot;
 mod causal;
 mod config;
 mod cut;

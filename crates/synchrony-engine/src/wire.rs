@@ -14,7 +14,7 @@ use sha2::Sha256;
 use std::sync::Arc;
 
 /// The wire version this engine speaks.
-pub const WIRE_VERSION: u8 = 3;
+pub const WIRE_VERSION: u8 = 4;
 const MAGIC: &[u8; 2] = b"SY";
 const FLAG_TAG: u8 = 1;
 const TAG_LEN: usize = 32;
@@ -52,6 +52,38 @@ pub enum Ctl {
     },
     /// "You were excluded from the cluster": the addressee must stop (G10).
     Excluded,
+    /// Bootstrap from a peer list (see `boot.rs`), phase 1: promise this ballot.
+    BootPrepare {
+        /// The ballot.
+        ballot: Ballot,
+    },
+    /// Phase 1 answer: the promise, the promiser's weight, and the first membership it
+    /// accepted last, if any, with its ballot.
+    BootPromise {
+        /// The ballot promised.
+        ballot: Ballot,
+        /// The promiser's weight.
+        weight: u32,
+        /// What it accepted, if anything.
+        accepted: Option<(Ballot, Vec<(ProcessId, u32)>)>,
+    },
+    /// Phase 2: accept this first membership.
+    BootAccept {
+        /// The ballot.
+        ballot: Ballot,
+        /// The cluster's first members, with their weights (the first leads).
+        members: Vec<(ProcessId, u32)>,
+    },
+    /// Phase 2 answer.
+    BootAccepted {
+        /// The ballot accepted.
+        ballot: Ballot,
+    },
+    /// A majority of the list accepted this first membership: it is the cluster's.
+    BootChosen {
+        /// The cluster's first members, with their weights.
+        members: Vec<(ProcessId, u32)>,
+    },
 }
 
 /// A multicast as it travels in its sender's stream.

@@ -92,6 +92,9 @@ pub(crate) struct Proc {
     pub(crate) busy_until: Instant,
     pub(crate) inbox: VecDeque<Bytes>,
     pub(crate) work: std::time::Duration,
+    /// With [`crate::Profile::peer_list`]: the cluster this incarnation is a member of (the
+    /// simulator numbers each cluster that forms).
+    pub(crate) cluster: Option<u64>,
 }
 
 impl Proc {

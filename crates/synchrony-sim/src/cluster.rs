@@ -132,6 +132,10 @@ struct Sim<'a, A: App> {
     leader_crash_armed: Option<LeaderCrash>,
     /// What went wrong that the checker does not judge (see [`Profile::no_false_suspicions`]).
     sim_violations: Vec<String>,
+    /// With [`Profile::peer_list`]: the cluster each incarnation was a member of (by its
+    /// trace name), and the next cluster's number.
+    clusters: BTreeMap<String, u64>,
+    next_cluster: u64,
 }
 
 /// A kind of fault a profile schedules, each at its own mean interval (see [`Profile`]).
@@ -152,12 +156,22 @@ enum Fault {
     Leave,
     /// A process joins or leaves hundreds of groups at once.
     MassChurn,
+    /// Every process crashes, and all restart a little later.
+    TotalFailure,
 }
 
 impl Fault {
     // (A profile without a kind draws nothing for it: adding one changes no other run.)
-    const ALL: [Fault; 7] =
-        [Fault::Crash, Fault::Partition, Fault::Pause, Fault::Churn, Fault::GroupCrash, Fault::Leave, Fault::MassChurn];
+    const ALL: [Fault; 8] = [
+        Fault::Crash,
+        Fault::Partition,
+        Fault::Pause,
+        Fault::Churn,
+        Fault::GroupCrash,
+        Fault::Leave,
+        Fault::MassChurn,
+        Fault::TotalFailure,
+    ];
 
     /// The mean time between two faults of this kind, if the profile has them.
     fn mean(self, p: &Profile) -> Option<Duration> {
@@ -169,6 +183,7 @@ impl Fault {
             Fault::GroupCrash => p.group_crash_every,
             Fault::Leave => p.leave_every,
             Fault::MassChurn => p.mass_churn_every,
+            Fault::TotalFailure => p.total_failure_every,
         }
     }
 }
@@ -204,7 +219,7 @@ impl<A: App> Sim<'_, A> {
     fn config_for(&self, idx: usize, inc: u64) -> Config {
         // The first process founds the cluster. After a total failure nobody answers a
         // restarted process: recovering from that is the durability layer's job.
-        let contacts = if idx == 0 && inc == 1 {
+        let contacts = if idx == 0 && inc == 1 && !self.cfg.profile.peer_list {
             Vec::new()
         } else {
             (0..self.nodes.len())
@@ -216,6 +231,7 @@ impl<A: App> Sim<'_, A> {
             contacts,
             rng_seed: self.cfg.seed ^ ((idx as u64) << 32) ^ inc.wrapping_mul(0x9e37_79b9_7f4a_7c15),
             causal_across_groups: self.cfg.causal_across_groups,
+            peer_list: self.cfg.profile.peer_list.then_some(self.nodes.len()),
             ..Config::fast()
         };
         if let Some(f) = self.cfg.profile.fragments {
@@ -266,6 +282,7 @@ impl<A: App> Sim<'_, A> {
         n.flushes.clear();
         n.inbox.clear();
         n.work = Duration::ZERO;
+        n.cluster = None;
         n.busy_until = self.now;
         n.engine = Some(Engine::new(config, ProcessId::new(n.name.as_str(), inc), self.now));
         self.app.started(idx);
@@ -380,6 +397,9 @@ impl<A: App> Sim<'_, A> {
         let now = self.now;
         match &ev {
             Event::Joined => {
+                if self.cfg.profile.peer_list {
+                    self.note_cluster(idx);
+                }
                 let app = &self.app;
                 self.nodes[idx].wanted.retain(|g| app.rejoin_on_restart(g));
                 let wanted: Vec<GroupName> = self.nodes[idx].wanted.iter().cloned().collect();
@@ -528,6 +548,20 @@ impl<A: App> Sim<'_, A> {
             Fault::GroupCrash => self.crash_group(),
             Fault::Leave => self.leave_one(),
             Fault::MassChurn => self.mass_churn(),
+            Fault::TotalFailure => self.total_failure(),
+        }
+    }
+
+    /// Every process crashes (the cluster is gone), and each restarts a little later, at
+    /// its own moment, with the same peer list.
+    fn total_failure(&mut self) {
+        for i in 0..self.nodes.len() {
+            let back = Duration::from_millis(self.rng.gen_range(50..800));
+            if self.nodes[i].engine.is_some() {
+                self.crash(i, back);
+            } else {
+                self.nodes[i].restart_at = Some(self.now + back);
+            }
         }
     }
 
@@ -742,9 +776,17 @@ impl<'a, A: App> Sim<'a, A> {
                     busy_until: Instant::ZERO,
                     inbox: std::collections::VecDeque::new(),
                     work: Duration::ZERO,
+                    cluster: None,
                 }
             })
             .collect();
+        let mut nodes = nodes;
+        if cfg.profile.peer_list {
+            // The same command on every machine, started in any order.
+            for n in &mut nodes {
+                n.restart_at = Some(Instant::from_epoch(Duration::from_millis(rng.gen_range(0..400))));
+            }
+        }
         Sim {
             app,
             rng,
@@ -760,6 +802,8 @@ impl<'a, A: App> Sim<'a, A> {
             anomalies: 0,
             leader_crash_armed: None,
             sim_violations: Vec::new(),
+            clusters: BTreeMap::new(),
+            next_cluster: 1,
             cfg,
         }
     }
@@ -865,6 +909,59 @@ impl<'a, A: App> Sim<'a, A> {
                     sch.next_fault[k] = Some(now + exp(&mut self.rng, mean));
                 }
             }
+        }
+        if self.cfg.profile.peer_list {
+            self.check_one_cluster();
+        }
+    }
+
+    /// Process `idx` became a member: of the cluster of the members it names that are
+    /// running (it joined one), or of a new one (it formed one: a bootstrap chose it).
+    fn note_cluster(&mut self, idx: usize) {
+        let Some(e) = self.nodes[idx].engine.as_ref() else { return };
+        let mut found = BTreeSet::new();
+        for m in e.members() {
+            for n in &self.nodes {
+                if n.name.as_str() == &*m.name && n.incarnation == m.incarnation && n.engine.is_some() {
+                    found.extend(n.cluster);
+                }
+            }
+        }
+        let who = format!("{}#{}", self.nodes[idx].name, self.nodes[idx].incarnation);
+        if found.len() > 1 {
+            self.sim_violations.push(format!("{who} joined a cluster whose members were in clusters {found:?}"));
+        }
+        let c = match found.first() {
+            Some(c) => *c,
+            None => {
+                self.next_cluster += 1;
+                self.next_cluster - 1
+            }
+        };
+        self.nodes[idx].cluster = Some(c);
+        self.clusters.insert(who, c);
+    }
+
+    /// With [`Profile::peer_list`]: never two clusters at once. Every running member (not
+    /// paused: a paused one cannot act, and stops when it wakes) is of the same cluster.
+    fn check_one_cluster(&mut self) {
+        if std::env::var("DBG").is_ok() && self.now.since_epoch().as_micros() % 50_000 < 300 {
+            let st: Vec<String> = self.nodes.iter().map(|n| format!("{}#{}:{:?}{}{}", n.name, n.incarnation, n.engine.as_ref().map(|e| e.status()), if n.engine.as_ref().is_some_and(|e| e.bootstrapping()) {"B"} else {""}, if n.paused_until.is_some() {"P"} else {""})).collect();
+            eprintln!("t={:?} {st:?} blocked={:?}", self.now.since_epoch(), self.blocked);
+        }
+        let mut running = BTreeMap::new();
+        for n in &self.nodes {
+            if n.paused_until.is_none() && n.engine.as_ref().is_some_and(|e| e.status() == Status::Member) {
+                if let Some(c) = n.cluster {
+                    running.entry(c).or_insert_with(Vec::new).push(format!("{}#{}", n.name, n.incarnation));
+                }
+            }
+        }
+        if running.len() > 1 && self.sim_violations.len() < 10 {
+            self.sim_violations.push(format!(
+                "two clusters at once at {:?}: {running:?}",
+                self.now.since_epoch()
+            ));
         }
     }
 
@@ -980,10 +1077,25 @@ impl<'a, A: App> Sim<'a, A> {
     /// The trace checked (quiescent: every process still running at the end is alive;
     /// crashed ones were recorded), and the app's own invariants.
     fn outcome(self, steps: u64) -> Outcome {
-        let report = synchrony_check::check(
-            &self.trace,
-            &Options { quiescent: true, crash_bound_us: None, causality: self.cfg.causality },
-        );
+        let options = Options { quiescent: true, crash_bound_us: None, causality: self.cfg.causality };
+        let report = if self.cfg.profile.peer_list {
+            // Each cluster is a world of its own (a new one starts its groups afresh): each
+            // is checked alone, with the incarnations that were its members.
+            let mut report = synchrony_check::Report::default();
+            for c in self.clusters.values().collect::<BTreeSet<_>>() {
+                let part: Vec<TraceEvent> =
+                    self.trace.iter().filter(|e| self.clusters.get(&e.p) == Some(c)).cloned().collect();
+                let r = synchrony_check::check(&part, &options);
+                report.events += r.events;
+                report.processes += r.processes;
+                report.violations.extend(r.violations);
+                report.skipped.extend(r.skipped);
+            }
+            report.skipped.dedup();
+            report
+        } else {
+            synchrony_check::check(&self.trace, &options)
+        };
         let live = self.live();
         let mut app_violations = self.app.finish(&live);
         app_violations.extend(self.sim_violations);

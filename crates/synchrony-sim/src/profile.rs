@@ -58,6 +58,14 @@ pub struct Profile {
     /// small pieces, and the workload sends messages of many fragments (their bytes
     /// checked at every delivery).
     pub fragments: Option<Fragments>,
+    /// Every process starts with the same peer list (`Config::peer_list`), in a random
+    /// order at random moments: no founder picked by hand. A cluster forms when a majority
+    /// of the list agrees, needs that majority to go on, and is checked never to run beside
+    /// another; one that loses it stops, and the peers form a new one.
+    pub peer_list: bool,
+    /// Mean time between total failures: every process crashes, and all restart (at random
+    /// moments) with the same command.
+    pub total_failure_every: Option<Duration>,
 }
 
 /// How the engines of a profile with large messages fragment them (`Config::fragment_bytes`,
@@ -94,7 +102,7 @@ const MS: fn(u64) -> Duration = Duration::from_millis;
 
 impl Profile {
     /// Every profile's name.
-    pub const NAMES: [&'static str; 14] = [
+    pub const NAMES: [&'static str; 15] = [
         "calm",
         "lossy",
         "churn",
@@ -109,6 +117,7 @@ impl Profile {
         "leaves",
         "many-groups",
         "large",
+        "bootstrap",
     ];
 
     /// The profile called `name`.
@@ -134,6 +143,8 @@ impl Profile {
             action_every: None,
             no_false_suspicions: false,
             fragments: None,
+            peer_list: false,
+            total_failure_every: None,
         };
         Some(match name {
             "calm" => base,
@@ -202,6 +213,15 @@ impl Profile {
             "large" => Profile {
                 name: "large",
                 fragments: Some(Fragments { bytes: 64, window: 256, state_chunk: 48 }),
+                ..Profile::named("chaos")?
+            },
+            // Clusters that start from a peer list, as deployed: processes started in a
+            // random order, crashes and partitions that cost the cluster its majority of
+            // the list (it stops; the peers form a new one), total failures and restarts.
+            "bootstrap" => Profile {
+                name: "bootstrap",
+                peer_list: true,
+                total_failure_every: Some(MS(1800)),
                 ..Profile::named("chaos")?
             },
             _ => return None,
