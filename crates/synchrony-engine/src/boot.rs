@@ -28,6 +28,9 @@ use std::time::Duration;
 /// A proposed first membership: processes and their weights, in order (the first leads).
 pub(crate) type Members = Vec<(ProcessId, u32)>;
 
+/// A promise: who made it, its weight, and what it had accepted.
+type Promise = (ProcessId, u32, Option<(Ballot, Members)>);
+
 /// What one input to the bootstrap asks the engine to do.
 #[derive(Debug, Default)]
 pub(crate) struct BootOut {
@@ -35,6 +38,8 @@ pub(crate) struct BootOut {
     pub(crate) ctl: Vec<(ProcessId, Ctl)>,
     /// The first membership was chosen (this process learnt it).
     pub(crate) chosen: Option<Members>,
+    /// A bootstrap message came from a process with another peer list (ignored).
+    pub(crate) list_mismatch: bool,
 }
 
 /// A proposal in progress.
@@ -43,7 +48,7 @@ enum Attempt {
     /// Phase 1: promises gathered so far, with what each had accepted.
     /// (Keyed by name: a restarted process is a new acceptor, and counts once with the
     /// incarnation that answered last.)
-    Prepare { ballot: Ballot, promises: BTreeMap<Arc<str>, (ProcessId, u32, Option<(Ballot, Members)>)> },
+    Prepare { ballot: Ballot, promises: BTreeMap<Arc<str>, Promise> },
     /// Phase 2: acceptances of `value` gathered so far (by name, as above).
     Accept { ballot: Ballot, value: Members, accepted: BTreeSet<Arc<str>> },
 }
@@ -53,8 +58,9 @@ enum Attempt {
 pub(crate) struct Boot {
     /// The other listed peers whose names the runtime found, as contacts.
     peers: BTreeSet<Arc<str>>,
-    /// How many processes the list names, this one included.
+    /// How many processes the list names, this one included, and its digest.
     listed: usize,
+    digest: u64,
     /// No promise, acceptance or proposal before this (see the module's words).
     quiet_until: Instant,
     promised: Option<Ballot>,
@@ -71,6 +77,8 @@ pub(crate) struct Boot {
     next_try: Instant,
     /// The base wait between proposals (the join retry period).
     retry: Duration,
+    /// Processes heard from with another peer list (each is warned of once).
+    disagreeing: BTreeSet<Arc<str>>,
     /// Joining a running cluster it heard of, the ordinary way, until then: no proposals
     /// meanwhile (it still answers as an acceptor); if it is not in by then (that cluster
     /// died, say), it takes up the bootstrap again.
@@ -79,10 +87,10 @@ pub(crate) struct Boot {
 }
 
 impl Boot {
-    /// A process's bootstrap: `listed` processes in the list (itself included), the names of
-    /// the others it knows so far, started at `now`.
+    /// A process's bootstrap: its peer list, the names of the others on it it knows so
+    /// far, started at `now`.
     pub(crate) fn new(
-        listed: usize,
+        list: crate::PeerList,
         peers: impl IntoIterator<Item = Arc<str>>,
         quiet: Duration,
         retry: Duration,
@@ -93,7 +101,8 @@ impl Boot {
         let quiet_until = now + quiet;
         Self {
             peers: peers.into_iter().collect(),
-            listed: listed.max(1),
+            listed: list.size.max(1),
+            digest: list.digest,
             quiet_until,
             promised: None,
             accepted: None,
@@ -103,6 +112,7 @@ impl Boot {
             round: 0,
             next_try: quiet_until,
             retry,
+            disagreeing: BTreeSet::new(),
             joining_until: None,
             rng: ChaCha8Rng::seed_from_u64(seed),
         }
@@ -192,15 +202,37 @@ impl Boot {
         let mut promises = BTreeMap::new();
         promises.insert(me.name.clone(), (me.clone(), weight, self.accepted(now)));
         self.attempt = Some(Attempt::Prepare { ballot: ballot.clone(), promises });
-        self.to_all(Ctl::BootPrepare { ballot }, out);
+        self.to_all(Ctl::BootPrepare { ballot, list: self.digest }, out);
         self.advance(me, now, out);
     }
 
     /// A bootstrap message from `from` (another process in no cluster).
-    pub(crate) fn handle(&mut self, me: &ProcessId, weight: u32, from: &ProcessId, ctl: Ctl, now: Instant, out: &mut BootOut) {
+    pub(crate) fn handle(
+        &mut self,
+        me: &ProcessId,
+        weight: u32,
+        from: &ProcessId,
+        ctl: Ctl,
+        now: Instant,
+        out: &mut BootOut,
+    ) {
+        match ctl {
+            Ctl::BootPrepare { list, .. } if list != self.digest => {
+                if self.disagreeing.insert(from.name.clone()) {
+                    tracing::warn!(
+                        peer = %from,
+                        "this peer was given another peer list: it takes no part in this one's bootstrap \
+                         (start every peer with the same list)"
+                    );
+                }
+                out.list_mismatch = true;
+                return;
+            }
+            _ => {}
+        }
         self.peers.insert(from.name.clone());
         match ctl {
-            Ctl::BootPrepare { ballot } => {
+            Ctl::BootPrepare { ballot, .. } => {
                 self.round = self.round.max(ballot.round);
                 if self.quiet(now) || self.promised.as_ref().is_some_and(|p| *p >= ballot) {
                     return;

@@ -9,13 +9,13 @@ pub struct Config {
     /// Contact processes to join the cluster through (tried in turn). Empty, or only this
     /// process itself, means: start a new cluster (unless `peer_list` is set).
     pub contacts: Vec<ProcessId>,
-    /// Bootstrap from a peer list: how many processes the list names, this one included;
-    /// `contacts` are the others whose names are known (`Engine::add_peer` adds more).
-    /// Then no process founds a cluster alone: the first one forms once a majority of the
-    /// list agree on its members (one round of Paxos among them), and a cluster needs a
-    /// majority of the list (by weight: `min_commit_weight` is raised to it) to go on, so
-    /// that two never run at once. Listed peers should weigh 1 and other processes 0.
-    pub peer_list: Option<usize>,
+    /// Bootstrap from a peer list (this process is on it): `contacts` are the others whose
+    /// names are known (`Engine::add_peer` adds more). Then no process founds a cluster
+    /// alone: the first one forms once a majority of the list agree on its members (one
+    /// round of Paxos among them), and a cluster needs a majority of the list (by weight:
+    /// `min_commit_weight` is raised to it) to go on, so that two never run at once.
+    /// Listed peers should weigh 1 and other processes 0.
+    pub peer_list: Option<PeerList>,
     /// This process's weight in majority decisions (Isis: servers 1, clients 0).
     pub weight: u32,
     /// A view change also needs at least this much weight to accept it.
@@ -118,5 +118,30 @@ impl Config {
             join_retry: Duration::from_millis(60),
             ..Self::default()
         }
+    }
+}
+
+/// A peer list, as the engine needs it (see [`Config::peer_list`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerList {
+    /// How many processes the list names, this one included.
+    pub size: usize,
+    /// A digest of the list (the same on every process given the same list): a process
+    /// whose list differs takes no part in this one's bootstrap, and says so.
+    pub digest: u64,
+}
+
+impl PeerList {
+    /// The list of these entries (addresses, say), in any order, repeats counted once.
+    pub fn of<S: AsRef<str>>(entries: &[S]) -> Self {
+        let mut sorted: Vec<&str> = entries.iter().map(AsRef::as_ref).collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut h = crate::Fnv1a::default();
+        for e in &sorted {
+            h.write(e.as_bytes());
+            h.write(b"\n");
+        }
+        Self { size: sorted.len(), digest: h.finish() }
     }
 }

@@ -165,14 +165,14 @@ impl Engine {
         assert!(me.incarnation > 0, "incarnations start at 1");
         let mut found = config.contacts.iter().all(|c| c.name == me.name);
         let mut boot = None;
-        if let Some(listed) = config.peer_list.filter(|n| *n > 1) {
+        if let Some(list) = config.peer_list.filter(|l| l.size > 1) {
             // A cluster of the list needs a majority of it, always (see `boot.rs`).
-            config.min_commit_weight = config.min_commit_weight.max((listed / 2 + 1) as u32);
+            config.min_commit_weight = config.min_commit_weight.max((list.size / 2 + 1) as u32);
             found = false;
             let peers = config.contacts.iter().filter(|c| c.name != me.name).map(|c| c.name.clone());
             let quiet = config.failure_timeout_max * 2;
             let seed = config.rng_seed ^ 0xb007;
-            boot = Some(Box::new(Boot::new(listed, peers, quiet, config.join_retry, seed, now)));
+            boot = Some(Box::new(Boot::new(list, peers, quiet, config.join_retry, seed, now)));
         }
         let mut e = Self {
             gms: Gms::new(config.rng_seed),
@@ -557,6 +557,9 @@ impl Engine {
     /// What the bootstrap asked for: its messages, and the cluster's first membership once
     /// chosen (this process is in it: a member; else it joins the cluster through it).
     fn apply_boot(&mut self, now: Instant, out: BootOut) {
+        if out.list_mismatch {
+            self.stats.peer_list_mismatches += 1;
+        }
         for (to, ctl) in out.ctl {
             self.ctl_out.entry(to).or_default().push(ctl);
         }

@@ -262,4 +262,6 @@ pub struct Stats {
     /// Members this process began to suspect (silent past the failure timeout, or
     /// unreachable): each is a crash, a partition, or a process too busy to be heard.
     pub suspicions: u64,
+    /// Bootstrap messages from processes given another peer list (ignored).
+    pub peer_list_mismatches: u64,
 }

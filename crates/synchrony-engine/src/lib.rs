@@ -60,7 +60,7 @@ mod verify;
 #[doc(hidden)]
 pub mod wire;
 
-pub use config::Config;
+pub use config::{Config, PeerList};
 pub use engine::{Engine, Status};
 pub use event::{
     Delivery, Event, FlushError, MembershipError, PartitionReason, QueryOutcome, Replies, SendError, Stats, Transmit,

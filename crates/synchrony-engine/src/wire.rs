@@ -56,6 +56,9 @@ pub enum Ctl {
     BootPrepare {
         /// The ballot.
         ballot: Ballot,
+        /// The proposer's peer list's digest (`PeerList::digest`): a process with another
+        /// list does not answer.
+        list: u64,
     },
     /// Phase 1 answer: the promise, the promiser's weight, and the first membership it
     /// accepted last, if any, with its ballot.

@@ -5,10 +5,10 @@ mod harness;
 
 use harness::{g, Net};
 use std::time::Duration;
-use synchrony_engine::{Config, Status};
+use synchrony_engine::{Config, PeerList, Status};
 
 fn listed(c: &mut Config) {
-    c.peer_list = Some(5);
+    c.peer_list = Some(PeerList::of(&["n1", "n2", "n3", "n4", "n5"]));
 }
 
 /// A net of no processes yet, each to be started with the five-name peer list.
@@ -53,4 +53,27 @@ fn a_majority_of_the_list_forms_one_cluster_and_the_rest_join_it() {
     });
     assert!(all, "later peers join the running cluster: {:?}", members(&net, d));
     assert_eq!(members(&net, e), members(&net, a));
+}
+
+/// A process given another list takes no part: two of the list and one with another list
+/// form nothing, and each side counts the other's messages as a mismatch.
+#[test]
+fn a_process_with_another_peer_list_takes_no_part() {
+    let mut net = empty();
+    let a = start(&mut net, 1);
+    let b = start(&mut net, 2);
+    net.tweak = |c| c.peer_list = Some(PeerList::of(&["n1", "n2", "n3", "n4", "n6"]));
+    let c = start(&mut net, 3);
+    net.run_for(Duration::from_secs(2));
+    assert!(net.nodes.iter().all(|n| n.status() == Some(Status::Joining)), "no majority agrees: no cluster");
+    assert!(net.engine_ref(a).stats().peer_list_mismatches > 0);
+    assert!(net.engine_ref(c).stats().peer_list_mismatches > 0);
+    // With the right list, it completes the majority.
+    net.tweak = listed;
+    net.crash(c);
+    let d = start(&mut net, 4);
+    let formed = net.run_until(Duration::from_secs(3), |net| {
+        [a, b, d].iter().all(|&i| net.nodes[i].status() == Some(Status::Member))
+    });
+    assert!(formed);
 }

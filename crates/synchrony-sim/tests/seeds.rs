@@ -125,6 +125,25 @@ fn many_groups() {
     seeds("many-groups", 12000, 4);
 }
 
+/// Clusters started from a peer list in a random order, among crashes, partitions and
+/// total failures: one cluster forms each time a majority of the list is up, and never two
+/// at once (`synchrony sim --profile bootstrap --seeds 2000` is the long run).
+#[test]
+fn bootstrap() {
+    seeds("bootstrap", 14000, 40);
+}
+
+/// The run catches two clusters at once: processes told their list names two peers where
+/// it names five each take two for a majority, and a partition lets two clusters form.
+#[test]
+fn a_peer_list_too_short_forms_two_clusters_and_the_run_fails() {
+    let two = (40..60).find_map(|seed| {
+        let out = run(SimConfig { listed: Some(3), ..SimConfig::new(seed, Profile::named("bootstrap").unwrap()) });
+        out.app_violations.iter().find(|v| v.contains("two clusters at once")).cloned()
+    });
+    assert!(two.is_some(), "no run of a too-short list saw two clusters at once");
+}
+
 /// The cost model is what makes the many-groups profile mean something: where work costs
 /// a hundred times more, processes swamped by joins fall silent past the failure timeout,
 /// are suspected, and the run says so.
@@ -191,6 +210,11 @@ fn seeds_that_once_failed_pass() {
         // (as cuts were once chained) waited for that group, whose events waited behind
         // the fence for the first gate. Cuts' deliveries now pass the fence instead.
         ("chaos", 2760),
+        // A joiner that knocked at a process still joining itself, then waited past the
+        // failure timeout for the leader, was suspected by it at once when it got in (its
+        // silence counted from the knock): a new member's silence now counts from its
+        // joining.
+        ("many-groups", 4089),
     ];
     for (profile, seed) in past {
         let out = run(SimConfig::new(seed, Profile::named(profile).expect("known profile")));
