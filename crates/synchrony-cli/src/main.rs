@@ -24,7 +24,7 @@ mod tool;
 /// Virtual synchrony for Rust: process groups whose members see the same events in the
 /// same order.
 #[derive(Parser)]
-#[command(name = "synchrony", version, about)]
+#[command(name = "synchrony", version, about, args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

@@ -49,6 +49,13 @@ pub(crate) struct NodeArgs {
     /// A member to join the cluster through (repeat for several; none: start a new cluster).
     #[arg(long = "contact")]
     pub(crate) contacts: Vec<String>,
+    /// Bootstrap from a peer list: the addresses of the nodes that form the cluster, as
+    /// each one's --listen gives it, comma-separated, the same on every node (e.g.
+    /// a:7001,b:7001,c:7001). Start them in any order: the cluster forms once a majority
+    /// of the list is up, never two at once, and forms again after a total failure. A node
+    /// not on the list joins through it (with weight 0).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) peers: Vec<String>,
     /// A group to join (repeat for several).
     #[arg(long = "join")]
     pub(crate) join: Vec<String>,
@@ -90,6 +97,7 @@ impl NodeArgs {
     pub(crate) fn config(&self) -> Result<Config> {
         let mut c = Config::new(self.name.clone(), self.listen.clone());
         c.contacts = self.contacts.clone();
+        c.peers = self.peers.clone();
         c.trace = self.trace.clone();
         c.data_dir = self.data_dir.clone();
         c.set_timeouts(self.heartbeat.unwrap_or(self.failure_timeout / 10), self.failure_timeout);

@@ -27,6 +27,15 @@ pub struct Config {
     /// (The engine's own `contacts` are the names found at these addresses: the runtime
     /// sets them.)
     pub contacts: Vec<String>,
+    /// Bootstrap from a peer list: the addresses of the nodes that form the cluster, each
+    /// as that node's `listen` gives it, the same list (in any order) on every node. A node
+    /// on the list never founds a cluster alone: the first cluster forms once a majority
+    /// of the list can reach each other (they agree on its members by a round of Paxos),
+    /// later nodes join it, and a cluster that loses the majority of the list stops (so
+    /// that two never run at once) and forms again when a majority is back. Such a node
+    /// waits to be a member without `join_timeout`, and rejoins after it stops (as with
+    /// `rejoin`). A node not on the list joins through the listed ones, with weight 0.
+    pub peers: Vec<String>,
     /// Where the node keeps what must outlive it (its incarnation counter). `None` keeps
     /// nothing, and the incarnation is taken from the clock.
     pub data_dir: Option<PathBuf>,
@@ -89,6 +98,7 @@ impl Config {
             name: name.into(),
             listen: listen.into(),
             contacts: Vec::new(),
+            peers: Vec::new(),
             data_dir: None,
             trace: None,
             metrics: None,
@@ -186,13 +196,22 @@ impl Config {
         Ok(())
     }
 
-    /// The engine configuration of an incarnation: the contacts it found and its seed.
+    /// The engine configuration of an incarnation: the contacts it found and its seed;
+    /// with a peer list, the list (if this node, listening at `listen`, is on it) or
+    /// weight 0 (if not).
     pub(crate) fn engine_config(
         &self,
         contacts: Vec<synchrony_engine::ProcessId>,
         seed: u64,
+        listed: bool,
     ) -> synchrony_engine::Config {
-        synchrony_engine::Config { contacts, rng_seed: seed, ..self.engine.clone() }
+        let mut c = synchrony_engine::Config { contacts, rng_seed: seed, ..self.engine.clone() };
+        if listed {
+            c.peer_list = Some(synchrony_engine::PeerList::of(&self.peers));
+        } else if !self.peers.is_empty() {
+            c.weight = 0;
+        }
+        c
     }
 }
 

@@ -2,6 +2,7 @@
 //! expiries, and routes what comes out to sockets, group handles and the trace.
 
 use crate::config::Config;
+use crate::listed::Listed;
 use crate::net::{self, DialTarget, Hello, NetError, NetEvent};
 use crate::status::{GroupStatus, NetCounters, NodeStatus};
 use crate::trace::TraceWriter;
@@ -381,6 +382,9 @@ pub(crate) struct Driver {
     rates: Rates,
     /// A shutdown under way: its caller, and when to stop at the latest.
     shutdown: Option<(oneshot::Sender<()>, TokioInstant)>,
+    /// The peer list (`Config::peers`), and whether this node is on it.
+    listed: Listed,
+    on_list: bool,
 }
 
 impl Driver {
@@ -395,12 +399,21 @@ impl Driver {
         trace: Option<TraceWriter>,
         keepalive: net::Keepalive,
         net: tokio::runtime::Handle,
+        listed: Listed,
     ) -> Self {
         let hello = Hello::new(&config.name, incarnation, &listen);
+        let on_list = listed.contains(&listen) || listed.contains(&config.listen);
         let mut book = HashMap::new();
         book.insert(config.name.clone(), listen.clone());
-        let contacts: Vec<String> =
-            config.contacts.iter().filter(|c| **c != listen && **c != config.listen).cloned().collect();
+        let contacts: Vec<String> = config
+            .contacts
+            .iter()
+            .chain(listed.entries())
+            .filter(|c| **c != listen && **c != config.listen)
+            .cloned()
+            .collect::<BTreeSet<String>>()
+            .into_iter()
+            .collect();
         let peers = Peers {
             my_name: config.name.clone(),
             secret: config.engine.secret.clone(),
@@ -448,12 +461,14 @@ impl Driver {
             trace,
             rates: Rates::new(),
             shutdown: None,
+            listed,
+            on_list,
         };
-        if d.contacts.is_empty() {
-            d.start_engine(); // founds a new cluster
-        } else {
-            d.dial_contacts();
+        if d.contacts.is_empty() || d.on_list {
+            // Founds a new cluster, or (on a peer list) bootstraps one with the listed peers.
+            d.start_engine();
         }
+        d.dial_contacts();
         d
     }
 
@@ -472,6 +487,11 @@ impl Driver {
 
     fn dial_contacts(&mut self) {
         for c in self.contacts.clone() {
+            // (A listed peer already connected under its name needs no second connection.)
+            let known = self.peers.book.iter().any(|(n, a)| *a == c && self.peers.conns.contains_key(n));
+            if known {
+                continue;
+            }
             let target = DialTarget::Contact(c.clone());
             if self.peers.connecting.insert(target.clone()) {
                 self.peers.dial(target, c);
@@ -480,9 +500,14 @@ impl Driver {
     }
 
     fn start_engine(&mut self) {
-        let contacts: Vec<ProcessId> = self.contact_names.iter().map(|n| ProcessId::contact(n.as_str())).collect();
+        let mut names = self.contact_names.clone();
+        if self.on_list {
+            // The listed peers whose names it knows (more come as they connect).
+            names = self.listed_names();
+        }
+        let contacts: Vec<ProcessId> = names.iter().map(|n| ProcessId::contact(n.as_str())).collect();
         let seed = self.incarnation ^ synchrony_engine::fnv1a(self.config.name.as_bytes());
-        let config = self.config.engine_config(contacts, seed);
+        let config = self.config.engine_config(contacts, seed, self.on_list);
         let me = self.me();
         tracing::info!(me = %me, "starting the engine");
         if let Some(t) = &mut self.trace {
@@ -674,13 +699,37 @@ impl Driver {
         }
     }
 
+    /// The names of the peers on the list that this node knows of (connected, or named in
+    /// a peer's address book), itself aside.
+    fn listed_names(&self) -> BTreeSet<String> {
+        let book = self.peers.book.iter();
+        book.filter(|(n, a)| **n != self.config.name && self.listed.contains(a)).map(|(n, _)| n.clone()).collect()
+    }
+
+    /// Tells a bootstrapping engine of the listed peers it did not know of.
+    fn pass_listed(&mut self) {
+        if !self.on_list {
+            return;
+        }
+        let names = self.listed_names();
+        if let Some(e) = self.engine.as_mut().filter(|e| e.status() == synchrony_engine::Status::Joining) {
+            for n in names {
+                e.add_peer(&n);
+            }
+        }
+    }
+
     fn housekeeping(&mut self) {
         let names: Vec<String> =
             self.peers.pending.iter().filter(|(_, q)| !q.is_empty()).map(|(n, _)| n.clone()).collect();
         for n in names {
             self.peers.connect(&n, false);
         }
-        if self.engine.is_none() && !self.peers.connecting.iter().any(|t| matches!(t, DialTarget::Contact(_))) {
+        // Contacts until there is an engine; on a peer list, the listed peers not yet
+        // reached, until it is a member (they may start at any time).
+        let seeking = self.engine.is_none()
+            || (self.on_list && self.engine.as_ref().is_some_and(|e| e.status() == synchrony_engine::Status::Joining));
+        if seeking && !self.peers.connecting.iter().any(|t| matches!(t, DialTarget::Contact(_))) {
             self.dial_contacts();
         }
         if self.in_flight.len() >= IN_FLIGHT_MAX {
@@ -996,7 +1045,8 @@ impl Driver {
             self.deliver_to_group(&g, GroupEvent::Partitioned(reason));
         }
         self.node_event(NodeEvent::Partitioned { reason });
-        if self.config.rejoin {
+        // (On a peer list, always: the cluster forms again when a majority is back.)
+        if self.config.rejoin || self.on_list {
             self.rejoin();
         }
     }
@@ -1368,6 +1418,7 @@ impl Driver {
                     self.contact_names.insert(name);
                     self.start_engine();
                 }
+                self.pass_listed();
             }
             NetEvent::Down { name, conn, error } => {
                 if let Some(err) = &error {
@@ -1413,6 +1464,7 @@ impl Driver {
                 }
                 if changed {
                     self.peers.broadcast_book();
+                    self.pass_listed();
                 }
             }
             NetEvent::Rejected { from, error } => {
@@ -1483,6 +1535,7 @@ mod tests {
                 None,
                 keepalive,
                 tokio::runtime::Handle::current(),
+                crate::listed::Listed::default(),
             );
             for _ in 0..5 {
                 d.node_event(NodeEvent::Partitioned { reason: PartitionReason::Stalled });

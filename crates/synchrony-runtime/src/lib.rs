@@ -21,6 +21,7 @@
 
 mod config;
 mod driver;
+mod listed;
 mod metrics;
 mod net;
 mod status;
@@ -331,11 +332,26 @@ impl Runtime {
             queue,
             keepalive.clone(),
         ));
-        let join_timeout = config.join_timeout;
-        let contacts: std::collections::BTreeSet<String> =
-            config.contacts.iter().filter(|c| **c != listen && **c != config.listen).cloned().collect();
+        let listed = listed::Listed::resolve(&config.peers).await;
+        let on_list = listed.contains(&listen) || listed.contains(&config.listen);
+        if !listed.is_empty() && !on_list {
+            tracing::info!(%listen, "not on the peer list: joining through it, with weight 0");
+        }
+        // On a peer list a node waits for a majority of it, however long that takes.
+        let join_timeout =
+            if on_list { std::time::Duration::from_secs(100 * 365 * 24 * 3600) } else { config.join_timeout };
+        let contacts: std::collections::BTreeSet<String> = config
+            .contacts
+            .iter()
+            .chain(listed.entries().filter(|_| !on_list))
+            .filter(|c| **c != listen && **c != config.listen)
+            .cloned()
+            .collect();
+        if on_list {
+            tracing::info!(peers = listed.len(), "bootstrapping from the peer list: waiting for a majority of it");
+        }
         let mut driver =
-            Driver::new(config, incarnation, listen.clone(), net_tx, ids, node_tx, trace, keepalive, transport);
+            Driver::new(config, incarnation, listen.clone(), net_tx, ids, node_tx, trace, keepalive, transport, listed);
         let (refused_tx, mut refused_rx) = mpsc::unbounded_channel::<(String, NetError)>();
         driver.report_refusals(refused_tx);
         tokio::spawn(async move {
