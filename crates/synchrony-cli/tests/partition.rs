@@ -98,9 +98,9 @@ fn last_views(dir: &Path, nodes: &[usize]) -> Vec<Option<(u64, Vec<String>)>> {
         .map(|i| {
             let text = std::fs::read_to_string(dir.join(format!("n{i}.jsonl"))).unwrap_or_default();
             text.lines()
+                .rev()
                 .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .filter(|v| v["ev"] == "view")
-                .last()
+                .find(|v| v["ev"] == "view")
                 .map(|v| {
                     let members =
                         v["members"].as_array().expect("members").iter().map(|m| m.as_str().expect("id").to_string());
