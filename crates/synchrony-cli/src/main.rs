@@ -17,6 +17,7 @@ use synchrony_trace::parse;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
+mod config_file;
 mod demo;
 mod node;
 mod tool;
@@ -193,7 +194,7 @@ fn main() -> Result<()> {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    match Cli::parse().cmd {
+    match Cli::parse_from(config_file::expand(std::env::args_os().collect())?).cmd {
         Cmd::Sim { seeds, start, seed, profile, nodes, groups, trace_out, threads, within_groups } => {
             let causality = if within_groups { Causality::WithinGroups } else { Causality::AcrossGroups };
             let prof = Profile::named(&profile)

@@ -40,6 +40,11 @@ pub(crate) fn parse_timeout(s: &str) -> Result<Duration, String> {
 /// The options every long-running node takes.
 #[derive(clap::Args, Clone, Debug)]
 pub(crate) struct NodeArgs {
+    /// Read options from this TOML file (e.g. synchrony.toml): its keys are the long option
+    /// names (name, listen, peers = ["a:7001", "b:7001"], failure-timeout = "300ms", ...).
+    /// Options on the command line override it.
+    #[arg(long)]
+    pub(crate) config: Option<PathBuf>,
     /// This node's name, unique in the cluster (traces show NAME#INCARNATION).
     #[arg(long)]
     pub(crate) name: String,
