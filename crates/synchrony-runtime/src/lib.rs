@@ -214,6 +214,16 @@ pub enum StartError {
     /// A setting makes no sense (see [`Config::validate`]).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The data directory belongs to another node (its `node` file names it).
+    #[error("the data directory {path} belongs to node {owner:?}, not {name:?}: give each node its own")]
+    DataDirOwner {
+        /// The directory.
+        path: String,
+        /// The node that wrote it.
+        owner: String,
+        /// This node.
+        name: String,
+    },
     /// Every contact refused this node's handshake: authentication failed there.
     #[error("every contact refused this node: authentication failed at {0:?} (is the secret the same?)")]
     Refused(Vec<String>),
@@ -259,6 +269,25 @@ impl std::fmt::Debug for Command {
 
 /// The incarnation to start with: one more than the last, kept in the data directory, or
 /// the clock's seconds when there is none.
+/// Makes `dir` this node's data directory: a directory another node wrote (its `node`
+/// file names another) is refused, for two nodes sharing one would share incarnations and
+/// logs.
+fn claim_data_dir(dir: &std::path::Path, name: &str) -> Result<(), StartError> {
+    let storage = |source| StartError::Storage { path: dir.display().to_string(), source };
+    std::fs::create_dir_all(dir).map_err(storage)?;
+    let path = dir.join("node");
+    match std::fs::read_to_string(&path) {
+        Ok(owner) if owner.trim() == name => Ok(()),
+        Ok(owner) => Err(StartError::DataDirOwner {
+            path: dir.display().to_string(),
+            owner: owner.trim().to_string(),
+            name: name.to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::write(&path, name).map_err(storage),
+        Err(e) => Err(storage(e)),
+    }
+}
+
 pub(crate) fn next_incarnation(config: &Config, previous: Option<u64>) -> u64 {
     if let Some(i) = config.incarnation.filter(|_| previous.is_none()) {
         return i;
@@ -289,8 +318,7 @@ impl Runtime {
             .map_err(|source| StartError::Listen { addr: config.listen.clone(), source })?;
         let listen = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| config.listen.clone());
         if let Some(dir) = &config.data_dir {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| StartError::Storage { path: dir.display().to_string(), source })?;
+            claim_data_dir(dir, &config.name)?;
         }
         let incarnation = next_incarnation(&config, None);
         // `SYNCHRONY_TRACE_DIR` traces any program without changing it: one file per
@@ -612,4 +640,24 @@ pub async fn request_status(addr: &str, secret: Option<&[u8]>) -> Result<NodeSta
         Ok(serde_json::from_slice(&body)?)
     };
     tokio::time::timeout(net::HANDSHAKE_TIMEOUT, go).await.map_err(|_| StatusError::Net(NetError::Timeout))?
+}
+
+#[cfg(test)]
+mod data_dir_tests {
+    use super::{claim_data_dir, StartError};
+
+    #[test]
+    fn a_data_directory_is_one_nodes() {
+        let dir = std::env::temp_dir().join(format!("synchrony-claim-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        claim_data_dir(&dir, "a").expect("a fresh directory is taken");
+        claim_data_dir(&dir, "a").expect("and is its own again");
+        match claim_data_dir(&dir, "b") {
+            Err(StartError::DataDirOwner { owner, name, .. }) => {
+                assert_eq!((owner.as_str(), name.as_str()), ("a", "b"))
+            }
+            other => panic!("another node's directory was not refused: {other:?}"),
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
