@@ -195,6 +195,14 @@ async fn start(args: &NodeArgs, groups: &[String], verbose: bool) -> Result<Runt
     let mut config = args.config()?;
     // `serve_group`'s state is the set of delivered ids: the checker can recompute it.
     config.trace_states_as_delivered_sets = true;
+    if verbose && !config.peers.is_empty() {
+        // (It may wait long, and says nothing else meanwhile.)
+        eprintln!(
+            "{}: waiting for a majority of the peer list ({} nodes) to form the cluster, or for the cluster",
+            config.name,
+            config.peers.len()
+        );
+    }
     let (rt, mut node_events) = Runtime::start(config).await.context("starting the node")?;
     tokio::spawn(async move { while node_events.recv().await.is_some() {} });
     // All at once: thousands of `--join`s are one request to the membership leader.

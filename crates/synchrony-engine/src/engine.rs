@@ -496,6 +496,10 @@ impl Engine {
                     } else {
                         self.stop(PartitionReason::Excluded);
                     }
+                } else if self.status == Status::Joining && self.boot.is_some() {
+                    // It was among a bootstrap's chosen members, missed the news, and the
+                    // cluster removed it meanwhile: this incarnation is done (a new one joins).
+                    self.stop(PartitionReason::Excluded);
                 }
             }
         }
