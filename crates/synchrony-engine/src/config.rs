@@ -35,6 +35,10 @@ pub struct Config {
     pub packet_bytes_max: usize,
     /// Largest chunk of state sent in one state-transfer message.
     pub state_chunk_bytes: usize,
+    /// How many bytes of a state a joiner asks for at once: the provider sends them in
+    /// chunks one after another, and the joiner asks for the next window when half of
+    /// this one has come, so that a transfer is not one round trip per chunk.
+    pub state_window_bytes: usize,
     /// The largest payload a member may multicast (`SendError::TooLarge` above it).
     pub max_message_bytes: usize,
     /// A multicast larger than this goes in fragments of this size, each a message of its
@@ -79,6 +83,7 @@ impl Default for Config {
             join_retry: Duration::from_millis(500),
             packet_bytes_max: 64 * 1024,
             state_chunk_bytes: 256 * 1024,
+            state_window_bytes: 8 << 20,
             max_message_bytes: 1 << 30,
             fragment_bytes: 256 * 1024,
             fragment_window_bytes: 8 << 20,

@@ -1185,7 +1185,9 @@ impl Engine {
                 let group = group.clone();
                 self.route(from, &group, view, None, msg)
             }
-            Msg::StateFetch { group, view, offset, prefix } => self.on_state_fetch(from, &group, view, offset, prefix),
+            Msg::StateFetch { group, view, offset, len, prefix } => {
+                self.on_state_fetch(from, &group, view, offset, len, prefix)
+            }
             Msg::StateChunk { group, view, offset, total, data } => {
                 self.on_state_chunk(from, &group, view, offset, total, data)
             }
@@ -1653,6 +1655,7 @@ impl Engine {
                 total: 0,
                 retry_at: None,
                 resuming: false,
+                asked: 0,
             };
             gs.unchecked = Some(Default::default());
         }
@@ -1720,14 +1723,29 @@ impl Engine {
     }
 
     fn start_fetch(&mut self, group: &GroupName) {
-        let Some(g) = self.groups.get(group) else {
-            return;
-        };
-        if let JoinState::Waiting { view, providers, idx, buf, resuming, .. } = &g.join {
+        let len = self.config.state_window_bytes.max(1) as u64;
+        let Some(g) = self.groups.get_mut(group) else { return };
+        if let JoinState::Waiting { view, providers, idx, buf, resuming, asked, .. } = &mut g.join {
             let (view, to, offset) = (*view, providers[*idx].clone(), buf.len() as u64);
             // (Digested once per provider that fails in the middle of a transfer.)
             let prefix = (*resuming && offset > 0).then(|| crate::hash::fnv1a(buf));
-            self.send_to(&to, Msg::StateFetch { group: group.clone(), view, offset, prefix });
+            *asked = offset + len;
+            self.send_to(&to, Msg::StateFetch { group: group.clone(), view, offset, len, prefix });
+        }
+    }
+
+    /// A joiner's next window, asked for once half of the last one came (the provider
+    /// sends the next while the rest of this one is on its way).
+    fn fetch_more(&mut self, group: &GroupName) {
+        let len = self.config.state_window_bytes.max(1) as u64;
+        let Some(g) = self.groups.get_mut(group) else { return };
+        if let JoinState::Waiting { view, providers, idx, buf, total, asked, .. } = &mut g.join {
+            if *asked >= *total || (buf.len() as u64) + len / 2 < *asked {
+                return;
+            }
+            let (view, to, offset) = (*view, providers[*idx].clone(), *asked);
+            *asked = offset + len;
+            self.send_to(&to, Msg::StateFetch { group: group.clone(), view, offset, len, prefix: None });
         }
     }
 
@@ -1795,10 +1813,19 @@ impl Engine {
         }
     }
 
-    /// A provider's side: the next chunk of the checkpoint for `view`, "not ready" while
-    /// the application has not provided it, "unavailable" if it never will.
-    fn on_state_fetch(&mut self, from: &ProcessId, group: &GroupName, view: ViewId, offset: u64, prefix: Option<u64>) {
-        let chunk_max = self.config.state_chunk_bytes;
+    /// A provider's side: the checkpoint for `view` from `offset`, `len` bytes in chunks,
+    /// "not ready" while the application has not provided it, "unavailable" if it never
+    /// will.
+    fn on_state_fetch(
+        &mut self,
+        from: &ProcessId,
+        group: &GroupName,
+        view: ViewId,
+        offset: u64,
+        len: u64,
+        prefix: Option<u64>,
+    ) {
+        let chunk_max = self.config.state_chunk_bytes.max(1);
         let reply = match self.groups.get(group) {
             None => Msg::StateUnavailable { group: group.clone(), view },
             // Past the join point with no checkpoint for it: never will have one. (Before it,
@@ -1811,10 +1838,31 @@ impl Engine {
                     // A resumed transfer goes on only over the same bytes.
                     let same = prefix.is_none_or(|d| state.prefix_digest(offset as usize) == d);
                     let start = if same { offset as usize } else { 0 };
-                    let offset = start as u64;
-                    let end = (start + chunk_max).min(state.len());
+                    let window_end = usize::try_from(len).unwrap_or(usize::MAX).saturating_add(start);
+                    let end = window_end.min(state.len()).max(start + 1).min(state.len());
                     let total = state.len() as u64;
-                    Msg::StateChunk { group: group.clone(), view, offset, total, data: state.slice(start, end) }
+                    // Every chunk but the last of the window goes here; the last is the reply.
+                    let mut at = start;
+                    let mut chunks = Vec::new();
+                    loop {
+                        let to = (at + chunk_max).min(end);
+                        chunks.push(Msg::StateChunk {
+                            group: group.clone(),
+                            view,
+                            offset: at as u64,
+                            total,
+                            data: state.slice(at, to),
+                        });
+                        at = to;
+                        if at >= end {
+                            break;
+                        }
+                    }
+                    let last = chunks.pop().expect("one chunk at least");
+                    for c in chunks {
+                        self.send_to(from, c);
+                    }
+                    last
                 }
                 _ => Msg::StateNotReady { group: group.clone(), view },
             },
@@ -1846,14 +1894,16 @@ impl Engine {
         data: Bytes,
     ) {
         let Some(g) = self.groups.get_mut(group) else { return };
-        let JoinState::Waiting { view: v, providers, idx, buf, total: known, resuming, .. } = &mut g.join else {
+        let JoinState::Waiting { view: v, providers, idx, buf, total: known, resuming, asked, .. } = &mut g.join else {
             return;
         };
         if *v != view || providers[*idx] != *from {
             return;
         }
         if *resuming && offset == 0 {
-            // The provider's state differs from the one the failed provider was sending.
+            // The provider's state differs from the one the failed provider was sending: it
+            // sends its own from the start, as much as this joiner asked for.
+            *asked = asked.saturating_sub(buf.len() as u64);
             buf.clear();
         }
         if offset != buf.len() as u64 {
@@ -1871,7 +1921,7 @@ impl Engine {
         }
         buf.extend_from_slice(&data);
         if (buf.len() as u64) < total {
-            self.start_fetch(group);
+            self.fetch_more(group);
             return;
         }
         let all = Bytes::from(std::mem::take(buf));

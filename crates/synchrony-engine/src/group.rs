@@ -152,7 +152,7 @@ pub(crate) enum JoinState {
     /// It waits for the state of `view` from one of `providers`; `total` is the state's size
     /// once the first chunk told it (0 before).
     /// `resuming`: `buf` came from a provider that failed; the next fetch asks the current
-    /// one to go on from there.
+    /// one to go on from there. `asked`: the end of what it asked the provider for so far.
     Waiting {
         view: ViewId,
         providers: Vec<ProcessId>,
@@ -161,6 +161,7 @@ pub(crate) enum JoinState {
         total: u64,
         retry_at: Option<Instant>,
         resuming: bool,
+        asked: u64,
     },
 }
 

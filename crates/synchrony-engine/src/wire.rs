@@ -451,6 +451,8 @@ pub enum Msg {
         view: ViewId,
         /// Byte offset.
         offset: u64,
+        /// How many bytes from `offset` (the provider sends them in chunks, in order).
+        len: u64,
         /// Resuming a transfer another provider began: the FNV-1a digest of the `offset`
         /// bytes the joiner has. The provider goes on from `offset` if its state begins with
         /// those bytes, and starts again from 0 otherwise.

@@ -1,6 +1,7 @@
-//! State transfer in chunks (`Config::state_chunk_bytes`): a joiner whose provider fails in
-//! the middle of a transfer goes on from the next provider where it was, if that one's
-//! state begins with the same bytes, and starts again otherwise.
+//! State transfer in chunks (`Config::state_chunk_bytes`), a window of them asked for at
+//! once (`Config::state_window_bytes`): a joiner whose provider fails in the middle of a
+//! transfer goes on from the next provider where it was, if that one's state begins with
+//! the same bytes, and starts again otherwise.
 
 mod harness;
 
@@ -18,23 +19,40 @@ fn state(salt: u8) -> Bytes {
     (0..SIZE).map(|i| (i as u8).wrapping_mul(7).wrapping_add(salt) ^ (i >> 9) as u8).collect::<Vec<u8>>().into()
 }
 
-/// n1, n2 and n3 in `g`; n4 joins, and the three provide `state_of(i)`. Once n4 has a
-/// quarter of its state, the provider it is fetching from crashes. Returns the state n4
-/// loaded, how many transfers it resumed, and the fetches it sent (to, offset, resuming).
-fn join_and_crash_the_provider(state_of: fn(usize) -> Bytes) -> (Bytes, u64, Vec<(usize, u64, bool)>) {
-    let mut net = Net::cluster_with(4, |c| c.state_chunk_bytes = 1024);
-    net.join_all("g", &[0, 1, 2]);
-    net.auto_state = false;
+/// A fetch the joiner sent.
+struct Fetch {
+    to: usize,
+    offset: u64,
+    len: u64,
+    resuming: bool,
+}
+
+/// Every state fetch `joiner` sends from now on.
+fn record_fetches(net: &mut Net, joiner: usize) -> Rc<RefCell<Vec<Fetch>>> {
     let fetches = Rc::new(RefCell::new(Vec::new()));
     let seen = fetches.clone();
     net.set_filter(move |from, to, p| {
-        for m in &p.msgs {
-            if let (3, Msg::StateFetch { offset, prefix, .. }) = (from, m) {
-                seen.borrow_mut().push((to, *offset, prefix.is_some()));
+        for m in p.msgs.iter().filter(|_| from == joiner) {
+            if let Msg::StateFetch { offset, len, prefix, .. } = m {
+                seen.borrow_mut().push(Fetch { to, offset: *offset, len: *len, resuming: prefix.is_some() });
             }
         }
         Fate::Deliver
     });
+    fetches
+}
+
+/// n1, n2 and n3 in `g`; n4 joins, and the three provide `state_of(i)`. Once n4 has a
+/// quarter of its state, the provider it is fetching from crashes. Returns the state n4
+/// loaded, how many transfers it resumed, and the fetches it sent (to, offset, resuming).
+fn join_and_crash_the_provider(state_of: fn(usize) -> Bytes) -> (Bytes, u64, Vec<(usize, u64, bool)>) {
+    let mut net = Net::cluster_with(4, |c| {
+        c.state_chunk_bytes = 1024;
+        c.state_window_bytes = 4096;
+    });
+    net.join_all("g", &[0, 1, 2]);
+    net.auto_state = false;
+    let fetches = record_fetches(&mut net, 3);
     net.with(3, |e, now| e.join(now, g("g")).expect("joins"));
     let requests = |net: &Net, i: usize| -> Vec<synchrony_engine::ViewId> {
         let views = net.nodes[i].events.iter().filter_map(|e| match e {
@@ -64,8 +82,8 @@ fn join_and_crash_the_provider(state_of: fn(usize) -> Bytes) -> (Bytes, u64, Vec
                 *answered += 1;
             }
         }
-        let last = fetches.borrow().last().copied();
-        if let Some((to, offset, _)) = last.filter(|&(_, o, _)| !crashed && o >= (SIZE / 4) as u64) {
+        let last = fetches.borrow().last().map(|f| (f.to, f.offset));
+        if let Some((to, offset)) = last.filter(|&(_, o)| !crashed && o >= (SIZE / 4) as u64) {
             assert!(offset < SIZE as u64, "still under way");
             net.crash(to);
             crashed = true;
@@ -76,7 +94,7 @@ fn join_and_crash_the_provider(state_of: fn(usize) -> Bytes) -> (Bytes, u64, Vec
     }
     let state = loaded(&net).expect("n4 loaded a state");
     let resumed = net.engine_ref(3).stats().state_resumed;
-    let list = fetches.borrow().clone();
+    let list = fetches.borrow().iter().map(|f| (f.to, f.offset, f.resuming)).collect();
     (state, resumed, list)
 }
 
@@ -99,4 +117,45 @@ fn a_transfer_whose_next_provider_has_other_bytes_starts_again() {
     let (loaded, resumed, _) = join_and_crash_the_provider(|i| state(i as u8 + 1));
     assert_eq!(resumed, 0);
     assert!(loaded == state(2) || loaded == state(3), "the whole state of one provider, not a mix");
+}
+
+/// A joiner asks for a window of chunks at a time, and for the next window when half of
+/// the last one came: a 200 KB state in 1 KiB chunks takes a fetch per 16 KiB, not one per
+/// chunk, and arrives whole.
+#[test]
+fn a_transfer_asks_for_a_window_of_chunks_at_a_time() {
+    let (loaded, fetches) = {
+        let mut net = Net::cluster_with(2, |c| {
+            c.state_chunk_bytes = 1024;
+            c.state_window_bytes = 16 * 1024;
+        });
+        net.join_all("g", &[0]);
+        net.auto_state = false;
+        let fetches = record_fetches(&mut net, 1);
+        net.with(1, |e, now| e.join(now, g("g")).expect("joins"));
+        let mut loaded = None;
+        let deadline = net.now + Duration::from_secs(5);
+        while loaded.is_none() && net.now < deadline && net.step() {
+            let asked = net.nodes[0].events.iter().rev().find_map(|e| match e {
+                Event::StateRequest { view, .. } => Some(*view),
+                _ => None,
+            });
+            if let Some(view) = asked {
+                net.with(0, |e, now| e.provide_state(now, &g("g"), view, state(5)));
+            }
+            loaded = net.nodes[1].events.iter().find_map(|e| match e {
+                Event::State { state, .. } => Some(state.clone()),
+                _ => None,
+            });
+        }
+        let asked: Vec<(u64, u64)> = fetches.borrow().iter().map(|f| (f.offset, f.len)).collect();
+        (loaded.expect("n2 loaded a state"), asked)
+    };
+    assert!(loaded == state(5), "the state arrived whole");
+    let windows = SIZE.div_ceil(16 * 1024);
+    assert!(fetches.len() <= windows + 2, "{} fetches for {windows} windows: {fetches:?}", fetches.len());
+    // Each window is asked for from where the last one ends.
+    for w in fetches.windows(2).filter(|w| w[1].0 > 0) {
+        assert_eq!(w[1].0, w[0].0 + w[0].1, "windows follow each other: {fetches:?}");
+    }
 }

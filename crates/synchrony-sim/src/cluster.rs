@@ -247,6 +247,7 @@ impl<A: App> Sim<'_, A> {
             config.fragment_bytes = f.bytes;
             config.fragment_window_bytes = f.window;
             config.state_chunk_bytes = f.state_chunk;
+            config.state_window_bytes = f.state_window;
         }
         config
     }

@@ -81,6 +81,8 @@ pub struct Fragments {
     pub window: usize,
     /// Chunk of a transferred state.
     pub state_chunk: usize,
+    /// How much of a state a joiner asks for at once (several chunks in flight).
+    pub state_window: usize,
 }
 
 /// What work costs a simulated process in virtual time. While it works, what reaches it
@@ -212,7 +214,7 @@ impl Profile {
             // fails gets its whole state from another.
             "large" => Profile {
                 name: "large",
-                fragments: Some(Fragments { bytes: 64, window: 256, state_chunk: 48 }),
+                fragments: Some(Fragments { bytes: 64, window: 256, state_chunk: 48, state_window: 240 }),
                 ..Profile::named("chaos")?
             },
             // Clusters that start from a peer list, as deployed: processes started in a
