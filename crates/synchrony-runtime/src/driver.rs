@@ -579,6 +579,9 @@ impl Driver {
                     // Up to INPUT_BATCH frames (a read may carry many) between pumps, so that
                     // timers and heartbeats are never long behind.
                     let turn = TokioInstant::now();
+                    // A frame after a long stall makes the engine judge silence first (as
+                    // after a SIGSTOP): it must know what the transport heard meanwhile.
+                    self.pass_heard();
                     self.cork();
                     let frames = ev.frames();
                     self.on_net(ev);

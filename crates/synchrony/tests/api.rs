@@ -504,3 +504,35 @@ async fn join_many_joins_hundreds_of_groups_with_one_call() {
     .await
     .expect("in time");
 }
+
+/// An application that blocks its runtime (a long computation on a current-thread
+/// runtime, as a large state can take) for several failure timeouts gets no one suspected:
+/// the transport's own thread went on hearing the peers, and each node learns so before it
+/// judges silence, whichever input wakes it first.
+#[tokio::test(flavor = "current_thread")]
+async fn a_runtime_blocked_for_seconds_suspects_no_one() {
+    timeout(Duration::from_secs(60), async {
+        let a = node("a", None).await;
+        let b = node("b", Some(&a)).await;
+        let c = node("c", Some(&a)).await;
+        let mut ga = a.join("g", JoinOptions::default()).await.expect("joins");
+        let mut gb = b.join("g", JoinOptions::default()).await.expect("joins");
+        let _gc = c.join("g", JoinOptions::default()).await.expect("joins");
+        until_view(&mut ga, 3).await;
+        until_view(&mut gb, 3).await;
+        // Traffic in flight, then every node's driver and application stop for 1.5 s
+        // (three times the failure timeout).
+        for i in 0..50 {
+            ga.send(Order::Total, format!("m{i}")).await.expect("sends");
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        for n in [&a, &b, &c] {
+            let st = n.status().await.expect("running");
+            assert_eq!(st.members.len(), 3, "{}: {:?}", st.process, st.members);
+            assert_eq!(st.engine.suspicions, 0, "{} suspected someone", st.process);
+        }
+    })
+    .await
+    .expect("in time");
+}
