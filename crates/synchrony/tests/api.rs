@@ -6,7 +6,7 @@ use tokio::time::timeout;
 
 mod common;
 
-use common::{node, until_view};
+use common::{node, trio, until_view};
 
 /// Reads `n` messages, answering queries (`null_replies`: with a null reply).
 async fn messages(g: &mut Group, n: usize, null_replies: bool) -> Vec<String> {
@@ -235,15 +235,7 @@ async fn a_dropped_node_leaves_cleanly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_of_three_shut_down_at_once_and_the_third_goes_on() {
     timeout(Duration::from_secs(60), async {
-        let a = node("t1", None).await;
-        let b = node("t2", Some(&a)).await;
-        let c = node("t3", Some(&a)).await;
-        let mut ga = a.join("trio", JoinOptions::default()).await.expect("joins");
-        let mut gb = b.join("trio", JoinOptions::default()).await.expect("joins");
-        let mut gc = c.join("trio", JoinOptions::default()).await.expect("joins");
-        for g in [&mut ga, &mut gb, &mut gc] {
-            until_view(g, 3).await;
-        }
+        let ([a, b, c], [mut ga, _gb, _gc]) = trio(["t1", "t2", "t3"], "trio").await;
         let (rb, rc) = tokio::join!(b.shutdown(), c.shutdown());
         assert!(rb.is_ok() && rc.is_ok());
         assert!(timeout(Duration::from_millis(1000), until_view(&mut ga, 1)).await.is_ok(), "a alone");
@@ -512,14 +504,7 @@ async fn join_many_joins_hundreds_of_groups_with_one_call() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_runtime_blocked_for_seconds_suspects_no_one() {
     timeout(Duration::from_secs(60), async {
-        let a = node("a", None).await;
-        let b = node("b", Some(&a)).await;
-        let c = node("c", Some(&a)).await;
-        let mut ga = a.join("g", JoinOptions::default()).await.expect("joins");
-        let mut gb = b.join("g", JoinOptions::default()).await.expect("joins");
-        let _gc = c.join("g", JoinOptions::default()).await.expect("joins");
-        until_view(&mut ga, 3).await;
-        until_view(&mut gb, 3).await;
+        let ([a, b, c], [ga, _gb, _gc]) = trio(["a", "b", "c"], "g").await;
         // Traffic in flight, then every node's driver and application stop for 1.5 s
         // (three times the failure timeout).
         for i in 0..50 {
