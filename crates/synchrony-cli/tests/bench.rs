@@ -87,6 +87,36 @@ fn a_churn_run_times_failures_and_joins_and_its_traces_pass_the_checker() {
 /// both, the small ones keep flowing (not held for a large one's whole transfer), each
 /// member's peak memory is reported, and the traces pass the checker (`--check`).
 /// (`synchrony bench --size 1073741824 --small-rate 200 --check` is the 1 GiB run.)
+/// A joiner's state provider SIGKILLed in the middle of a 100 MB transfer under load: the
+/// joiner goes on from the next member where it was, and every trace passes the checker.
+#[test]
+fn a_state_transfer_goes_on_from_another_member_when_its_provider_is_killed_halfway() {
+    let v = bench_json(&[
+        "--churn",
+        "--members",
+        "4",
+        "--senders",
+        "2",
+        "--rate",
+        "2000",
+        "--rounds",
+        "1",
+        "--state-mb",
+        "100",
+        "--kill-provider",
+        "--check",
+    ]);
+    let round = &v["rounds"][0];
+    assert_eq!(round["provider_killed"], "b0");
+    let at = round["provider_killed_at_fraction"].as_f64().expect("fraction");
+    assert!((0.5..1.0).contains(&at), "killed halfway: at {at}");
+    assert_eq!(round["state_bytes"], 100_000_000);
+    let resumed: u64 =
+        v["members_at_end"].as_array().expect("members").iter().filter_map(|m| m["state_resumed"].as_u64()).sum();
+    assert_eq!(resumed, 1, "the transfer went on from where it was");
+    assert!(v["check"].as_str().expect("checked").starts_with("every guarantee holds"), "{}", v["check"]);
+}
+
 #[test]
 fn large_messages_beside_a_stream_of_small_ones_in_total_order() {
     const SIZE: u64 = 64 << 20;

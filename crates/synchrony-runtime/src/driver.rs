@@ -1189,7 +1189,9 @@ impl Driver {
             Command::ProvideState { group, view, state } => {
                 // Only for the trace: digesting a large state takes the driver long enough
                 // (about 0.4 s for 100 MB) to silence its heartbeats.
-                if let Some(joiners) = self.state_requests.remove(&(group.clone(), view)) {
+                // (A node that stopped meanwhile sends nothing: its trace says nothing either.)
+                let running = self.engine.as_ref().is_some_and(|e| e.status() == synchrony_engine::Status::Member);
+                if let Some(joiners) = self.state_requests.remove(&(group.clone(), view)).filter(|_| running) {
                     let dg = state_digest(&state);
                     for j in joiners {
                         self.record_state(|| TraceEvent::state_sent(group.as_str(), view.0, j.to_string(), dg.clone()));

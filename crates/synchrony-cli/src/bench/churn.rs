@@ -62,7 +62,8 @@ pub(super) async fn churn_member(a: MemberArgs) -> Result<()> {
                 if let Some((got, total)) = st.groups.iter().find(|g| g.name == GROUP).and_then(|g| g.state_transfer) {
                     say(json!({"event": "progress", "received": got, "total": total}));
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                // (Often: `--kill-provider` strikes in the middle of a transfer of a second.)
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
         });
     }
@@ -165,7 +166,9 @@ pub(super) async fn churn_member(a: MemberArgs) -> Result<()> {
         None => 0,
     };
     let _ = rt.close_trace().await;
+    let resumed = rt.status().await.map_or(0, |st| st.engine.state_resumed);
     say(json!({"event": "result", "index": a.index, "sent": sent, "delivered": delivered, "ended": ended,
+        "state_resumed": resumed,
         "last_send_age_us": stopped_at.saturating_sub(last_ok.load(Ordering::Relaxed)),
         "cpu_seconds": cpu_seconds(), "peak_rss_mb": peak_rss_mb()}));
     Ok(())
@@ -304,6 +307,10 @@ struct Round {
     join_to_first_delivery_ms: f64,
     /// The joiner's group join to its state loaded.
     state_transfer_ms: f64,
+    /// With `--kill-provider`: the provider SIGKILLed in the middle of the transfer, and the
+    /// part of the state the joiner had then.
+    provider_killed: Option<String>,
+    provider_killed_at_fraction: Option<f64>,
 }
 
 /// `synchrony bench --churn`.
@@ -346,6 +353,9 @@ pub(super) fn run_churn(args: &BenchArgs) -> Result<()> {
     heard.until("the first full view", Duration::from_secs(30), everyone(&alive, want))?;
     std::thread::sleep(Duration::from_secs(1)); // traffic flows
     let mut results = Vec::new();
+    // With --kill-provider: each provider killed, when, and how much of the state the joiner
+    // had then.
+    let mut provider_kills: Vec<(String, u64, f64)> = Vec::new();
     for r in 0..rounds {
         let victim = *alive.iter().rev().find(|i| **i >= args.senders).expect("a member that does not send");
         let killed_at = now_us();
@@ -387,6 +397,30 @@ pub(super) fn run_churn(args: &BenchArgs) -> Result<()> {
         }
         m.start(joiner, true, 0)?;
         alive.insert(joiner);
+        let mut this_kill = None;
+        if args.kill_provider {
+            // In the middle of the transfer (as the joiner reports it), its provider: the
+            // oldest member.
+            let halfway = |v: &Value| {
+                let (got, total) = (v["received"].as_u64().unwrap_or(0), v["total"].as_u64().unwrap_or(0));
+                v["event"] == "progress" && total > 0 && got * 2 >= total && got < total
+            };
+            heard.until(&format!("b{joiner}'s state transfer half done"), Duration::from_secs(120), |h| {
+                h.iter().any(|(k, v)| *k == joiner && (halfway(v) || v["event"] == "joined"))
+            })?;
+            if heard.all.iter().any(|(k, v)| *k == joiner && v["event"] == "joined") {
+                bail!("b{joiner}'s state transfer ended before its middle was seen: no provider killed (a larger --state-mb)");
+            }
+            let provider = *alive.iter().next().expect("members");
+            let got = heard.all.iter().rev().find(|(k, v)| *k == joiner && v["event"] == "progress").map(|(_, v)| {
+                v["received"].as_u64().unwrap_or(0) as f64 / v["total"].as_u64().unwrap_or(1).max(1) as f64
+            });
+            let (mut child, _stdin) = m.children.remove(&provider).expect("alive");
+            child.kill()?;
+            this_kill = Some((format!("b{provider}"), now_us(), got.unwrap_or(0.0)));
+            alive.remove(&provider);
+            let _ = child.wait();
+        }
         heard.until(&format!("b{joiner}'s first delivery"), Duration::from_secs(120), |h| {
             h.iter().any(|(k, v)| *k == joiner && v["event"] == "joined")
         })?;
@@ -406,7 +440,10 @@ pub(super) fn run_churn(args: &BenchArgs) -> Result<()> {
             state_bytes: t("state_bytes"),
             join_to_first_delivery_ms: t("first_us").saturating_sub(t("start_us")) as f64 / 1e3,
             state_transfer_ms: t("state_us").saturating_sub(t("joined_us")) as f64 / 1e3,
+            provider_killed: this_kill.as_ref().map(|(n, _, _)| n.clone()),
+            provider_killed_at_fraction: this_kill.as_ref().map(|(_, _, f)| *f),
         });
+        provider_kills.extend(this_kill);
         std::thread::sleep(Duration::from_secs(1)); // traffic flows again before the next kill
     }
     m.tell("stop");
@@ -424,7 +461,8 @@ pub(super) fn run_churn(args: &BenchArgs) -> Result<()> {
         drop(stdin); // its end of input lets the member's reader, and so the member, finish
         let _ = c.wait();
     }
-    let killed: Vec<(String, u64)> = results.iter().map(|r| (r.killed.clone(), r.killed_at_us)).collect();
+    let mut killed: Vec<(String, u64)> = results.iter().map(|r| (r.killed.clone(), r.killed_at_us)).collect();
+    killed.extend(provider_kills.iter().map(|(n, at, _)| (n.clone(), *at)));
     let verdict = traces.as_ref().map(|d| check_traces(d, &killed)).transpose()?;
     print_churn(args, &results, &finals, &blocked, verdict.as_deref());
     if !blocked.is_empty() {
@@ -499,6 +537,14 @@ fn print_churn(args: &BenchArgs, rounds: &[Round], finals: &[Value], blocked: &[
             r.join_to_first_delivery_ms,
             r.state_transfer_ms
         );
+        if let (Some(p), Some(at)) = (&r.provider_killed, r.provider_killed_at_fraction) {
+            let resumed: u64 = finals.iter().filter_map(|v| v["state_resumed"].as_u64()).sum();
+            println!(
+                "  its provider {p} SIGKILLed with {:.0}% of the state at {}; transfers that went on from there: {resumed}",
+                at * 100.0,
+                r.joiner
+            );
+        }
     }
     for f in finals {
         println!(

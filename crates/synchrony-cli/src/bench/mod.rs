@@ -79,6 +79,10 @@ pub(crate) struct BenchArgs {
     /// reconnection is taken as its failure.
     #[arg(long)]
     freeze: bool,
+    /// With --churn: SIGKILL the joiner's state provider (the oldest member) in the middle of
+    /// its transfer; the joiner goes on from the next member where it was.
+    #[arg(long)]
+    kill_provider: bool,
     /// Trace every member and check the traces at the end (with --churn, or a run of
     /// multicasts).
     #[arg(long)]
