@@ -165,12 +165,21 @@ pub(super) async fn churn_member(a: MemberArgs) -> Result<()> {
         Some(h) => h.await.unwrap_or(0),
         None => 0,
     };
-    let _ = rt.close_trace().await;
     let resumed = rt.status().await.map_or(0, |st| st.engine.state_resumed);
     say(json!({"event": "result", "index": a.index, "sent": sent, "delivered": delivered, "ended": ended,
         "state_resumed": resumed,
         "last_send_age_us": stopped_at.saturating_sub(last_ok.load(Ordering::Relaxed)),
         "cpu_seconds": cpu_seconds(), "peak_rss_mb": peak_rss_mb()}));
+    // Every member closes its trace when told, and leaves only once all have: a member that
+    // left first would make a last view the others' traces show and its own does not.
+    while let Some(cmd) = cmds.recv().await {
+        if cmd.trim() == "close" {
+            break;
+        }
+    }
+    let _ = rt.close_trace().await;
+    say(json!({"event": "closed", "index": a.index}));
+    while cmds.recv().await.is_some() {}
     Ok(())
 }
 
@@ -449,6 +458,10 @@ pub(super) fn run_churn(args: &BenchArgs) -> Result<()> {
     m.tell("stop");
     heard.until("every member's result", Duration::from_secs(60), |h| {
         alive.iter().all(|i| h.iter().any(|(k, v)| k == i && v["event"] == "result"))
+    })?;
+    m.tell("close");
+    heard.until("every member's closed trace", Duration::from_secs(60), |h| {
+        alive.iter().all(|i| h.iter().any(|(k, v)| k == i && v["event"] == "closed"))
     })?;
     let finals: Vec<Value> = heard.all.iter().filter(|(_, v)| v["event"] == "result").map(|(_, v)| v.clone()).collect();
     let blocked: Vec<u64> = finals
