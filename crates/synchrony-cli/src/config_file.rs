@@ -22,6 +22,22 @@ pub(crate) fn expand(args: Vec<OsString>) -> Result<Vec<OsString>> {
     let Some(path) = path else { return Ok(args) };
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.to_string_lossy()))?;
     let options = options(&text).with_context(|| format!("in {}", path.to_string_lossy()))?;
+    // Every key must be an option of the command (said with the file's name, rather than
+    // as an unexpected argument on a command line the user never typed).
+    if let Some(sub) = args.get(1).and_then(|a| a.to_str()) {
+        use clap::CommandFactory;
+        if let Some(cmd) = crate::Cli::command().find_subcommand(sub) {
+            let known: Vec<&str> = cmd.get_arguments().filter_map(|a| a.get_long()).collect();
+            for o in options.iter().filter_map(|o| o.strip_prefix("--")) {
+                if !known.contains(&o) {
+                    bail!(
+                        "{}: {o:?} is not an option of `synchrony {sub}` (see `synchrony {sub} --help`)",
+                        path.to_string_lossy()
+                    );
+                }
+            }
+        }
+    }
     // After the program's name and the command's.
     let at = args.len().min(2);
     let mut out = args[..at].to_vec();
@@ -96,20 +112,30 @@ mod tests {
         assert!(options("config = \"other.toml\"").is_err());
     }
 
-    #[test]
-    fn the_file_comes_before_the_command_line() {
-        let dir = std::env::temp_dir().join(format!("synchrony-config-{}", std::process::id()));
+    /// `synchrony node --config FILE EXTRA...` with FILE holding `text`, expanded.
+    fn expand_with(tag: &str, text: &str, extra: &[&str]) -> anyhow::Result<Vec<String>> {
+        let dir = std::env::temp_dir().join(format!("synchrony-config-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let f = dir.join("synchrony.toml");
-        std::fs::write(&f, "name = \"n1\"\n").expect("writes");
-        let args: Vec<OsString> = ["synchrony", "node", "--config", f.to_str().expect("utf-8"), "--name", "n2"]
-            .into_iter()
-            .map(OsString::from)
-            .collect();
-        let out: Vec<String> =
-            expand(args).expect("expands").into_iter().map(|a| a.into_string().expect("utf-8")).collect();
+        std::fs::write(&f, text).expect("writes");
+        let mut args: Vec<OsString> =
+            ["synchrony", "node", "--config", f.to_str().expect("utf-8")].into_iter().map(OsString::from).collect();
+        args.extend(extra.iter().map(OsString::from));
+        let out = expand(args).map(|v| v.into_iter().map(|a| a.into_string().expect("utf-8")).collect());
+        let _ = std::fs::remove_dir_all(&dir);
+        out
+    }
+
+    #[test]
+    fn a_key_that_is_no_option_names_the_file() {
+        let e = expand_with("bad", "name = \"n1\"\nfailur-timeout = \"1s\"\n", &[]).expect_err("refused").to_string();
+        assert!(e.contains("synchrony.toml") && e.contains("failur-timeout"), "{e}");
+    }
+
+    #[test]
+    fn the_file_comes_before_the_command_line() {
+        let out = expand_with("order", "name = \"n1\"\n", &["--name", "n2"]).expect("expands");
         assert_eq!(&out[..4], ["synchrony", "node", "--name", "n1"]);
         assert_eq!(&out[out.len() - 2..], ["--name", "n2"]);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -26,7 +26,7 @@ mod tool;
 /// same order.
 #[derive(Parser)]
 #[command(name = "synchrony", version, about, args_override_self = true)]
-struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
 }
