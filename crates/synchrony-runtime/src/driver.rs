@@ -146,7 +146,6 @@ impl Rates {
 /// Connections to peers, by name.
 struct Peers {
     my_name: String,
-    secret: Option<Vec<u8>>,
     hello: Hello,
     book: HashMap<String, String>,
     conns: HashMap<String, Conn>,
@@ -201,7 +200,7 @@ impl Peers {
     /// Dials `addr` for `target`.
     fn dial(&self, target: DialTarget, addr: String) {
         let (hello, secret, events, ids) =
-            (self.hello.clone(), self.secret.clone(), self.events.clone(), self.next_conn.clone());
+            (self.hello.clone(), self.keepalive.secret.clone(), self.events.clone(), self.next_conn.clone());
         let (queue, keepalive) = (self.queue_max, self.keepalive.clone());
         self.net.spawn(async move {
             match net::connect(&addr, &hello, secret.as_deref()).await {
@@ -219,7 +218,7 @@ impl Peers {
 
     fn book_frame(&self) -> net::Outgoing {
         let entries: Vec<(String, String)> = self.book.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        net::control_body(net::KIND_BOOK, &entries, self.secret.as_deref())
+        net::control_body(net::KIND_BOOK, &entries, self.keepalive.secret.as_deref())
     }
 
     fn broadcast_book(&mut self) {
@@ -416,7 +415,6 @@ impl Driver {
             .collect();
         let peers = Peers {
             my_name: config.name.clone(),
-            secret: config.engine.secret.clone(),
             hello,
             book,
             conns: HashMap::new(),
