@@ -188,6 +188,38 @@ fn run(cfg: SimConfig) -> Outcome {
     }
 }
 
+/// `synchrony sim --seed S`: one run, its trace written if asked, what it found printed;
+/// the engine's log on standard error if RUST_LOG asks for it (without times: its clock
+/// means nothing in virtual time).
+fn replay_seed(cfg: SimConfig, trace_out: Option<PathBuf>) -> Result<()> {
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        tracing_subscriber::fmt().with_writer(std::io::stderr).without_time().with_env_filter(filter).init();
+    }
+    let s = cfg.seed;
+    let out = run(cfg);
+    if let Some(path) = trace_out {
+        std::fs::write(&path, out.trace_jsonl()).with_context(|| format!("writing {}", path.display()))?;
+        println!("trace of seed {s} written to {} ({} events)", path.display(), out.trace.len());
+    }
+    for v in &out.report.violations {
+        print!("{v}");
+    }
+    for v in &out.app_violations {
+        println!("app: {v}");
+    }
+    if out.anomalies > 0 {
+        println!("engine anomalies: {}", out.anomalies);
+    }
+    if out.survivors == 0 {
+        println!("the run ended in total failure: no process was a member at the end");
+    }
+    println!("{} passed, {} failed", u64::from(out.passed()), u64::from(!out.passed()));
+    if !out.passed() {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     // Output into a pipe closed early (`synchrony status --watch | head -3`) ends the
     // command quietly, as for other Unix tools, instead of a panic in `println!`.
@@ -207,37 +239,7 @@ fn main() -> Result<()> {
             };
             let shape = move |s: u64| SimConfig { nodes, groups, causality, ..SimConfig::new(s, prof.clone()) };
             if let Some(s) = seed {
-                // One seed replayed: the engine's log on standard error if RUST_LOG asks
-                // for it (its own clock means nothing in virtual time, so none).
-                if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
-                    tracing_subscriber::fmt()
-                        .with_writer(std::io::stderr)
-                        .without_time()
-                        .with_env_filter(filter)
-                        .init();
-                }
-                let out = run(shape(s));
-                if let Some(path) = trace_out {
-                    std::fs::write(&path, out.trace_jsonl()).with_context(|| format!("writing {}", path.display()))?;
-                    println!("trace of seed {s} written to {} ({} events)", path.display(), out.trace.len());
-                }
-                for v in &out.report.violations {
-                    print!("{v}");
-                }
-                for v in &out.app_violations {
-                    println!("app: {v}");
-                }
-                if out.anomalies > 0 {
-                    println!("engine anomalies: {}", out.anomalies);
-                }
-                if out.survivors == 0 {
-                    println!("the run ended in total failure: no process was a member at the end");
-                }
-                println!("{} passed, {} failed", u64::from(out.passed()), u64::from(!out.passed()));
-                if !out.passed() {
-                    std::process::exit(1);
-                }
-                return Ok(());
+                return replay_seed(shape(s), trace_out);
             }
             let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
             let next = Arc::new(AtomicU64::new(start));

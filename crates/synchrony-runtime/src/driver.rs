@@ -401,7 +401,7 @@ impl Driver {
         listed: Listed,
     ) -> Self {
         let hello = Hello::new(&config.name, incarnation, &listen);
-        let on_list = listed.contains(&listen) || listed.contains(&config.listen);
+        let on_list = listed.names_node(&listen, &config.listen);
         let mut book = HashMap::new();
         book.insert(config.name.clone(), listen.clone());
         let contacts: Vec<String> = config

@@ -361,7 +361,7 @@ impl Runtime {
             keepalive.clone(),
         ));
         let listed = listed::Listed::resolve(&config.peers).await;
-        let on_list = listed.contains(&listen) || listed.contains(&config.listen);
+        let on_list = listed.names_node(&listen, &config.listen);
         if !listed.is_empty() && !on_list {
             tracing::info!(%listen, "not on the peer list: joining through it, with weight 0");
         }

@@ -41,6 +41,12 @@ impl Listed {
         self.entries.contains(addr) || addr.parse::<SocketAddr>().is_ok_and(|a| self.addrs.contains(&a))
     }
 
+    /// Whether this node is on the list: listening at `bound` (the address it got) as set
+    /// up with `configured` (as its configuration wrote it).
+    pub(crate) fn names_node(&self, bound: &str, configured: &str) -> bool {
+        self.contains(bound) || self.contains(configured)
+    }
+
     /// The entries, as written.
     pub(crate) fn entries(&self) -> impl Iterator<Item = &String> {
         self.entries.iter()

@@ -246,6 +246,39 @@ impl Members {
     }
 }
 
+/// `--kill-provider`: once `joiner` reports half its state, SIGKILLs its provider (the
+/// oldest member); returns its name, when, and the part of the state the joiner had then.
+fn kill_provider_halfway(
+    heard: &mut Heard,
+    m: &mut Members,
+    alive: &mut BTreeSet<usize>,
+    joiner: usize,
+) -> Result<(String, u64, f64)> {
+    let halfway = |v: &Value| {
+        let (got, total) = (v["received"].as_u64().unwrap_or(0), v["total"].as_u64().unwrap_or(0));
+        v["event"] == "progress" && total > 0 && got * 2 >= total && got < total
+    };
+    heard.until(&format!("b{joiner}'s state transfer half done"), Duration::from_secs(120), |h| {
+        h.iter().any(|(k, v)| *k == joiner && (halfway(v) || v["event"] == "joined"))
+    })?;
+    if heard.all.iter().any(|(k, v)| *k == joiner && v["event"] == "joined") {
+        bail!("b{joiner}'s state transfer ended before its middle was seen: no provider killed (a larger --state-mb)");
+    }
+    let provider = *alive.iter().next().expect("members");
+    let got = heard
+        .all
+        .iter()
+        .rev()
+        .find(|(k, v)| *k == joiner && v["event"] == "progress")
+        .map(|(_, v)| v["received"].as_u64().unwrap_or(0) as f64 / v["total"].as_u64().unwrap_or(1).max(1) as f64);
+    let (mut child, _stdin) = m.children.remove(&provider).expect("alive");
+    child.kill()?;
+    let at = now_us();
+    alive.remove(&provider);
+    let _ = child.wait();
+    Ok((format!("b{provider}"), at, got.unwrap_or(0.0)))
+}
+
 /// What the members said, and a way to wait until they have said something.
 struct Heard {
     rx: mpsc::Receiver<(usize, Value)>,
@@ -406,30 +439,11 @@ pub(super) fn run_churn(args: &BenchArgs) -> Result<()> {
         }
         m.start(joiner, true, 0)?;
         alive.insert(joiner);
-        let mut this_kill = None;
-        if args.kill_provider {
-            // In the middle of the transfer (as the joiner reports it), its provider: the
-            // oldest member.
-            let halfway = |v: &Value| {
-                let (got, total) = (v["received"].as_u64().unwrap_or(0), v["total"].as_u64().unwrap_or(0));
-                v["event"] == "progress" && total > 0 && got * 2 >= total && got < total
-            };
-            heard.until(&format!("b{joiner}'s state transfer half done"), Duration::from_secs(120), |h| {
-                h.iter().any(|(k, v)| *k == joiner && (halfway(v) || v["event"] == "joined"))
-            })?;
-            if heard.all.iter().any(|(k, v)| *k == joiner && v["event"] == "joined") {
-                bail!("b{joiner}'s state transfer ended before its middle was seen: no provider killed (a larger --state-mb)");
-            }
-            let provider = *alive.iter().next().expect("members");
-            let got = heard.all.iter().rev().find(|(k, v)| *k == joiner && v["event"] == "progress").map(|(_, v)| {
-                v["received"].as_u64().unwrap_or(0) as f64 / v["total"].as_u64().unwrap_or(1).max(1) as f64
-            });
-            let (mut child, _stdin) = m.children.remove(&provider).expect("alive");
-            child.kill()?;
-            this_kill = Some((format!("b{provider}"), now_us(), got.unwrap_or(0.0)));
-            alive.remove(&provider);
-            let _ = child.wait();
-        }
+        let this_kill = if args.kill_provider {
+            Some(kill_provider_halfway(&mut heard, &mut m, &mut alive, joiner)?)
+        } else {
+            None
+        };
         heard.until(&format!("b{joiner}'s first delivery"), Duration::from_secs(120), |h| {
             h.iter().any(|(k, v)| *k == joiner && v["event"] == "joined")
         })?;
