@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::event::*;
 use crate::gate::EventQueue;
 use crate::gms::{Ctx, Gms, GmsOut, RoundPhase};
-use crate::group::{Checkpoint, Fragmenting, GroupState, JoinState, Out, Queued, StateBytes};
+use crate::group::{Fragmenting, GroupState, Out, Queued};
 use crate::id::{GroupName, MsgId, ProcessId, ViewId};
 use crate::link::Link;
 use crate::order::Order;
@@ -23,6 +23,7 @@ use crate::query::Queries;
 use crate::relay::{Handover, Relay, RelayAction, RelayCtx};
 use crate::time::Instant;
 use crate::timer::{Timer, TimerTable};
+use crate::transfer::{Checkpoint, JoinState, StateBytes, StateData, TOTAL_UNKNOWN};
 use crate::wire::{self, Ctl, Decision, DecodeError, GroupChange, GroupView, Msg, Packet, Snapshot};
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -114,6 +115,10 @@ pub struct Engine {
     /// Groups whose state fetch waits to be asked again (at least those: see
     /// `retry_state_fetches`).
     fetch_retries: BTreeSet<GroupName>,
+    /// Groups whose state, when this process joins them, the application reads in parts
+    /// (`stream_state`), and the parts not yet polled.
+    streamed_joins: BTreeSet<GroupName>,
+    state_out: VecDeque<StateData>,
     stats: Stats,
     /// The bootstrap from a peer list, while it runs (see `boot.rs`).
     boot: Option<Box<Boot>>,
@@ -209,6 +214,8 @@ impl Engine {
             gated_index: BTreeSet::new(),
             frozen_index: BTreeSet::new(),
             fetch_retries: BTreeSet::new(),
+            streamed_joins: BTreeSet::new(),
+            state_out: VecDeque::new(),
             stats: Stats::default(),
             boot,
         };
@@ -257,10 +264,14 @@ impl Engine {
     }
 
     /// How much of its state this joiner of `group` has received: `(bytes, total)`, the
-    /// total 0 until the first chunk came; `None` if it is not waiting for state.
+    /// total 0 until a chunk told it (a state still being written in parts has none yet);
+    /// `None` if it is not waiting for state.
     pub fn state_progress(&self, group: &GroupName) -> Option<(u64, u64)> {
         match &self.groups.get(group)?.join {
-            JoinState::Waiting { buf, total, .. } => Some((buf.len() as u64, *total)),
+            JoinState::Waiting { buf, total, stream, .. } => {
+                let total = if *total == TOTAL_UNKNOWN { 0 } else { *total };
+                Some((stream.as_ref().map_or(buf.len() as u64, |s| s.received), total))
+            }
             JoinState::Ready => None,
         }
     }
@@ -923,14 +934,81 @@ impl Engine {
     pub fn provide_state(&mut self, now: Instant, group: &GroupName, view: ViewId, state: Bytes) {
         if let Some(cp) = self.groups.get_mut(group).and_then(|g| g.checkpoints.get_mut(&view)) {
             // The engine's part of the state (captured at the join point) goes first.
-            let mut head = Vec::with_capacity(4 + cp.engine_part.len());
-            head.extend_from_slice(&(cp.engine_part.len() as u32).to_le_bytes());
-            head.extend_from_slice(&cp.engine_part);
-            cp.state = Some(StateBytes { head: Bytes::from(head), body: state });
+            cp.state = Some(StateBytes::whole(cp.head(), state));
         }
         self.events.ungate(group);
         self.sync_gate(group);
         self.after_input(now);
+    }
+
+    /// The application's answer to a `StateRequest`, to be written in parts
+    /// ([`Engine::provide_state_part`]): the state at that point, written while the group
+    /// goes on (its later events flow from this call on, so the application must write a
+    /// snapshot of the state as it was at the request). Joiners fetch the parts as they
+    /// come; the bytes sent to every joiner are dropped, so [`Engine::state_backlog`] says
+    /// how much is held. (A joiner that comes to this provider from another one in the
+    /// middle of a transfer starts again from the beginning.)
+    pub fn begin_state(&mut self, now: Instant, group: &GroupName, view: ViewId) {
+        if let Some(cp) = self.groups.get_mut(group).and_then(|g| g.checkpoints.get_mut(&view)) {
+            cp.state = Some(StateBytes::streamed(cp.head()));
+        }
+        self.events.ungate(group);
+        self.sync_gate(group);
+        self.after_input(now);
+    }
+
+    /// The next part of a state begun with [`Engine::begin_state`]; `last` ends it.
+    pub fn provide_state_part(&mut self, now: Instant, group: &GroupName, view: ViewId, part: Bytes, last: bool) {
+        let Some(cp) = self.groups.get_mut(group).and_then(|g| g.checkpoints.get_mut(&view)) else { return };
+        let Some(state) = cp.state.as_mut().filter(|s| s.is_streamed() && !s.is_done()) else { return };
+        state.append(part);
+        if last {
+            state.finish();
+        }
+        self.serve_waiting(group, view);
+        self.after_input(now);
+    }
+
+    /// A state begun with [`Engine::begin_state`] will not be finished (the application
+    /// stopped writing it): its joiners ask another member, or learn that the state is
+    /// lost.
+    pub fn abandon_state(&mut self, now: Instant, group: &GroupName, view: ViewId) {
+        let cp = self.groups.get_mut(group).and_then(|g| g.checkpoints.remove(&view));
+        for j in cp.map(|cp| cp.joiners).unwrap_or_default() {
+            self.send_to(&j, Msg::StateUnavailable { group: group.clone(), view });
+        }
+        self.after_input(now);
+    }
+
+    /// Bytes of a state written in parts ([`Engine::provide_state_part`]) that are held
+    /// because some joiner has not fetched them yet; `None` once no joiner needs that state
+    /// (each has it, or left): the application may stop writing it.
+    pub fn state_backlog(&self, group: &GroupName, view: ViewId) -> Option<u64> {
+        let cp = self.groups.get(group)?.checkpoints.get(&view)?;
+        Some(cp.state.as_ref().map_or(0, |s| s.held() as u64))
+    }
+
+    /// The state of `group`, when this process next joins it, comes out in parts through
+    /// [`Engine::poll_state_data`] as it arrives, instead of whole in `Event::State` (whose
+    /// `state` is then empty: it only marks where the state stands among the group's
+    /// events). The joiner fetches the next window of it only once the application has read
+    /// (`state_read`) most of what it was handed.
+    pub fn stream_state(&mut self, group: GroupName) {
+        self.streamed_joins.insert(group);
+    }
+
+    /// The next part of a state read as a stream (see [`Engine::stream_state`]).
+    pub fn poll_state_data(&mut self) -> Option<StateData> {
+        self.state_out.pop_front()
+    }
+
+    /// The application read `bytes` more of the state parts it was handed for `group`.
+    pub fn state_read(&mut self, now: Instant, group: &GroupName, bytes: u64) {
+        if let Some(JoinState::Waiting { stream: Some(s), .. }) = self.groups.get_mut(group).map(|g| &mut g.join) {
+            s.unread = s.unread.saturating_sub(bytes);
+            self.fetch_more(group);
+            self.after_input(now);
+        }
     }
 
     /// The application will not give the state a `StateRequest` asked for (it dropped the
@@ -1646,17 +1724,9 @@ impl Engine {
         gs.across = self.config.causal_across_groups;
         gs.frag = Fragmenting::of(&self.config);
         let waiting = !providers.is_empty();
+        let streamed = self.streamed_joins.remove(g);
         if waiting {
-            gs.join = JoinState::Waiting {
-                view: v.id,
-                providers,
-                idx: 0,
-                buf: Vec::new(),
-                total: 0,
-                retry_at: None,
-                resuming: false,
-                asked: 0,
-            };
+            gs.join = JoinState::waiting(v.id, providers, streamed);
             gs.unchecked = Some(Default::default());
         }
         self.groups.insert(g.clone(), gs);
@@ -1716,7 +1786,7 @@ impl Engine {
             let unsettled = g.unchecked.as_ref().map(|u| u.len());
             let engine_part = crate::group::encode_table(&g.external);
             let joiners = joiners.iter().cloned().collect();
-            g.checkpoints.insert(view, Checkpoint { state: None, engine_part, unsettled, joiners });
+            g.checkpoints.insert(view, Checkpoint::new(engine_part, unsettled, joiners));
         }
         self.events.push(Event::StateRequest { group: group.clone(), view, joiners });
         self.sync_gate(group);
@@ -1725,7 +1795,15 @@ impl Engine {
     fn start_fetch(&mut self, group: &GroupName) {
         let len = self.config.state_window_bytes.max(1) as u64;
         let Some(g) = self.groups.get_mut(group) else { return };
-        if let JoinState::Waiting { view, providers, idx, buf, resuming, asked, .. } = &mut g.join {
+        if let JoinState::Waiting { view, providers, idx, buf, resuming, asked, stream, .. } = &mut g.join {
+            if let Some(s) = stream.as_mut() {
+                // Read as a stream, the state starts again from the beginning with each
+                // provider: what the application has read cannot be checked against this
+                // provider's bytes (its next part says offset 0).
+                *s = Default::default();
+                buf.clear();
+                *resuming = false;
+            }
             let (view, to, offset) = (*view, providers[*idx].clone(), buf.len() as u64);
             // (Digested once per provider that fails in the middle of a transfer.)
             let prefix = (*resuming && offset > 0).then(|| crate::hash::fnv1a(buf));
@@ -1739,8 +1817,10 @@ impl Engine {
     fn fetch_more(&mut self, group: &GroupName) {
         let len = self.config.state_window_bytes.max(1) as u64;
         let Some(g) = self.groups.get_mut(group) else { return };
-        if let JoinState::Waiting { view, providers, idx, buf, total, asked, .. } = &mut g.join {
-            if *asked >= *total || (buf.len() as u64) + len / 2 < *asked {
+        if let JoinState::Waiting { view, providers, idx, buf, total, asked, stream, .. } = &mut g.join {
+            // Read as a stream: what the application has not read yet counts as not come.
+            let have = stream.as_ref().map_or(buf.len() as u64, |s| s.received.saturating_sub(s.unread));
+            if *asked >= *total || have + len / 2 < *asked {
                 return;
             }
             let (view, to, offset) = (*view, providers[*idx].clone(), *asked);
@@ -1755,6 +1835,8 @@ impl Engine {
         let members: BTreeSet<ProcessId> = g.view.members.iter().cloned().collect();
         for cp in g.checkpoints.values_mut() {
             cp.joiners.retain(|j| members.contains(j));
+            cp.waiting.retain(|j, _| members.contains(j));
+            cp.drop_sent();
         }
         g.checkpoints.retain(|_, cp| !cp.joiners.is_empty());
         let JoinState::Waiting { view, providers, .. } = &g.join else { return };
@@ -1825,6 +1907,29 @@ impl Engine {
         len: u64,
         prefix: Option<u64>,
     ) {
+        let streamed = |cp: &Checkpoint| cp.state.as_ref().is_some_and(|s| s.is_streamed());
+        if let Some(cp) =
+            self.groups.get_mut(group).and_then(|g| g.checkpoints.get_mut(&view)).filter(|cp| streamed(cp))
+        {
+            // Written in parts: a resumed transfer starts again from the beginning (this
+            // state may not be written that far yet, to compare), and what is not written
+            // yet is sent as it comes.
+            let start = if prefix.is_some() { 0 } else { offset };
+            if start < cp.state.as_ref().map_or(0, |s| s.held_from() as u64) {
+                // Dropped: every joiner had fetched past it.
+                self.send_to(from, Msg::StateUnavailable { group: group.clone(), view });
+                return;
+            }
+            match cp.waiting.get_mut(from) {
+                // The next window, asked for while some of the last is still owed.
+                Some((_, end)) if *end == start => *end = start.saturating_add(len),
+                _ => {
+                    cp.waiting.insert(from.clone(), (start, start.saturating_add(len)));
+                }
+            }
+            self.serve_waiting(group, view);
+            return;
+        }
         let chunk_max = self.config.state_chunk_bytes.max(1);
         let reply = match self.groups.get(group) {
             None => Msg::StateUnavailable { group: group.clone(), view },
@@ -1870,6 +1975,41 @@ impl Engine {
         self.send_to(from, reply);
     }
 
+    /// A state written in parts: each joiner gets what it asked for as far as it is
+    /// written, and learns the total once the last part came.
+    fn serve_waiting(&mut self, group: &GroupName, view: ViewId) {
+        let chunk_max = self.config.state_chunk_bytes.max(1) as u64;
+        let Some(cp) = self.groups.get_mut(group).and_then(|g| g.checkpoints.get_mut(&view)) else { return };
+        let Some(state) = cp.state.as_ref() else { return };
+        let (len, total, done) = (state.len() as u64, state.total(), state.is_done());
+        let mut sends = Vec::new();
+        let sent = &mut cp.sent;
+        cp.waiting.retain(|j, (next, end)| {
+            let upto = (*end).min(len);
+            let sent_now = *next < upto;
+            while *next < upto {
+                let to = (*next + chunk_max).min(upto);
+                let data = state.slice(*next as usize, to as usize);
+                sends.push((j.clone(), Msg::StateChunk { group: group.clone(), view, offset: *next, total, data }));
+                *next = to;
+            }
+            sent.insert(j.clone(), *next);
+            if done && !sent_now && *next >= len {
+                // Nothing more to send: an empty chunk tells the total.
+                let offset = (*next).min(len);
+                sends.push((
+                    j.clone(),
+                    Msg::StateChunk { group: group.clone(), view, offset, total, data: Bytes::new() },
+                ));
+            }
+            *next < *end && !(done && *next >= len)
+        });
+        cp.drop_sent();
+        for (j, m) in sends {
+            self.send_to(&j, m);
+        }
+    }
+
     /// The provider has no state to give yet: ask it again after a while.
     fn on_state_not_ready(&mut self, now: Instant, from: &ProcessId, group: &GroupName, view: ViewId) {
         let retry = now + self.config.heartbeat_interval;
@@ -1894,7 +2034,9 @@ impl Engine {
         data: Bytes,
     ) {
         let Some(g) = self.groups.get_mut(group) else { return };
-        let JoinState::Waiting { view: v, providers, idx, buf, total: known, resuming, asked, .. } = &mut g.join else {
+        let JoinState::Waiting { view: v, providers, idx, buf, total: known, resuming, asked, stream, .. } =
+            &mut g.join
+        else {
             return;
         };
         if *v != view || providers[*idx] != *from {
@@ -1906,7 +2048,7 @@ impl Engine {
             *asked = asked.saturating_sub(buf.len() as u64);
             buf.clear();
         }
-        if offset != buf.len() as u64 {
+        if offset != stream.as_ref().map_or(buf.len() as u64, |s| s.received) {
             return;
         }
         if *resuming {
@@ -1914,13 +2056,42 @@ impl Engine {
             *resuming = false;
         }
         *known = total;
-        if buf.is_empty() {
-            // Room for the whole state at once: growing by doubling would copy it and hold
-            // up to twice its size. (A peer's `total` is trusted only so far.)
-            buf.reserve_exact(usize::try_from(total).unwrap_or(usize::MAX).min(1 << 32));
-        }
-        buf.extend_from_slice(&data);
-        if (buf.len() as u64) < total {
+        let received = match stream {
+            None => {
+                if buf.is_empty() && total != TOTAL_UNKNOWN {
+                    // Room for the whole state at once: growing by doubling would copy it
+                    // and hold up to twice its size. (A peer's `total` is trusted only so far.)
+                    buf.reserve_exact(usize::try_from(total).unwrap_or(usize::MAX).min(1 << 32));
+                }
+                buf.extend_from_slice(&data);
+                buf.len() as u64
+            }
+            Some(s) => {
+                s.received += data.len() as u64;
+                // The engine's head (its length first) stays here; the application's
+                // bytes go on.
+                let mut data = data;
+                loop {
+                    let need = match buf.get(..4) {
+                        Some(len) => 4 + u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize,
+                        None => 4,
+                    };
+                    if buf.len() >= need || data.is_empty() {
+                        break;
+                    }
+                    let take = (need - buf.len()).min(data.len());
+                    buf.extend_from_slice(&data.split_to(take));
+                }
+                if !data.is_empty() {
+                    let n = data.len() as u64;
+                    self.state_out.push_back(StateData { group: group.clone(), view, offset: s.handed, data });
+                    s.handed += n;
+                    s.unread += n;
+                }
+                s.received
+            }
+        };
+        if received < total {
             self.fetch_more(group);
             return;
         }
@@ -1949,8 +2120,11 @@ impl Engine {
         let Some(g) = self.groups.get_mut(group) else { return };
         if let Some(cp) = g.checkpoints.get_mut(&view) {
             cp.joiners.remove(from);
+            cp.waiting.remove(from);
             if cp.joiners.is_empty() {
                 g.checkpoints.remove(&view);
+            } else {
+                cp.drop_sent();
             }
         }
     }

@@ -94,7 +94,8 @@ pub enum Event {
         group: GroupName,
         /// The join view.
         view: ViewId,
-        /// The state, as a provider's application produced it.
+        /// The state, as a provider's application produced it; empty for a state read as a
+        /// stream (`Engine::stream_state`): its parts came through `Engine::poll_state_data`.
         state: Bytes,
     },
     /// A `flush()` call returned: every message this process sent before it is stable.

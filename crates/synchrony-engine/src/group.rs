@@ -14,10 +14,10 @@
 
 use crate::id::{GroupName, MsgId, ProcessId, ViewId};
 use crate::order::Order;
-use crate::time::Instant;
+use crate::transfer::{Checkpoint, JoinState};
 use crate::wire::{Cut, DataMsg, Frag, GroupView, Msg, OrderEntry, Report, VectorTime};
 use bytes::Bytes;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 /// Outputs of group operations, drained by the engine.
@@ -142,80 +142,6 @@ struct Outgoing {
 struct Assembly {
     id: MsgId,
     buf: Vec<u8>,
-}
-
-/// Where a joiner stands with its initial state.
-#[derive(Debug)]
-pub(crate) enum JoinState {
-    /// It has its state (or founded the group).
-    Ready,
-    /// It waits for the state of `view` from one of `providers`; `total` is the state's size
-    /// once the first chunk told it (0 before).
-    /// `resuming`: `buf` came from a provider that failed; the next fetch asks the current
-    /// one to go on from there. `asked`: the end of what it asked the provider for so far.
-    Waiting {
-        view: ViewId,
-        providers: Vec<ProcessId>,
-        idx: usize,
-        buf: Vec<u8>,
-        total: u64,
-        retry_at: Option<Instant>,
-        resuming: bool,
-        asked: u64,
-    },
-}
-
-/// A checkpoint's bytes as a joiner receives them: the engine's part (its length first),
-/// then the application's state, kept apart so that a large state is never copied.
-#[derive(Debug)]
-pub(crate) struct StateBytes {
-    pub(crate) head: Bytes,
-    pub(crate) body: Bytes,
-}
-
-impl StateBytes {
-    pub(crate) fn len(&self) -> usize {
-        self.head.len() + self.body.len()
-    }
-
-    /// The FNV-1a digest of the first `len` bytes (`len <= self.len()`).
-    pub(crate) fn prefix_digest(&self, len: usize) -> u64 {
-        let mut h = crate::hash::Fnv1a::new();
-        let from_head = len.min(self.head.len());
-        h.write(&self.head[..from_head]);
-        h.write(&self.body[..len - from_head]);
-        h.finish()
-    }
-
-    /// Bytes `start..end` (`end <= len`): a slice of one part, or a copy of the one chunk
-    /// that straddles both.
-    pub(crate) fn slice(&self, start: usize, end: usize) -> Bytes {
-        let h = self.head.len();
-        if end <= h {
-            self.head.slice(start..end)
-        } else if start >= h {
-            self.body.slice(start - h..end - h)
-        } else {
-            let mut v = Vec::with_capacity(end - start);
-            v.extend_from_slice(&self.head[start..]);
-            v.extend_from_slice(&self.body[..end - h]);
-            Bytes::from(v)
-        }
-    }
-}
-
-/// A checkpoint held for joiners of a view.
-#[derive(Debug)]
-pub(crate) struct Checkpoint {
-    /// The engine's part and the application's state; None until it answers the request.
-    pub(crate) state: Option<StateBytes>,
-    /// The engine's own part, captured at the join point.
-    pub(crate) engine_part: Vec<u8>,
-    /// A provider still waiting for its own state cannot know its duplicate table yet: it
-    /// remembers how many of its unsettled deliveries precede the join point.
-    pub(crate) unsettled: Option<usize>,
-    /// Joiners that have not said they are done.
-    pub(crate) joiners: BTreeSet<ProcessId>,
 }
 
 /// One group at this member.
@@ -1112,25 +1038,4 @@ impl GroupState {
 pub(crate) fn encode_table(external: &BTreeMap<ProcessId, u64>) -> Vec<u8> {
     let table: Vec<(&ProcessId, u64)> = external.iter().map(|(p, c)| (p, *c)).collect();
     postcard::to_allocvec(&table).expect("encoding into a Vec cannot fail")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::StateBytes;
-    use bytes::Bytes;
-
-    #[test]
-    fn state_bytes_slice_like_one_buffer_without_copying_the_state() {
-        let (head, body) = (Bytes::from_static(b"0123"), Bytes::from(b"abcdefgh".to_vec()));
-        let s = StateBytes { head: head.clone(), body: body.clone() };
-        let whole: Vec<u8> = [&head[..], &body[..]].concat();
-        assert_eq!(s.len(), whole.len());
-        for start in 0..whole.len() {
-            for end in start..=whole.len() {
-                assert_eq!(&s.slice(start, end)[..], &whole[start..end], "{start}..{end}");
-            }
-        }
-        // A chunk inside the state is a view of the application's buffer.
-        assert_eq!(s.slice(6, 10).as_ptr(), body[2..].as_ptr());
-    }
 }

@@ -56,6 +56,7 @@ mod query;
 mod relay;
 mod time;
 mod timer;
+mod transfer;
 mod verify;
 #[doc(hidden)]
 pub mod wire;
@@ -70,6 +71,7 @@ pub use hash::{fnv1a, Fnv1a};
 pub use id::{Ballot, GroupName, MsgId, ProcessId, ViewId};
 pub use order::{Order, ParseOrderError};
 pub use time::Instant;
+pub use transfer::StateData;
 pub use verify::JoinVerifier;
 pub use wire::GroupView;
 

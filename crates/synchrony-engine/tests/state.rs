@@ -159,3 +159,142 @@ fn a_transfer_asks_for_a_window_of_chunks_at_a_time() {
         assert_eq!(w[1].0, w[0].0 + w[0].1, "windows follow each other: {fetches:?}");
     }
 }
+
+/// What a joiner that reads its state as a stream ends with: the bytes since the last
+/// restart (a part at offset 0 after others), and how many restarts there were.
+fn streamed(net: &Net, i: usize) -> (Vec<u8>, usize) {
+    let (mut bytes, mut restarts) = (Vec::new(), 0);
+    for d in &net.nodes[i].state_data {
+        if d.offset < bytes.len() as u64 {
+            assert_eq!(d.offset, 0, "a part goes on where the last ended, or starts again");
+            bytes.clear();
+            restarts += 1;
+        }
+        assert_eq!(d.offset, bytes.len() as u64);
+        bytes.extend_from_slice(&d.data);
+    }
+    (bytes, restarts)
+}
+
+/// The provider writes its state in parts while the group goes on (a message is sent and
+/// delivered at the provider before the last part), at most two windows held at a time;
+/// the joiner reads the parts as they come, stalls the transfer while it does not read,
+/// and gets the message after its (empty) `State` event.
+#[test]
+fn a_state_written_in_parts_while_the_group_goes_on_is_read_in_parts() {
+    const WINDOW: usize = 4096;
+    let mut net = Net::cluster_with(2, |c| {
+        c.state_chunk_bytes = 1024;
+        c.state_window_bytes = WINDOW;
+    });
+    net.join_all("g", &[0]);
+    net.auto_state = false;
+    net.read_state = false;
+    net.with(1, |e, now| {
+        e.stream_state(g("g"));
+        e.join(now, g("g")).expect("joins")
+    });
+    let whole = state(9);
+    let view = loop {
+        assert!(net.step(), "the join goes on");
+        let asked = net.nodes[0].events.iter().find_map(|e| match e {
+            Event::StateRequest { view, .. } => Some(*view),
+            _ => None,
+        });
+        if let Some(view) = asked {
+            break view;
+        }
+    };
+    // The first part opens the group: a message goes on while the rest is written.
+    net.with(0, |e, now| {
+        e.begin_state(now, &g("g"), view);
+        e.provide_state_part(now, &g("g"), view, whole.slice(..1000), false)
+    });
+    net.with(0, |e, now| e.send(now, g("g"), synchrony_engine::Order::Total, "after".into()).expect("sends"));
+    let (mut written, mut most_held) = (1000, 0);
+    let (mut read, mut blocked) = (0, false);
+    let deadline = net.now + Duration::from_secs(10);
+    while net.now < deadline {
+        let held = net.engine_ref(0).state_backlog(&g("g"), view);
+        most_held = most_held.max(held.unwrap_or(0));
+        if written < SIZE && held.is_some_and(|h| h < 2 * WINDOW as u64) {
+            let to = (written + 3000).min(SIZE);
+            net.with(0, |e, now| e.provide_state_part(now, &g("g"), view, whole.slice(written..to), to == SIZE));
+            written = to;
+        }
+        // The joiner reads nothing until the provider must wait for it.
+        blocked |= held.is_some_and(|h| h >= 2 * WINDOW as u64);
+        let unread: u64 = net.nodes[1].state_data.iter().map(|d| d.data.len() as u64).sum::<u64>() - read;
+        if blocked && unread > 0 {
+            net.with(1, |e, now| e.state_read(now, &g("g"), unread));
+            read += unread;
+        } else {
+            assert!(unread <= 2 * WINDOW as u64, "the joiner was handed {unread} bytes it has not read");
+        }
+        let done = net.nodes[1].events.iter().any(|e| matches!(e, Event::State { .. }));
+        if done || !net.step() {
+            break;
+        }
+    }
+    net.run_for(Duration::from_millis(50));
+    let (bytes, restarts) = streamed(&net, 1);
+    let got = bytes.len();
+    assert!(blocked && bytes == whole[..] && restarts == 0, "{got} of {SIZE} bytes in order, {restarts} restarts");
+    let events: Vec<&Event> =
+        net.nodes[1].events.iter().filter(|e| matches!(e, Event::State { .. } | Event::Deliver(_))).collect();
+    assert!(matches!(events[0], Event::State { state, .. } if state.is_empty()), "{events:?}");
+    assert!(matches!(events[1], Event::Deliver(d) if d.payload == "after"), "{events:?}");
+    let at_provider = net.nodes[0].events.iter().any(|e| matches!(e, Event::Deliver(d) if d.payload == "after"));
+    assert!(at_provider, "the provider's group went on while it wrote");
+    assert!(most_held <= (2 * WINDOW + 3000) as u64 + 16, "the provider held {most_held} bytes at most");
+    assert_eq!(net.engine_ref(0).state_backlog(&g("g"), view), None, "the joiner is done: nothing is held");
+}
+
+/// A provider writing its state in parts crashes in the middle of a transfer: the joiner
+/// starts again from the beginning with the next provider (a part at offset 0), and ends
+/// with that provider's whole state.
+#[test]
+fn a_streamed_transfer_whose_provider_fails_starts_again_at_the_next() {
+    let mut net = Net::cluster_with(3, |c| {
+        c.state_chunk_bytes = 1024;
+        c.state_window_bytes = 4096;
+    });
+    net.join_all("g", &[0, 1]);
+    net.auto_state = false;
+    net.with(2, |e, now| {
+        e.stream_state(g("g"));
+        e.join(now, g("g")).expect("joins")
+    });
+    let whole = state(3);
+    let mut written = [0usize; 2];
+    let mut crashed = false;
+    let deadline = net.now + Duration::from_secs(10);
+    while net.now < deadline {
+        for (i, w) in written.iter_mut().enumerate() {
+            let asked = net.nodes[i].events.iter().rev().find_map(|e| match e {
+                Event::StateRequest { view, .. } => Some(*view),
+                _ => None,
+            });
+            let Some(view) = asked.filter(|_| net.nodes[i].engine.is_some() && *w < SIZE) else { continue };
+            if *w == 0 {
+                net.with(i, |e, now| e.begin_state(now, &g("g"), view));
+            }
+            if net.engine_ref(i).state_backlog(&g("g"), view).is_some_and(|h| h < 8192) {
+                let to = (*w + 2000).min(SIZE);
+                net.with(i, |e, now| e.provide_state_part(now, &g("g"), view, whole.slice(*w..to), to == SIZE));
+                *w = to;
+            }
+        }
+        let (bytes, _) = streamed(&net, 2);
+        if !crashed && bytes.len() >= SIZE / 4 {
+            net.crash(0);
+            crashed = true;
+        }
+        if net.nodes[2].events.iter().any(|e| matches!(e, Event::State { .. })) || !net.step() {
+            break;
+        }
+    }
+    let (bytes, restarts) = streamed(&net, 2);
+    assert!(crashed && restarts == 1, "crashed {crashed}, restarts {restarts}");
+    assert!(bytes == whole[..], "the next provider's whole state");
+}

@@ -95,6 +95,27 @@ pub(crate) struct Proc {
     /// With [`crate::Profile::peer_list`]: the cluster this incarnation is a member of (the
     /// simulator numbers each cluster that forms).
     pub(crate) cluster: Option<u64>,
+    /// With [`crate::Profile::streamed_state`]: states are written and read in parts; the
+    /// parts of each state this process reads so far, and the states it writes.
+    pub(crate) streams: bool,
+    pub(crate) incoming: BTreeMap<(GroupName, ViewId), Vec<u8>>,
+    pub(crate) writing: Vec<Writing>,
+}
+
+/// A state a provider writes in parts, as fast as its joiners fetch it.
+pub(crate) struct Writing {
+    pub(crate) group: GroupName,
+    pub(crate) view: ViewId,
+    /// What is left to write.
+    pub(crate) rest: Bytes,
+    pub(crate) next_at: Instant,
+}
+
+impl Writing {
+    /// Bytes per part (not a multiple of the `large` profile's chunk: parts straddle chunks).
+    pub(crate) const PART: usize = 100;
+    /// How long between parts.
+    pub(crate) const GAP: std::time::Duration = std::time::Duration::from_millis(1);
 }
 
 impl Proc {
@@ -222,7 +243,12 @@ impl Ctx<'_> {
     /// Joins a group (and wants to stay in it across incarnations).
     pub fn join(&mut self, group: &GroupName) -> bool {
         let now = self.now;
-        let ok = self.engine_mut().join(now, group.clone()).is_ok();
+        let streams = self.proc.streams;
+        let e = self.engine_mut();
+        if streams {
+            e.stream_state(group.clone());
+        }
+        let ok = e.join(now, group.clone()).is_ok();
         if ok {
             self.proc.wanted.insert(group.clone());
         }
@@ -232,7 +258,12 @@ impl Ctx<'_> {
     /// Joins a group only if a member goes on in it (else `JoinRefused` comes).
     pub fn join_running(&mut self, group: &GroupName) -> bool {
         let now = self.now;
-        let ok = self.engine_mut().join_running(now, group.clone()).is_ok();
+        let streams = self.proc.streams;
+        let e = self.engine_mut();
+        if streams {
+            e.stream_state(group.clone());
+        }
+        let ok = e.join_running(now, group.clone()).is_ok();
         if ok {
             self.proc.wanted.insert(group.clone());
         }
@@ -263,7 +294,20 @@ impl Ctx<'_> {
             self.proc.record(self.now, self.trace, e);
         }
         let now = self.now;
-        self.engine_mut().provide_state(now, group, view, Bytes::from(state));
+        let state = Bytes::from(state);
+        if !self.proc.streams {
+            self.engine_mut().provide_state(now, group, view, state);
+            return;
+        }
+        // The first part now (the group goes on from here), the rest as the joiners fetch.
+        let first = state.slice(..Writing::PART.min(state.len()));
+        let rest = state.slice(first.len()..);
+        let e = self.engine_mut();
+        e.begin_state(now, group, view);
+        e.provide_state_part(now, group, view, first, rest.is_empty());
+        if !rest.is_empty() {
+            self.proc.writing.push(Writing { group: group.clone(), view, rest, next_at: now + Writing::GAP });
+        }
     }
 
     /// Unwraps what [`Ctx::provide_state`] made: records the delivered ids and returns the

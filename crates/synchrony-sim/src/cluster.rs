@@ -1,6 +1,6 @@
 //! The simulated cluster: engines, a virtual clock, a faulty network, a workload, a trace.
 
-use crate::app::{App, Ctx, Proc};
+use crate::app::{App, Ctx, Proc, Writing};
 use crate::profile::Profile;
 use crate::workload::Traffic;
 use bytes::Bytes;
@@ -293,6 +293,8 @@ impl<A: App> Sim<'_, A> {
         n.inbox.clear();
         n.work = Duration::ZERO;
         n.cluster = None;
+        n.incoming.clear();
+        n.writing.clear();
         n.busy_until = self.now;
         n.engine = Some(Engine::new(config, ProcessId::new(n.name.as_str(), inc), self.now));
         self.app.started(idx);
@@ -349,10 +351,25 @@ impl<A: App> Sim<'_, A> {
     /// Drains an engine's outputs: frames into the network, events into the application.
     fn pump(&mut self, idx: usize) {
         let cost = self.cost();
-        while let Some(engine) = self.nodes[idx].engine.as_mut() {
+        let now = self.now;
+        while let Some(n) = self.nodes.get_mut(idx).filter(|n| n.engine.is_some()) {
+            let engine = n.engine.as_mut().expect("live");
             let mut frames = Vec::new();
             while let Some(t) = engine.poll_transmit() {
                 frames.push(t);
+            }
+            // The parts of a state read as a stream, read at once (before the `State` event
+            // that ends it).
+            while let Some(d) = engine.poll_state_data() {
+                let buf = n.incoming.entry((d.group.clone(), d.view)).or_default();
+                if d.offset == 0 {
+                    buf.clear();
+                }
+                buf.extend_from_slice(&d.data);
+                engine.state_read(now, &d.group, d.data.len() as u64);
+                while let Some(t) = engine.poll_transmit() {
+                    frames.push(t);
+                }
             }
             let ev = engine.poll_event();
             for t in frames {
@@ -413,8 +430,12 @@ impl<A: App> Sim<'_, A> {
                 let app = &self.app;
                 self.nodes[idx].wanted.retain(|g| app.rejoin_on_restart(g));
                 let wanted: Vec<GroupName> = self.nodes[idx].wanted.iter().cloned().collect();
+                let streams = self.nodes[idx].streams;
                 let e = self.nodes[idx].engine.as_mut().expect("live");
                 for g in wanted {
+                    if streams {
+                        e.stream_state(g.clone());
+                    }
                     let _ = e.join(now, g);
                 }
             }
@@ -433,8 +454,13 @@ impl<A: App> Sim<'_, A> {
                 return;
             }
             Event::State { group, view, state } => {
+                // Read as a stream: the parts came before. (They are not behind the group's
+                // earlier events, as this event is: parts of a later join may have come too.)
+                let incoming = &mut self.nodes[idx].incoming;
+                let state = incoming.remove(&(group.clone(), *view)).map_or_else(|| state.clone(), Bytes::from);
+                incoming.retain(|(g, v), _| g != group || v > view);
                 let (app, mut ctx) = self.ctx(idx);
-                let state = ctx.load_state(group, *view, state);
+                let state = ctx.load_state(group, *view, &state);
                 app.event(&mut ctx, &Event::State { group: group.clone(), view: *view, state });
                 return;
             }
@@ -477,6 +503,9 @@ impl<A: App> Sim<'_, A> {
             let several = self.nodes[idx].wanted.len() > 1;
             let e = self.nodes[idx].engine.as_mut().expect("live");
             let member = e.my_groups().any(|x| *x == g);
+            if !member && self.cfg.profile.streamed_state {
+                e.stream_state(g.clone());
+            }
             if member && several {
                 if e.leave(now, g.clone()).is_ok() {
                     self.nodes[idx].wanted.remove(&g);
@@ -589,6 +618,11 @@ impl<A: App> Sim<'_, A> {
         pick.shuffle(&mut self.rng);
         pick.truncate(n);
         if join {
+            if self.cfg.profile.streamed_state {
+                for g in &pick {
+                    e.stream_state(g.clone());
+                }
+            }
             let results = e.join_many(now, pick.iter().cloned());
             for (g, r) in pick.into_iter().zip(results) {
                 if r.is_ok() {
@@ -787,6 +821,9 @@ impl<'a, A: App> Sim<'a, A> {
                     inbox: std::collections::VecDeque::new(),
                     work: Duration::ZERO,
                     cluster: None,
+                    streams: cfg.profile.streamed_state,
+                    incoming: BTreeMap::new(),
+                    writing: Vec::new(),
                 }
             })
             .collect();
@@ -840,6 +877,9 @@ impl<'a, A: App> Sim<'a, A> {
             let crash = n.crash_at.map(|(c, _)| c);
             for x in [n.restart_at, crash, n.uncork_at, n.paused_until].into_iter().flatten() {
                 t = t.min(x);
+            }
+            for w in n.writing.iter().filter(|_| n.paused_until.is_none() && n.engine.is_some()) {
+                t = t.min(w.next_at.max(n.busy_until));
             }
             if n.paused_until.is_none() || n.deaf {
                 if let Some(x) = n.engine.as_ref().and_then(|e| e.poll_timeout()) {
@@ -905,6 +945,11 @@ impl<'a, A: App> Sim<'a, A> {
                 self.pump(i);
             }
         }
+        for i in 0..self.nodes.len() {
+            if !self.nodes[i].writing.is_empty() && self.nodes[i].paused_until.is_none() && !self.busy(i) {
+                self.write_states(i);
+            }
+        }
         if now < sch.faults_end {
             self.crash_leader_in_round();
         }
@@ -922,6 +967,43 @@ impl<'a, A: App> Sim<'a, A> {
         }
         if self.cfg.profile.peer_list {
             self.check_one_cluster();
+        }
+    }
+
+    /// A provider writes the next part of each state it writes whose time has come, while
+    /// what its joiners have not fetched is under two of their windows; it stops writing a
+    /// state nobody needs any more.
+    fn write_states(&mut self, i: usize) {
+        let now = self.now;
+        let n = &mut self.nodes[i];
+        let Some(e) = n.engine.as_mut() else {
+            // It stopped: its states die with it.
+            n.writing.clear();
+            return;
+        };
+        let window = 2 * self.cfg.profile.fragments.map_or(8 << 20, |f| f.state_window) as u64;
+        let mut wrote = false;
+        n.writing.retain_mut(|w| {
+            if w.next_at > now {
+                return true;
+            }
+            w.next_at = now + Writing::GAP;
+            match e.state_backlog(&w.group, w.view) {
+                None => false,
+                Some(held) if held >= window => true,
+                Some(_) => {
+                    let part = w.rest.split_to(Writing::PART.min(w.rest.len()));
+                    e.provide_state_part(now, &w.group, w.view, part, w.rest.is_empty());
+                    wrote = true;
+                    !w.rest.is_empty()
+                }
+            }
+        });
+        if wrote {
+            if let Some(c) = self.cost() {
+                self.charge(i, c.per_input);
+            }
+            self.pump(i);
         }
     }
 

@@ -58,6 +58,11 @@ pub struct Profile {
     /// small pieces, and the workload sends messages of many fragments (their bytes
     /// checked at every delivery).
     pub fragments: Option<Fragments>,
+    /// States written and read as streams: a provider writes its state in parts while the
+    /// group goes on (`Engine::provide_state_part`, as fast as the joiner fetches), a joiner
+    /// reads it in parts (`Engine::stream_state`), and one whose provider fails starts again
+    /// from the beginning with the next.
+    pub streamed_state: bool,
     /// Every process starts with the same peer list (`Config::peer_list`), in a random
     /// order at random moments: no founder picked by hand. A cluster forms when a majority
     /// of the list agrees, needs that majority to go on, and is checked never to run beside
@@ -104,7 +109,7 @@ const MS: fn(u64) -> Duration = Duration::from_millis;
 
 impl Profile {
     /// Every profile's name.
-    pub const NAMES: [&'static str; 15] = [
+    pub const NAMES: [&'static str; 16] = [
         "calm",
         "lossy",
         "churn",
@@ -119,6 +124,7 @@ impl Profile {
         "leaves",
         "many-groups",
         "large",
+        "streamed",
         "bootstrap",
     ];
 
@@ -145,6 +151,7 @@ impl Profile {
             action_every: None,
             no_false_suspicions: false,
             fragments: None,
+            streamed_state: false,
             peer_list: false,
             total_failure_every: None,
         };
@@ -217,6 +224,8 @@ impl Profile {
                 fragments: Some(Fragments { bytes: 64, window: 256, state_chunk: 48, state_window: 240 }),
                 ..Profile::named("chaos")?
             },
+            // The same with states written and read as streams.
+            "streamed" => Profile { name: "streamed", streamed_state: true, ..Profile::named("large")? },
             // Clusters that start from a peer list, as deployed: processes started in a
             // random order, crashes and partitions that cost the cluster its majority of
             // the list (it stops; the peers form a new one), total failures and restarts.

@@ -117,6 +117,15 @@ fn large() {
     seeds("large", 13000, 40);
 }
 
+/// The same with states written and read as streams: providers write their states in
+/// parts while their groups go on, joiners read the parts as they come, and one whose
+/// provider fails starts again from the beginning with the next (`synchrony sim --profile
+/// streamed --seeds 2000` is the long run).
+#[test]
+fn streamed() {
+    seeds("streamed", 14000, 30);
+}
+
 /// Seven processes, 2,000 groups, hundreds joined or left at once, crashes, and work that
 /// costs virtual time: nobody is suspected for being busy (`synchrony sim --profile
 /// many-groups --seeds 1000` is the long run).

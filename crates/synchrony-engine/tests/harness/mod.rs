@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Duration;
 use synchrony_engine::wire::{self, Msg, Packet};
-use synchrony_engine::{Config, Engine, Event, GroupName, Instant, ProcessId, Status};
+use synchrony_engine::{Config, Engine, Event, GroupName, Instant, ProcessId, StateData, Status};
 
 /// What a filter decides about a frame in flight.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,6 +26,8 @@ pub struct Node {
     pub engine: Option<Engine>,
     /// Every event the engine emitted, in order.
     pub events: Vec<Event>,
+    /// Every part of a state read as a stream, in order.
+    pub state_data: Vec<StateData>,
 }
 
 pub struct Net {
@@ -38,6 +40,8 @@ pub struct Net {
     pub dropped: usize,
     /// Answer every state request at once with an empty state (on by default).
     pub auto_state: bool,
+    /// Read every part of a state read as a stream at once (on by default).
+    pub read_state: bool,
     /// Changes every process's configuration (from `Config::fast`) before it starts.
     pub tweak: fn(&mut Config),
 }
@@ -63,6 +67,7 @@ impl Net {
             filter: None,
             dropped: 0,
             auto_state: true,
+            read_state: true,
             tweak,
         };
         for i in 0..n {
@@ -85,7 +90,7 @@ impl Net {
         let mut config = Config { contacts, rng_seed: self.nodes.len() as u64, ..Config::fast() };
         (self.tweak)(&mut config);
         let engine = Engine::new(config, ProcessId::new(name, 1), self.now);
-        self.nodes.push(Node { name: name.into(), engine: Some(engine), events: Vec::new() });
+        self.nodes.push(Node { name: name.into(), engine: Some(engine), events: Vec::new(), state_data: Vec::new() });
         let i = self.nodes.len() - 1;
         self.drain(i);
         i
@@ -156,10 +161,18 @@ impl Net {
             }
             node.events.push(ev);
         }
-        if !provide.is_empty() {
+        let mut read = Vec::new();
+        while let Some(d) = e.poll_state_data() {
+            read.extend(self.read_state.then(|| (d.group.clone(), d.data.len() as u64)));
+            node.state_data.push(d);
+        }
+        if !provide.is_empty() || !read.is_empty() {
             let now = self.now;
             for (group, view) in provide {
                 e.provide_state(now, &group, view, Bytes::new());
+            }
+            for (group, n) in read {
+                e.state_read(now, &group, n);
             }
             return self.drain(i);
         }
