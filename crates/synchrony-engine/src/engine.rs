@@ -1729,6 +1729,10 @@ impl Engine {
             gs.join = JoinState::waiting(v.id, providers, streamed);
             gs.unchecked = Some(Default::default());
         }
+        if streamed && !waiting {
+            // Nothing to transfer: the stream ends at once.
+            self.state_out.push_back(StateData { group: g.clone(), view: v.id, offset: 0, data: Bytes::new() });
+        }
         self.groups.insert(g.clone(), gs);
         self.stats.views += 1;
         self.events.push(Event::View { group: g.clone(), view: v.clone() });
@@ -2102,6 +2106,9 @@ impl Engine {
             self.start_fetch(group);
             return;
         };
+        if let Some(s) = stream {
+            self.state_out.push_back(StateData { group: group.clone(), view, offset: s.handed, data: Bytes::new() });
+        }
         let providers = std::mem::take(providers);
         g.join = JoinState::Ready;
         let dups = g.settle_unchecked(external);

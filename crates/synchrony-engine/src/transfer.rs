@@ -16,7 +16,9 @@ pub(crate) const TOTAL_UNKNOWN: u64 = u64::MAX;
 /// [`crate::Engine::stream_state`]), in order. `offset` is where `data` starts in the
 /// application's state: one that is not the end of what came before (it is then 0) means the
 /// transfer started again from the beginning with another provider, whose state bytes
-/// differ: what came before is to be forgotten.
+/// differ: what came before is to be forgotten. Empty `data` is the end: the state is
+/// complete, `offset` long (it comes before the `Event::State` that places the state among
+/// the group's events; for a join that needed no state, the founder's, it comes alone).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StateData {
     /// The group.
@@ -25,7 +27,7 @@ pub struct StateData {
     pub view: ViewId,
     /// Where `data` starts in the application's state.
     pub offset: u64,
-    /// The bytes (never empty).
+    /// The bytes (empty at the end).
     pub data: Bytes,
 }
 

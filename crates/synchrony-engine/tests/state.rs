@@ -240,6 +240,8 @@ fn a_state_written_in_parts_while_the_group_goes_on_is_read_in_parts() {
     let (bytes, restarts) = streamed(&net, 1);
     let got = bytes.len();
     assert!(blocked && bytes == whole[..] && restarts == 0, "{got} of {SIZE} bytes in order, {restarts} restarts");
+    let end = net.nodes[1].state_data.last().expect("parts");
+    assert!(end.data.is_empty() && end.offset == SIZE as u64, "an empty part ends the state: {end:?}");
     let events: Vec<&Event> =
         net.nodes[1].events.iter().filter(|e| matches!(e, Event::State { .. } | Event::Deliver(_))).collect();
     assert!(matches!(events[0], Event::State { state, .. } if state.is_empty()), "{events:?}");

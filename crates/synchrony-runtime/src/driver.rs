@@ -4,6 +4,7 @@
 use crate::config::Config;
 use crate::listed::Listed;
 use crate::net::{self, DialTarget, Hello, NetError, NetEvent};
+use crate::state_stream::{Digest, Piece, StateWriteError};
 use crate::status::{GroupStatus, NetCounters, NodeStatus};
 use crate::trace::TraceWriter;
 use crate::{GroupEvent, NodeEvent, Verifiers};
@@ -16,7 +17,7 @@ use synchrony_engine::{
     Delivery, Engine, Event, FlushError, GroupName, Instant, MembershipError, MsgId, Order, PartitionReason, ProcessId,
     QueryOutcome, Replies, SendError, ViewId,
 };
-use synchrony_trace::{digest, TraceEvent};
+use synchrony_trace::TraceEvent;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant as TokioInstant;
@@ -47,11 +48,21 @@ pub(crate) struct Sent {
 /// A `flush()` caller, and the last message it had sent when it called.
 type FlushWaiter = (oneshot::Sender<Result<ViewId, FlushError>>, Option<String>, TokioInstant);
 
+/// A state this node writes in parts: who it is for (for the trace), its digest, and the
+/// writer's call waiting while the joiners have not fetched enough of it.
+struct Writer {
+    joiners: Vec<ProcessId>,
+    digest: Digest,
+    waiting: Option<oneshot::Sender<Result<(), StateWriteError>>>,
+}
+
 /// What the application asks of the driver.
 pub(crate) enum Command {
     Join {
         group: GroupName,
         verifiers: Verifiers,
+        /// The joiner reads its state as a stream (`Runtime::join_streaming`).
+        stream: Option<mpsc::UnboundedSender<Piece>>,
         reply: oneshot::Sender<Result<crate::GroupEvents, MembershipError>>,
     },
     JoinMany {
@@ -91,6 +102,25 @@ pub(crate) enum Command {
     DeclineState {
         group: GroupName,
         view: ViewId,
+    },
+    BeginState {
+        group: GroupName,
+        view: ViewId,
+    },
+    WriteState {
+        group: GroupName,
+        view: ViewId,
+        part: Bytes,
+        last: bool,
+        reply: oneshot::Sender<Result<(), StateWriteError>>,
+    },
+    AbandonState {
+        group: GroupName,
+        view: ViewId,
+    },
+    StateRead {
+        group: GroupName,
+        bytes: u64,
     },
     GiveUpQuery {
         id: MsgId,
@@ -376,6 +406,13 @@ pub(crate) struct Driver {
     in_flight: HashMap<MsgId, TokioInstant>,
     last_sent: HashMap<GroupName, MsgId>,
     state_requests: HashMap<(GroupName, ViewId), Vec<ProcessId>>,
+    /// States read as streams: where each group's parts go, and the digest of what came
+    /// (for the trace); then, once one is complete, its view, length and digest until its
+    /// `State` event places it.
+    state_sinks: HashMap<GroupName, (mpsc::UnboundedSender<Piece>, Digest)>,
+    streamed: HashMap<GroupName, (ViewId, u64, String)>,
+    /// States this node writes in parts, and the write waiting for its joiners to fetch.
+    writers: HashMap<(GroupName, ViewId), Writer>,
     node_events: mpsc::Sender<NodeEvent>,
     trace: Option<TraceWriter>,
     rates: Rates,
@@ -455,6 +492,9 @@ impl Driver {
             in_flight: HashMap::new(),
             last_sent: HashMap::new(),
             state_requests: HashMap::new(),
+            state_sinks: HashMap::new(),
+            streamed: HashMap::new(),
+            writers: HashMap::new(),
             node_events,
             trace,
             rates: Rates::new(),
@@ -766,6 +806,10 @@ impl Driver {
             while let Some(t) = engine.poll_transmit() {
                 self.peers.send(&t.to.name, net::Outgoing::engine(t.frame));
             }
+            if let Some(d) = engine.poll_state_data() {
+                self.on_state_data(now, d);
+                continue;
+            }
             match engine.poll_event() {
                 Some(ev) => {
                     self.on_event(ev);
@@ -776,7 +820,59 @@ impl Driver {
                 }
                 // Room may have opened for waiting sends; what they make goes round again.
                 None if self.release_parked() > 0 => {}
-                None => return self.hand_over_all(),
+                None => {
+                    self.release_writers();
+                    return self.hand_over_all();
+                }
+            }
+        }
+    }
+
+    /// A part of a state read as a stream goes to its reader (one that is gone counts as
+    /// read: the transfer must not wait for it); the empty last part ends the stream.
+    fn on_state_data(&mut self, now: Instant, d: synchrony_engine::StateData) {
+        let delivered_sets = self.config.trace_states_as_delivered_sets;
+        let tracing = self.trace.is_some();
+        let unread = match self.state_sinks.get_mut(&d.group) {
+            Some((tx, _)) if d.data.is_empty() => {
+                let _ = tx.send(Piece::End);
+                let (_, digest) = self.state_sinks.remove(&d.group).expect("present");
+                self.streamed.insert(d.group, (d.view, d.offset, digest.finish()));
+                return;
+            }
+            Some((tx, digest)) => {
+                if tracing {
+                    if d.offset == 0 {
+                        *digest = Digest::new(delivered_sets);
+                    }
+                    digest.write(&d.data);
+                }
+                let len = d.data.len() as u64;
+                tx.send(Piece::Data { offset: d.offset, data: d.data }).is_err().then_some(len)
+            }
+            None => Some(d.data.len() as u64),
+        };
+        if let (Some(len), Some(e)) = (unread.filter(|n| *n > 0), self.engine.as_mut()) {
+            e.state_read(now, &d.group, len);
+        }
+    }
+
+    /// Writes of states in parts waiting for their joiners: they return once what is held
+    /// is under two windows, or nobody needs the state any more.
+    fn release_writers(&mut self) {
+        if self.writers.values().all(|w| w.waiting.is_none()) {
+            return;
+        }
+        let limit = 2 * self.config.engine.state_window_bytes as u64;
+        let Some(e) = self.engine.as_ref() else { return };
+        for ((g, v), w) in self.writers.iter_mut() {
+            let answer = match e.state_backlog(g, *v) {
+                None => Err(StateWriteError::NotNeeded),
+                Some(held) if held < limit => Ok(()),
+                Some(_) => continue,
+            };
+            if let Some(reply) = w.waiting.take() {
+                let _ = reply.send(answer);
             }
         }
     }
@@ -955,8 +1051,19 @@ impl Driver {
                 if let Some(t) = self.join_started.remove(&group) {
                     crate::metrics::time("synchrony_state_transfer_seconds", t.elapsed());
                 }
-                self.record_state(|| TraceEvent::state_loaded(group.as_str(), view.0, state_digest(&state)));
-                self.deliver_to_group(&group, GroupEvent::State { view, state });
+                match self.streamed.remove(&group).filter(|(v, _, _)| *v == view) {
+                    Some((_, len, digest)) => {
+                        self.record_state(|| TraceEvent::state_loaded(group.as_str(), view.0, digest));
+                        self.deliver_to_group(&group, GroupEvent::StateStreamed { view, len });
+                    }
+                    None => {
+                        let delivered_sets = self.config.trace_states_as_delivered_sets;
+                        self.record_state(|| {
+                            TraceEvent::state_loaded(group.as_str(), view.0, Digest::of(&state, delivered_sets))
+                        });
+                        self.deliver_to_group(&group, GroupEvent::State { view, state });
+                    }
+                }
             }
             Event::Flushed { group, view } => {
                 if let Some((reply, covers, asked)) = self.flushes.get_mut(&group).and_then(|q| q.pop_front()) {
@@ -972,6 +1079,8 @@ impl Driver {
             }
             Event::Left { group } | Event::StateLost { group } => {
                 self.record_traced(traced);
+                // A state still being read as a stream never comes whole.
+                self.state_sinks.remove(&group);
                 self.installed.remove(&group);
                 self.wanted.remove(&group);
                 for (reply, _, _) in self.flushes.remove(&group).unwrap_or_default() {
@@ -983,6 +1092,7 @@ impl Driver {
                 tracing::warn!(group = %group, "join refused by a member's verifier");
                 self.wanted.remove(&group);
                 self.verifiers.remove(&group);
+                self.state_sinks.remove(&group);
                 self.deliver_to_group(&group, GroupEvent::JoinRefused);
                 self.groups.remove(&group);
             }
@@ -1041,6 +1151,13 @@ impl Driver {
         }
         self.queries.clear();
         self.in_flight.clear();
+        self.state_sinks.clear();
+        self.streamed.clear();
+        for (_, w) in self.writers.drain() {
+            if let Some(reply) = w.waiting {
+                let _ = reply.send(Err(StateWriteError::Stopped));
+            }
+        }
         let groups: Vec<GroupName> = self.groups.keys().cloned().collect();
         for g in groups {
             self.deliver_to_group(&g, GroupEvent::Partitioned(reason));
@@ -1120,7 +1237,7 @@ impl Driver {
         let now = self.now();
         let me = self.me();
         match c {
-            Command::Join { group, verifiers, reply } => {
+            Command::Join { group, verifiers, stream, reply } => {
                 let Some(e) = self.engine.as_mut() else {
                     let _ = reply.send(Err(MembershipError::Stopped));
                     return;
@@ -1130,11 +1247,18 @@ impl Driver {
                     return;
                 }
                 e.set_join_verifier(group.clone(), verifiers.join.clone());
+                if stream.is_some() {
+                    e.stream_state(group.clone());
+                }
                 let asked = if verifiers.only_if_running {
                     e.join_running(now, group.clone())
                 } else {
                     e.join(now, group.clone())
                 };
+                if let Some(tx) = stream.filter(|_| asked.is_ok()) {
+                    let digest = Digest::new(self.config.trace_states_as_delivered_sets);
+                    self.state_sinks.insert(group.clone(), (tx, digest));
+                }
                 let _ = reply.send(asked.map(|()| self.open_handle(group, verifiers)));
             }
             Command::JoinMany { groups, reply } => {
@@ -1190,7 +1314,7 @@ impl Driver {
                 // (A node that stopped meanwhile sends nothing: its trace says nothing either.)
                 let running = self.engine.as_ref().is_some_and(|e| e.status() == synchrony_engine::Status::Member);
                 if let Some(joiners) = self.state_requests.remove(&(group.clone(), view)).filter(|_| running) {
-                    let dg = state_digest(&state);
+                    let dg = Digest::of(&state, self.config.trace_states_as_delivered_sets);
                     for j in joiners {
                         self.record_state(|| TraceEvent::state_sent(group.as_str(), view.0, j.to_string(), dg.clone()));
                     }
@@ -1200,6 +1324,28 @@ impl Driver {
                 }
             }
             Command::DeclineState { group, view } => self.decline_state(now, &group, view),
+            Command::BeginState { group, view } => {
+                let joiners = self.state_requests.remove(&(group.clone(), view)).unwrap_or_default();
+                let digest = Digest::new(self.config.trace_states_as_delivered_sets);
+                self.writers.insert((group.clone(), view), Writer { joiners, digest, waiting: None });
+                if let Some(e) = self.engine.as_mut() {
+                    e.begin_state(now, &group, view);
+                }
+            }
+            Command::WriteState { group, view, part, last, reply } => {
+                self.write_state(now, group, view, part, last, reply)
+            }
+            Command::AbandonState { group, view } => {
+                self.writers.remove(&(group.clone(), view));
+                if let Some(e) = self.engine.as_mut() {
+                    e.abandon_state(now, &group, view);
+                }
+            }
+            Command::StateRead { group, bytes } => {
+                if let Some(e) = self.engine.as_mut() {
+                    e.state_read(now, &group, bytes);
+                }
+            }
             Command::GiveUpQuery { id } => {
                 if let Some(e) = self.engine.as_mut() {
                     e.give_up_query(&id);
@@ -1226,6 +1372,49 @@ impl Driver {
     }
 
     /// A join the engine took: the group's handle, and what the driver keeps of it.
+    /// `Command::WriteState`: the part goes to the engine; the writer waits while its
+    /// joiners have not fetched enough (`release_writers` answers it then).
+    fn write_state(
+        &mut self,
+        now: Instant,
+        group: GroupName,
+        view: ViewId,
+        part: Bytes,
+        last: bool,
+        reply: oneshot::Sender<Result<(), StateWriteError>>,
+    ) {
+        let key = (group, view);
+        let running = self.engine.as_ref().is_some_and(|e| e.status() == synchrony_engine::Status::Member);
+        let (Some(e), Some(w)) = (self.engine.as_mut().filter(|_| running), self.writers.get_mut(&key)) else {
+            let _ = reply.send(Err(if running { StateWriteError::NotNeeded } else { StateWriteError::Stopped }));
+            return;
+        };
+        if self.trace.is_some() {
+            w.digest.write(&part);
+        }
+        e.provide_state_part(now, &key.0, view, part, last);
+        let held = e.state_backlog(&key.0, view);
+        if last {
+            let w = self.writers.remove(&key).expect("present");
+            let digest = w.digest.finish();
+            for j in w.joiners {
+                self.record_state(|| TraceEvent::state_sent(key.0.as_str(), view.0, j.to_string(), digest.clone()));
+            }
+            let _ = reply.send(Ok(()));
+            return;
+        }
+        match held {
+            None => {
+                self.writers.remove(&key);
+                let _ = reply.send(Err(StateWriteError::NotNeeded));
+            }
+            Some(h) if h >= 2 * self.config.engine.state_window_bytes as u64 => w.waiting = Some(reply),
+            Some(_) => {
+                let _ = reply.send(Ok(()));
+            }
+        }
+    }
+
     fn open_handle(&mut self, group: GroupName, verifiers: Verifiers) -> crate::GroupEvents {
         self.verifiers.insert(group.clone(), verifiers);
         self.join_started.insert(group.clone(), TokioInstant::now());
@@ -1502,14 +1691,6 @@ impl Driver {
             }
         }
     }
-}
-
-/// The digest of a state whose lines are message ids, as TRACE.md defines it; for other
-/// states, equal bytes still give equal digests.
-pub(crate) fn state_digest(state: &[u8]) -> String {
-    let text = String::from_utf8_lossy(state);
-    let ids: BTreeSet<&str> = text.split('\n').filter(|s| !s.is_empty()).collect();
-    digest(ids)
 }
 
 #[cfg(test)]

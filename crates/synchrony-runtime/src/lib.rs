@@ -24,11 +24,13 @@ mod driver;
 mod listed;
 mod metrics;
 mod net;
+mod state_stream;
 mod status;
 mod trace;
 
 pub use config::{Config, ConfigError};
 pub use net::NetError;
+pub use state_stream::{StatePart, StateStream, StateWriteError};
 pub use status::{GroupStatus, NetCounters, NodeStatus};
 
 use bytes::Bytes;
@@ -70,6 +72,15 @@ pub enum GroupEvent {
         view: ViewId,
         /// The state as a member's application produced it.
         state: Bytes,
+    },
+    /// This node joined with [`Runtime::join_streaming`] and its state, `len` bytes, has
+    /// all come through the [`StateStream`]: its place among the group's events (no message
+    /// is delivered before it).
+    StateStreamed {
+        /// The join view.
+        view: ViewId,
+        /// The state's length.
+        len: u64,
     },
     /// This node left the group (or its state could not be fetched).
     Left,
@@ -465,7 +476,26 @@ impl Runtime {
 
     /// Joins `group` with join and message verifiers installed for it.
     pub async fn join_verified(&self, group: GroupName, verifiers: Verifiers) -> Result<GroupEvents, MembershipError> {
-        self.ask(|reply| Command::Join { group, verifiers, reply }).await.unwrap_or(Err(MembershipError::Stopped))
+        let stream = None;
+        self.ask(|reply| Command::Join { group, verifiers, stream, reply })
+            .await
+            .unwrap_or(Err(MembershipError::Stopped))
+    }
+
+    /// Joins `group` and reads its state as a stream: the parts come through the
+    /// [`StateStream`] as they arrive (the group's events give [`GroupEvent::StateStreamed`]
+    /// at the state's place instead of [`GroupEvent::State`]). A join that needs no state
+    /// (this node founds the group) ends the stream at once, empty. A rejoin as a new
+    /// incarnation (`Config::rejoin`) gets its state whole, in `GroupEvent::State`.
+    pub async fn join_streaming(
+        &self,
+        group: GroupName,
+        verifiers: Verifiers,
+    ) -> Result<(GroupEvents, StateStream), MembershipError> {
+        let (reader, tx) = StateStream::new(group.clone(), self.clone());
+        let stream = Some(tx);
+        let joined = self.ask(|reply| Command::Join { group, verifiers, stream, reply }).await;
+        joined.unwrap_or(Err(MembershipError::Stopped)).map(|events| (events, reader))
     }
 
     /// Joins many groups with one trip to the driver: the joins go to the membership
@@ -561,6 +591,39 @@ impl Runtime {
     /// Gives the state a [`GroupEvent::StateRequest`] asked for.
     pub async fn provide_state(&self, group: GroupName, view: ViewId, state: Bytes) -> Result<(), NodeStopped> {
         self.commands.send(Command::ProvideState { group, view, state }).await.map_err(|_| NodeStopped)
+    }
+
+    /// Answers a [`GroupEvent::StateRequest`] with a state to be written in parts
+    /// ([`Runtime::write_state`]): the group's later events flow from now on, so what is
+    /// written must be the state as it was at the request (a snapshot).
+    pub async fn begin_state(&self, group: GroupName, view: ViewId) -> Result<(), NodeStopped> {
+        self.commands.send(Command::BeginState { group, view }).await.map_err(|_| NodeStopped)
+    }
+
+    /// Writes the next part of a state begun with [`Runtime::begin_state`] (`last` ends
+    /// it). Returns once the part is handed over and the joiners have fetched enough of the
+    /// parts before it (at most two of their windows, `engine.state_window_bytes`, wait at
+    /// this provider), so a provider never holds much more than that of its state.
+    pub async fn write_state(
+        &self,
+        group: GroupName,
+        view: ViewId,
+        part: Bytes,
+        last: bool,
+    ) -> Result<(), StateWriteError> {
+        let asked = self.ask(|reply| Command::WriteState { group, view, part, last, reply }).await;
+        asked.unwrap_or(Err(StateWriteError::Stopped))
+    }
+
+    /// A state begun with [`Runtime::begin_state`] will not be finished: its joiners ask
+    /// another member (for `Drop` implementations: no waiting).
+    pub fn abandon_state_in_background(&self, group: GroupName, view: ViewId) {
+        self.command_in_background(Command::AbandonState { group, view });
+    }
+
+    /// A [`StateStream`]'s reader read `bytes` more.
+    pub(crate) fn state_read_in_background(&self, group: GroupName, bytes: u64) {
+        self.command_in_background(Command::StateRead { group, bytes });
     }
 
     /// The node's status.

@@ -361,6 +361,9 @@ impl<A: App> Sim<'_, A> {
             // The parts of a state read as a stream, read at once (before the `State` event
             // that ends it).
             while let Some(d) = engine.poll_state_data() {
+                if d.data.is_empty() {
+                    continue; // the end: the `State` event follows
+                }
                 let buf = n.incoming.entry((d.group.clone(), d.view)).or_default();
                 if d.offset == 0 {
                     buf.clear();

@@ -11,7 +11,7 @@ use synchrony_engine::{
     Delivery, FlushError, GroupName, GroupView, MembershipError, MsgId, Order, PartitionReason, ProcessId,
     QueryOutcome, Replies, SendError, ViewId,
 };
-use synchrony_runtime::{GroupEvent, NodeStopped, Runtime};
+use synchrony_runtime::{GroupEvent, NodeStopped, Runtime, StateStream, StateWriteError};
 
 /// Why a send or query on a [`Group`] failed.
 #[derive(Debug, thiserror::Error)]
@@ -186,10 +186,55 @@ impl StateRequest {
         self.view
     }
 
+    /// Gives the state in parts, written while the group goes on: the group's later events
+    /// flow from this call on, so what the [`StateWriter`] writes must be the state as it
+    /// was now (a snapshot: a copy-on-write structure, a read transaction of a store). Each
+    /// write waits while the joiners have not fetched what came before (at most two of their
+    /// windows, `engine.state_window_bytes`, wait here), so neither side holds the state
+    /// whole. Dropped before [`StateWriter::finish`], the joiners ask another member.
+    pub async fn stream(mut self) -> Result<StateWriter, NodeStopped> {
+        self.answered = true;
+        self.rt.begin_state(self.group.clone(), self.view).await?;
+        Ok(StateWriter { group: self.group.clone(), view: self.view, rt: self.rt.clone(), finished: false })
+    }
+
     /// Gives no state (what dropping the request does): the joiners ask another member
     /// that has it, or, with none, learn that the state is lost and leave; this group's
     /// later events go on at once.
     pub fn decline(self) {}
+}
+
+/// A state given in parts ([`StateRequest::stream`]).
+#[derive(Debug)]
+#[must_use = "the joiners wait for the state until it is finished (dropped, they ask another member)"]
+pub struct StateWriter {
+    group: GroupName,
+    view: ViewId,
+    rt: Runtime,
+    finished: bool,
+}
+
+impl StateWriter {
+    /// Writes the next part; returns once it is handed over and the joiners have fetched
+    /// enough of what came before. [`StateWriteError::NotNeeded`]: every joiner has its
+    /// state (from another member) or is gone, stop writing.
+    pub async fn write(&mut self, part: impl Into<Bytes>) -> Result<(), StateWriteError> {
+        self.rt.write_state(self.group.clone(), self.view, part.into(), false).await
+    }
+
+    /// The state is complete.
+    pub async fn finish(mut self) -> Result<(), StateWriteError> {
+        self.finished = true;
+        self.rt.write_state(self.group.clone(), self.view, Bytes::new(), true).await
+    }
+}
+
+impl Drop for StateWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.rt.abandon_state_in_background(self.group.clone(), self.view);
+        }
+    }
 }
 
 /// What a group handle receives, in the same order at every member.
@@ -206,6 +251,13 @@ pub enum Event {
     /// This node joined and here is the group's state at its join point; no message is
     /// delivered to it before this.
     State(Bytes),
+    /// This node joined with [`JoinOptions::stream_state`](crate::JoinOptions::stream_state)
+    /// and its state, `len` bytes, has all come through [`Group::state_stream`]; no message
+    /// is delivered to it before this.
+    StateStreamed {
+        /// The state's length.
+        len: u64,
+    },
     /// This node left the group.
     Left,
     /// A member's join verifier refused this node's join (after a rejoin as a new
@@ -256,6 +308,7 @@ pub struct Group {
     /// Events read ahead while waiting for the first view, handed out first.
     ahead: VecDeque<GroupEvent>,
     view: Option<GroupView>,
+    pub(crate) state_stream: Option<StateStream>,
 }
 
 /// The sending half of a [`Group`]: cheap to clone, so that several tasks can send while
@@ -269,7 +322,8 @@ pub struct GroupSender {
 
 impl Group {
     pub(crate) fn new(name: GroupName, rt: Runtime, events: synchrony_runtime::GroupEvents) -> Self {
-        Self { sender: GroupSender { name, rt, left: Arc::default() }, events, ahead: VecDeque::new(), view: None }
+        let sender = GroupSender { name, rt, left: Arc::default() };
+        Self { sender, events, ahead: VecDeque::new(), view: None, state_stream: None }
     }
 
     /// Reads ahead until the first view (kept for `next_event`).
@@ -284,9 +338,10 @@ impl Group {
                 }
                 GroupEvent::JoinRefused => return Err(crate::JoinError::Refused(self.sender.name.clone())),
                 GroupEvent::Left | GroupEvent::Partitioned(_) => return Err(stopped()),
-                GroupEvent::Message(_) | GroupEvent::StateRequest { .. } | GroupEvent::State { .. } => {
-                    self.ahead.push_back(ev)
-                }
+                GroupEvent::Message(_)
+                | GroupEvent::StateRequest { .. }
+                | GroupEvent::State { .. }
+                | GroupEvent::StateStreamed { .. } => self.ahead.push_back(ev),
             }
         }
         Err(stopped())
@@ -300,6 +355,31 @@ impl Group {
     /// The view this handle last received (`None` before the first).
     pub fn view(&self) -> Option<&GroupView> {
         self.view.as_ref()
+    }
+
+    /// The group's state as a stream, for a join with
+    /// [`JoinOptions::stream_state`](crate::JoinOptions::stream_state) (taken: `None` the
+    /// second time). Read it to the end (`next` gives `None`) before waiting for the next
+    /// event: the state comes ahead of every message, and the joiner fetches more only as
+    /// it is read.
+    ///
+    /// ```no_run
+    /// # use synchrony::{JoinOptions, Node, StatePart};
+    /// # async fn f(node: Node) -> anyhow::Result<()> {
+    /// let mut group = node.join("big", JoinOptions::default().stream_state()).await?;
+    /// let mut state = group.state_stream().expect("asked for a stream");
+    /// let mut table = Vec::new();
+    /// while let Some(part) = state.next().await {
+    ///     match part {
+    ///         StatePart::Data(bytes) => table.extend_from_slice(&bytes),
+    ///         StatePart::Restart => table.clear(), // another provider: from the beginning
+    ///     }
+    /// }
+    /// assert!(state.is_complete());
+    /// # Ok(()) }
+    /// ```
+    pub fn state_stream(&mut self) -> Option<StateStream> {
+        self.state_stream.take()
     }
 
     /// A sending handle for other tasks.
@@ -343,6 +423,7 @@ impl Group {
                 answered: false,
             }),
             GroupEvent::State { state, .. } => Event::State(state),
+            GroupEvent::StateStreamed { len, .. } => Event::StateStreamed { len },
             GroupEvent::Left => {
                 self.sender.left.store(true, Ordering::Relaxed);
                 self.view = None;

@@ -54,13 +54,17 @@ mod group;
 mod node;
 pub mod tools;
 
-pub use group::{Event, Group, GroupSendError, GroupSender, Message, ReplyError, StateRequest, ValueReplies};
+pub use group::{
+    Event, Group, GroupSendError, GroupSender, Message, ReplyError, StateRequest, StateWriter, ValueReplies,
+};
 pub use node::{JoinError, JoinOptions, Node, NodeEvent};
 pub use synchrony_engine::{
     Delivery, FlushError, GroupName, GroupView, MembershipError, MsgId, Order, PartitionReason, ProcessId,
     QueryOutcome, Replies, SendError, ViewId,
 };
-pub use synchrony_runtime::{Config, ConfigError, NodeStatus, NodeStopped, StartError, TRACE_DIR_ENV};
+pub use synchrony_runtime::{
+    Config, ConfigError, NodeStatus, NodeStopped, StartError, StatePart, StateStream, StateWriteError, TRACE_DIR_ENV,
+};
 /// Stable storage: a node's views, checkpoints and update logs ([`synchrony_storage`]).
 pub use synchrony_storage as storage;
 

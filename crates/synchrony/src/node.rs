@@ -22,6 +22,7 @@ pub use synchrony_runtime::NodeEvent;
 #[derive(Clone, Debug, Default)]
 pub struct JoinOptions {
     verifiers: Verifiers,
+    stream_state: bool,
 }
 
 impl JoinOptions {
@@ -46,6 +47,16 @@ impl JoinOptions {
     /// (what a restarting member of a logged group needs: see `tools::recover`).
     pub fn only_if_running(mut self) -> Self {
         self.verifiers.only_if_running = true;
+        self
+    }
+
+    /// Reads the group's state as a stream ([`Group::state_stream`]) as it arrives, part
+    /// by part, instead of whole in [`Event::State`](crate::Event::State): for a state too
+    /// large to hold twice. The joiner fetches more only as the application reads, and the
+    /// group's events give [`Event::StateStreamed`](crate::Event::StateStreamed) at the
+    /// state's place. (A rejoin as a new incarnation gets its state whole.)
+    pub fn stream_state(mut self) -> Self {
+        self.stream_state = true;
         self
     }
 }
@@ -108,8 +119,15 @@ impl Node {
     /// had members.
     pub async fn join(&self, group: impl Into<GroupName>, options: JoinOptions) -> Result<Group, JoinError> {
         let name = group.into();
-        let events = self.rt.join_verified(name.clone(), options.verifiers).await?;
-        let mut g = Group::new(name, self.rt.clone(), events);
+        let mut g = if options.stream_state {
+            let (events, stream) = self.rt.join_streaming(name.clone(), options.verifiers).await?;
+            let mut g = Group::new(name, self.rt.clone(), events);
+            g.state_stream = Some(stream);
+            g
+        } else {
+            let events = self.rt.join_verified(name.clone(), options.verifiers).await?;
+            Group::new(name, self.rt.clone(), events)
+        };
         g.wait_for_view().await?;
         Ok(g)
     }

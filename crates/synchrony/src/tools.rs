@@ -126,7 +126,8 @@ impl GroupChannel for Group {
             Event::StateRequest(r) => GroupInput::StateRequest(r.handed_to_tool()),
             Event::State(s) => GroupInput::State(s),
             // The tool's state belongs to this incarnation's membership: it ends with it.
-            Event::Left | Event::Partitioned(_) | Event::JoinRefused => return None,
+            // (A tool joins without a state stream: a streamed state is never its own.)
+            Event::Left | Event::Partitioned(_) | Event::JoinRefused | Event::StateStreamed { .. } => return None,
         })
     }
 
