@@ -39,6 +39,11 @@ pub struct Config {
     /// chunks one after another, and the joiner asks for the next window when half of
     /// this one has come, so that a transfer is not one round trip per chunk.
     pub state_window_bytes: usize,
+    /// How many bytes of messages a joiner holds for a group while its state comes (they
+    /// wait behind the state) before it holds back its acknowledgements: the senders'
+    /// messages then stay unstable and their flow control waits for the joiner, instead
+    /// of the joiner holding ever more for a large state.
+    pub joiner_hold_bytes: usize,
     /// The largest payload a member may multicast (`SendError::TooLarge` above it).
     pub max_message_bytes: usize,
     /// A multicast larger than this goes in fragments of this size, each a message of its
@@ -84,6 +89,7 @@ impl Default for Config {
             packet_bytes_max: 64 * 1024,
             state_chunk_bytes: 256 * 1024,
             state_window_bytes: 8 << 20,
+            joiner_hold_bytes: 64 << 20,
             max_message_bytes: 1 << 30,
             fragment_bytes: 256 * 1024,
             fragment_window_bytes: 8 << 20,

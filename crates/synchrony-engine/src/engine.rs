@@ -2117,9 +2117,18 @@ impl Engine {
             self.send_to(p, Msg::StateDone { group: group.clone(), view });
         }
         // The state goes ahead of everything held for the group; deliveries that the
-        // table shows were duplicates are dropped.
+        // table shows were duplicates are dropped. (Acknowledgements held back go now.)
         self.events.state_arrived(group, view, state, dups);
+        self.dirty.insert(group.clone());
         self.sync_gate(group);
+    }
+
+    /// A joiner whose state is coming (its provider answered) holds back its
+    /// acknowledgements while the messages held for it pass `Config::joiner_hold_bytes`:
+    /// the senders' flow control then waits for it.
+    fn holds_acks(&self, group: &GroupName) -> bool {
+        let coming = |gs: &GroupState| matches!(gs.join, JoinState::Waiting { total, .. } if total > 0);
+        self.groups.get(group).is_some_and(coming) && self.events.held_bytes(group) > self.config.joiner_hold_bytes
     }
 
     /// A joiner has its state: the provider forgets the checkpoint once every joiner did.
@@ -2172,7 +2181,10 @@ impl Engine {
             loop {
                 for g in std::mem::take(&mut self.dirty) {
                     let mut out = Out::default();
+                    let hold = self.holds_acks(&g);
                     if let Some(gs) = self.groups.get_mut(&g) {
+                        self.stats.joiner_throttles += u64::from(hold && !gs.acks_held);
+                        gs.acks_held = hold;
                         gs.housekeeping(&mut out);
                     }
                     self.absorb(&g, out);

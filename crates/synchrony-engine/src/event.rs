@@ -256,6 +256,9 @@ pub struct Stats {
     /// State transfers that went on from another provider's offset after the first one
     /// failed in the middle (not counting those that had to start again).
     pub state_resumed: u64,
+    /// Times a joiner held back its acknowledgements because the messages held for it while
+    /// its state came passed `Config::joiner_hold_bytes`.
+    pub joiner_throttles: u64,
     /// Membership rounds this process started as leader.
     pub rounds: u64,
     /// Cut messages that could not be delivered (a protocol bug if ever non-zero).

@@ -19,6 +19,8 @@ struct Gate {
     /// How many reasons hold the gate closed.
     count: usize,
     held: VecDeque<(u64, Event)>,
+    /// The payload bytes of the deliveries in `held`.
+    bytes: usize,
     /// The place of the first ordered delivery in `held` (see [`EventQueue::fence`]).
     first_ordered: Option<u64>,
 }
@@ -26,6 +28,13 @@ struct Gate {
 impl Gate {
     fn find_first_ordered(&self) -> Option<u64> {
         self.held.iter().find(|(_, ev)| is_ordered_delivery(ev)).map(|(at, _)| *at)
+    }
+}
+
+fn delivery_bytes(ev: &Event) -> usize {
+    match ev {
+        Event::Deliver(d) => d.payload.len(),
+        _ => 0,
     }
 }
 
@@ -108,6 +117,7 @@ impl EventQueue {
                     gate.first_ordered = Some(at);
                     self.fronts.insert((at, g.clone()));
                 }
+                gate.bytes += delivery_bytes(&ev);
                 gate.held.push_back((at, ev));
                 return;
             }
@@ -232,6 +242,11 @@ impl EventQueue {
         self.gates.entry(group.clone()).or_default().count += 1;
     }
 
+    /// The payload bytes of the deliveries a group's gate holds.
+    pub(crate) fn held_bytes(&self, group: &GroupName) -> usize {
+        self.gates.get(group).map_or(0, |g| g.bytes)
+    }
+
     /// Whether a group's events are held back (its gate is closed, or some wait behind
     /// the fence).
     pub(crate) fn is_gated(&self, group: &GroupName) -> bool {
@@ -255,6 +270,7 @@ impl EventQueue {
                 gate.count += 1;
             }
             released = std::mem::replace(&mut gate.held, rest);
+            gate.bytes = gate.held.iter().map(|(_, ev)| delivery_bytes(ev)).sum();
         }
         if gate.count == 0 && gate.held.is_empty() {
             self.remove_gate(group);

@@ -153,6 +153,8 @@ pub(crate) struct GroupState {
     pub(crate) epoch: u32,
     /// Frozen by the membership round for this epoch.
     pub(crate) frozen: Option<u64>,
+    /// A joiner holding back its acknowledgements (see `Config::joiner_hold_bytes`).
+    pub(crate) acks_held: bool,
     pub(crate) streams: Vec<Stream>,
     /// Position of `order[0]` in the view's total order.
     order_base: u64,
@@ -242,6 +244,7 @@ impl GroupState {
             rank,
             epoch: 0,
             frozen: None,
+            acks_held: false,
             order_base: 0,
             order: VecDeque::new(),
             delivered_total: 0,
@@ -709,9 +712,10 @@ impl GroupState {
         // Announcing stability may deliver (safe messages wait for it), which may move
         // the delivered prefix in turn: announce until nothing moves.
         while self.announce_stability(out) {}
-        // Acknowledgements last: deliveries above owe some too.
+        // Acknowledgements last: deliveries above owe some too. (A joiner holding back
+        // its acknowledgements keeps them owed.)
         let order_len = self.known_end();
-        for r in 0..self.ack_dirty.len() {
+        for r in (0..self.ack_dirty.len()).filter(|_| !self.acks_held) {
             if std::mem::take(&mut self.ack_dirty[r]) {
                 let m = Msg::Ack {
                     group: self.name.clone(),

@@ -160,6 +160,20 @@ fn a_transfer_asks_for_a_window_of_chunks_at_a_time() {
     }
 }
 
+/// Runs until process `i` has a state request; its view.
+fn first_request(net: &mut Net, i: usize) -> synchrony_engine::ViewId {
+    loop {
+        let asked = net.nodes[i].events.iter().find_map(|e| match e {
+            Event::StateRequest { view, .. } => Some(*view),
+            _ => None,
+        });
+        if let Some(view) = asked {
+            return view;
+        }
+        assert!(net.step(), "the join goes on");
+    }
+}
+
 /// What a joiner that reads its state as a stream ends with: the bytes since the last
 /// restart (a part at offset 0 after others), and how many restarts there were.
 fn streamed(net: &Net, i: usize) -> (Vec<u8>, usize) {
@@ -195,16 +209,7 @@ fn a_state_written_in_parts_while_the_group_goes_on_is_read_in_parts() {
         e.join(now, g("g")).expect("joins")
     });
     let whole = state(9);
-    let view = loop {
-        assert!(net.step(), "the join goes on");
-        let asked = net.nodes[0].events.iter().find_map(|e| match e {
-            Event::StateRequest { view, .. } => Some(*view),
-            _ => None,
-        });
-        if let Some(view) = asked {
-            break view;
-        }
-    };
+    let view = first_request(&mut net, 0);
     // The first part opens the group: a message goes on while the rest is written.
     net.with(0, |e, now| {
         e.begin_state(now, &g("g"), view);
@@ -299,4 +304,42 @@ fn a_streamed_transfer_whose_provider_fails_starts_again_at_the_next() {
     let (bytes, restarts) = streamed(&net, 2);
     assert!(crashed && restarts == 1, "crashed {crashed}, restarts {restarts}");
     assert!(bytes == whole[..], "the next provider's whole state");
+}
+
+/// A joiner whose state is coming holds back its acknowledgements once the messages held
+/// for it pass `Config::joiner_hold_bytes`: the sender's messages stay unstable (its flow
+/// control would wait) until the state is in, then all become stable and are delivered
+/// after the state.
+#[test]
+fn a_joiner_holding_too_much_for_its_state_holds_back_its_acknowledgements() {
+    let mut net = Net::cluster_with(2, |c| {
+        c.state_chunk_bytes = 1024;
+        c.state_window_bytes = 4096;
+        c.joiner_hold_bytes = 1000;
+    });
+    net.join_all("g", &[0]);
+    net.auto_state = false;
+    net.with(1, |e, now| e.join(now, g("g")).expect("joins"));
+    let view = first_request(&mut net, 0);
+    // The provider writes the first part only: the transfer is under way.
+    net.with(0, |e, now| {
+        e.begin_state(now, &g("g"), view);
+        e.provide_state_part(now, &g("g"), view, Bytes::from_static(b"first"), false)
+    });
+    for k in 0..50 {
+        let payload = Bytes::from(vec![k as u8; 100]);
+        net.with(0, |e, now| e.send(now, g("g"), synchrony_engine::Order::Fifo, payload).expect("sends"));
+        net.run_for(Duration::from_millis(2));
+    }
+    net.run_for(Duration::from_millis(100));
+    let unstable = net.engine_ref(0).outstanding(&g("g"));
+    assert!(unstable >= 40, "only {unstable} of 50 messages unstable: the joiner acknowledged what it held");
+    assert_eq!(net.engine_ref(1).stats().joiner_throttles, 1);
+    net.with(0, |e, now| e.provide_state_part(now, &g("g"), view, Bytes::new(), true));
+    net.run_for(Duration::from_millis(100));
+    assert_eq!(net.engine_ref(0).outstanding(&g("g")), 0, "all stable once the state is in");
+    let after: Vec<&Event> =
+        net.nodes[1].events.iter().filter(|e| matches!(e, Event::State { .. } | Event::Deliver(_))).collect();
+    assert!(matches!(after[0], Event::State { state, .. } if &state[..] == b"first"));
+    assert_eq!(after.len(), 51, "the state, then every message");
 }

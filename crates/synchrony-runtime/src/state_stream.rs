@@ -5,7 +5,9 @@
 //! whole state.
 
 use bytes::Bytes;
+use std::collections::BTreeSet;
 use synchrony_engine::{Fnv1a, GroupName};
+use synchrony_trace::LineSet;
 use tokio::sync::mpsc;
 
 /// What a [`StateStream`] gives.
@@ -107,13 +109,13 @@ impl StateStream {
 #[derive(Debug)]
 pub(crate) enum Digest {
     Bytes(Fnv1a),
-    Lines(Vec<u8>),
+    Lines(LineSet),
 }
 
 impl Digest {
     pub(crate) fn new(delivered_sets: bool) -> Self {
         if delivered_sets {
-            Digest::Lines(Vec::new())
+            Digest::Lines(LineSet::default())
         } else {
             Digest::Bytes(Fnv1a::new())
         }
@@ -122,21 +124,24 @@ impl Digest {
     pub(crate) fn write(&mut self, bytes: &[u8]) {
         match self {
             Digest::Bytes(h) => h.write(bytes),
-            Digest::Lines(v) => v.extend_from_slice(bytes),
+            Digest::Lines(l) => l.write(bytes),
         }
     }
 
     pub(crate) fn finish(&self) -> String {
         match self {
             Digest::Bytes(h) => format!("{:016x}", h.finish()),
-            Digest::Lines(v) => lines_digest(v),
+            Digest::Lines(l) => l.digest(),
         }
     }
 
     /// The digest of a state given whole.
     pub(crate) fn of(state: &[u8], delivered_sets: bool) -> String {
         if delivered_sets {
-            return lines_digest(state);
+            // (Without copying the lines.)
+            let text = String::from_utf8_lossy(state);
+            let ids: BTreeSet<&str> = text.split('\n').filter(|s| !s.is_empty()).collect();
+            return synchrony_trace::digest(ids);
         }
         let mut d = Self::new(false);
         d.write(state);
@@ -144,9 +149,22 @@ impl Digest {
     }
 }
 
-/// The digest of a state whose lines are message ids, as TRACE.md defines it.
-fn lines_digest(state: &[u8]) -> String {
-    let text = String::from_utf8_lossy(state);
-    let ids: std::collections::BTreeSet<&str> = text.split('\n').filter(|s| !s.is_empty()).collect();
-    synchrony_trace::digest(ids)
+#[cfg(test)]
+mod tests {
+    use super::Digest;
+
+    /// A state fed in parts, cut anywhere, digests as the same state given whole.
+    #[test]
+    fn a_digest_fed_in_parts_is_the_digest_of_the_whole() {
+        let state = b"n1#1/3\nn2#1/7\n\n\nn1#1/3\nn3#2/1";
+        for delivered_sets in [false, true] {
+            let whole = Digest::of(state, delivered_sets);
+            for cut in 0..=state.len() {
+                let mut d = Digest::new(delivered_sets);
+                d.write(&state[..cut]);
+                d.write(&state[cut..]);
+                assert_eq!(d.finish(), whole, "cut at {cut}, delivered sets {delivered_sets}");
+            }
+        }
+    }
 }

@@ -249,6 +249,10 @@ impl<A: App> Sim<'_, A> {
             config.state_chunk_bytes = f.state_chunk;
             config.state_window_bytes = f.state_window;
         }
+        if self.cfg.profile.streamed_state {
+            // Joiners hold back their acknowledgements after a message or two.
+            config.joiner_hold_bytes = 1000;
+        }
         config
     }
 

@@ -61,7 +61,8 @@ pub struct Profile {
     /// States written and read as streams: a provider writes its state in parts while the
     /// group goes on (`Engine::provide_state_part`, as fast as the joiner fetches), a joiner
     /// reads it in parts (`Engine::stream_state`), and one whose provider fails starts again
-    /// from the beginning with the next.
+    /// from the beginning with the next; and a joiner holds back its acknowledgements once
+    /// it holds more than a message or two for the group (`Config::joiner_hold_bytes`).
     pub streamed_state: bool,
     /// Every process starts with the same peer list (`Config::peer_list`), in a random
     /// order at random moments: no founder picked by hand. A cluster forms when a majority

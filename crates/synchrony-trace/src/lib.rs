@@ -60,3 +60,42 @@ pub fn digest<'a>(ids: impl IntoIterator<Item = &'a str>) -> String {
     }
     format!("{:016x}", h.finish())
 }
+
+/// The lines of a state whose lines are message ids (a workload state: see [`digest`]),
+/// gathered from its bytes fed in parts cut anywhere; empty lines are skipped.
+#[derive(Debug, Default)]
+pub struct LineSet {
+    lines: std::collections::BTreeSet<String>,
+    /// The start of a line that a later part ends.
+    partial: Vec<u8>,
+}
+
+impl LineSet {
+    /// Feeds the next bytes.
+    pub fn write(&mut self, bytes: &[u8]) {
+        for piece in bytes.split_inclusive(|b| *b == b'\n') {
+            self.partial.extend_from_slice(piece);
+            if self.partial.last() == Some(&b'\n') {
+                if self.partial.len() > 1 {
+                    self.lines.insert(String::from_utf8_lossy(&self.partial[..self.partial.len() - 1]).into_owned());
+                }
+                self.partial.clear();
+            }
+        }
+    }
+
+    /// Every line (a last one with no newline after it too).
+    pub fn into_lines(mut self) -> std::collections::BTreeSet<String> {
+        if !self.partial.is_empty() {
+            self.lines.insert(String::from_utf8_lossy(&self.partial).into_owned());
+        }
+        self.lines
+    }
+
+    /// [`digest`] of the lines so far (a last one with no newline after it too).
+    pub fn digest(&self) -> String {
+        let last = Some(String::from_utf8_lossy(&self.partial).into_owned())
+            .filter(|l| !l.is_empty() && !self.lines.contains(l));
+        digest(self.lines.iter().map(String::as_str).chain(last.as_deref()))
+    }
+}

@@ -43,6 +43,39 @@ fn make_state(ids: Option<&BTreeSet<String>>, bytes: usize) -> Bytes {
     Bytes::from(s)
 }
 
+/// `--stream`: a provider writes its state (the ids, then newlines up to `bytes`) in
+/// blocks of one shared buffer, as fast as its joiners fetch it.
+async fn write_state(rt: Runtime, group: GroupName, view: synchrony_engine::ViewId, ids: Bytes, bytes: usize) {
+    const BLOCK: usize = 1 << 20;
+    let block = Bytes::from(vec![b'\n'; BLOCK]);
+    let mut left = bytes.saturating_sub(ids.len());
+    if rt.write_state(group.clone(), view, ids, false).await.is_err() {
+        return;
+    }
+    while left > 0 {
+        let n = left.min(BLOCK);
+        if rt.write_state(group.clone(), view, block.slice(..n), false).await.is_err() {
+            return; // nobody needs it any more, or the node stopped
+        }
+        left -= n;
+    }
+    let _ = rt.write_state(group, view, Bytes::new(), true).await;
+}
+
+/// `--stream`: a joiner reads its state as it comes, keeping only the ids in it (when
+/// tracing) and nothing else.
+async fn read_state(mut stream: synchrony_runtime::StateStream, keep_ids: bool) -> BTreeSet<String> {
+    let mut ids = synchrony_trace::LineSet::default();
+    while let Some(part) = stream.next().await {
+        match part {
+            synchrony_runtime::StatePart::Data(bytes) if keep_ids => ids.write(&bytes),
+            synchrony_runtime::StatePart::Data(_) => {}
+            synchrony_runtime::StatePart::Restart => ids = Default::default(),
+        }
+    }
+    ids.into_lines()
+}
+
 /// One member of `--churn` (see the module docs).
 pub(super) async fn churn_member(a: MemberArgs) -> Result<()> {
     let start_us = now_us();
@@ -50,7 +83,12 @@ pub(super) async fn churn_member(a: MemberArgs) -> Result<()> {
     let order: Order = a.order.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
     let (rt, _node) = Runtime::start(c).await.context("starting")?;
     let group = GroupName::new(GROUP);
-    let mut events = rt.join(group.clone()).await?;
+    let (mut events, mut reader) = if a.joiner && a.stream {
+        let (events, stream) = rt.join_streaming(group.clone(), Default::default()).await?;
+        (events, Some(tokio::spawn(read_state(stream, a.trace.is_some()))))
+    } else {
+        (rt.join(group.clone()).await?, None)
+    };
     let joined_us = now_us();
     let waiting = Arc::new(AtomicBool::new(a.joiner));
     if a.joiner {
@@ -60,6 +98,8 @@ pub(super) async fn churn_member(a: MemberArgs) -> Result<()> {
             while waiting.load(Ordering::Relaxed) {
                 let st = rt.status().await.unwrap_or_default();
                 if let Some((got, total)) = st.groups.iter().find(|g| g.name == GROUP).and_then(|g| g.state_transfer) {
+                    // (A state written as a stream has no total until its end: the one expected.)
+                    let total = if total == 0 { a.state_bytes as u64 } else { total };
                     say(json!({"event": "progress", "received": got, "total": total}));
                 }
                 // (Often: `--kill-provider` strikes in the middle of a transfer of a second.)
@@ -95,7 +135,8 @@ pub(super) async fn churn_member(a: MemberArgs) -> Result<()> {
     });
     let mut ids = a.trace.is_some().then(BTreeSet::new);
     let mut state_bytes = a.state_bytes;
-    let mut padding = make_state(None, state_bytes);
+    // (Streamed, the state is made as it is written.)
+    let mut padding = if a.stream { Bytes::new() } else { make_state(None, state_bytes) };
     let (mut delivered, mut state_us, mut reported) = (0u64, None, false);
     let mut stop_at = None;
     let mut ended = "stopped".to_string();
@@ -120,10 +161,26 @@ pub(super) async fn churn_member(a: MemberArgs) -> Result<()> {
                             "state_us": s, "first_us": now_us(), "state_bytes": state_bytes}));
                     }
                 }
+                Some(GroupEvent::StateRequest { view, .. }) if a.stream => {
+                    if rt.begin_state(group.clone(), view).await.is_err() {
+                        break;
+                    }
+                    let ids = make_state(ids.as_ref(), 0);
+                    tokio::spawn(write_state(rt.clone(), group.clone(), view, ids, state_bytes));
+                }
                 Some(GroupEvent::StateRequest { view, .. }) => {
                     let state = if ids.is_some() { make_state(ids.as_ref(), state_bytes) } else { padding.clone() };
                     if rt.provide_state(group.clone(), view, state).await.is_err() {
                         break;
+                    }
+                }
+                Some(GroupEvent::StateStreamed { len, .. }) => {
+                    state_us = Some(now_us());
+                    waiting.store(false, Ordering::Relaxed);
+                    state_bytes = len as usize;
+                    if let Some(read) = reader.take() {
+                        let got = read.await.unwrap_or_default();
+                        ids.iter_mut().for_each(|ids| ids.extend(got.iter().cloned()));
                     }
                 }
                 Some(GroupEvent::State { state, .. }) => {
@@ -149,7 +206,9 @@ pub(super) async fn churn_member(a: MemberArgs) -> Result<()> {
                 Some((Some("state"), Some(n))) => {
                     state_bytes = n.parse().unwrap_or(state_bytes);
                     // Made now, before the joiner comes: not while heartbeats wait.
-                    padding = make_state(None, state_bytes);
+                    if !a.stream {
+                        padding = make_state(None, state_bytes);
+                    }
                 }
                 Some((Some("stop"), _)) | None if stop_at.is_none() => {
                     stop.store(true, Ordering::Relaxed);
@@ -212,6 +271,9 @@ impl Members {
         cmd.args(["--start-at", "0", "--warmup", "0", "--duration", "0", "--state-bytes", &state_bytes.to_string()]);
         if joiner {
             cmd.arg("--joiner");
+        }
+        if self.args.stream {
+            cmd.arg("--stream");
         }
         if let Some(t) = self.trace(i) {
             cmd.arg("--trace").arg(t);
@@ -437,7 +499,8 @@ pub(super) fn run_churn(args: &BenchArgs) -> Result<()> {
             bar.set_message(joiner.to_string());
             heard.bar = Some(bar);
         }
-        m.start(joiner, true, 0)?;
+        // (Streamed, the joiner learns the size only at the end: it is told what to expect.)
+        m.start(joiner, true, if args.stream { size as usize } else { 0 })?;
         alive.insert(joiner);
         let this_kill = if args.kill_provider {
             Some(kill_provider_halfway(&mut heard, &mut m, &mut alive, joiner)?)

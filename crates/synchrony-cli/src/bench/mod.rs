@@ -83,6 +83,11 @@ pub(crate) struct BenchArgs {
     /// its transfer; the joiner goes on from the next member where it was.
     #[arg(long)]
     kill_provider: bool,
+    /// With --churn: states written and read as streams (`StateRequest::stream`,
+    /// `JoinOptions::stream_state`): the provider makes its state as the joiner fetches it
+    /// and the joiner reads it as it comes; neither holds it whole.
+    #[arg(long)]
+    stream: bool,
     /// Trace every member and check the traces at the end (with --churn, or a run of
     /// multicasts).
     #[arg(long)]
@@ -164,6 +169,9 @@ pub(crate) struct MemberArgs {
     /// The state it gives joiners, in bytes.
     #[arg(long, default_value_t = 0)]
     state_bytes: usize,
+    /// States written and read as streams (`bench --stream`).
+    #[arg(long)]
+    stream: bool,
     /// Groups to join (`--groups-scale`), or idle groups to join first.
     #[arg(long, default_value_t = 0)]
     groups: usize,
