@@ -117,6 +117,38 @@ fn a_state_transfer_goes_on_from_another_member_when_its_provider_is_killed_half
     assert!(v["check"].as_str().expect("checked").starts_with("every guarantee holds"), "{}", v["check"]);
 }
 
+/// The same with the state written and read as a stream (`--stream`): the joiner starts
+/// again from the beginning with the next member, holds far less than the state (it reads
+/// it as it comes), and every trace passes the checker.
+#[test]
+fn a_streamed_state_transfer_starts_again_at_another_member_when_its_provider_is_killed() {
+    let v = bench_json(&[
+        "--churn",
+        "--members",
+        "4",
+        "--senders",
+        "2",
+        "--rate",
+        "2000",
+        "--rounds",
+        "1",
+        "--state-mb",
+        "100",
+        "--kill-provider",
+        "--stream",
+        "--check",
+    ]);
+    let round = &v["rounds"][0];
+    assert_eq!(round["provider_killed"], "b0");
+    assert_eq!(round["state_bytes"], 100_000_000);
+    let members = v["members_at_end"].as_array().expect("members");
+    let joiner = members.iter().find(|m| m["index"] == 4).expect("the joiner");
+    let rss = joiner["peak_rss_mb"].as_f64().expect("rss");
+    eprintln!("joiner's peak resident memory {rss:.0} MB for a 100 MB state");
+    assert!(rss < 90.0, "the joiner held {rss:.0} MB: more than a streamed 100 MB state needs");
+    assert!(v["check"].as_str().expect("checked").starts_with("every guarantee holds"), "{}", v["check"]);
+}
+
 #[test]
 fn large_messages_beside_a_stream_of_small_ones_in_total_order() {
     const SIZE: u64 = 64 << 20;
