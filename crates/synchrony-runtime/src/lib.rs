@@ -24,12 +24,14 @@ mod driver;
 mod listed;
 mod metrics;
 mod net;
+mod spool;
 mod state_stream;
 mod status;
 mod trace;
 
 pub use config::{Config, ConfigError};
 pub use net::NetError;
+pub use spool::SendReaderError;
 pub use state_stream::{StatePart, StateStream, StateWriteError};
 pub use status::{GroupStatus, NetCounters, NodeStatus};
 
@@ -270,6 +272,7 @@ pub struct Runtime {
     commands: mpsc::Sender<Command>,
     me: ProcessId,
     listen: String,
+    spool: std::sync::Arc<spool::Spool>,
 }
 
 impl std::fmt::Debug for Command {
@@ -324,6 +327,7 @@ impl Runtime {
     /// returns once the node is a member. Node-wide events arrive on the receiver.
     pub async fn start(config: Config) -> Result<(Runtime, mpsc::Receiver<NodeEvent>), StartError> {
         config.validate()?;
+        let spool = std::sync::Arc::new(spool::Spool::of(&config));
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .map_err(|source| StartError::Listen { addr: config.listen.clone(), source })?;
@@ -449,7 +453,7 @@ impl Runtime {
                 }
             }
         });
-        Ok((Runtime { commands: cmd_tx, me, listen }, out_rx))
+        Ok((Runtime { commands: cmd_tx, me, listen, spool }, out_rx))
     }
 
     /// This node's process id (its first incarnation's, if it rejoined since).
@@ -527,6 +531,22 @@ impl Runtime {
     ) -> Result<MsgId, SendError> {
         let sent = self.ask(|reply| Command::Send { group, order, payload, replies, reply }).await;
         sent.unwrap_or(Err(SendError::Stopped)).map(|s| s.id)
+    }
+
+    /// Multicasts what `reader` gives, to its end, without holding it on the heap: it goes to
+    /// a spool file (in `DATA_DIR/spool`, or the system's temporary directory), unlinked at
+    /// once, that is mapped back and sent from there in fragments like any large message
+    /// (the kernel pages it in as they go, and may drop those pages again). Larger than
+    /// `engine.max_message_bytes` is refused (`SendError::TooLarge`) once the reading passes
+    /// it.
+    pub async fn send_reader(
+        &self,
+        group: GroupName,
+        order: Order,
+        reader: impl tokio::io::AsyncRead + Unpin,
+    ) -> Result<MsgId, SendReaderError> {
+        let payload = spool::spool(reader, &self.spool.dir, self.spool.limit).await?;
+        Ok(self.send(group, order, payload, Replies::None).await?)
     }
 
     /// Multicasts many payloads at once (one trip to the driver, and they share frames).

@@ -25,6 +25,14 @@ pub enum GroupSendError {
     /// The value could not be encoded.
     #[error("cannot encode the value: {0}")]
     Encode(#[from] postcard::Error),
+    /// A payload read from a reader could not be read, or spooled ([`Group::send_reader`]).
+    #[error("cannot spool the payload in {dir}: {error}")]
+    Spool {
+        /// The spool directory.
+        dir: std::path::PathBuf,
+        /// What failed.
+        error: std::io::Error,
+    },
     /// A reply to [`Group::query_value`] is not a value of the type asked for.
     #[error("the reply from {from} is not the type asked for: {error}")]
     Decode {
@@ -451,6 +459,16 @@ impl Group {
         self.sender.send_value(order, value).await
     }
 
+    /// Multicasts what `reader` gives to its end, never holding it on the heap; see
+    /// [`GroupSender::send_reader`].
+    pub async fn send_reader(
+        &self,
+        order: Order,
+        reader: impl tokio::io::AsyncRead + Unpin,
+    ) -> Result<MsgId, GroupSendError> {
+        self.sender.send_reader(order, reader).await
+    }
+
     /// Multicasts many payloads at once; see [`GroupSender::send_many`].
     pub async fn send_many(&self, order: Order, payloads: Vec<Bytes>) -> Vec<Result<MsgId, GroupSendError>> {
         self.sender.send_many(order, payloads).await
@@ -562,6 +580,24 @@ impl GroupSender {
     /// Multicasts a value (encoded with postcard; read it with [`Message::value`]).
     pub async fn send_value<T: Serialize>(&self, order: Order, value: &T) -> Result<MsgId, GroupSendError> {
         self.send(order, crate::encode(value)?).await
+    }
+
+    /// Multicasts what `reader` gives to its end (a file, a socket, a decompressor), never
+    /// holding it on the heap: it is spooled to a file (in `DATA_DIR/spool`, or the system's
+    /// temporary directory) that is unlinked at once and mapped back, and goes out in
+    /// fragments like any large message; the kernel pages it in as they go and may drop
+    /// those pages again. Larger than `engine.max_message_bytes` is refused as soon as the
+    /// reading passes it.
+    pub async fn send_reader(
+        &self,
+        order: Order,
+        reader: impl tokio::io::AsyncRead + Unpin,
+    ) -> Result<MsgId, GroupSendError> {
+        self.check_member()?;
+        self.rt.send_reader(self.name.clone(), order, reader).await.map_err(|e| match e {
+            synchrony_runtime::SendReaderError::Send(e) => GroupSendError::Send(e),
+            synchrony_runtime::SendReaderError::Spool { dir, error } => GroupSendError::Spool { dir, error },
+        })
     }
 
     /// Multicasts many payloads in this order, as one step: they share frames and the

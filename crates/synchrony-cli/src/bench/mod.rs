@@ -97,6 +97,11 @@ pub(crate) struct BenchArgs {
     /// messages, whether small ones keep flowing beside them.
     #[arg(long, default_value_t = 0, conflicts_with_all = ["rpc", "map", "churn"])]
     small_rate: u64,
+    /// The senders send each payload from a reader (`Runtime::send_reader`: spooled to a
+    /// file and mapped) instead of a buffer they hold; each member also reports its peak
+    /// anonymous (heap) memory apart from the file pages it maps.
+    #[arg(long, conflicts_with_all = ["rpc", "map", "churn"])]
+    from_reader: bool,
     /// Many groups per process instead of traffic: a founder makes N groups, --joiners
     /// processes join all N at once; reports the join time, memory per group, idle CPU,
     /// suspicions, and how long a SIGKILLed joiner takes to leave every view (--duration
@@ -178,6 +183,9 @@ pub(crate) struct MemberArgs {
     /// Small messages a second from the last member (`bench --small-rate`).
     #[arg(long, default_value_t = 0)]
     small_rate: u64,
+    /// Send from a reader (`bench --from-reader`).
+    #[arg(long)]
+    from_reader: bool,
 }
 
 impl MemberArgs {
@@ -205,6 +213,10 @@ pub(crate) struct MemberResult {
     sent: u64,
     cpu_seconds: f64,
     peak_rss_mb: f64,
+    /// The most anonymous (heap) memory seen, sampled every 20 ms (`RssAnon`: without the
+    /// file pages a payload sent from a reader maps).
+    #[serde(default)]
+    peak_anon_mb: f64,
     /// Resident memory sampled each second from the start of sending to the end of the
     /// measured window (flat when buffers are bounded).
     #[serde(default)]
@@ -331,6 +343,7 @@ impl Meter {
             sent,
             cpu_seconds: cpu_seconds(),
             peak_rss_mb: peak_rss_mb(),
+            peak_anon_mb: 0.0,
             rss_mb_each_second: Vec::new(),
             small,
         }
@@ -402,6 +415,35 @@ async fn send_paced(rt: &Runtime, group: &GroupName, order: Order, size: usize, 
     rt.send_batch(group.clone(), order, batch).await.iter().filter(|r| r.is_ok()).count() as u64
 }
 
+/// `--from-reader`: each payload from a reader (its send time, then zeros), which the
+/// runtime spools and maps; nothing of it is held here.
+async fn send_from_reader(rt: &Runtime, group: &GroupName, order: Order, size: usize, pace: &mut Pace) -> u64 {
+    use tokio::io::AsyncReadExt;
+    let n = fit_batch(pace.batch().await, size);
+    let mut sent = 0;
+    for _ in 0..n {
+        let stamp = std::io::Cursor::new(now_us().to_le_bytes());
+        let reader = stamp.chain(tokio::io::repeat(0).take(size.saturating_sub(8) as u64));
+        sent += u64::from(rt.send_reader(group.clone(), order, reader).await.is_ok());
+    }
+    sent
+}
+
+/// The most anonymous memory (`RssAnon`) seen until the flag is set, sampled every 20 ms.
+fn peak_anon_mb() -> (tokio::task::JoinHandle<f64>, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = done.clone();
+    let task = tokio::spawn(async move {
+        let mut peak: f64 = 0.0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            peak = peak.max(memory_mb("RssAnon:"));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        peak
+    });
+    (task, done)
+}
+
 /// The `synchrony bench-member` command for member `i` with the run's common settings
 /// (each mode adds its own).
 fn member_command(exe: &std::path::Path, args: &BenchArgs, i: usize, addrs: &[String], mode: &str) -> Command {
@@ -415,6 +457,9 @@ fn member_command(exe: &std::path::Path, args: &BenchArgs, i: usize, addrs: &[St
     }
     if args.small_rate > 0 {
         cmd.args(["--small-rate", &args.small_rate.to_string()]);
+    }
+    if args.from_reader {
+        cmd.arg("--from-reader");
     }
     cmd
 }
@@ -440,14 +485,19 @@ async fn sync_member(a: MemberArgs) -> Result<MemberResult> {
             }
         })
     });
+    let anon = peak_anon_mb();
     let sender = (a.index < a.senders).then(|| {
-        let (rt, group, size, stop) = (rt.clone(), group.clone(), a.size, meter.to);
+        let (rt, group, size, stop, from_reader) = (rt.clone(), group.clone(), a.size, meter.to, a.from_reader);
         let mut pace = Pace::new(a.rate, a.start_at);
         tokio::spawn(async move {
             sleep_until_us(a.start_at).await;
             let mut sent = 0u64;
             while now_us() < stop {
-                sent += send_paced(&rt, &group, order, size, &mut pace).await;
+                sent += if from_reader {
+                    send_from_reader(&rt, &group, order, size, &mut pace).await
+                } else {
+                    send_paced(&rt, &group, order, size, &mut pace).await
+                };
             }
             sent
         })
@@ -480,6 +530,8 @@ async fn sync_member(a: MemberArgs) -> Result<MemberResult> {
     }
     let mut r = meter.result(a.index, sent, "delivered");
     r.rss_mb_each_second = memory.await.unwrap_or_default();
+    anon.1.store(true, std::sync::atomic::Ordering::Relaxed);
+    r.peak_anon_mb = anon.0.await.unwrap_or(0.0);
     Ok(r)
 }
 
@@ -721,6 +773,11 @@ pub(crate) fn run_bench(args: BenchArgs) -> Result<()> {
                 r.cpu_seconds,
                 r.peak_rss_mb
             );
+        }
+    }
+    if args.from_reader {
+        for r in &sync {
+            println!("member {}: peak anonymous (heap) memory {:.1} MB", r.index, r.peak_anon_mb);
         }
     }
     for r in sync.iter().filter_map(|r| r.small.as_deref()) {
