@@ -169,7 +169,15 @@ pub(super) async fn churn_member(a: MemberArgs) -> Result<()> {
                     tokio::spawn(write_state(rt.clone(), group.clone(), view, ids, state_bytes));
                 }
                 Some(GroupEvent::StateRequest { view, .. }) => {
-                    let state = if ids.is_some() { make_state(ids.as_ref(), state_bytes) } else { padding.clone() };
+                    let state = match &ids {
+                        // (Off the runtime's threads: zeroing a large state's pages would hold
+                        // up the driver that shares them.)
+                        Some(ids) => {
+                            let ids = ids.clone();
+                            tokio::task::spawn_blocking(move || make_state(Some(&ids), state_bytes)).await?
+                        }
+                        None => padding.clone(),
+                    };
                     if rt.provide_state(group.clone(), view, state).await.is_err() {
                         break;
                     }
@@ -207,7 +215,7 @@ pub(super) async fn churn_member(a: MemberArgs) -> Result<()> {
                     state_bytes = n.parse().unwrap_or(state_bytes);
                     // Made now, before the joiner comes: not while heartbeats wait.
                     if !a.stream {
-                        padding = make_state(None, state_bytes);
+                        padding = tokio::task::spawn_blocking(move || make_state(None, state_bytes)).await?;
                     }
                 }
                 Some((Some("stop"), _)) | None if stop_at.is_none() => {
