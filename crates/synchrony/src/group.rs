@@ -1,5 +1,6 @@
 //! A group handle, and what it receives.
 
+pub use crate::state_writer::StateWriter;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -11,7 +12,7 @@ use synchrony_engine::{
     Delivery, FlushError, GroupName, GroupView, MembershipError, MsgId, Order, PartitionReason, ProcessId,
     QueryOutcome, Replies, SendError, ViewId,
 };
-use synchrony_runtime::{GroupEvent, NodeStopped, Runtime, StateStream, StateWriteError};
+use synchrony_runtime::{GroupEvent, NodeStopped, Runtime, StateStream};
 
 /// Why a send or query on a [`Group`] failed.
 #[derive(Debug, thiserror::Error)]
@@ -203,46 +204,13 @@ impl StateRequest {
     pub async fn stream(mut self) -> Result<StateWriter, NodeStopped> {
         self.answered = true;
         self.rt.begin_state(self.group.clone(), self.view).await?;
-        Ok(StateWriter { group: self.group.clone(), view: self.view, rt: self.rt.clone(), finished: false })
+        Ok(StateWriter::new(self.group.clone(), self.view, self.rt.clone()))
     }
 
     /// Gives no state (what dropping the request does): the joiners ask another member
     /// that has it, or, with none, learn that the state is lost and leave; this group's
     /// later events go on at once.
     pub fn decline(self) {}
-}
-
-/// A state given in parts ([`StateRequest::stream`]).
-#[derive(Debug)]
-#[must_use = "the joiners wait for the state until it is finished (dropped, they ask another member)"]
-pub struct StateWriter {
-    group: GroupName,
-    view: ViewId,
-    rt: Runtime,
-    finished: bool,
-}
-
-impl StateWriter {
-    /// Writes the next part; returns once it is handed over and the joiners have fetched
-    /// enough of what came before. [`StateWriteError::NotNeeded`]: every joiner has its
-    /// state (from another member) or is gone, stop writing.
-    pub async fn write(&mut self, part: impl Into<Bytes>) -> Result<(), StateWriteError> {
-        self.rt.write_state(self.group.clone(), self.view, part.into(), false).await
-    }
-
-    /// The state is complete.
-    pub async fn finish(mut self) -> Result<(), StateWriteError> {
-        self.finished = true;
-        self.rt.write_state(self.group.clone(), self.view, Bytes::new(), true).await
-    }
-}
-
-impl Drop for StateWriter {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.rt.abandon_state_in_background(self.group.clone(), self.view);
-        }
-    }
 }
 
 /// What a group handle receives, in the same order at every member.

@@ -52,6 +52,7 @@
 
 mod group;
 mod node;
+mod state_writer;
 pub mod tools;
 
 pub use group::{

@@ -128,3 +128,44 @@ async fn a_founders_state_stream_ends_at_once() {
     .await
     .expect("in time");
 }
+
+/// The writer is a `tokio::io::AsyncWrite`: a state copied into it (`tokio::io::copy`,
+/// then `shutdown`) arrives whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_copied_into_the_writer_arrives_whole() {
+    use tokio::io::AsyncWriteExt;
+    timeout(Duration::from_secs(60), async {
+        let a = node("c1", None).await;
+        let b = node("c2", Some(&a)).await;
+        let mut ga = a.join("copied", JoinOptions::default()).await.expect("joins");
+        let data: Vec<u8> = (0..3 * PART + 12345).map(byte_at).collect();
+        let written = data.clone();
+        let provider = tokio::spawn(async move {
+            let request = loop {
+                if let Event::StateRequest(r) = ga.next_event().await.expect("event") {
+                    break r;
+                }
+            };
+            let mut w = request.stream().await.expect("running");
+            tokio::io::copy(&mut &written[..], &mut w).await.expect("copied");
+            w.shutdown().await.expect("finished");
+            ga
+        });
+        let mut gb = b.join("copied", JoinOptions::default().stream_state()).await.expect("joins");
+        let mut state = gb.state_stream().expect("asked for a stream");
+        let mut got = Vec::new();
+        while let Some(p) = state.next().await {
+            match p {
+                StatePart::Data(bytes) => got.extend_from_slice(&bytes),
+                StatePart::Restart => got.clear(),
+            }
+        }
+        assert!(state.is_complete() && got == data, "{} of {} bytes", got.len(), data.len());
+        let _ga = provider.await.expect("the provider");
+        for n in [&a, &b] {
+            let _ = n.shutdown().await;
+        }
+    })
+    .await
+    .expect("in time");
+}
