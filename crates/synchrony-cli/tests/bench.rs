@@ -82,16 +82,11 @@ fn a_churn_run_times_failures_and_joins_and_its_traces_pass_the_checker() {
     assert!(finals.iter().all(|f| f["delivered"].as_u64() > Some(0)));
 }
 
-/// Large messages on real processes: 64 MiB multicasts in total order (each 256 fragments),
-/// with a stream of small ones from another member beside them. Every member delivers
-/// both, the small ones keep flowing (not held for a large one's whole transfer), each
-/// member's peak memory is reported, and the traces pass the checker (`--check`).
-/// (`synchrony bench --size 1073741824 --small-rate 200 --check` is the 1 GiB run.)
-/// A joiner's state provider SIGKILLed in the middle of a 100 MB transfer under load: the
-/// joiner goes on from the next member where it was, and every trace passes the checker.
-#[test]
-fn a_state_transfer_goes_on_from_another_member_when_its_provider_is_killed_halfway() {
-    let v = bench_json(&[
+/// `bench --churn` with 4 members, 2 senders at 2,000/s, one join with 100 MB of state whose
+/// provider (b0, the oldest) is SIGKILLed halfway through, traces checked; `extra` adds
+/// options. Checks what every such run must show and returns its report.
+fn provider_killed_halfway(extra: &[&str]) -> Value {
+    let mut args = vec![
         "--churn",
         "--members",
         "4",
@@ -105,16 +100,26 @@ fn a_state_transfer_goes_on_from_another_member_when_its_provider_is_killed_half
         "100",
         "--kill-provider",
         "--check",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let v = bench_json(&args);
     let round = &v["rounds"][0];
     assert_eq!(round["provider_killed"], "b0");
-    let at = round["provider_killed_at_fraction"].as_f64().expect("fraction");
-    assert!((0.5..1.0).contains(&at), "killed halfway: at {at}");
     assert_eq!(round["state_bytes"], 100_000_000);
+    assert!(v["check"].as_str().expect("checked").starts_with("every guarantee holds"), "{}", v["check"]);
+    v
+}
+
+/// A joiner's state provider SIGKILLed in the middle of a 100 MB transfer under load: the
+/// joiner goes on from the next member where it was, and every trace passes the checker.
+#[test]
+fn a_state_transfer_goes_on_from_another_member_when_its_provider_is_killed_halfway() {
+    let v = provider_killed_halfway(&[]);
+    let at = v["rounds"][0]["provider_killed_at_fraction"].as_f64().expect("fraction");
+    assert!((0.5..1.0).contains(&at), "killed halfway: at {at}");
     let resumed: u64 =
         v["members_at_end"].as_array().expect("members").iter().filter_map(|m| m["state_resumed"].as_u64()).sum();
     assert_eq!(resumed, 1, "the transfer went on from where it was");
-    assert!(v["check"].as_str().expect("checked").starts_with("every guarantee holds"), "{}", v["check"]);
 }
 
 /// The same with the state written and read as a stream (`--stream`): the joiner starts
@@ -122,33 +127,19 @@ fn a_state_transfer_goes_on_from_another_member_when_its_provider_is_killed_half
 /// it as it comes), and every trace passes the checker.
 #[test]
 fn a_streamed_state_transfer_starts_again_at_another_member_when_its_provider_is_killed() {
-    let v = bench_json(&[
-        "--churn",
-        "--members",
-        "4",
-        "--senders",
-        "2",
-        "--rate",
-        "2000",
-        "--rounds",
-        "1",
-        "--state-mb",
-        "100",
-        "--kill-provider",
-        "--stream",
-        "--check",
-    ]);
-    let round = &v["rounds"][0];
-    assert_eq!(round["provider_killed"], "b0");
-    assert_eq!(round["state_bytes"], 100_000_000);
+    let v = provider_killed_halfway(&["--stream"]);
     let members = v["members_at_end"].as_array().expect("members");
     let joiner = members.iter().find(|m| m["index"] == 4).expect("the joiner");
     let rss = joiner["peak_rss_mb"].as_f64().expect("rss");
     eprintln!("joiner's peak resident memory {rss:.0} MB for a 100 MB state");
     assert!(rss < 90.0, "the joiner held {rss:.0} MB: more than a streamed 100 MB state needs");
-    assert!(v["check"].as_str().expect("checked").starts_with("every guarantee holds"), "{}", v["check"]);
 }
 
+/// Large messages on real processes: 64 MiB multicasts in total order (each 256 fragments),
+/// with a stream of small ones from another member beside them. Every member delivers
+/// both, the small ones keep flowing (not held for a large one's whole transfer), each
+/// member's peak memory is reported, and the traces pass the checker (`--check`).
+/// (`synchrony bench --size 1073741824 --small-rate 200 --check` is the 1 GiB run.)
 #[test]
 fn large_messages_beside_a_stream_of_small_ones_in_total_order() {
     const SIZE: u64 = 64 << 20;

@@ -676,6 +676,16 @@ impl Engine {
 
     /// Records a join request after checking it; the caller settles the input.
     fn ask_join(&mut self, op: wire::GroupOp) -> Result<(), MembershipError> {
+        let group = op.group().clone();
+        let asked = self.try_join(op);
+        if asked.is_err() {
+            // A refused join reads no state: a later join must not take its stream.
+            self.streamed_joins.remove(&group);
+        }
+        asked
+    }
+
+    fn try_join(&mut self, op: wire::GroupOp) -> Result<(), MembershipError> {
         if !self.alive() {
             return Err(MembershipError::Stopped);
         }
@@ -981,7 +991,7 @@ impl Engine {
     }
 
     /// Bytes of a state written in parts ([`Engine::provide_state_part`]) that are held
-    /// because some joiner has not fetched them yet; `None` once no joiner needs that state
+    /// because they were not sent to every joiner yet; `None` once no joiner needs that state
     /// (each has it, or left): the application may stop writing it.
     pub fn state_backlog(&self, group: &GroupName, view: ViewId) -> Option<u64> {
         let cp = self.groups.get(group)?.checkpoints.get(&view)?;
@@ -1920,7 +1930,7 @@ impl Engine {
             // yet is sent as it comes.
             let start = if prefix.is_some() { 0 } else { offset };
             if start < cp.state.as_ref().map_or(0, |s| s.held_from() as u64) {
-                // Dropped: every joiner had fetched past it.
+                // Dropped: it was sent to every joiner.
                 self.send_to(from, Msg::StateUnavailable { group: group.clone(), view });
                 return;
             }
@@ -2123,14 +2133,6 @@ impl Engine {
         self.sync_gate(group);
     }
 
-    /// A joiner whose state is coming (its provider answered) holds back its
-    /// acknowledgements while the messages held for it pass `Config::joiner_hold_bytes`:
-    /// the senders' flow control then waits for it.
-    fn holds_acks(&self, group: &GroupName) -> bool {
-        let coming = |gs: &GroupState| matches!(gs.join, JoinState::Waiting { total, .. } if total > 0);
-        self.groups.get(group).is_some_and(coming) && self.events.held_bytes(group) > self.config.joiner_hold_bytes
-    }
-
     /// A joiner has its state: the provider forgets the checkpoint once every joiner did.
     fn on_state_done(&mut self, from: &ProcessId, group: &GroupName, view: ViewId) {
         let Some(g) = self.groups.get_mut(group) else { return };
@@ -2181,8 +2183,9 @@ impl Engine {
             loop {
                 for g in std::mem::take(&mut self.dirty) {
                     let mut out = Out::default();
-                    let hold = self.holds_acks(&g);
                     if let Some(gs) = self.groups.get_mut(&g) {
+                        // (One lookup per dirty group: this runs after every input.)
+                        let hold = gs.state_coming() && self.events.held_bytes(&g) > self.config.joiner_hold_bytes;
                         self.stats.joiner_throttles += u64::from(hold && !gs.acks_held);
                         gs.acks_held = hold;
                         gs.housekeeping(&mut out);

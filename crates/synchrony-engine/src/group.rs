@@ -308,6 +308,13 @@ impl GroupState {
         next
     }
 
+    /// A joiner whose state is coming (its provider answered): it holds back its
+    /// acknowledgements while the messages held for it pass `Config::joiner_hold_bytes`, so
+    /// the senders' flow control waits for it (see the engine's `settle`).
+    pub(crate) fn state_coming(&self) -> bool {
+        matches!(self.join, JoinState::Waiting { total, .. } if total > 0)
+    }
+
     fn is_sequencer(&self) -> bool {
         self.rank == 0
     }

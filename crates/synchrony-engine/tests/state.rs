@@ -343,3 +343,33 @@ fn a_joiner_holding_too_much_for_its_state_holds_back_its_acknowledgements() {
     assert!(matches!(after[0], Event::State { state, .. } if &state[..] == b"first"));
     assert_eq!(after.len(), 51, "the state, then every message");
 }
+
+/// A join refused after `stream_state` leaves no stream behind: the process's next join of
+/// the group, not asked to stream, gets its state whole.
+#[test]
+fn a_refused_join_leaves_no_state_stream_behind() {
+    let mut net = Net::cluster(2);
+    net.join_all("g", &[0, 1]);
+    let refused = net.with(1, |e, now| {
+        e.stream_state(g("g"));
+        e.join(now, g("g"))
+    });
+    assert!(refused.is_err(), "already a member");
+    net.with(1, |e, now| e.leave(now, g("g")).expect("leaves"));
+    assert!(net.run_until(Duration::from_secs(5), |net| !net.engine_ref(1).my_groups().any(|x| *x == g("g"))));
+    net.auto_state = false;
+    net.nodes[0].events.clear();
+    net.nodes[1].events.clear();
+    net.with(1, |e, now| e.join(now, g("g")).expect("joins"));
+    let view = first_request(&mut net, 0);
+    net.with(0, |e, now| e.provide_state(now, &g("g"), view, Bytes::from_static(b"whole")));
+    let loaded = |net: &Net| {
+        net.nodes[1].events.iter().find_map(|e| match e {
+            Event::State { state, .. } => Some(state.clone()),
+            _ => None,
+        })
+    };
+    assert!(net.run_until(Duration::from_secs(5), |net| loaded(net).is_some()));
+    assert_eq!(&loaded(&net).expect("loaded")[..], b"whole");
+    assert!(net.nodes[1].state_data.is_empty(), "nothing came as a stream");
+}

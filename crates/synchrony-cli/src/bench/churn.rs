@@ -76,6 +76,56 @@ async fn read_state(mut stream: synchrony_runtime::StateStream, keep_ids: bool) 
     ids.into_lines()
 }
 
+/// A joiner shows its state transfer's progress (what `synchrony status` shows too) until
+/// its state came; `expected` stands for the total while a streamed state has none.
+async fn report_progress(rt: Runtime, waiting: Arc<AtomicBool>, expected: u64) {
+    while waiting.load(Ordering::Relaxed) {
+        let st = rt.status().await.unwrap_or_default();
+        if let Some((got, total)) = st.groups.iter().find(|g| g.name == GROUP).and_then(|g| g.state_transfer) {
+            let total = if total == 0 { expected } else { total };
+            say(json!({"event": "progress", "received": got, "total": total}));
+        }
+        // (Often: `--kill-provider` strikes in the middle of a transfer of a second.)
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A sender sends until told to stop, noting when a send last went through; returns how
+/// many went.
+async fn send_until(
+    rt: Runtime,
+    group: GroupName,
+    order: Order,
+    size: usize,
+    mut pace: Pace,
+    stop: Arc<AtomicBool>,
+    last_ok: Arc<AtomicU64>,
+) -> u64 {
+    let mut sent = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let ok = super::send_paced(&rt, &group, order, size, &mut pace).await;
+        if ok > 0 {
+            sent += ok;
+            last_ok.store(now_us(), Ordering::Relaxed);
+        }
+    }
+    sent
+}
+
+/// The parent's commands, a line each from standard input.
+fn read_commands() -> tokio::sync::mpsc::Receiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<String>(8);
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(l)) = lines.next_line().await {
+            if tx.send(l).await.is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 /// One member of `--churn` (see the module docs).
 pub(super) async fn churn_member(a: MemberArgs) -> Result<()> {
     let start_us = now_us();
@@ -92,46 +142,14 @@ pub(super) async fn churn_member(a: MemberArgs) -> Result<()> {
     let joined_us = now_us();
     let waiting = Arc::new(AtomicBool::new(a.joiner));
     if a.joiner {
-        // Show the state transfer's progress (what `synchrony status` shows too).
-        let (rt, waiting) = (rt.clone(), waiting.clone());
-        tokio::spawn(async move {
-            while waiting.load(Ordering::Relaxed) {
-                let st = rt.status().await.unwrap_or_default();
-                if let Some((got, total)) = st.groups.iter().find(|g| g.name == GROUP).and_then(|g| g.state_transfer) {
-                    // (A state written as a stream has no total until its end: the one expected.)
-                    let total = if total == 0 { a.state_bytes as u64 } else { total };
-                    say(json!({"event": "progress", "received": got, "total": total}));
-                }
-                // (Often: `--kill-provider` strikes in the middle of a transfer of a second.)
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        });
+        tokio::spawn(report_progress(rt.clone(), waiting.clone(), a.state_bytes as u64));
     }
-    let (cmd_tx, mut cmds) = tokio::sync::mpsc::channel::<String>(8);
-    tokio::spawn(async move {
-        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-        while let Ok(Some(l)) = lines.next_line().await {
-            if cmd_tx.send(l).await.is_err() {
-                break;
-            }
-        }
-    });
+    let mut cmds = read_commands();
     let stop = Arc::new(AtomicBool::new(false));
     let last_ok = Arc::new(AtomicU64::new(now_us()));
     let sender = (a.index < a.senders).then(|| {
-        let (rt, group, stop, last_ok) = (rt.clone(), group.clone(), stop.clone(), last_ok.clone());
-        let (size, mut pace) = (a.size, Pace::new(a.rate, now_us()));
-        tokio::spawn(async move {
-            let mut sent = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let ok = super::send_paced(&rt, &group, order, size, &mut pace).await;
-                if ok > 0 {
-                    sent += ok;
-                    last_ok.store(now_us(), Ordering::Relaxed);
-                }
-            }
-            sent
-        })
+        let pace = Pace::new(a.rate, now_us());
+        tokio::spawn(send_until(rt.clone(), group.clone(), order, a.size, pace, stop.clone(), last_ok.clone()))
     });
     let mut ids = a.trace.is_some().then(BTreeSet::new);
     let mut state_bytes = a.state_bytes;
