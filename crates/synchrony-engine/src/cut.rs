@@ -11,16 +11,19 @@ use std::sync::Arc;
 struct Held<'a> {
     old: &'a GroupView,
     reports: &'a [&'a Report],
-    /// Per stream: the fewest messages any survivor delivered.
+    /// Per stream: the fewest messages any survivor delivered (or, with quiet survivors
+    /// unheard, any survivor holds stable and delivered: see [`compute_cut_with_quiet`]).
     low: Vec<u64>,
+    /// Where the known total order starts.
+    order_base: u64,
     /// Per stream: every message some survivor holds, by seq.
     msgs: Vec<BTreeMap<u64, Arc<DataMsg>>>,
 }
 
 impl<'a> Held<'a> {
-    fn gather(old: &'a GroupView, reports: &'a [&'a Report]) -> Self {
+    fn gather(old: &'a GroupView, reports: &'a [&'a Report], quiet_unheard: bool) -> Self {
         let n = old.members.len();
-        let mut held = Held { old, reports, low: vec![u64::MAX; n], msgs: vec![BTreeMap::new(); n] };
+        let mut held = Held { old, reports, low: vec![u64::MAX; n], order_base: 0, msgs: vec![BTreeMap::new(); n] };
         for rep in reports {
             for (owner, d) in &rep.delivered {
                 if let Some(r) = held.rank(owner) {
@@ -29,12 +32,25 @@ impl<'a> Held<'a> {
             }
             for (owner, ms) in &rep.streams {
                 if let Some(r) = held.rank(owner) {
+                    if let Some(first) = ms.first().filter(|_| quiet_unheard) {
+                        // A quiet survivor delivered at least every stable message, and a
+                        // reporter holds every message it has not seen both stable and
+                        // delivered: from there on the cut must carry what it holds.
+                        held.low[r] = held.low[r].min(first.seq - 1);
+                    }
                     for m in ms {
                         held.msgs[r].entry(m.seq).or_insert_with(|| m.clone());
                     }
                 }
             }
         }
+        held.order_base = if quiet_unheard {
+            // Likewise, a quiet survivor delivered every order position a reporter no
+            // longer holds.
+            reports.iter().map(|r| r.order_base).min().unwrap_or(0)
+        } else {
+            reports.iter().map(|r| r.delivered_total).min().unwrap_or(0)
+        };
         for l in &mut held.low {
             if *l == u64::MAX {
                 *l = 0;
@@ -101,7 +117,7 @@ impl<'a> Held<'a> {
     /// (within the cut), then the cut's total and safe messages that nobody delivered.
     fn order(&self, hi: &[u64]) -> (u64, Vec<OrderEntry>) {
         let n = hi.len();
-        let base = self.reports.iter().map(|r| r.delivered_total).min().unwrap_or(0);
+        let base = self.order_base;
         let mut known: BTreeMap<u64, OrderEntry> = BTreeMap::new();
         for rep in self.reports {
             for (i, e) in rep.order.iter().enumerate() {
@@ -145,7 +161,19 @@ impl<'a> Held<'a> {
 /// messages get the longest known order, then the rest in a causal-consistent order
 /// (vector timestamp sum, then rank, then seq) that every survivor computes alike.
 pub fn compute_cut(old: &GroupView, reports: &[&Report]) -> Cut {
-    let held = Held::gather(old, reports);
+    cut_of(Held::gather(old, reports, false))
+}
+
+/// As [`compute_cut`], when some survivors did not report because they are quiet in the
+/// group (see the engine's flush): each received every stable message and delivered every
+/// message it received, so it lacks at most what a reporter holds that is not both stable
+/// and delivered there; the cut carries all of that, and each survivor takes what it lacks.
+pub fn compute_cut_with_quiet(old: &GroupView, reports: &[&Report]) -> Cut {
+    cut_of(Held::gather(old, reports, true))
+}
+
+fn cut_of(held: Held<'_>) -> Cut {
+    let old = held.old;
     let mut hi = held.contiguous();
     held.prune_causally(&mut hi);
     let (order_base, order) = held.order(&hi);

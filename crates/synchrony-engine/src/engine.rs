@@ -1096,13 +1096,32 @@ impl Engine {
             self.ctl_out.entry(to).or_default().push(c);
         }
         if let Some(p) = out.promise {
-            // Phase 1 freezes the round's groups here and reports what they hold.
+            // Phase 1 freezes the round's groups here and reports what they hold: those it
+            // names, and those of the processes it removes, where this member is not quiet
+            // (a group quiet at every survivor changes with nothing in the decision).
             let mut reports = Vec::new();
-            for g in &p.groups {
-                if let Some(gs) = self.groups.get_mut(g) {
-                    gs.frozen = Some(p.epoch);
-                    self.frozen_index.insert((p.epoch, g.clone()));
+            let mut freeze = |g: &GroupName, gs: &mut GroupState, report: bool| {
+                gs.frozen = Some(p.epoch);
+                self.frozen_index.insert((p.epoch, g.clone()));
+                if report || !gs.quiet() {
                     reports.push(gs.report());
+                }
+            };
+            if p.removing.is_empty() {
+                for g in &p.groups {
+                    if let Some(gs) = self.groups.get_mut(g) {
+                        freeze(g, gs, true);
+                    }
+                }
+            } else {
+                // (Every group of this process is looked at: a removal is rare, a round
+                // for joins is not.)
+                let named: BTreeSet<&GroupName> = p.groups.iter().collect();
+                for (g, gs) in &mut self.groups {
+                    let is_named = !named.is_empty() && named.contains(g);
+                    if is_named || gs.view.members.iter().any(|m| p.removing.contains(m)) {
+                        freeze(g, gs, is_named);
+                    }
                 }
             }
             let promise = Msg::Promise { ballot: p.ballot, committed: p.committed, accepted: p.accepted, reports };
@@ -1148,6 +1167,11 @@ impl Engine {
     fn absorb(&mut self, group: &GroupName, out: Out) {
         // Whatever touched the group may owe acks, tokens or stability announcements.
         self.dirty.insert(group.clone());
+        self.carry_out(group, out);
+    }
+
+    /// [`Engine::absorb`] without marking the group dirty (its housekeeping just ran).
+    fn carry_out(&mut self, group: &GroupName, out: Out) {
         if out.bad_fragments > 0 {
             self.stats.rejected_malformed += out.bad_fragments as u64;
             tracing::warn!(me = %self.me, %group, n = out.bad_fragments, "fragments out of place dropped");
@@ -1155,9 +1179,11 @@ impl Engine {
         for (to, m) in out.sends {
             self.send_to(&to, m);
         }
-        let view = self.groups.get(group).map_or(ViewId(0), |g| g.view.id);
-        for m in out.gbcasts {
-            self.gms.request_gbcast(group.clone(), view, m);
+        if !out.gbcasts.is_empty() {
+            let view = self.groups.get(group).map_or(ViewId(0), |g| g.view.id);
+            for m in out.gbcasts {
+                self.gms.request_gbcast(group.clone(), view, m);
+            }
         }
         for id in out.forward_acks {
             let epoch = self.gms.epoch().max(self.applying);
@@ -1534,10 +1560,25 @@ impl Engine {
         debug_assert!(self.gms.is_member(&self.me), "a member applies decisions");
         self.applying = decision.epoch;
         let d = decision.clone();
-        for gc in &d.groups {
-            self.apply_group_change(gc);
-            for m in &gc.gbcasts {
-                self.gms.remember_gbcast(m.id.clone());
+        // The changes it lists and those it implies, by group name.
+        let implied = self.gms.implied_changes(&d);
+        let mut listed = d.groups.iter().peekable();
+        let mut quiet = implied.iter().peekable();
+        loop {
+            let take_listed = match (listed.peek(), quiet.peek()) {
+                (Some(a), Some(b)) => a.group < b.group,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            if take_listed {
+                let gc = listed.next().expect("peeked");
+                self.apply_group_change(gc, false);
+                for m in &gc.gbcasts {
+                    self.gms.remember_gbcast(m.id.clone());
+                }
+            } else {
+                self.apply_group_change(quiet.next().expect("peeked"), true);
             }
         }
         let new: Vec<ProcessId> =
@@ -1570,7 +1611,7 @@ impl Engine {
             &mut out,
         );
         self.apply_relay(out);
-        for gc in &d.groups {
+        for gc in d.groups.iter().chain(&implied) {
             self.replay_future(&gc.group);
         }
         self.lift_barrier(now);
@@ -1611,15 +1652,16 @@ impl Engine {
         }
     }
 
-    /// One group's part of a decision.
-    fn apply_group_change(&mut self, gc: &GroupChange) {
+    /// One group's part of a decision (`implied`: not listed in it, see `Decision::groups`).
+    fn apply_group_change(&mut self, gc: &GroupChange, implied: bool) {
         let g = &gc.group;
         let was_member = self.groups.get(g).is_some_and(|s| s.view.id == gc.old_view);
         if self.gms.set_group_view(gc) {
             self.lineage_died(g);
         }
         if was_member {
-            self.end_epoch(gc);
+            self.stats.quiet_views += u64::from(implied);
+            self.end_epoch(gc, implied);
         } else if let Some(v) = gc.new_view.as_ref().filter(|v| v.members.contains(&self.me) && !self.gms.forced_out(g))
         {
             // (A process whose state was lost stays out until its forced leave is decided:
@@ -1631,8 +1673,9 @@ impl Engine {
     }
 
     /// A member's group: deliver the cut and the gbcasts, then go on in the next epoch,
-    /// install the next view, or leave.
-    fn end_epoch(&mut self, gc: &GroupChange) {
+    /// install the next view, or leave. An `implied` change's cut is where this member
+    /// stands: every survivor was quiet in the group, so all delivered the same.
+    fn end_epoch(&mut self, gc: &GroupChange, implied: bool) {
         let g = &gc.group;
         let mut out = Out::default();
         // Another group's events are held back with a decision's deliveries: a cut
@@ -1646,7 +1689,14 @@ impl Engine {
             gs.gated = true;
             self.events.fence_pushes(true);
         }
-        let missing = gs.apply_cut(&gc.cut, &gc.gbcasts, &mut out);
+        let quiet;
+        let cut = if implied {
+            quiet = gs.quiet_cut();
+            &quiet
+        } else {
+            &gc.cut
+        };
+        let missing = gs.apply_cut(cut, &gc.gbcasts, &mut out);
         if gs.gated && (!out.delivered.is_empty() || gs.unshown()) {
             // Deliveries of the epoch the cut ends are held back from the application, yet
             // the others count them as settled by the cut: messages sent after this
@@ -1670,21 +1720,29 @@ impl Engine {
             }
             Some(v) if v.members.contains(&self.me) => {
                 self.absorb(g, out);
-                let old = self.groups.remove(g).expect("a member");
+                let gs = self.groups.get_mut(g).expect("a member");
                 let joiners: Vec<ProcessId> =
-                    v.members.iter().filter(|m| !old.view.members.contains(m)).cloned().collect();
-                self.groups.insert(g.clone(), old.succeed(v.clone(), &self.me));
+                    v.members.iter().filter(|m| !gs.view.members.contains(m)).cloned().collect();
+                gs.succeed(v.clone(), &self.me);
+                // (A view change of thousands of groups looks each up as few times as it
+                // can: most have no transfer under way and nothing queued.)
+                let transfer = !joiners.is_empty() || gs.transferring();
+                let queued = !gs.queued.is_empty();
                 if !joiners.is_empty() {
                     self.expect_checkpoint(g, v.id, joiners);
                 }
                 self.stats.views += 1;
                 self.events.push(Event::View { group: g.clone(), view: v.clone() });
-                self.transfer_view_changed(g);
+                if transfer {
+                    self.transfer_view_changed(g);
+                }
                 self.queries_view_changed(g);
-                self.with_group(g, |gs, out| {
-                    gs.release_queued(out);
-                    gs.try_deliver(out);
-                });
+                if queued {
+                    self.with_group(g, |gs, out| {
+                        gs.release_queued(out);
+                        gs.try_deliver(out);
+                    });
+                }
             }
             Some(_) => {
                 self.absorb(g, out);
@@ -1779,6 +1837,9 @@ impl Engine {
 
     /// Members no longer in the group will not answer.
     fn queries_view_changed(&mut self, group: &GroupName) {
+        if self.queries.is_empty() {
+            return;
+        }
         let members: BTreeSet<ProcessId> =
             self.gms.view(group).map(|v| v.members.iter().cloned().collect()).unwrap_or_default();
         for done in self.queries.view_changed(group, &members) {
@@ -2190,7 +2251,7 @@ impl Engine {
                         gs.acks_held = hold;
                         gs.housekeeping(&mut out);
                     }
-                    self.absorb(&g, out);
+                    self.carry_out(&g, out);
                 }
                 // Housekeeping is done for every group absorbed above.
                 self.dirty.clear();

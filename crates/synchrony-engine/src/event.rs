@@ -261,6 +261,9 @@ pub struct Stats {
     pub joiner_throttles: u64,
     /// Membership rounds this process started as leader.
     pub rounds: u64,
+    /// Epochs of groups quiet at every survivor that a decision ended without naming them
+    /// (see [`crate::wire::Decision::groups`]), here.
+    pub quiet_views: u64,
     /// Cut messages that could not be delivered (a protocol bug if ever non-zero).
     pub cut_anomalies: u64,
     /// Members this process began to suspect (silent past the failure timeout, or

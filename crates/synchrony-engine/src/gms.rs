@@ -16,12 +16,12 @@
 //! the membership's own part of it is [`Gms::commit`].
 
 use crate::config::Config;
-use crate::cut::compute_cut;
+use crate::cut::{compute_cut, compute_cut_with_quiet};
 use crate::id::{Ballot, GroupName, MsgId, ProcessId, ViewId};
 use crate::time::Instant;
 use crate::timer::{Timer, TimerTable};
 use crate::verify::JoinVerifier;
-use crate::wire::{Ctl, DataMsg, Decision, GroupChange, GroupOp, GroupView, Msg, Report, Requests, Snapshot};
+use crate::wire::{Ctl, Cut, DataMsg, Decision, GroupChange, GroupOp, GroupView, Msg, Report, Requests, Snapshot};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -77,6 +77,9 @@ pub(crate) struct Promise {
     pub(crate) accepted: Option<(Ballot, Arc<Decision>)>,
     pub(crate) epoch: u64,
     pub(crate) groups: Vec<GroupName>,
+    /// The processes the round removes: the engine freezes every group of theirs too, and
+    /// reports those where it is not quiet.
+    pub(crate) removing: Vec<ProcessId>,
 }
 
 /// The phase of a membership round this process leads.
@@ -105,6 +108,17 @@ struct Plan {
 }
 
 impl Plan {
+    /// The groups flushed for something else than a removed member: joins, leaves,
+    /// gbcasts (named in the prepare; the removed members' groups are implied).
+    fn explicit(&self) -> BTreeSet<&GroupName> {
+        self.group_joins.keys().chain(self.group_leaves.keys()).chain(self.gbcasts.keys()).collect()
+    }
+
+    /// The processes the round removes: failed, or leaving the cluster.
+    fn removing(&self) -> Vec<ProcessId> {
+        self.failed.union(&self.leaving).cloned().collect()
+    }
+
     fn is_empty(&self) -> bool {
         self.failed.is_empty()
             && self.leaving.is_empty()
@@ -140,6 +154,9 @@ type Leaves<'a> = BTreeSet<(&'a GroupName, &'a ProcessId)>;
 
 /// What a promise carries: an accepted decision, if any, and flush reports.
 type PromiseBody = (Option<(Ballot, Arc<Decision>)>, Vec<Report>);
+
+/// What a prepare flushes: the groups it names, and the processes whose groups it implies.
+type Flush = (Vec<GroupName>, Vec<ProcessId>);
 
 /// Membership state of one process.
 pub(crate) struct Gms {
@@ -556,7 +573,9 @@ impl Gms {
                 self.refused.retain(|(g, p)| p != from || r.ops.iter().any(|o| o.joins() == Some(g)));
                 self.requests.insert(from.clone(), r);
             }
-            Msg::Prepare { ballot, epoch, groups } => self.on_prepare(from, ballot, epoch, groups, out),
+            Msg::Prepare { ballot, epoch, groups, removing } => {
+                self.on_prepare(from, ballot, epoch, (groups, removing), out)
+            }
             Msg::Promise { ballot, committed, accepted, reports } => {
                 self.on_promise(from, ballot, committed, accepted, reports, out)
             }
@@ -593,7 +612,7 @@ impl Gms {
         }
     }
 
-    fn on_prepare(&mut self, from: &ProcessId, ballot: Ballot, epoch: u64, groups: Vec<GroupName>, out: &mut GmsOut) {
+    fn on_prepare(&mut self, from: &ProcessId, ballot: Ballot, epoch: u64, flush: Flush, out: &mut GmsOut) {
         if epoch <= self.epoch {
             // The proposer is behind: send it what it missed.
             for d in self.log.iter().filter(|d| d.epoch >= epoch) {
@@ -614,7 +633,8 @@ impl Gms {
             return;
         }
         let accepted = self.accepted.clone().filter(|(_, d)| d.epoch == epoch);
-        out.promise = Some(Promise { to: from.clone(), ballot, committed, accepted, epoch, groups });
+        let (groups, removing) = flush;
+        out.promise = Some(Promise { to: from.clone(), ballot, committed, accepted, epoch, groups, removing });
     }
 
     fn on_promise(
@@ -627,7 +647,7 @@ impl Gms {
         out: &mut GmsOut,
     ) {
         let my_epoch = self.epoch;
-        let groups = self.prepare_groups();
+        let (groups, removing) = self.prepare_groups();
         let Round::Preparing { ballot: b, epoch, promises, waiting, .. } = &mut self.round else {
             return;
         };
@@ -647,7 +667,7 @@ impl Gms {
             for d in missing {
                 out.send(from, Msg::Commit { decision: d, snapshot: None });
             }
-            out.send(from, Msg::Prepare { ballot, epoch: e, groups });
+            out.send(from, Msg::Prepare { ballot, epoch: e, groups, removing });
             return;
         }
         promises.insert(from.clone(), (accepted, reports));
@@ -662,18 +682,20 @@ impl Gms {
         if ctx.now.saturating_since(*sent_at) < patience {
             return;
         }
-        let groups = self.prepare_groups();
+        let (groups, removing) = self.prepare_groups();
         let Round::Preparing { ballot, epoch, waiting, promises, sent_at, .. } = &mut self.round else { return };
         *sent_at = ctx.now;
         for p in waiting.iter().filter(|p| !promises.contains_key(*p)) {
-            out.send(p, Msg::Prepare { ballot: ballot.clone(), epoch: *epoch, groups: groups.clone() });
+            let (groups, removing) = (groups.clone(), removing.clone());
+            out.send(p, Msg::Prepare { ballot: ballot.clone(), epoch: *epoch, groups, removing });
         }
     }
 
-    fn prepare_groups(&self) -> Vec<GroupName> {
+    /// What the prepare of the round being prepared flushes.
+    fn prepare_groups(&self) -> Flush {
         match &self.round {
-            Round::Preparing { plan, .. } => plan.groups.iter().cloned().collect(),
-            _ => Vec::new(),
+            Round::Preparing { plan, .. } => (plan.explicit().into_iter().cloned().collect(), plan.removing()),
+            _ => (Vec::new(), Vec::new()),
         }
     }
 
@@ -963,11 +985,13 @@ impl Gms {
         let ballot = Ballot { round: self.max_round, leader: ctx.me.clone() };
         let epoch = self.epoch + 1;
         let waiting: BTreeSet<ProcessId> = self.members().filter(|p| !plan.failed.contains(*p)).cloned().collect();
-        let groups: Vec<GroupName> = plan.groups.iter().cloned().collect();
+        let groups: Vec<GroupName> = plan.explicit().into_iter().cloned().collect();
+        let removing = plan.removing();
         out.rounds += 1;
-        tracing::debug!(me = %ctx.me, epoch, ?plan.failed, joins = plan.joins.len(), groups = groups.len(), "starting a membership round");
+        tracing::debug!(me = %ctx.me, epoch, ?plan.failed, joins = plan.joins.len(), groups = plan.groups.len(), "starting a membership round");
         for p in &waiting {
-            out.send(p, Msg::Prepare { ballot: ballot.clone(), epoch, groups: groups.clone() });
+            let (groups, removing) = (groups.clone(), removing.clone());
+            out.send(p, Msg::Prepare { ballot: ballot.clone(), epoch, groups, removing });
         }
         self.round = Round::Preparing {
             ballot,
@@ -1016,7 +1040,7 @@ impl Gms {
         if !newcomers.is_empty() {
             let mut views = self.views.clone();
             let mut lineages = self.lineage_start.clone();
-            for gc in &decision.groups {
+            for gc in decision.groups.iter().chain(&self.implied_changes(&decision)) {
                 if let Some(v) = &gc.new_view {
                     views.insert(gc.group.clone(), v.clone());
                     if starts_lineage(gc, v) {
@@ -1047,8 +1071,11 @@ impl Gms {
                 by_group.entry((&r.group, p)).or_default().push(r);
             }
         }
+        let explicit = plan.explicit();
+        let unknown = GroupView { id: ViewId(0), members: Vec::new() };
         for g in &plan.groups {
-            let old = self.views.get(g).cloned().unwrap_or(GroupView { id: ViewId(0), members: Vec::new() });
+            let old = self.views.get(g).unwrap_or(&unknown);
+            let reported = |m: &ProcessId| by_group.get(&(g, m)).is_some_and(|rs| rs.iter().any(|r| r.view == old.id));
             let reports: Vec<&Report> = old
                 .members
                 .iter()
@@ -1056,7 +1083,17 @@ impl Gms {
                 .filter_map(|m| by_group.get(&(g, m)))
                 .flat_map(|rs| rs.iter().copied().filter(|r| r.view == old.id))
                 .collect();
-            let cut = compute_cut(&old, &reports);
+            if reports.is_empty() && !explicit.contains(g) {
+                // Only a removed member changes it and every survivor is quiet in it: the
+                // change is implied (see `implied_changes`), at no cost in the decision.
+                continue;
+            }
+            // A survivor that did not report is quiet in the group (or holds nothing of it).
+            let cut = if old.members.iter().all(|m| plan.failed.contains(m) || reported(m)) {
+                compute_cut(old, &reports)
+            } else {
+                compute_cut_with_quiet(old, &reports)
+            };
             let leavers: Vec<ProcessId> = old
                 .members
                 .iter()
@@ -1096,6 +1133,42 @@ impl Gms {
         self.requests_dirty = true;
     }
 
+    /// The group changes `d` implies (see [`Decision::groups`]), by group name, with the
+    /// views before `d`: each group it does not list whose view holds a process it removes
+    /// goes on without them, and its cut delivers nothing more. The cut's streams here are
+    /// the old members at 0: a member of the group delivers what it delivered already
+    /// (see the engine's `quiet_cut`).
+    pub(crate) fn implied_changes(&self, d: &Decision) -> Vec<GroupChange> {
+        if d.removed.is_empty() {
+            return Vec::new();
+        }
+        let listed: BTreeSet<&GroupName> = d.groups.iter().map(|gc| &gc.group).collect();
+        let gone = |m: &ProcessId| d.removed.contains(m);
+        let mut changes = Vec::new();
+        for (g, v) in &self.views {
+            if !v.members.iter().any(gone) || listed.contains(g) {
+                continue;
+            }
+            let members = v.members.iter().filter(|m| !gone(m)).cloned().collect();
+            let cut = Cut {
+                streams: v.members.iter().map(|m| (m.clone(), 0)).collect(),
+                msgs: Vec::new(),
+                order_base: 0,
+                order: Vec::new(),
+            };
+            let new_view = Some(GroupView { id: ViewId(v.id.0 + 1), members });
+            changes.push(GroupChange {
+                group: g.clone(),
+                old_view: v.id,
+                new_view,
+                cut,
+                gbcasts: Vec::new(),
+                leavers: Vec::new(),
+            });
+        }
+        changes
+    }
+
     /// A group change of a decision being applied: the group's new view. Returns whether
     /// the group starts over (no member goes on from the old view: a new lineage, with no
     /// state).
@@ -1104,7 +1177,12 @@ impl Gms {
         let Some(v) = &gc.new_view else { return false };
         // An emptied group keeps its last (empty) view, so that a group created again
         // under the same name goes on numbering its views (G1).
-        self.views.insert(gc.group.clone(), v.clone());
+        match self.views.get_mut(&gc.group) {
+            Some(old) => old.clone_from(v),
+            None => {
+                self.views.insert(gc.group.clone(), v.clone());
+            }
+        }
         let fresh = starts_lineage(gc, v);
         if fresh {
             self.lineage_start.insert(gc.group.clone(), v.id);

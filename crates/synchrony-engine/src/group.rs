@@ -285,7 +285,7 @@ impl GroupState {
     }
 
     /// Carries what outlives a view into the state for the next one.
-    pub(crate) fn succeed(mut self, view: GroupView, me: &ProcessId) -> Self {
+    pub(crate) fn succeed(&mut self, view: GroupView, me: &ProcessId) {
         let mut next = GroupState::new(self.name.clone(), view, me);
         next.queued = std::mem::take(&mut self.queued);
         next.queued_bytes = self.queued_bytes;
@@ -305,7 +305,13 @@ impl GroupState {
         next.across = self.across;
         next.gated = self.gated;
         next.gated_decision = self.gated_decision;
-        next
+        *self = next;
+    }
+
+    /// Whether a state transfer of this group is under way here: checkpoints kept for
+    /// joiners, or this member waiting for its state.
+    pub(crate) fn transferring(&self) -> bool {
+        !self.checkpoints.is_empty() || matches!(self.join, JoinState::Waiting { .. })
     }
 
     /// A joiner whose state is coming (its provider answered): it holds back its
@@ -888,6 +894,26 @@ impl GroupState {
             order_base: self.order_base,
             order: self.order.iter().copied().collect(),
             delivered_total: self.delivered_total,
+        }
+    }
+
+    /// Whether this member holds nothing another survivor could lack: every message it
+    /// received is delivered here and stable (held by every member), and so is every
+    /// order position it knows. When every survivor is quiet they all delivered the same
+    /// messages, and the group's cut is [`GroupState::quiet_cut`] at each: a flush need
+    /// not report it (see [`crate::wire::Decision::groups`]).
+    pub(crate) fn quiet(&self) -> bool {
+        self.order.is_empty() && self.streams.iter().all(|s| s.msgs.is_empty())
+    }
+
+    /// The cut that ends the epoch where it stands: what this member delivered, nothing
+    /// more (what it received since it was frozen is dropped, as by any cut).
+    pub(crate) fn quiet_cut(&self) -> Cut {
+        Cut {
+            streams: self.streams.iter().map(|s| (s.owner.clone(), s.delivered)).collect(),
+            msgs: Vec::new(),
+            order_base: self.delivered_total,
+            order: Vec::new(),
         }
     }
 

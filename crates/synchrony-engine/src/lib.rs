@@ -78,5 +78,5 @@ pub use wire::GroupView;
 /// Pieces of the engine exposed for its own tests and benches; not an interface.
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::cut::compute_cut;
+    pub use crate::cut::{compute_cut, compute_cut_with_quiet};
 }

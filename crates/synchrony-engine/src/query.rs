@@ -116,6 +116,12 @@ impl Queries {
         })
     }
 
+    /// Whether no query is outstanding (a view change of thousands of groups looks here
+    /// first).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
     fn ids_of(&self, group: &GroupName) -> Vec<MsgId> {
         self.map.iter().filter(|(_, q)| q.group == *group).map(|(id, _)| id.clone()).collect()
     }

@@ -14,7 +14,7 @@ use sha2::Sha256;
 use std::sync::Arc;
 
 /// The wire version this engine speaks.
-pub const WIRE_VERSION: u8 = 4;
+pub const WIRE_VERSION: u8 = 5;
 const MAGIC: &[u8; 2] = b"SY";
 const FLAG_TAG: u8 = 1;
 const TAG_LEN: usize = 32;
@@ -219,7 +219,7 @@ pub struct GroupChange {
     pub cut: Cut,
     /// Gbcasts delivered after the cut, in this order.
     pub gbcasts: Vec<DataMsg>,
-    /// Members that left voluntarily.
+    /// Members that left voluntarily (empty in an implied change).
     pub leavers: Vec<ProcessId>,
 }
 
@@ -232,7 +232,11 @@ pub struct Decision {
     pub members: Vec<(ProcessId, u32)>,
     /// Processes excluded by this decision (failed, or left the cluster).
     pub removed: Vec<ProcessId>,
-    /// Group changes.
+    /// Group changes, by group name. A group whose view holds a process of `removed`
+    /// and that is not listed here changes too, implicitly: its next view is the old one
+    /// without them, and its cut delivers nothing more (every survivor was quiet in it,
+    /// see [`crate::Engine`]'s flush). One process failing changes thousands of groups
+    /// with a decision of a few bytes.
     pub groups: Vec<GroupChange>,
     /// Group joins a member's join verifier refused.
     pub refused: Vec<(GroupName, ProcessId)>,
@@ -316,8 +320,11 @@ pub enum Msg {
         ballot: Ballot,
         /// The epoch to be decided.
         epoch: u64,
-        /// Groups to flush.
+        /// Groups to flush (joins, leaves, gbcasts), besides those of `removing`.
         groups: Vec<GroupName>,
+        /// Processes the round removes: every group whose view holds one is flushed too,
+        /// and reported only where it is not quiet (see [`Decision`]).
+        removing: Vec<ProcessId>,
     },
     /// Phase 1 answer.
     Promise {
@@ -327,7 +334,8 @@ pub enum Msg {
         committed: u64,
         /// A decision it accepted for `committed + 1`, with its ballot.
         accepted: Option<(Ballot, Arc<Decision>)>,
-        /// Flush reports for the listed groups it belongs to.
+        /// Flush reports for the listed groups it belongs to, and for the groups of the
+        /// processes removed where it is not quiet.
         reports: Vec<Report>,
     },
     /// Phase 1 or 2 refusal: a higher ballot was promised.

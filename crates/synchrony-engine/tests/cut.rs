@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use std::sync::Arc;
-use synchrony_engine::internals::compute_cut;
+use synchrony_engine::internals::{compute_cut, compute_cut_with_quiet};
 use synchrony_engine::wire::{DataMsg, Report};
 use synchrony_engine::{GroupName, GroupView, MsgId, Order, ProcessId, ViewId};
 
@@ -112,4 +112,21 @@ fn the_order_starts_where_the_least_advanced_survivor_is() {
     let cut = compute_cut(&view(), &[&b, &c]);
     assert_eq!(cut.order_base, 2);
     assert_eq!(cut.order, vec![(0, 3)]);
+}
+
+#[test]
+fn a_quiet_survivor_that_did_not_report_gets_what_a_reporter_delivered_beyond_it() {
+    // c failed. b is quiet (it delivered all it received, all stable) and sent no report;
+    // a delivered c:1 and c:2 in total order, c:1 stable (so dropped), c:2 not (b lacks
+    // it). The cut must carry c:2 and its order position to b, though a delivered it.
+    let c2 = msg("c", 2, Order::Total, vec![]);
+    let a =
+        Report { order_base: 1, ..report(&[("a", vec![], 0), ("b", vec![], 0), ("c", vec![c2], 2)], vec![(2, 2)], 2) };
+    let with_quiet = compute_cut_with_quiet(&view(), &[&a]);
+    assert_eq!(hi(&with_quiet, "c"), 2);
+    assert!(with_quiet.msgs.iter().any(|(o, m)| *o == p("c") && m.seq == 2), "c:2 is in the cut");
+    assert_eq!((with_quiet.order_base, &with_quiet.order[..]), (1, &[(2, 2)][..]), "and its place in the order");
+    // Read as if every survivor had reported, a's report says all delivered c:2 already.
+    let complete = compute_cut(&view(), &[&a]);
+    assert!(complete.msgs.is_empty() && complete.order.is_empty());
 }

@@ -161,3 +161,41 @@ fn a_joiner_is_not_suspected_for_the_wait_before_it_joined() {
         assert_eq!(net.engine_ref(i).members().len(), 4);
     }
 }
+
+#[test]
+fn a_crash_changes_every_quiet_group_without_naming_it_and_names_a_busy_one() {
+    let mut net = Net::cluster(3);
+    let groups: Vec<String> = (0..40).map(|k| format!("q{k:02}")).collect();
+    for i in 0..3 {
+        net.with(i, |e, now| e.join_many(now, groups.iter().map(|x| g(x))));
+        assert!(net.run_until(Duration::from_secs(5), |net| net.engine_ref(i).my_groups().count() == 40));
+    }
+    net.run_for(Duration::from_millis(200)); // every group quiet: all delivered and stable
+                                             // One group is busy when n3 crashes: its message reached n1 only.
+    let hold = net.drop_msgs(Some(2), Some(1), |m| matches!(m, Msg::Data { .. }));
+    net.with(2, |e, now| e.send(now, g("q07"), Order::Fifo, Bytes::from_static(b"last")).expect("sends"));
+    assert!(net.run_until(Duration::from_secs(1), |net| net.nodes[0].delivered("q07").len() == 1));
+    hold.set(false);
+    net.crash(2);
+    // What the decisions of the round name, as they go by.
+    let named = Rc::new(std::cell::RefCell::new(Vec::new()));
+    let seen = named.clone();
+    net.set_filter(move |_, _, p| {
+        for m in &p.msgs {
+            if let Msg::Commit { decision, .. } = m {
+                if !decision.removed.is_empty() {
+                    seen.borrow_mut().push(decision.groups.iter().map(|gc| gc.group.to_string()).collect::<Vec<_>>());
+                }
+            }
+        }
+        Fate::Deliver
+    });
+    let gone = |net: &Net| {
+        (0..2).all(|i| groups.iter().all(|x| net.nodes[i].views(x).last().is_some_and(|v| v.1 == ["n1", "n2"])))
+    };
+    assert!(net.run_until(Duration::from_secs(3), gone), "n3 left every view");
+    assert_eq!(*named.borrow(), vec![vec!["q07".to_string()]], "only the busy group is named");
+    assert_eq!(net.engine_ref(1).stats().quiet_views, 39);
+    // The busy group's cut gave n2 what only n1 had, in the view it was sent in.
+    assert_eq!(net.nodes[1].delivered("q07"), vec![Bytes::from_static(b"last")]);
+}
