@@ -497,8 +497,7 @@ impl Gms {
 
     /// Whether the members not suspected carry a majority (G10).
     pub(crate) fn live_quorum(&self, config: &Config) -> bool {
-        let alive: Vec<&ProcessId> = self.members().filter(|p| !self.suspects.contains(*p)).collect();
-        self.quorum(alive.into_iter(), config.min_commit_weight)
+        self.quorum(self.members().filter(|p| !self.suspects.contains(*p)), config.min_commit_weight)
     }
 
     fn weight_of<'a>(&self, ps: impl Iterator<Item = &'a ProcessId>) -> u64 {

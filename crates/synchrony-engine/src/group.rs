@@ -233,13 +233,46 @@ pub(crate) struct GroupState {
     assembling: Vec<Option<Assembly>>,
 }
 
+/// The per-member vectors of a group's state, kept from one view to the next: a view
+/// change of thousands of groups need not allocate them all again.
+#[derive(Default)]
+struct PerMember {
+    streams: Vec<Stream>,
+    seq_acks: Vec<u64>,
+    sequenced: Vec<u64>,
+    acks: Vec<u64>,
+    ack_dirty: Vec<bool>,
+    dacks: Vec<u64>,
+    shown: Vec<u64>,
+}
+
+impl PerMember {
+    /// The vectors for `members`, every count at zero.
+    fn reset(mut self, members: &[ProcessId]) -> Self {
+        let n = members.len();
+        self.streams.clear();
+        self.streams.extend(members.iter().cloned().map(Stream::new));
+        for v in [&mut self.seq_acks, &mut self.sequenced, &mut self.acks, &mut self.dacks, &mut self.shown] {
+            v.clear();
+            v.resize(n, 0);
+        }
+        self.ack_dirty.clear();
+        self.ack_dirty.resize(n, false);
+        self
+    }
+}
+
 impl GroupState {
     pub(crate) fn new(name: GroupName, view: GroupView, me: &ProcessId) -> Self {
-        let n = view.members.len();
+        Self::with_vectors(name, view, me, PerMember::default())
+    }
+
+    fn with_vectors(name: GroupName, view: GroupView, me: &ProcessId, vectors: PerMember) -> Self {
         let rank = view.members.iter().position(|p| p == me).expect("a member installs only views that contain it");
+        let v = vectors.reset(&view.members);
         Self {
             name,
-            streams: view.members.iter().cloned().map(Stream::new).collect(),
+            streams: v.streams,
             view,
             rank,
             epoch: 0,
@@ -251,12 +284,12 @@ impl GroupState {
             order_stable: 0,
             seq_pending: Vec::new(),
             seq_pending_first: 0,
-            seq_acks: vec![0; n],
-            sequenced: vec![0; n],
+            seq_acks: v.seq_acks,
+            sequenced: v.sequenced,
             next_seq: 1,
-            acks: vec![0; n],
+            acks: v.acks,
             stable_sent: (0, 0, 0),
-            ack_dirty: vec![false; n],
+            ack_dirty: v.ack_dirty,
             queued: VecDeque::new(),
             flushes: Vec::new(),
             own_unstable: VecDeque::new(),
@@ -269,9 +302,9 @@ impl GroupState {
             external: BTreeMap::new(),
             unchecked: None,
             across: false,
-            dacks: vec![0; n],
+            dacks: v.dacks,
             gated: false,
-            shown: vec![0; n],
+            shown: v.shown,
             gated_decision: None,
             own_undelivered: VecDeque::new(),
             relayed_undelivered: VecDeque::new(),
@@ -286,7 +319,16 @@ impl GroupState {
 
     /// Carries what outlives a view into the state for the next one.
     pub(crate) fn succeed(&mut self, view: GroupView, me: &ProcessId) {
-        let mut next = GroupState::new(self.name.clone(), view, me);
+        let vectors = PerMember {
+            streams: std::mem::take(&mut self.streams),
+            seq_acks: std::mem::take(&mut self.seq_acks),
+            sequenced: std::mem::take(&mut self.sequenced),
+            acks: std::mem::take(&mut self.acks),
+            ack_dirty: std::mem::take(&mut self.ack_dirty),
+            dacks: std::mem::take(&mut self.dacks),
+            shown: std::mem::take(&mut self.shown),
+        };
+        let mut next = GroupState::with_vectors(self.name.clone(), view, me, vectors);
         next.queued = std::mem::take(&mut self.queued);
         next.queued_bytes = self.queued_bytes;
         if let Some(o) = self.outgoing.take() {
