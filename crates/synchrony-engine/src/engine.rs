@@ -537,8 +537,10 @@ impl Engine {
     }
 
     fn tick(&mut self, now: Instant) {
+        // (`Boot::joining` ends a join attempt whose time is up: asked once per tick, here.)
+        let bootstrapping = self.status == Status::Joining && self.boot.as_mut().is_some_and(|b| !b.joining(now));
         match self.status {
-            Status::Joining if self.boot.as_mut().is_some_and(|b| !b.joining(now)) => {
+            Status::Joining if bootstrapping => {
                 let mut out = BootOut::default();
                 if let Some(b) = self.boot.as_mut() {
                     b.tick(&self.me, self.config.weight, now, &mut out);
