@@ -75,4 +75,5 @@ fn a_node_serves_prometheus_metrics() {
     assert_eq!(get("synchrony_members"), Some(1.0));
     assert!(get("synchrony_views_total").is_some_and(|v| v >= 1.0), "{body}");
     assert!(body.contains("# TYPE synchrony_delivered_total counter"), "{body}");
+    assert!(get("synchrony_quiet_views_total").is_some(), "{body}");
 }

@@ -27,6 +27,10 @@ fn describe() {
     describe_counter!("synchrony_retransmits_total", "Link retransmission rounds");
     describe_counter!("synchrony_views_total", "Views installed here");
     describe_counter!("synchrony_rounds_total", "Membership rounds this node led");
+    describe_counter!(
+        "synchrony_quiet_views_total",
+        "Group views changed by a decision that did not name the group (quiet at every survivor)"
+    );
     describe_counter!("synchrony_suspicions_total", "Members this node began to suspect");
     describe_counter!("synchrony_frames_in_total", "Frames received");
     describe_counter!("synchrony_frames_out_total", "Frames sent");
@@ -49,6 +53,7 @@ pub(crate) fn publish(e: &Stats, net: &NetCounters, pending: usize, members: usi
     c("synchrony_retransmits_total", e.retransmits);
     c("synchrony_views_total", e.views);
     c("synchrony_rounds_total", e.rounds);
+    c("synchrony_quiet_views_total", e.quiet_views);
     c("synchrony_suspicions_total", e.suspicions);
     c("synchrony_frames_in_total", e.frames_in);
     c("synchrony_frames_out_total", e.frames_out);
