@@ -11,8 +11,9 @@ use std::sync::Arc;
 struct Held<'a> {
     old: &'a GroupView,
     reports: &'a [&'a Report],
-    /// Per stream: the fewest messages any survivor delivered (or, with quiet survivors
-    /// unheard, any survivor holds stable and delivered: see [`compute_cut_with_quiet`]).
+    /// Per stream: the fewest messages any reporter delivered (with quiet survivors unheard,
+    /// no more than the last a reporter dropped as stable and delivered: see
+    /// [`compute_cut_with_quiet`]).
     low: Vec<u64>,
     /// Where the known total order starts.
     order_base: u64,

@@ -2255,8 +2255,6 @@ impl Engine {
                     }
                     self.carry_out(&g, out);
                 }
-                // Housekeeping is done for every group absorbed above.
-                self.dirty.clear();
                 // What it learnt may release held sends; the groups they go to owe
                 // housekeeping in turn.
                 if !self.release_cross() {

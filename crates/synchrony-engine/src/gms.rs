@@ -1074,25 +1074,22 @@ impl Gms {
         let unknown = GroupView { id: ViewId(0), members: Vec::new() };
         for g in &plan.groups {
             let old = self.views.get(g).unwrap_or(&unknown);
-            let reported = |m: &ProcessId| by_group.get(&(g, m)).is_some_and(|rs| rs.iter().any(|r| r.view == old.id));
-            let reports: Vec<&Report> = old
-                .members
-                .iter()
-                .filter(|m| !plan.failed.contains(*m))
-                .filter_map(|m| by_group.get(&(g, m)))
-                .flat_map(|rs| rs.iter().copied().filter(|r| r.view == old.id))
-                .collect();
+            // The survivors' reports; a survivor that sent none is quiet in the group (or
+            // holds nothing of it).
+            let mut reports: Vec<&Report> = Vec::new();
+            let mut unheard = false;
+            for m in old.members.iter().filter(|m| !plan.failed.contains(*m)) {
+                let before = reports.len();
+                let of_m = by_group.get(&(g, m)).into_iter().flatten();
+                reports.extend(of_m.copied().filter(|r| r.view == old.id));
+                unheard |= reports.len() == before;
+            }
             if reports.is_empty() && !explicit.contains(g) {
                 // Only a removed member changes it and every survivor is quiet in it: the
                 // change is implied (see `implied_changes`), at no cost in the decision.
                 continue;
             }
-            // A survivor that did not report is quiet in the group (or holds nothing of it).
-            let cut = if old.members.iter().all(|m| plan.failed.contains(m) || reported(m)) {
-                compute_cut(old, &reports)
-            } else {
-                compute_cut_with_quiet(old, &reports)
-            };
+            let cut = if unheard { compute_cut_with_quiet(old, &reports) } else { compute_cut(old, &reports) };
             let leavers: Vec<ProcessId> = old
                 .members
                 .iter()
