@@ -14,7 +14,7 @@ use crate::causal::{CrossGroup, Need};
 use crate::config::Config;
 use crate::event::*;
 use crate::gate::EventQueue;
-use crate::gms::{Ctx, Gms, GmsOut, RoundPhase};
+use crate::gms::{Ctx, Gms, GmsOut, Implied, RoundPhase};
 use crate::group::{Fragmenting, GroupState, Out, Queued};
 use crate::id::{GroupName, MsgId, ProcessId, ViewId};
 use crate::link::Link;
@@ -1432,6 +1432,12 @@ impl Engine {
     /// Whether some group here is frozen for an epoch not decided yet.
     fn frozen_ahead(&mut self) -> bool {
         let (groups, epoch) = (&self.groups, self.gms.epoch());
+        if self.frozen_index.first().is_some_and(|(e, _)| *e <= epoch) {
+            // Entries of decided epochs tell nothing: a group frozen for a later one has
+            // an entry of its own. (A round that froze thousands of groups is over: its
+            // entries go at once, not with a lookup each.)
+            self.frozen_index = self.frozen_index.split_off(&(epoch + 1, GroupName::new("")));
+        }
         while let Some((_, g)) = self.frozen_index.first() {
             if groups.get(g).is_some_and(|gs| gs.frozen.is_some_and(|e| e > epoch)) {
                 return true;
@@ -1563,9 +1569,9 @@ impl Engine {
         self.applying = decision.epoch;
         let d = decision.clone();
         // The changes it lists and those it implies, by group name.
-        let implied = self.gms.implied_changes(&d);
+        let mut implied = self.gms.apply_implied(&d);
         let mut listed = d.groups.iter().peekable();
-        let mut quiet = implied.iter().peekable();
+        let mut quiet = implied.iter_mut().peekable();
         loop {
             let take_listed = match (listed.peek(), quiet.peek()) {
                 (Some(a), Some(b)) => a.group < b.group,
@@ -1575,12 +1581,13 @@ impl Engine {
             };
             if take_listed {
                 let gc = listed.next().expect("peeked");
-                self.apply_group_change(gc, false);
+                let fresh = self.gms.set_group_view(gc);
+                self.group_changed(gc, fresh, false);
                 for m in &gc.gbcasts {
                     self.gms.remember_gbcast(m.id.clone());
                 }
             } else {
-                self.apply_group_change(quiet.next().expect("peeked"), true);
+                self.apply_implied(quiet.next().expect("peeked"));
             }
         }
         let new: Vec<ProcessId> =
@@ -1613,8 +1620,15 @@ impl Engine {
             &mut out,
         );
         self.apply_relay(out);
-        for gc in d.groups.iter().chain(&implied) {
+        for gc in &d.groups {
             self.replay_future(&gc.group);
+        }
+        if !self.future.is_empty() || !self.barrier.is_empty() {
+            // (Nothing held, nothing to replay: most rounds, and every group a crash
+            // changes quietly.)
+            for imp in &implied {
+                self.replay_future(&imp.group);
+            }
         }
         self.lift_barrier(now);
         if !d.members.iter().any(|(p, _)| *p == self.me) {
@@ -1654,11 +1668,67 @@ impl Engine {
         }
     }
 
-    /// One group's part of a decision (`implied`: not listed in it, see `Decision::groups`).
-    fn apply_group_change(&mut self, gc: &GroupChange, implied: bool) {
+    /// A change a decision implies (see `Gms::apply_implied`), its view already set. Most
+    /// are a quiet group of this process going on without a crashed member: nothing to
+    /// deliver, nothing queued or transferred, so its state goes to the next view at once.
+    /// (Its view is taken: only the group's name is left for the replay of held messages.)
+    fn apply_implied(&mut self, imp: &mut Implied) {
+        let fresh = imp.view.members.is_empty();
+        let me = &self.me;
+        let quick =
+            |gs: &GroupState| gs.view.id == imp.old_view && gs.changes_quietly() && imp.view.members.contains(me);
+        if fresh || !self.groups.get(&imp.group).is_some_and(quick) {
+            return self.group_changed(&imp.take_change(), fresh, true);
+        }
+        let view = imp.take_view();
+        let g = &imp.group;
+        // As `end_epoch` does it, without what such a group has none of. Its cut (where it
+        // stands: `quiet_cut`) delivers nothing, and what applying it would change the
+        // next view does not keep. (While a decision is applied `shown_epoch() < applying`
+        // always holds: `end_epoch`'s fence is up whenever causal order across groups is.)
+        let fence = self.config.causal_across_groups;
+        let gs = self.groups.get_mut(g).expect("looked up");
+        self.stats.quiet_views += 1;
+        if fence {
+            gs.gated = true;
+            self.events.fence_pushes(true);
+            if gs.unshown() && gs.gated_decision.is_none() {
+                gs.gated_decision = Some(self.applying);
+                self.gated_index.insert((self.applying, g.clone()));
+            }
+        }
+        gs.succeed(view.clone(), &self.me);
+        // Housekeeping of a group fresh in its view does nothing unless a flush may
+        // complete: only then is it owed (a crash may change thousands of groups).
+        if !gs.flushes.is_empty() {
+            self.dirty.insert(g.clone());
+        }
+        self.stats.views += 1;
+        self.events.push(Event::View { group: g.clone(), view });
+        self.queries_view_changed(g);
+        if fence {
+            // As `sync_gate` does it.
+            self.events.fence_pushes(false);
+            let gated = self.events.is_gated(g);
+            if !gated && self.left_gated.remove(g).is_some() {
+                self.lift_pending = true;
+            }
+            let gs = self.groups.get_mut(g).expect("a member");
+            if gs.gated && !gated && gs.open_gate() {
+                self.lift_pending = true;
+            }
+            gs.gated = gated;
+            self.sync_opened();
+        }
+    }
+
+    /// One group's part of a decision, its view set in the membership (`fresh`: the
+    /// group starts a new lineage; `implied`: not listed in the decision, see
+    /// `Decision::groups`).
+    fn group_changed(&mut self, gc: &GroupChange, fresh: bool, implied: bool) {
         let g = &gc.group;
         let was_member = self.groups.get(g).is_some_and(|s| s.view.id == gc.old_view);
-        if self.gms.set_group_view(gc) {
+        if fresh {
             self.lineage_died(g);
         }
         if was_member {
@@ -1709,11 +1779,7 @@ impl Engine {
             }
         }
         if missing > 0 {
-            // Only a broken protocol leaves a cut undelivered; counted (the simulator fails
-            // the run on it) and, in debug builds, fatal.
-            self.stats.cut_anomalies += missing as u64;
-            tracing::error!(me = %self.me, group = %g, missing, "cut not fully delivered");
-            debug_assert_eq!(missing, 0, "{}: cut of {g} not fully delivered", self.me);
+            Self::cut_anomaly(&mut self.stats, &self.me, g, missing);
         }
         match &gc.new_view {
             None => {
@@ -1772,6 +1838,14 @@ impl Engine {
             self.events.fence_pushes(false);
             self.sync_gate(g);
         }
+    }
+
+    /// Only a broken protocol leaves a cut undelivered; counted (the simulator fails the
+    /// run on it) and, in debug builds, fatal.
+    fn cut_anomaly(stats: &mut Stats, me: &ProcessId, g: &GroupName, missing: usize) {
+        stats.cut_anomalies += missing as u64;
+        tracing::error!(%me, group = %g, missing, "cut not fully delivered");
+        debug_assert_eq!(missing, 0, "{me}: cut of {g} not fully delivered");
     }
 
     /// This process joins a group: the view now, the state when a provider sends it.

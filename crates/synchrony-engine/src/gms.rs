@@ -1138,29 +1138,49 @@ impl Gms {
         if d.removed.is_empty() {
             return Vec::new();
         }
-        let listed: BTreeSet<&GroupName> = d.groups.iter().map(|gc| &gc.group).collect();
-        let gone = |m: &ProcessId| d.removed.contains(m);
+        let implied = Implies::of(d);
         let mut changes = Vec::new();
-        for (g, v) in &self.views {
-            if !v.members.iter().any(gone) || listed.contains(g) {
-                continue;
-            }
-            let members = v.members.iter().filter(|m| !gone(m)).cloned().collect();
+        for (g, v) in self.views.iter().filter(|(g, v)| implied.changes(g, v)) {
             let cut = Cut {
                 streams: v.members.iter().map(|m| (m.clone(), 0)).collect(),
                 msgs: Vec::new(),
                 order_base: 0,
                 order: Vec::new(),
             };
-            let new_view = Some(GroupView { id: ViewId(v.id.0 + 1), members });
             changes.push(GroupChange {
                 group: g.clone(),
                 old_view: v.id,
-                new_view,
+                new_view: Some(implied.next(v)),
                 cut,
                 gbcasts: Vec::new(),
                 leavers: Vec::new(),
             });
+        }
+        changes
+    }
+
+    /// Applies to the group views the changes `d` implies (as [`Gms::implied_changes`]
+    /// lists them, in one pass over the views): returns each, by group name, with the
+    /// old view's members. A group left with no member starts a new lineage.
+    pub(crate) fn apply_implied(&mut self, d: &Decision) -> Vec<Implied> {
+        if d.removed.is_empty() {
+            return Vec::new();
+        }
+        let implied = Implies::of(d);
+        let mut changes = Vec::new();
+        for (g, v) in self.views.iter_mut() {
+            if !implied.changes(g, v) {
+                continue;
+            }
+            let next = implied.next(v);
+            if next.members.is_empty() {
+                self.lineage_start.insert(g.clone(), next.id);
+            }
+            let old = std::mem::replace(v, next.clone());
+            changes.push(Implied { group: g.clone(), old_view: old.id, old_members: old.members, view: next });
+        }
+        if !changes.is_empty() {
+            self.touch();
         }
         changes
     }
@@ -1278,6 +1298,63 @@ impl Gms {
 
 /// Whether a group change's new view starts a new lineage: nobody in it goes on from the
 /// old view (every member of the old one failed or left).
+/// A group change a decision implies (see [`Gms::apply_implied`]).
+pub(crate) struct Implied {
+    pub(crate) group: GroupName,
+    pub(crate) old_view: ViewId,
+    /// The old view's members, oldest first.
+    pub(crate) old_members: Vec<ProcessId>,
+    /// The new view: the old one without the processes the decision removed.
+    pub(crate) view: GroupView,
+}
+
+impl Implied {
+    /// The new view, taken (an empty one left).
+    pub(crate) fn take_view(&mut self) -> GroupView {
+        std::mem::replace(&mut self.view, GroupView { id: ViewId(0), members: Vec::new() })
+    }
+
+    /// The change as a decision would list it (its cut: the old members at 0); takes the
+    /// views, leaves the name.
+    pub(crate) fn take_change(&mut self) -> GroupChange {
+        let cut = Cut {
+            streams: std::mem::take(&mut self.old_members).into_iter().map(|m| (m, 0)).collect(),
+            msgs: Vec::new(),
+            order_base: 0,
+            order: Vec::new(),
+        };
+        GroupChange {
+            group: self.group.clone(),
+            old_view: self.old_view,
+            new_view: Some(self.take_view()),
+            cut,
+            gbcasts: Vec::new(),
+            leavers: Vec::new(),
+        }
+    }
+}
+
+/// Which group views a decision changes without listing them, and how.
+struct Implies<'a> {
+    d: &'a Decision,
+    listed: BTreeSet<&'a GroupName>,
+}
+
+impl<'a> Implies<'a> {
+    fn of(d: &'a Decision) -> Self {
+        Self { d, listed: d.groups.iter().map(|gc| &gc.group).collect() }
+    }
+
+    fn changes(&self, g: &GroupName, v: &GroupView) -> bool {
+        v.members.iter().any(|m| self.d.removed.contains(m)) && !self.listed.contains(g)
+    }
+
+    fn next(&self, v: &GroupView) -> GroupView {
+        let members = v.members.iter().filter(|m| !self.d.removed.contains(m)).cloned().collect();
+        GroupView { id: ViewId(v.id.0 + 1), members }
+    }
+}
+
 fn starts_lineage(gc: &GroupChange, v: &GroupView) -> bool {
     !v.members.iter().any(|m| gc.cut.streams.iter().any(|(o, _)| o == m))
 }

@@ -350,6 +350,20 @@ impl GroupState {
         *self = next;
     }
 
+    /// Whether a crash can change this group's view here with nothing but the view: it is
+    /// quiet (see [`GroupState::quiet`]), nothing is queued, transferred, held behind a
+    /// gbcast or behind its gate, and no relayed message waits to be acknowledged to its
+    /// origin (a cut acknowledges them all). Its cut then delivers and sends nothing.
+    pub(crate) fn changes_quietly(&self) -> bool {
+        self.quiet()
+            && self.relayed_undelivered.is_empty()
+            && self.queued.is_empty()
+            && !self.transferring()
+            && self.hold.is_none()
+            && !self.gated
+            && self.unchecked.is_none()
+    }
+
     /// Whether a state transfer of this group is under way here: checkpoints kept for
     /// joiners, or this member waiting for its state.
     pub(crate) fn transferring(&self) -> bool {

@@ -915,10 +915,15 @@ impl Driver {
     /// one is full and at the end of each pump); any other event goes at once, after the
     /// deliveries before it.
     fn deliver_to_group(&mut self, group: &GroupName, ev: GroupEvent) {
+        let message = matches!(ev, GroupEvent::Message(_));
+        if !message && self.outgoing.is_empty() && self.backlog.is_empty() {
+            // Nothing queued before it anywhere (a view change of thousands of groups
+            // comes this way): straight to the handle, as `hand_over` would send it.
+            return self.send_batch_to(group, vec![ev]);
+        }
         if !self.groups.contains_key(group) {
             return;
         }
-        let message = matches!(ev, GroupEvent::Message(_));
         let batch = self.outgoing.entry(group.clone()).or_default();
         batch.push(ev);
         if !message || batch.len() >= GROUP_BATCH {
@@ -933,7 +938,11 @@ impl Driver {
             q.push_back(batch);
             return self.drain_backlog(group);
         }
-        // The usual case: nothing waits, the batch goes straight to the handle.
+        self.send_batch_to(group, batch);
+    }
+
+    /// Sends a batch to a group's handle, nothing of the group waiting before it.
+    fn send_batch_to(&mut self, group: &GroupName, batch: Vec<GroupEvent>) {
         let Some(tx) = self.groups.get(group) else { return };
         match tx.try_send(batch) {
             Ok(()) => {}
@@ -1003,6 +1012,9 @@ impl Driver {
 
     /// Hands every group's queued events over (before anything that must follow them).
     fn hand_over_all(&mut self) {
+        if self.outgoing.is_empty() {
+            return;
+        }
         let groups: Vec<GroupName> = self.outgoing.keys().cloned().collect();
         for g in groups {
             self.hand_over(&g);
