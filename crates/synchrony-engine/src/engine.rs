@@ -57,7 +57,7 @@ pub struct Engine {
     links: BTreeMap<ProcessId, Link>,
     gms: Gms,
     /// Groups this process is a member of.
-    groups: BTreeMap<GroupName, GroupState>,
+    groups: BTreeMap<GroupName, Box<GroupState>>,
     /// Messages for views or epochs not installed here yet.
     future: BTreeMap<GroupName, Vec<(ProcessId, Msg)>>,
     future_len: usize,
@@ -1677,7 +1677,7 @@ impl Engine {
         let me = &self.me;
         let quick =
             |gs: &GroupState| gs.view.id == imp.old_view && gs.changes_quietly() && imp.view.members.contains(me);
-        if fresh || !self.groups.get(&imp.group).is_some_and(quick) {
+        if fresh || !self.groups.get(&imp.group).is_some_and(|gs| quick(gs)) {
             return self.group_changed(&imp.take_change(), fresh, true);
         }
         let view = imp.take_view();
@@ -1877,7 +1877,7 @@ impl Engine {
             // Nothing to transfer: the stream ends at once.
             self.state_out.push_back(StateData { group: g.clone(), view: v.id, offset: 0, data: Bytes::new() });
         }
-        self.groups.insert(g.clone(), gs);
+        self.groups.insert(g.clone(), Box::new(gs));
         self.stats.views += 1;
         self.events.push(Event::View { group: g.clone(), view: v.clone() });
         if waiting {

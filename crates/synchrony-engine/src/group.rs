@@ -317,37 +317,94 @@ impl GroupState {
         }
     }
 
-    /// Carries what outlives a view into the state for the next one.
+    /// Carries what outlives a view into the state for the next one, in place (a crash may
+    /// move thousands of groups to their next view). Every field is named: one added later
+    /// is reset or carried on purpose.
     pub(crate) fn succeed(&mut self, view: GroupView, me: &ProcessId) {
-        let vectors = PerMember {
-            streams: std::mem::take(&mut self.streams),
-            seq_acks: std::mem::take(&mut self.seq_acks),
-            sequenced: std::mem::take(&mut self.sequenced),
-            acks: std::mem::take(&mut self.acks),
-            ack_dirty: std::mem::take(&mut self.ack_dirty),
-            dacks: std::mem::take(&mut self.dacks),
-            shown: std::mem::take(&mut self.shown),
-        };
-        let mut next = GroupState::with_vectors(self.name.clone(), view, me, vectors);
-        next.queued = std::mem::take(&mut self.queued);
-        next.queued_bytes = self.queued_bytes;
-        if let Some(o) = self.outgoing.take() {
-            // Cut short by the view change: sent again from its first byte.
-            next.queued_bytes += o.q.payload.len();
-            next.queued.push_front(o.q);
+        let rank = view.members.iter().position(|p| p == me).expect("a member installs only views that contain it");
+        let Self {
+            // Carried on.
+            name: _,
+            queued,
+            queued_bytes,
+            flushes,
+            join: _,
+            checkpoints: _,
+            hold: _,
+            external: _,
+            unchecked: _,
+            across: _,
+            gated: _,
+            gated_decision: _,
+            frag: _,
+            // The next view's.
+            view: current,
+            rank: my_rank,
+            streams,
+            seq_acks,
+            sequenced,
+            acks,
+            ack_dirty,
+            dacks,
+            shown,
+            // Reset.
+            epoch,
+            frozen,
+            acks_held,
+            order_base,
+            order,
+            delivered_total,
+            order_stable,
+            seq_pending,
+            seq_pending_first,
+            next_seq,
+            stable_sent,
+            own_unstable,
+            own_unstable_bytes,
+            cut_mode,
+            own_undelivered,
+            relayed_undelivered,
+            outgoing,
+            frag_unstable,
+            frag_unstable_bytes,
+            own_whole,
+            assembling,
+        } = self;
+        let v = PerMember {
+            streams: std::mem::take(streams),
+            seq_acks: std::mem::take(seq_acks),
+            sequenced: std::mem::take(sequenced),
+            acks: std::mem::take(acks),
+            ack_dirty: std::mem::take(ack_dirty),
+            dacks: std::mem::take(dacks),
+            shown: std::mem::take(shown),
         }
-        next.frag = self.frag;
+        .reset(&view.members);
+        (*streams, *seq_acks, *sequenced, *acks, *ack_dirty, *dacks, *shown) =
+            (v.streams, v.seq_acks, v.sequenced, v.acks, v.ack_dirty, v.dacks, v.shown);
+        *current = view;
+        *my_rank = rank;
+        if let Some(o) = outgoing.take() {
+            // Cut short by the view change: sent again from its first byte.
+            *queued_bytes += o.q.payload.len();
+            queued.push_front(o.q);
+        }
         // In the next view the old view's messages are settled by its cut.
-        next.flushes = std::mem::take(&mut self.flushes).into_iter().map(|(c, _)| (c, None)).collect();
-        next.join = std::mem::replace(&mut self.join, JoinState::Ready);
-        next.checkpoints = std::mem::take(&mut self.checkpoints);
-        next.hold = self.hold.take();
-        next.external = std::mem::take(&mut self.external);
-        next.unchecked = self.unchecked.take();
-        next.across = self.across;
-        next.gated = self.gated;
-        next.gated_decision = self.gated_decision;
-        *self = next;
+        for f in flushes.iter_mut() {
+            f.1 = None;
+        }
+        (*epoch, *frozen, *acks_held, *cut_mode) = (0, None, false, false);
+        (*order_base, *delivered_total, *order_stable, *seq_pending_first) = (0, 0, 0, 0);
+        (*next_seq, *stable_sent) = (1, (0, 0, 0));
+        (*own_unstable_bytes, *frag_unstable_bytes) = (0, 0);
+        *order = VecDeque::new();
+        *seq_pending = Vec::new();
+        *own_unstable = VecDeque::new();
+        *own_undelivered = VecDeque::new();
+        *relayed_undelivered = VecDeque::new();
+        *frag_unstable = VecDeque::new();
+        *own_whole = VecDeque::new();
+        *assembling = Vec::new();
     }
 
     /// Whether a crash can change this group's view here with nothing but the view: it is

@@ -1043,7 +1043,10 @@ impl Driver {
             Event::Joined => self.on_joined(now),
             Event::View { group, view } => {
                 self.record_traced(traced);
-                self.installed.insert(group.clone(), view.id);
+                if self.trace.is_some() {
+                    // (Only the trace's `sent` events read it: a map insert per view.)
+                    self.installed.insert(group.clone(), view.id);
+                }
                 self.deliver_to_group(&group, GroupEvent::View(view));
             }
             Event::Deliver(d) => self.on_delivery(now, d, traced),
