@@ -80,19 +80,24 @@ impl Stream {
         true
     }
 
-    fn gc(&mut self) {
-        let upto = self.delivered.min(self.stable);
+    /// Drops what is delivered and stable; returns how many messages it dropped.
+    fn gc(&mut self) -> usize {
+        let (upto, before) = (self.delivered.min(self.stable), self.msgs.len());
         while self.msgs.front().is_some_and(|m| m.seq <= upto) {
             self.msgs.pop_front();
             self.base += 1;
         }
+        before - self.msgs.len()
     }
 
-    fn truncate(&mut self, hi: u64) {
+    /// Drops what is past `hi`; returns how many messages it dropped.
+    fn truncate(&mut self, hi: u64) -> usize {
+        let before = self.msgs.len();
         while self.msgs.back().is_some_and(|m| m.seq > hi) {
             self.msgs.pop_back();
         }
         self.received = self.received.min(hi);
+        before - self.msgs.len()
     }
 }
 
@@ -156,6 +161,8 @@ pub(crate) struct GroupState {
     /// A joiner holding back its acknowledgements (see `Config::joiner_hold_bytes`).
     pub(crate) acks_held: bool,
     pub(crate) streams: Vec<Stream>,
+    /// Messages held in all the streams (`quiet` reads it: a crash asks it of every group).
+    buffered: usize,
     /// Position of `order[0]` in the view's total order.
     order_base: u64,
     /// Known order entries not yet both delivered and stable.
@@ -273,6 +280,7 @@ impl GroupState {
         Self {
             name,
             streams: v.streams,
+            buffered: 0,
             view,
             rank,
             epoch: 0,
@@ -348,6 +356,7 @@ impl GroupState {
             dacks,
             shown,
             // Reset.
+            buffered,
             epoch,
             frozen,
             acks_held,
@@ -396,7 +405,7 @@ impl GroupState {
         (*epoch, *frozen, *acks_held, *cut_mode) = (0, None, false, false);
         (*order_base, *delivered_total, *order_stable, *seq_pending_first) = (0, 0, 0, 0);
         (*next_seq, *stable_sent) = (1, (0, 0, 0));
-        (*own_unstable_bytes, *frag_unstable_bytes) = (0, 0);
+        (*own_unstable_bytes, *frag_unstable_bytes, *buffered) = (0, 0, 0);
         *order = VecDeque::new();
         *seq_pending = Vec::new();
         *own_unstable = VecDeque::new();
@@ -572,6 +581,7 @@ impl GroupState {
         if !self.streams[rank].push(msg) {
             return;
         }
+        self.buffered += 1;
         if self.frozen.is_none() {
             if rank != self.rank {
                 self.ack_dirty[rank] = true;
@@ -810,7 +820,7 @@ impl GroupState {
 
     fn gc(&mut self) {
         for s in &mut self.streams {
-            s.gc();
+            self.buffered -= s.gc();
         }
         let upto = self.delivered_total.min(self.order_stable);
         while self.order_base < upto && !self.order.is_empty() {
@@ -1016,7 +1026,8 @@ impl GroupState {
     /// messages, and the group's cut is [`GroupState::quiet_cut`] at each: a flush need
     /// not report it (see [`crate::wire::Decision::groups`]).
     pub(crate) fn quiet(&self) -> bool {
-        self.order.is_empty() && self.streams.iter().all(|s| s.msgs.is_empty())
+        debug_assert_eq!(self.buffered, self.streams.iter().map(|s| s.msgs.len()).sum::<usize>());
+        self.order.is_empty() && self.buffered == 0
     }
 
     /// The cut that ends the epoch where it stands: what this member delivered, nothing
@@ -1046,9 +1057,9 @@ impl GroupState {
                 .collect();
             add.sort_by_key(|m| m.seq);
             for m in add {
-                self.streams[r].push(m.clone());
+                self.buffered += usize::from(self.streams[r].push(m.clone()));
             }
-            self.streams[r].truncate(*hi);
+            self.buffered -= self.streams[r].truncate(*hi);
         }
         if let Some(skip) = self.delivered_total.checked_sub(cut.order_base) {
             self.order = cut.order.iter().skip(skip as usize).copied().collect();
