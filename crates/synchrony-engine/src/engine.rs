@@ -719,6 +719,14 @@ impl Engine {
         Ok(())
     }
 
+    /// Whether events of a past membership of `group` (its `Left` last) are still held back
+    /// from the application, behind a gate or the fence (causal order across groups): a
+    /// runtime that joined the group again now would hand them to the new membership's
+    /// handle, so it waits until they went.
+    pub fn holds_past_membership(&self, group: &GroupName) -> bool {
+        !self.groups.contains_key(group) && self.events.is_gated(group)
+    }
+
     /// Leaves the cluster (and every group), cleanly: the others install views without this
     /// process through the membership protocol, with its consent (so a pair goes on as one).
     /// It first serves the states it holds for joiners (a joiner whose only provider left

@@ -1196,8 +1196,13 @@ impl Driver {
 
     /// Flow control: a send to a group whose outstanding messages fill the window waits
     /// (with everything sent after it to that group) until the slowest member catches up.
+    /// A join of a group whose last membership's events (its `Left`) are still held back
+    /// waits until they went to the old handle: the new one must not take them.
     fn must_wait(&self, c: &Command, behind_parked: bool) -> Option<GroupName> {
+        let held = |g: &GroupName| self.engine.as_ref().is_some_and(|e| e.holds_past_membership(g));
         let (group, n, bytes) = match c {
+            Command::Join { group, .. } => return held(group).then(|| group.clone()),
+            Command::JoinMany { groups, .. } => return groups.iter().find(|g| held(g)).cloned(),
             Command::Send { group, payload, .. } => (group, 1, payload.len()),
             Command::SendBatch { group, payloads, .. } => {
                 (group, payloads.len(), payloads.iter().map(Bytes::len).sum::<usize>())
