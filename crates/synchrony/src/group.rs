@@ -154,6 +154,11 @@ impl Message {
 /// Joiners need the group's state: [`StateRequest::provide`] it before handling the next
 /// event (the group's later events wait for it). Dropped unanswered, it is declined: the
 /// joiners ask another member, or, if none has the state, learn that it is lost.
+///
+/// With causal order across groups (the default), once an ordered message of this group is
+/// held behind the request, the later view changes of this node's other groups wait too
+/// (the first view of a group it joins among them), until the request is answered: a task
+/// that must answer it should not wait on such a join first.
 #[derive(Debug)]
 #[must_use = "the joiners and this group's later events wait until the state is provided"]
 pub struct StateRequest {
