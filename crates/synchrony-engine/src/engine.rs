@@ -1246,6 +1246,13 @@ impl Engine {
     }
 
     fn sync_one_gate(&mut self, group: &GroupName) {
+        self.sync_gate_of(group, true);
+    }
+
+    /// As `sync_one_gate`; `owes_housekeeping`: whether a gate opening owes the group its
+    /// housekeeping (acknowledgements of what it showed), which a group fresh in its view
+    /// with no flush waiting does not.
+    fn sync_gate_of(&mut self, group: &GroupName, owes_housekeeping: bool) {
         let gated = self.events.is_gated(group);
         if !gated && self.left_gated.remove(group).is_some() {
             self.lift_pending = true;
@@ -1255,7 +1262,9 @@ impl Engine {
                 if gs.open_gate() {
                     self.lift_pending = true;
                 }
-                self.dirty.insert(group.clone());
+                if owes_housekeeping {
+                    self.dirty.insert(group.clone());
+                }
             }
             gs.gated = gated;
         }
@@ -1708,24 +1717,16 @@ impl Engine {
         gs.succeed(view.clone(), &self.me);
         // Housekeeping of a group fresh in its view does nothing unless a flush may
         // complete: only then is it owed (a crash may change thousands of groups).
-        if !gs.flushes.is_empty() {
+        let owed = !gs.flushes.is_empty();
+        if owed {
             self.dirty.insert(g.clone());
         }
         self.stats.views += 1;
         self.events.push(Event::View { group: g.clone(), view });
         self.queries_view_changed(g);
         if fence {
-            // As `sync_gate` does it.
             self.events.fence_pushes(false);
-            let gated = self.events.is_gated(g);
-            if !gated && self.left_gated.remove(g).is_some() {
-                self.lift_pending = true;
-            }
-            let gs = self.groups.get_mut(g).expect("a member");
-            if gs.gated && !gated && gs.open_gate() {
-                self.lift_pending = true;
-            }
-            gs.gated = gated;
+            self.sync_gate_of(g, owed);
             self.sync_opened();
         }
     }
@@ -1787,7 +1788,11 @@ impl Engine {
             }
         }
         if missing > 0 {
-            Self::cut_anomaly(&mut self.stats, &self.me, g, missing);
+            // Only a broken protocol leaves a cut undelivered; counted (the simulator fails
+            // the run on it) and, in debug builds, fatal.
+            self.stats.cut_anomalies += missing as u64;
+            tracing::error!(me = %self.me, group = %g, missing, "cut not fully delivered");
+            debug_assert_eq!(missing, 0, "{}: cut of {g} not fully delivered", self.me);
         }
         match &gc.new_view {
             None => {
@@ -1846,14 +1851,6 @@ impl Engine {
             self.events.fence_pushes(false);
             self.sync_gate(g);
         }
-    }
-
-    /// Only a broken protocol leaves a cut undelivered; counted (the simulator fails the
-    /// run on it) and, in debug builds, fatal.
-    fn cut_anomaly(stats: &mut Stats, me: &ProcessId, g: &GroupName, missing: usize) {
-        stats.cut_anomalies += missing as u64;
-        tracing::error!(%me, group = %g, missing, "cut not fully delivered");
-        debug_assert_eq!(missing, 0, "{me}: cut of {g} not fully delivered");
     }
 
     /// This process joins a group: the view now, the state when a provider sends it.

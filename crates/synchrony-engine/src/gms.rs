@@ -1139,24 +1139,12 @@ impl Gms {
             return Vec::new();
         }
         let implied = Implies::of(d);
-        let mut changes = Vec::new();
-        for (g, v) in self.views.iter().filter(|(g, v)| implied.changes(g, v)) {
-            let cut = Cut {
-                streams: v.members.iter().map(|m| (m.clone(), 0)).collect(),
-                msgs: Vec::new(),
-                order_base: 0,
-                order: Vec::new(),
-            };
-            changes.push(GroupChange {
-                group: g.clone(),
-                old_view: v.id,
-                new_view: Some(implied.next(v)),
-                cut,
-                gbcasts: Vec::new(),
-                leavers: Vec::new(),
-            });
-        }
-        changes
+        (self.views.iter().filter(|(g, v)| implied.changes(g, v)))
+            .map(|(g, v)| {
+                let (group, old_view, old_members) = (g.clone(), v.id, v.members.clone());
+                Implied { group, old_view, old_members, view: implied.next(v) }.take_change()
+            })
+            .collect()
     }
 
     /// Applies to the group views the changes `d` implies (as [`Gms::implied_changes`]
@@ -1296,8 +1284,6 @@ impl Gms {
     }
 }
 
-/// Whether a group change's new view starts a new lineage: nobody in it goes on from the
-/// old view (every member of the old one failed or left).
 /// A group change a decision implies (see [`Gms::apply_implied`]).
 pub(crate) struct Implied {
     pub(crate) group: GroupName,
@@ -1355,6 +1341,8 @@ impl<'a> Implies<'a> {
     }
 }
 
+/// Whether a group change's new view starts a new lineage: nobody in it goes on from the
+/// old view (every member of the old one failed or left).
 fn starts_lineage(gc: &GroupChange, v: &GroupView) -> bool {
     !v.members.iter().any(|m| gc.cut.streams.iter().any(|(o, _)| o == m))
 }
