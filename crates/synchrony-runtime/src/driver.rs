@@ -3,6 +3,7 @@
 
 use crate::config::Config;
 use crate::listed::Listed;
+use crate::merged::{MergedBatch, MergedId, MergedOut, MergedTx};
 use crate::net::{self, DialTarget, Hello, NetError, NetEvent};
 use crate::state_stream::{Digest, Piece, StateWriteError};
 use crate::status::{GroupStatus, NetCounters, NodeStatus};
@@ -56,6 +57,20 @@ struct Writer {
     waiting: Option<oneshot::Sender<Result<(), StateWriteError>>>,
 }
 
+/// Where a group's events go.
+enum Sink {
+    /// The group's own handle (`Runtime::join`, `Runtime::join_many`).
+    Own(mpsc::Sender<Vec<GroupEvent>>),
+    /// A receiver shared with other groups (`Runtime::join_merged`).
+    Merged(MergedId),
+}
+
+/// A receiver with a backlog, whose room the driver waits for.
+enum Room {
+    Own(mpsc::Sender<Vec<GroupEvent>>),
+    Merged(mpsc::Sender<MergedBatch>),
+}
+
 /// What the application asks of the driver.
 pub(crate) enum Command {
     Join {
@@ -67,7 +82,14 @@ pub(crate) enum Command {
     },
     JoinMany {
         groups: Vec<GroupName>,
-        reply: oneshot::Sender<Vec<Result<crate::GroupEvents, MembershipError>>>,
+        /// The receiver they share (`Runtime::join_merged`), or none: a handle each.
+        into: Option<MergedTx>,
+        /// A handle per group (none for a merged join).
+        reply: oneshot::Sender<Vec<Result<Option<crate::GroupEvents>, MembershipError>>>,
+    },
+    /// A merged receiver is dropped: its groups are left.
+    DropMerged {
+        id: MergedId,
     },
     Leave {
         group: GroupName,
@@ -383,7 +405,11 @@ pub(crate) struct Driver {
     /// Contacts still to be found (contact phase, before the engine exists).
     contacts: Vec<String>,
     contact_names: BTreeSet<String>,
-    groups: HashMap<GroupName, mpsc::Sender<Vec<GroupEvent>>>,
+    groups: HashMap<GroupName, Sink>,
+    /// Receivers shared by many groups (`Runtime::join_merged`).
+    merged: HashMap<MergedId, MergedOut>,
+    /// Merged receivers with events not yet handed over (see `hand_over_all`).
+    merged_pending: Vec<MergedId>,
     /// Deliveries not yet handed to their groups' handles (see `deliver_to_group`).
     outgoing: HashMap<GroupName, Vec<GroupEvent>>,
     /// Batches a group's handle had no room for: while any wait, the driver reads nothing
@@ -478,6 +504,8 @@ impl Driver {
             contacts,
             contact_names: BTreeSet::new(),
             groups: HashMap::new(),
+            merged: HashMap::new(),
+            merged_pending: Vec::new(),
             outgoing: HashMap::new(),
             backlog: HashMap::new(),
             behind_since: None,
@@ -588,12 +616,19 @@ impl Driver {
                 .map(|t| self.epoch + t.since_epoch())
                 .unwrap_or_else(|| TokioInstant::now() + Duration::from_secs(3600));
             let deadline = self.shutdown.as_ref().map_or(deadline, |(_, until)| deadline.min(*until));
-            // A handle of a group with a backlog, to wait for room in.
-            let full = self.backlog.keys().next().and_then(|g| self.groups.get(g)).cloned();
+            // A handle (or merged receiver) with a backlog, to wait for room in.
+            let full = self.backlog.keys().next().and_then(|g| match self.groups.get(g) {
+                Some(Sink::Own(tx)) => Some(Room::Own(tx.clone())),
+                _ => None,
+            });
+            let full = full
+                .or_else(|| self.merged.values().find(|m| !m.backlog.is_empty()).map(|m| Room::Merged(m.tx.clone())));
             let behind = full.is_some();
+            // (The permit goes unused: the backlog drains in order on the next pump.)
             let room = async move {
                 match full {
-                    Some(tx) => tx.reserve_owned().await.ok(),
+                    Some(Room::Own(tx)) => drop(tx.reserve_owned().await),
+                    Some(Room::Merged(tx)) => drop(tx.reserve_owned().await),
                     None => std::future::pending().await,
                 }
             };
@@ -643,12 +678,7 @@ impl Driver {
                         e.handle_timeout(now);
                     }
                 }
-                permit = room => {
-                    // Room for one batch: the permit goes unused and the backlog drains
-                    // in order on the next pump.
-                    drop(permit);
-                    self.drain_backlogs();
-                }
+                () = room => self.drain_backlogs(),
                 _ = tick.tick() => self.housekeeping(),
             }
         }
@@ -716,7 +746,7 @@ impl Driver {
     /// Tells the engine whether the network is being read (it is not while an application
     /// is behind), and stops the node if one has been behind for too long.
     fn listen(&mut self) {
-        let behind = !self.backlog.is_empty();
+        let behind = self.behind();
         let now = self.now();
         let Some(e) = self.engine.as_mut() else { return };
         match self.behind_since {
@@ -915,14 +945,16 @@ impl Driver {
     /// one is full and at the end of each pump); any other event goes at once, after the
     /// deliveries before it.
     fn deliver_to_group(&mut self, group: &GroupName, ev: GroupEvent) {
+        match self.groups.get(group) {
+            None => return,
+            Some(Sink::Merged(id)) => return self.deliver_merged(*id, group, ev),
+            Some(Sink::Own(_)) => {}
+        }
         let message = matches!(ev, GroupEvent::Message(_));
         if !message && self.outgoing.is_empty() && self.backlog.is_empty() {
             // Nothing queued before it anywhere (a view change of thousands of groups
             // comes this way): straight to the handle, as `hand_over` would send it.
             return self.send_batch_to(group, vec![ev]);
-        }
-        if !self.groups.contains_key(group) {
-            return;
         }
         let batch = self.outgoing.entry(group.clone()).or_default();
         batch.push(ev);
@@ -941,9 +973,74 @@ impl Driver {
         self.send_batch_to(group, batch);
     }
 
+    /// Queues an event for a merged receiver: every event goes in its batch, handed over
+    /// when the batch is full and at the end of each pump (`hand_over_all`), so that a
+    /// view change of thousands of groups costs the application a few wake-ups.
+    fn deliver_merged(&mut self, id: MergedId, group: &GroupName, ev: GroupEvent) {
+        let Some(m) = self.merged.get_mut(&id) else { return };
+        if m.pending.is_empty() {
+            self.merged_pending.push(id);
+        }
+        m.pending.push((group.clone(), ev));
+        if m.pending.len() >= GROUP_BATCH {
+            self.hand_over_merged(id);
+        }
+    }
+
+    /// Hands a merged receiver's queued events over, behind any batches still waiting.
+    fn hand_over_merged(&mut self, id: MergedId) {
+        let Some(m) = self.merged.get_mut(&id).filter(|m| !m.pending.is_empty()) else { return };
+        let batch = std::mem::take(&mut m.pending);
+        if !m.backlog.is_empty() {
+            m.backlog.push_back(batch);
+            return self.drain_merged(id);
+        }
+        match m.tx.try_send(batch) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(batch)) => m.backlog.push_back(batch),
+            Err(mpsc::error::TrySendError::Closed(batch)) => self.merged_dropped(id, batch),
+        }
+    }
+
+    /// Hands a merged receiver's waiting batches over while it has room.
+    fn drain_merged(&mut self, id: MergedId) {
+        let Some(m) = self.merged.get_mut(&id) else { return };
+        while let Some(batch) = m.backlog.pop_front() {
+            match m.tx.try_send(batch) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(batch)) => {
+                    m.backlog.push_front(batch);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(batch)) => return self.merged_dropped(id, batch),
+            }
+        }
+    }
+
+    /// A merged receiver is gone: each of its groups is treated as a dropped handle (left,
+    /// its state requests declined), with what was still to be handed over to it.
+    fn merged_dropped(&mut self, id: MergedId, batch: MergedBatch) {
+        let Some(m) = self.merged.remove(&id) else { return };
+        let groups: Vec<GroupName> = self
+            .groups
+            .iter()
+            .filter(|(_, s)| matches!(s, Sink::Merged(i) if *i == id))
+            .map(|(g, _)| g.clone())
+            .collect();
+        for g in groups {
+            self.handle_dropped(&g, Vec::new());
+        }
+        let now = self.now();
+        for (g, ev) in batch.into_iter().chain(m.backlog.into_iter().flatten()).chain(m.pending) {
+            if let GroupEvent::StateRequest { view, .. } = ev {
+                self.decline_state(now, &g, view);
+            }
+        }
+    }
+
     /// Sends a batch to a group's handle, nothing of the group waiting before it.
     fn send_batch_to(&mut self, group: &GroupName, batch: Vec<GroupEvent>) {
-        let Some(tx) = self.groups.get(group) else { return };
+        let Some(Sink::Own(tx)) = self.groups.get(group) else { return };
         match tx.try_send(batch) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(batch)) => {
@@ -981,7 +1078,7 @@ impl Driver {
     /// Hands a group's waiting batches over while its handle has room.
     fn drain_backlog(&mut self, group: &GroupName) {
         let Some(q) = self.backlog.get_mut(group) else { return };
-        let Some(tx) = self.groups.get(group) else {
+        let Some(Sink::Own(tx)) = self.groups.get(group) else {
             self.backlog.remove(group);
             return;
         };
@@ -1008,10 +1105,28 @@ impl Driver {
         for g in groups {
             self.drain_backlog(&g);
         }
+        let merged: Vec<MergedId> =
+            self.merged.iter().filter(|(_, m)| !m.backlog.is_empty()).map(|(i, _)| *i).collect();
+        for id in merged {
+            self.drain_merged(id);
+        }
+    }
+
+    /// Whether some handle or merged receiver had no room for what waits for it.
+    fn behind(&self) -> bool {
+        !self.backlog.is_empty() || self.merged.values().any(|m| !m.backlog.is_empty())
     }
 
     /// Hands every group's queued events over (before anything that must follow them).
     fn hand_over_all(&mut self) {
+        for id in std::mem::take(&mut self.merged_pending) {
+            self.hand_over_merged(id);
+        }
+        self.hand_over_outgoing();
+    }
+
+    /// Hands the queued deliveries of groups with their own handles over.
+    fn hand_over_outgoing(&mut self) {
         if self.outgoing.is_empty() {
             return;
         }
@@ -1034,10 +1149,18 @@ impl Driver {
         let now = self.now();
         // What the event makes in the trace by itself (built only when tracing).
         let traced = self.trace.as_ref().and_then(|_| TraceEvent::of_engine(&ev));
-        if !matches!(ev, Event::Deliver(_)) {
-            // Replies to flushes and queries, and node events, come after the deliveries
-            // the engine made before them.
-            self.hand_over_all();
+        // Replies to flushes and queries, and node events, come after the deliveries the
+        // engine made before them. (An event that goes through the group's own stream
+        // needs no merged batch handed over before it: thousands of views share one.)
+        match ev {
+            Event::Deliver(_) => {}
+            Event::View { .. }
+            | Event::StateRequest { .. }
+            | Event::State { .. }
+            | Event::Left { .. }
+            | Event::StateLost { .. }
+            | Event::JoinRefused { .. } => self.hand_over_outgoing(),
+            _ => self.hand_over_all(),
         }
         match ev {
             Event::Joined => self.on_joined(now),
@@ -1177,6 +1300,7 @@ impl Driver {
         for g in groups {
             self.deliver_to_group(&g, GroupEvent::Partitioned(reason));
         }
+        self.hand_over_all();
         self.node_event(NodeEvent::Partitioned { reason });
         // (On a peer list, always: the cluster forms again when a majority is back.)
         if self.config.rejoin || self.on_list {
@@ -1281,9 +1405,10 @@ impl Driver {
                 }
                 let _ = reply.send(asked.map(|()| self.open_handle(group, verifiers)));
             }
-            Command::JoinMany { groups, reply } => {
-                let _ = reply.send(self.join_many(now, groups));
+            Command::JoinMany { groups, into, reply } => {
+                let _ = reply.send(self.join_many(now, groups, into));
             }
+            Command::DropMerged { id } => self.merged_dropped(id, Vec::new()),
             Command::Leave { group, reply } => {
                 let r = match self.engine.as_mut() {
                     Some(e) => e.leave(now, group.clone()),
@@ -1291,7 +1416,7 @@ impl Driver {
                 };
                 if r.is_ok() {
                     self.wanted.remove(&group);
-                    if self.groups.get(&group).is_some_and(|tx| tx.is_closed()) {
+                    if self.handle_closed(&group) {
                         // A dropped handle's leave: nothing more goes to it (nor to a handle
                         // of a later join, which would take this membership's `Left`).
                         self.groups.remove(&group);
@@ -1435,17 +1560,39 @@ impl Driver {
         }
     }
 
+    /// Whether a group's handle (or its merged receiver) is gone.
+    fn handle_closed(&self, group: &GroupName) -> bool {
+        match self.groups.get(group) {
+            Some(Sink::Own(tx)) => tx.is_closed(),
+            Some(Sink::Merged(id)) => self.merged.get(id).is_none_or(|m| m.tx.is_closed()),
+            None => false,
+        }
+    }
+
     fn open_handle(&mut self, group: GroupName, verifiers: Verifiers) -> crate::GroupEvents {
-        self.verifiers.insert(group.clone(), verifiers);
-        self.join_started.insert(group.clone(), TokioInstant::now());
         let (tx, rx) = mpsc::channel(GROUP_QUEUE);
-        self.groups.insert(group.clone(), tx);
-        self.wanted.insert(group);
+        self.open_sink(group, verifiers, Sink::Own(tx));
         crate::GroupEvents::new(rx)
     }
 
+    fn open_sink(&mut self, group: GroupName, verifiers: Verifiers, sink: Sink) {
+        self.verifiers.insert(group.clone(), verifiers);
+        self.join_started.insert(group.clone(), TokioInstant::now());
+        self.groups.insert(group.clone(), sink);
+        self.wanted.insert(group);
+    }
+
     /// `Command::JoinMany`: one result per group, in order.
-    fn join_many(&mut self, now: Instant, groups: Vec<GroupName>) -> Vec<Result<crate::GroupEvents, MembershipError>> {
+    fn join_many(
+        &mut self,
+        now: Instant,
+        groups: Vec<GroupName>,
+        into: Option<MergedTx>,
+    ) -> Vec<Result<Option<crate::GroupEvents>, MembershipError>> {
+        if let Some((id, tx)) = &into {
+            // Kept until the receiver is dropped, even if no group joins now.
+            self.merged.entry(*id).or_insert_with(|| MergedOut::new(tx.clone()));
+        }
         let Some(e) = self.engine.as_mut() else {
             return groups.iter().map(|_| Err(MembershipError::Stopped)).collect();
         };
@@ -1471,7 +1618,13 @@ impl Driver {
                 out.push(Err(err));
                 continue;
             }
-            out.push(Ok(self.open_handle(g, Verifiers::default())));
+            out.push(Ok(match &into {
+                None => Some(self.open_handle(g, Verifiers::default())),
+                Some((id, _)) => {
+                    self.open_sink(g, Verifiers::default(), Sink::Merged(*id));
+                    None
+                }
+            }));
         }
         out
     }

@@ -22,6 +22,7 @@
 mod config;
 mod driver;
 mod listed;
+mod merged;
 mod metrics;
 mod net;
 mod spool;
@@ -30,6 +31,7 @@ mod status;
 mod trace;
 
 pub use config::{Config, ConfigError};
+pub use merged::MergedEvents;
 pub use net::NetError;
 pub use spool::SendReaderError;
 pub use state_stream::{StatePart, StateStream, StateWriteError};
@@ -510,10 +512,53 @@ impl Runtime {
         &self,
         groups: impl IntoIterator<Item = GroupName>,
     ) -> Vec<Result<GroupEvents, MembershipError>> {
+        let asked = self.join_many_with(groups, None).await;
+        asked.into_iter().map(|r| r.and_then(|h| h.ok_or(MembershipError::Stopped))).collect()
+    }
+
+    async fn join_many_with(
+        &self,
+        groups: impl IntoIterator<Item = GroupName>,
+        into: Option<merged::MergedTx>,
+    ) -> Vec<Result<Option<GroupEvents>, MembershipError>> {
         let groups: Vec<GroupName> = groups.into_iter().collect();
         let n = groups.len();
-        let asked = self.ask(|reply| Command::JoinMany { groups, reply }).await;
+        let asked = self.ask(|reply| Command::JoinMany { groups, into, reply }).await;
         asked.unwrap_or_else(|| (0..n).map(|_| Err(MembershipError::Stopped)).collect())
+    }
+
+    /// Joins many groups as [`Runtime::join_many`] does, their events all on one receiver
+    /// (each with its group's name): one task reads every group, and the driver hands
+    /// their events over in batches (one wake-up per batch, not per group), so a view
+    /// change of thousands of groups (a member crashed) reaches the application at once.
+    /// One result per group, in order; more groups join the same receiver with
+    /// [`Runtime::join_into`].
+    pub async fn join_merged(
+        &self,
+        groups: impl IntoIterator<Item = GroupName>,
+    ) -> (MergedEvents, Vec<Result<(), MembershipError>>) {
+        let (events, tx) = MergedEvents::new();
+        let asked = self.join_many_with(groups, Some(tx)).await;
+        (events, asked.into_iter().map(|r| r.map(drop)).collect())
+    }
+
+    /// Joins more groups into a receiver made by [`Runtime::join_merged`].
+    pub async fn join_into(
+        &self,
+        events: &MergedEvents,
+        groups: impl IntoIterator<Item = GroupName>,
+    ) -> Vec<Result<(), MembershipError>> {
+        let groups: Vec<GroupName> = groups.into_iter().collect();
+        let Some(tx) = events.sender() else { return groups.iter().map(|_| Err(MembershipError::Stopped)).collect() };
+        let asked = self.join_many_with(groups, Some(tx)).await;
+        asked.into_iter().map(|r| r.map(drop)).collect()
+    }
+
+    /// For `Drop` implementations: every group of a merged receiver is left in the
+    /// background and the state requests the driver still held for it are declined (what
+    /// the driver does by itself once it finds the receiver dropped, but at once).
+    pub fn leave_merged_in_background(&self, events: &MergedEvents) {
+        self.command_in_background(Command::DropMerged { id: events.id() });
     }
 
     /// Leaves `group`; [`GroupEvent::Left`] follows.

@@ -303,7 +303,7 @@ pub struct GroupSender {
 
 impl Group {
     pub(crate) fn new(name: GroupName, rt: Runtime, events: synchrony_runtime::GroupEvents) -> Self {
-        let sender = GroupSender { name, rt, left: Arc::default() };
+        let sender = GroupSender::new(name, rt);
         Self { sender, events, ahead: VecDeque::new(), view: None, state_stream: None }
     }
 
@@ -389,37 +389,7 @@ impl Group {
 
     /// What the application sees of an event the runtime handed over.
     fn event_of(&mut self, ev: GroupEvent) -> Event {
-        let rt = &self.sender.rt;
-        match ev {
-            GroupEvent::View(v) => {
-                self.view = Some(v.clone());
-                Event::View(v)
-            }
-            GroupEvent::Message(delivery) => Event::Message(Message { delivery, rt: rt.clone() }),
-            GroupEvent::StateRequest { view, joiners } => Event::StateRequest(StateRequest {
-                group: self.sender.name.clone(),
-                view,
-                joiners,
-                rt: rt.clone(),
-                answered: false,
-            }),
-            GroupEvent::State { state, .. } => Event::State(state),
-            GroupEvent::StateStreamed { len, .. } => Event::StateStreamed { len },
-            GroupEvent::Left => {
-                self.sender.left.store(true, Ordering::Relaxed);
-                self.view = None;
-                Event::Left
-            }
-            GroupEvent::Partitioned(reason) => {
-                self.view = None;
-                Event::Partitioned(reason)
-            }
-            GroupEvent::JoinRefused => {
-                self.sender.left.store(true, Ordering::Relaxed);
-                self.view = None;
-                Event::JoinRefused
-            }
-        }
+        event_of(&self.sender, &mut self.view, ev)
     }
 
     /// Multicasts bytes to the group.
@@ -501,6 +471,42 @@ impl Group {
     }
 }
 
+/// What the application sees of an event the runtime handed over for the group `sender`
+/// sends to, whose last view is `view` (kept up to date here).
+pub(crate) fn event_of(sender: &GroupSender, view: &mut Option<GroupView>, ev: GroupEvent) -> Event {
+    let rt = &sender.rt;
+    match ev {
+        GroupEvent::View(v) => {
+            *view = Some(v.clone());
+            Event::View(v)
+        }
+        GroupEvent::Message(delivery) => Event::Message(Message { delivery, rt: rt.clone() }),
+        GroupEvent::StateRequest { view, joiners } => Event::StateRequest(StateRequest {
+            group: sender.name.clone(),
+            view,
+            joiners,
+            rt: rt.clone(),
+            answered: false,
+        }),
+        GroupEvent::State { state, .. } => Event::State(state),
+        GroupEvent::StateStreamed { len, .. } => Event::StateStreamed { len },
+        GroupEvent::Left => {
+            sender.left.store(true, Ordering::Relaxed);
+            *view = None;
+            Event::Left
+        }
+        GroupEvent::Partitioned(reason) => {
+            *view = None;
+            Event::Partitioned(reason)
+        }
+        GroupEvent::JoinRefused => {
+            sender.left.store(true, Ordering::Relaxed);
+            *view = None;
+            Event::JoinRefused
+        }
+    }
+}
+
 /// Dropped without [`Group::leave`], a handle leaves the group in the background, and the
 /// state requests it had not handed out are declined (the joiners ask another member).
 impl Drop for Group {
@@ -528,6 +534,15 @@ impl futures_core::Stream for Group {
 }
 
 impl GroupSender {
+    pub(crate) fn new(name: GroupName, rt: Runtime) -> Self {
+        Self { name, rt, left: Arc::default() }
+    }
+
+    /// Sends fail with `NotMember` from now on (this node left, or is leaving).
+    pub(crate) fn mark_left(&self) -> bool {
+        self.left.swap(true, Ordering::Relaxed)
+    }
+
     fn check_member(&self) -> Result<(), GroupSendError> {
         if self.left.load(Ordering::Relaxed) {
             return Err(GroupSendError::NotMember(self.name.clone()));

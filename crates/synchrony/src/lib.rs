@@ -32,7 +32,8 @@
 //!
 //! ## Many groups
 //! Groups are light: one per replicated object is fine. [`Node::join_many`] joins thousands
-//! with one call (one membership round), and a process's work per message or timer does
+//! with one call (one membership round), and [`Node::join_set`] does so with every group's
+//! events on one stream (a [`GroupSet`]: one task reads them all, in batches), and a process's work per message or timer does
 //! not grow with the groups it is in but idle; [`Config`]'s `engine.max_groups` bounds
 //! them (100,000 by default). A process with thousands of groups allocates a lot of
 //! small, long-lived objects: the `synchrony` binary uses mimalloc as its global
@@ -51,6 +52,7 @@
 //! news, configuration and parallel query.
 
 mod group;
+mod group_set;
 mod node;
 mod state_writer;
 pub mod tools;
@@ -58,6 +60,7 @@ pub mod tools;
 pub use group::{
     Event, Group, GroupSendError, GroupSender, Message, ReplyError, StateRequest, StateWriter, ValueReplies,
 };
+pub use group_set::GroupSet;
 pub use node::{JoinError, JoinOptions, Node, NodeEvent};
 pub use synchrony_engine::{
     Delivery, FlushError, GroupName, GroupView, MembershipError, MsgId, Order, PartitionReason, ProcessId,

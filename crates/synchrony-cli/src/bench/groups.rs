@@ -11,9 +11,10 @@ use super::{cpu_seconds, memory_mb, now_us, BenchArgs, MemberArgs};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::process::{Child, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::mpsc;
 use std::time::Duration;
 use synchrony_engine::{GroupName, ProcessId};
 use synchrony_runtime::{GroupEvent, Runtime};
@@ -49,71 +50,77 @@ impl Views {
     }
 }
 
-/// One member of `--groups-scale`: joins `a.groups` groups with one call, serves their
-/// (small) states, and reports when it has every group's view (the founder) or state.
+/// What one member's groups showed so far: read from the one merged receiver of all of
+/// them, one batch at a time.
+struct Groups {
+    rt: Runtime,
+    founder: bool,
+    index: HashMap<GroupName, usize>,
+    views: Views,
+    /// Per group, whether it said it is ready: in its first view (the founder) or with
+    /// its state (a joiner).
+    ready: Vec<bool>,
+    ready_count: usize,
+}
+
+impl Groups {
+    /// Takes a batch of events; `Err` with the reason once this process stopped.
+    async fn take(&mut self, batch: Vec<(GroupName, GroupEvent)>) -> Result<(), String> {
+        for (g, ev) in batch {
+            let Some(&k) = self.index.get(&g) else { continue };
+            let ready = match ev {
+                GroupEvent::View(v) => {
+                    self.views.set(k, v.members);
+                    self.founder
+                }
+                GroupEvent::State { .. } => true,
+                GroupEvent::StateRequest { view, .. } => {
+                    let state = Bytes::from_static(b"state");
+                    self.rt.provide_state(g, view, state).await.map_err(|e| e.to_string())?;
+                    false
+                }
+                GroupEvent::Partitioned(reason) => return Err(format!("{reason:?}")),
+                _ => false,
+            };
+            if ready && !std::mem::replace(&mut self.ready[k], true) {
+                self.ready_count += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One member of `--groups-scale`: joins `a.groups` groups with one call, their events on
+/// one receiver, serves their (small) states, and reports when it has every group's view
+/// (the founder) or state.
 pub(super) async fn groups_member(a: MemberArgs) -> Result<()> {
     let c = super::member_config(&a);
     let (rt, _node) = Runtime::start(c).await.context("starting")?;
     let rss_before = memory_mb("VmRSS:");
     let names: Vec<GroupName> = (0..a.groups).map(|k| GroupName::new(format!("s{k}"))).collect();
     let asked_us = now_us();
-    let joined = rt.join_many(names.iter().cloned()).await;
-    let views = Arc::new(Mutex::new(Views { members: vec![Vec::new(); names.len()], ..Views::default() }));
-    // Each group's task says once that it is ready: in its first view (the founder) or
-    // with its state (a joiner).
-    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let (stop_tx, mut stopped) = tokio::sync::mpsc::unbounded_channel::<String>();
-    for (k, (g, events)) in names.iter().zip(joined).enumerate() {
-        let mut events = events.with_context(|| format!("joining {g}"))?;
-        let (rt, g, views, ready, stop) = (rt.clone(), g.clone(), views.clone(), ready_tx.clone(), stop_tx.clone());
-        let founder = a.index == 0;
-        tokio::spawn(async move {
-            let mut told = false;
-            while let Some(ev) = events.recv().await {
-                match ev {
-                    GroupEvent::View(v) => {
-                        views.lock().expect("not poisoned").set(k, v.members);
-                        if founder && !told {
-                            told = true;
-                            let _ = ready.send(());
-                        }
-                    }
-                    GroupEvent::State { .. } if !told => {
-                        told = true;
-                        let _ = ready.send(());
-                    }
-                    GroupEvent::StateRequest { view, .. }
-                        if rt.provide_state(g.clone(), view, Bytes::from_static(b"state")).await.is_err() =>
-                    {
-                        break;
-                    }
-                    GroupEvent::Partitioned(reason) => {
-                        let _ = stop.send(format!("{reason:?}"));
-                        break;
-                    }
-                    _ => {}
-                }
-            }
-        });
+    let (mut events, joined) = rt.join_merged(names.iter().cloned()).await;
+    for (g, r) in names.iter().zip(joined) {
+        r.with_context(|| format!("joining {g}"))?;
     }
-    drop((ready_tx, stop_tx));
-    let mut ready = 0;
-    while ready < names.len() {
-        tokio::select! {
-            r = ready_rx.recv() => match r {
-                Some(()) => ready += 1,
-                None => break,
-            },
-            Some(why) = stopped.recv() => {
-                say(json!({"event": "stopped", "reason": why}));
-                return Ok(());
-            }
+    let mut groups = Groups {
+        rt: rt.clone(),
+        founder: a.index == 0,
+        index: names.iter().cloned().enumerate().map(|(k, g)| (g, k)).collect(),
+        views: Views { members: vec![Vec::new(); names.len()], ..Views::default() },
+        ready: vec![false; names.len()],
+        ready_count: 0,
+    };
+    while groups.ready_count < names.len() {
+        let Some(batch) = events.recv_batch().await else { return Ok(()) };
+        if let Err(why) = groups.take(batch).await {
+            say(json!({"event": "stopped", "reason": why}));
+            return Ok(());
         }
     }
-    say(json!({"event": "ready", "asked_us": asked_us, "at_us": now_us(), "groups": ready}));
+    say(json!({"event": "ready", "asked_us": asked_us, "at_us": now_us(), "groups": groups.ready_count}));
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut watching: Option<String> = None;
-    let mut poll = tokio::time::interval(Duration::from_millis(1));
     loop {
         tokio::select! {
             line = lines.next_line() => {
@@ -131,18 +138,20 @@ pub(super) async fn groups_member(a: MemberArgs) -> Result<()> {
                     Some("watch") => {
                         watching = words.next().map(str::to_string);
                         if let Some(w) = &watching {
-                            views.lock().expect("not poisoned").watch(w.clone());
+                            groups.views.watch(w.clone());
                         }
                     }
                     _ => return Ok(()),
                 }
             }
-            Some(why) = stopped.recv() => say(json!({"event": "stopped", "reason": why})),
-            _ = poll.tick(), if watching.is_some() => {
-                let who = watching.as_deref().unwrap_or_default();
-                if views.lock().expect("not poisoned").holding == 0 {
+            batch = events.recv_batch() => {
+                let Some(batch) = batch else { return Ok(()) };
+                if let Err(why) = groups.take(batch).await {
+                    say(json!({"event": "stopped", "reason": why}));
+                }
+                // (Looked at as each batch is taken: the time is the application's.)
+                if let Some(who) = watching.take_if(|_| groups.views.holding == 0) {
                     say(json!({"event": "gone", "who": who, "at_us": now_us()}));
-                    watching = None;
                 }
             }
         }
@@ -311,7 +320,7 @@ fn scale(args: &BenchArgs, members: &mut Vec<Member>) -> Result<()> {
         }
         if let Some(ms) = exclusion_ms {
             println!(
-                "a SIGKILLed joiner was out of every group's view at every survivor {ms:.0} ms after the kill (failure timeout {} ms)",
+                "a SIGKILLed joiner was out of every group's view at every survivor {ms:.1} ms after the kill (failure timeout {} ms)",
                 args.failure_timeout.as_millis()
             );
         }

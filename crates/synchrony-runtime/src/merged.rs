@@ -1,0 +1,128 @@
+//! Many groups' events on one receiver ([`crate::Runtime::join_merged`]): Spread's one
+//! mailbox per connection. An application in thousands of groups reads them all from one
+//! task, the driver hands them over in batches (one channel operation and one wake-up per
+//! batch, not per group), and a crash that changes every group's view costs a few wake-ups.
+
+use crate::GroupEvent;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use synchrony_engine::GroupName;
+use tokio::sync::mpsc;
+
+/// Events of many groups, each with its group's name, handed over together.
+pub(crate) type MergedBatch = Vec<(GroupName, GroupEvent)>;
+
+/// Names one merged receiver in the driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct MergedId(u64);
+
+impl MergedId {
+    fn fresh() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        Self(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// What a join into a merged receiver gives the driver: the receiver's name and a sender
+/// to it (the driver keeps one; the receiver only a weak one, so that it ends when the
+/// driver does).
+pub(crate) type MergedTx = (MergedId, mpsc::Sender<MergedBatch>);
+
+/// The events of every group joined into it ([`crate::Runtime::join_merged`],
+/// [`crate::Runtime::join_into`]), each with its group's name. Each group's events come in
+/// the order the engine produced them, exactly as a [`crate::GroupEvents`] of that group
+/// would give them; events of different groups come in the order the driver made them.
+///
+/// Dropping it (or [`MergedEvents::close`]) leaves every group in it, and the state
+/// requests not yet read are declined, as dropping a group's own receiver does.
+#[derive(Debug)]
+pub struct MergedEvents {
+    id: MergedId,
+    tx: mpsc::WeakSender<MergedBatch>,
+    rx: mpsc::Receiver<MergedBatch>,
+    ahead: VecDeque<(GroupName, GroupEvent)>,
+}
+
+impl MergedEvents {
+    /// A new receiver and the sender its first join gives the driver.
+    pub(crate) fn new() -> (Self, MergedTx) {
+        let (tx, rx) = mpsc::channel(crate::driver::GROUP_QUEUE);
+        let id = MergedId::fresh();
+        (Self { id, tx: tx.downgrade(), rx, ahead: VecDeque::new() }, (id, tx))
+    }
+
+    pub(crate) fn id(&self) -> MergedId {
+        self.id
+    }
+
+    /// The sender a further join gives the driver; `None` once the driver is gone.
+    pub(crate) fn sender(&self) -> Option<MergedTx> {
+        Some((self.id, self.tx.upgrade()?))
+    }
+
+    /// The next event and its group; `None` once the node has shut down. Cancel-safe.
+    pub async fn recv(&mut self) -> Option<(GroupName, GroupEvent)> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Every event handed over so far (at least one; waits for one if there is none);
+    /// `None` once the node has shut down. Cancel-safe.
+    pub async fn recv_batch(&mut self) -> Option<Vec<(GroupName, GroupEvent)>> {
+        if self.ahead.is_empty() {
+            let first = std::future::poll_fn(|cx| self.rx.poll_recv(cx)).await?;
+            self.ahead.extend(first);
+        }
+        while let Ok(more) = self.rx.try_recv() {
+            self.ahead.extend(more);
+        }
+        Some(self.ahead.drain(..).collect())
+    }
+
+    /// Polls for the next event (`Ready(None)` once the node has shut down).
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<(GroupName, GroupEvent)>> {
+        loop {
+            if let Some(ev) = self.ahead.pop_front() {
+                return Poll::Ready(Some(ev));
+            }
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(batch)) => self.ahead.extend(batch),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// The next event if one is ready.
+    pub fn try_recv(&mut self) -> Option<(GroupName, GroupEvent)> {
+        loop {
+            if let Some(ev) = self.ahead.pop_front() {
+                return Some(ev);
+            }
+            self.ahead.extend(self.rx.try_recv().ok()?);
+        }
+    }
+
+    /// Takes no more batches from the driver (those already handed over can still be read
+    /// with `try_recv`): the driver then leaves every group in it and declines the state
+    /// requests it still had to hand over.
+    pub fn close(&mut self) {
+        self.rx.close();
+    }
+}
+
+/// The driver's side of one merged receiver.
+pub(crate) struct MergedOut {
+    pub(crate) tx: mpsc::Sender<MergedBatch>,
+    /// Events not yet handed over (at the end of the pump, or once a batch is full).
+    pub(crate) pending: MergedBatch,
+    /// Batches the receiver had no room for (the driver reads nothing from the network
+    /// while any wait, as for a group's own handle).
+    pub(crate) backlog: VecDeque<MergedBatch>,
+}
+
+impl MergedOut {
+    pub(crate) fn new(tx: mpsc::Sender<MergedBatch>) -> Self {
+        Self { tx, pending: Vec::new(), backlog: VecDeque::new() }
+    }
+}
