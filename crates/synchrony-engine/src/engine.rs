@@ -50,6 +50,13 @@ pub enum Status {
 /// a thread. Feed it packets, commands and timeouts with the current time; after every
 /// call drain [`Engine::poll_transmit`], then [`Engine::poll_event`], and sleep until
 /// [`Engine::poll_timeout`].
+///
+/// A decision this process leads as the membership's leader is applied here only once its
+/// commits are out: the input that commits it stops there, and `poll_transmit`, having
+/// given the frames before it, applies it and goes on (so the other members apply it
+/// while this one does, not after). Every input applies such a decision first; the state
+/// queries (`status`, `view`, `outstanding`, ...) show the process as before it until
+/// `poll_transmit` has been drained.
 pub struct Engine {
     config: Config,
     me: ProcessId,
@@ -68,6 +75,9 @@ pub struct Engine {
     dirty: BTreeSet<GroupName>,
     /// Frames are held back until `uncork` (see [`Engine::cork`]).
     corked: bool,
+    /// A decision this process led, committed and sent, to be applied here once its
+    /// commits are on their way (see [`Engine::resume`]).
+    deferred: Option<(Instant, Arc<Decision>, Option<Arc<Snapshot>>)>,
     counter: u64,
     queries: Queries,
     events: EventQueue,
@@ -192,6 +202,7 @@ impl Engine {
             local: VecDeque::new(),
             dirty: BTreeSet::new(),
             corked: false,
+            deferred: None,
             counter: 0,
             queries: Queries::default(),
             events: EventQueue::default(),
@@ -304,6 +315,7 @@ impl Engine {
     /// the latest, so that neither a backlog of unread frames nor one long input of this
     /// process's own gets a live peer suspected. Nothing else changes.
     pub fn handle_heard(&mut self, peer: &ProcessId, at: Instant) {
+        self.resume();
         if let Some(link) = self.links.get_mut(peer) {
             link.heard_by_transport(at);
         }
@@ -312,6 +324,7 @@ impl Engine {
     /// Installs (or with `None` removes) the join verifier of `group`: while this process
     /// is a member, a process may join the group only if the verifier admits it.
     pub fn set_join_verifier(&mut self, group: GroupName, verifier: Option<crate::JoinVerifier>) {
+        self.resume();
         self.gms.set_join_verifier(group, verifier);
     }
 
@@ -329,12 +342,14 @@ impl Engine {
     /// A frame arrived from the network. Bad frames are dropped and counted, never a panic;
     /// the error says why, so that a runtime can close the connection it came on.
     pub fn handle_packet(&mut self, now: Instant, frame: &[u8]) -> Result<(), DecodeError> {
+        self.resume();
         self.on_frame(now, frame, None)
     }
 
     /// A frame arrived, as [`Engine::handle_packet`], held in a `Bytes` that the delivered
     /// payloads share instead of being copied out of it.
     pub fn handle_frame(&mut self, now: Instant, frame: &Bytes) -> Result<(), DecodeError> {
+        self.resume();
         self.on_frame(now, frame, Some(frame))
     }
 
@@ -372,6 +387,7 @@ impl Engine {
     /// new one: a suspicion (as if the failure detector had timed out), not a verdict; the
     /// leader still runs the view change that excludes it.
     pub fn handle_unreachable(&mut self, now: Instant, name: &str) {
+        self.resume();
         if self.status != Status::Member {
             return;
         }
@@ -387,6 +403,7 @@ impl Engine {
     /// not suspect them: silence it did not listen to is no evidence. On resuming, each
     /// peer's silence counts from where it stood when reading stopped.
     pub fn handle_listening(&mut self, now: Instant, listening: bool) {
+        self.resume();
         match (listening, self.deaf_since) {
             (false, None) => self.deaf_since = Some(now),
             (true, Some(since)) => {
@@ -404,6 +421,7 @@ impl Engine {
     /// this process stops (`PartitionReason::Stalled`), and being silent from then on, is
     /// excluded by the others.
     pub fn handle_stalled(&mut self, now: Instant) {
+        self.resume();
         self.stop(PartitionReason::Stalled);
         self.after_input(now);
     }
@@ -462,6 +480,8 @@ impl Engine {
     }
 
     fn on_ctl(&mut self, now: Instant, from: &ProcessId, ctl: Ctl) {
+        // (A decision deferred by an earlier message of this input is applied first.)
+        self.resume();
         match ctl {
             Ctl::JoinCluster { weight } if self.status == Status::Member => {
                 let mut out = GmsOut::default();
@@ -518,6 +538,7 @@ impl Engine {
 
     /// Timers: call when [`Engine::poll_timeout`] is reached (calling early is harmless).
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.resume();
         self.wake_check(now);
         if !self.alive() {
             return;
@@ -620,6 +641,7 @@ impl Engine {
     /// The runtime found the listed peer `name` (bootstrap from a peer list): it takes part
     /// in the bootstrap, and is a contact to join through.
     pub fn add_peer(&mut self, name: &str) {
+        self.resume();
         if *name == *self.me.name {
             return;
         }
@@ -647,6 +669,7 @@ impl Engine {
     /// Joins a group (creating it if nobody is in it). The view arrives as an event; if the
     /// group had members, so does its state.
     pub fn join(&mut self, now: Instant, group: GroupName) -> Result<(), MembershipError> {
+        self.resume();
         self.request_join(now, wire::GroupOp::Join(group))
     }
 
@@ -654,6 +677,7 @@ impl Engine {
     /// every member failed or leaves, `JoinRefused` comes instead (a restarting process
     /// must not found again, empty or from a stale log, a group it meant to rejoin).
     pub fn join_running(&mut self, now: Instant, group: GroupName) -> Result<(), MembershipError> {
+        self.resume();
         self.request_join(now, wire::GroupOp::JoinRunning(group))
     }
 
@@ -665,6 +689,7 @@ impl Engine {
         now: Instant,
         groups: impl IntoIterator<Item = GroupName>,
     ) -> Vec<Result<(), MembershipError>> {
+        self.resume();
         let results = groups.into_iter().map(|g| self.ask_join(wire::GroupOp::Join(g))).collect();
         self.after_input(now);
         results
@@ -708,6 +733,7 @@ impl Engine {
 
     /// Leaves a group. A `Left` event follows once the group has moved on without it.
     pub fn leave(&mut self, now: Instant, group: GroupName) -> Result<(), MembershipError> {
+        self.resume();
         if !self.alive() {
             return Err(MembershipError::Stopped);
         }
@@ -733,6 +759,7 @@ impl Engine {
     /// would lose its state) and lets its own sends arrive (new ones are refused meanwhile);
     /// [`Status::Left`] says when it is done.
     pub fn leave_cluster(&mut self, now: Instant) {
+        self.resume();
         if self.status == Status::Member {
             self.leave_when_served = true;
             self.leave_asked = true;
@@ -755,6 +782,7 @@ impl Engine {
     /// Multicasts to a group. Members send on their own stream; gbcasts go through the
     /// membership leader. Returns the message id the trace uses.
     pub fn send(&mut self, now: Instant, group: GroupName, order: Order, payload: Bytes) -> Result<MsgId, SendError> {
+        self.resume();
         self.query(now, group, order, payload, Replies::None)
     }
 
@@ -768,6 +796,7 @@ impl Engine {
         payload: Bytes,
         replies: Replies,
     ) -> Result<MsgId, SendError> {
+        self.resume();
         let sent = self.enqueue(group, order, payload, replies);
         if sent.is_ok() {
             self.after_input(now);
@@ -785,6 +814,7 @@ impl Engine {
         order: Order,
         payloads: impl IntoIterator<Item = Bytes>,
     ) -> Vec<Result<MsgId, SendError>> {
+        self.resume();
         let sent: Vec<_> = payloads.into_iter().map(|p| self.enqueue(group.clone(), order, p, Replies::None)).collect();
         if sent.iter().any(Result::is_ok) {
             self.after_input(now);
@@ -917,6 +947,7 @@ impl Engine {
 
     /// Replies to a delivered query (`None`: a null reply, "I will not answer").
     pub fn reply(&mut self, now: Instant, query: &MsgId, payload: Option<Bytes>) {
+        self.resume();
         if self.status != Status::Member {
             return;
         }
@@ -932,6 +963,7 @@ impl Engine {
     /// Asks for a `Flushed` event once every message this process has sent to the group
     /// so far is stable (held by every member of the view) (G12).
     pub fn flush(&mut self, now: Instant, group: &GroupName) -> Result<(), FlushError> {
+        self.resume();
         if self.status != Status::Member {
             return Err(FlushError::Stopped);
         }
@@ -952,6 +984,7 @@ impl Engine {
 
     /// The application's answer to a `StateRequest`: the group's state at that point.
     pub fn provide_state(&mut self, now: Instant, group: &GroupName, view: ViewId, state: Bytes) {
+        self.resume();
         if let Some(cp) = self.groups.get_mut(group).and_then(|g| g.checkpoints.get_mut(&view)) {
             // The engine's part of the state (captured at the join point) goes first.
             cp.state = Some(StateBytes::whole(cp.head(), state));
@@ -969,6 +1002,7 @@ impl Engine {
     /// how much is held. (A joiner that comes to this provider from another one in the
     /// middle of a transfer starts again from the beginning.)
     pub fn begin_state(&mut self, now: Instant, group: &GroupName, view: ViewId) {
+        self.resume();
         if let Some(cp) = self.groups.get_mut(group).and_then(|g| g.checkpoints.get_mut(&view)) {
             cp.state = Some(StateBytes::streamed(cp.head()));
         }
@@ -979,6 +1013,7 @@ impl Engine {
 
     /// The next part of a state begun with [`Engine::begin_state`]; `last` ends it.
     pub fn provide_state_part(&mut self, now: Instant, group: &GroupName, view: ViewId, part: Bytes, last: bool) {
+        self.resume();
         let Some(cp) = self.groups.get_mut(group).and_then(|g| g.checkpoints.get_mut(&view)) else { return };
         let Some(state) = cp.state.as_mut().filter(|s| s.is_streamed() && !s.is_done()) else { return };
         state.append(part);
@@ -993,6 +1028,7 @@ impl Engine {
     /// stopped writing it): its joiners ask another member, or learn that the state is
     /// lost.
     pub fn abandon_state(&mut self, now: Instant, group: &GroupName, view: ViewId) {
+        self.resume();
         let cp = self.groups.get_mut(group).and_then(|g| g.checkpoints.remove(&view));
         for j in cp.map(|cp| cp.joiners).unwrap_or_default() {
             self.send_to(&j, Msg::StateUnavailable { group: group.clone(), view });
@@ -1014,16 +1050,19 @@ impl Engine {
     /// events). The joiner fetches the next window of it only once the application has read
     /// (`state_read`) most of what it was handed.
     pub fn stream_state(&mut self, group: GroupName) {
+        self.resume();
         self.streamed_joins.insert(group);
     }
 
     /// The next part of a state read as a stream (see [`Engine::stream_state`]).
     pub fn poll_state_data(&mut self) -> Option<StateData> {
+        self.resume();
         self.state_out.pop_front()
     }
 
     /// The application read `bytes` more of the state parts it was handed for `group`.
     pub fn state_read(&mut self, now: Instant, group: &GroupName, bytes: u64) {
+        self.resume();
         if let Some(JoinState::Waiting { stream: Some(s), .. }) = self.groups.get_mut(group).map(|g| &mut g.join) {
             s.unread = s.unread.saturating_sub(bytes);
             self.fetch_more(group);
@@ -1035,6 +1074,7 @@ impl Engine {
     /// request): the joiners ask another member that has it, or, with none left, learn
     /// that the state is lost (`StateLost`) and leave; this group's later events go on.
     pub fn decline_state(&mut self, now: Instant, group: &GroupName, view: ViewId) {
+        self.resume();
         let joiners = self
             .groups
             .get_mut(group)
@@ -1055,6 +1095,7 @@ impl Engine {
     /// The caller of a query stops waiting (its deadline passed): a `QueryDone` with the
     /// replies received so far (`satisfied` unless enough came); later replies are ignored.
     pub fn give_up_query(&mut self, id: &MsgId) {
+        self.resume();
         if let Some(done) = self.queries.give_up(id) {
             self.events.push(Event::QueryDone(done));
         }
@@ -1062,13 +1103,30 @@ impl Engine {
 
     // ------------------------------------------------------------------ outputs
 
-    /// The next frame to send.
+    /// The next frame to send. A decision this process led is applied here once the frames
+    /// before it (its commits among them) are out: the other members apply it meanwhile, so
+    /// a change of thousands of groups costs the round one application of it, not two.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if self.transmits.is_empty() {
+            if let Some((now, ..)) = self.deferred {
+                self.resume();
+                self.after_input(now);
+            }
+        }
         self.transmits.pop_front()
+    }
+
+    /// Applies the decision this process led and deferred (see `deferred`): before any
+    /// input, and in `poll_transmit` once the frames queued before it went.
+    fn resume(&mut self) {
+        if let Some((now, decision, snapshot)) = self.deferred.take() {
+            self.apply_decision(now, decision, snapshot);
+        }
     }
 
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<Event> {
+        self.resume();
         self.events.pop()
     }
 
@@ -1138,7 +1196,12 @@ impl Engine {
             self.send_to(&p.to, promise);
         }
         if let Some((decision, snapshot)) = out.commit {
-            self.apply_decision(now, decision, snapshot);
+            if out.led {
+                // Applied once its commits are out (the input stops here: see `settle`).
+                self.deferred = Some((now, decision, snapshot));
+            } else {
+                self.apply_decision(now, decision, snapshot);
+            }
         }
     }
 
@@ -1309,6 +1372,8 @@ impl Engine {
     // ------------------------------------------------------------------ routing
 
     fn on_msg(&mut self, now: Instant, from: &ProcessId, msg: Msg) {
+        // (A decision deferred by an earlier message of this input is applied first.)
+        self.resume();
         match msg {
             Msg::Data { ref group, view, epoch, .. } | Msg::Order { ref group, view, epoch, .. } => {
                 let group = group.clone();
@@ -2311,6 +2376,11 @@ impl Engine {
     /// membership's requests and rounds, until nothing is left.
     fn settle(&mut self, now: Instant) {
         loop {
+            if self.deferred.is_some() {
+                // A decision this process led waits to be applied: everything after it
+                // follows it (`poll_transmit`).
+                return;
+            }
             self.sync_opened();
             if std::mem::take(&mut self.lift_pending) {
                 self.lift_barrier(now);
@@ -2321,6 +2391,9 @@ impl Engine {
                 if !self.alive() {
                     return;
                 }
+            }
+            if self.deferred.is_some() {
+                return;
             }
             loop {
                 for g in std::mem::take(&mut self.dirty) {
@@ -2341,7 +2414,7 @@ impl Engine {
                 }
             }
             self.gms_drive(now);
-            if !self.alive() || self.local.is_empty() {
+            if !self.alive() || self.local.is_empty() || self.deferred.is_some() {
                 return;
             }
         }
