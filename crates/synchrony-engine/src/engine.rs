@@ -29,6 +29,9 @@ use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
+/// A committed decision and, for a process that joins by it, the configuration.
+type Committed = (Arc<Decision>, Option<Arc<Snapshot>>);
+
 /// Messages held for views or epochs not installed here yet, across all groups, in reorder
 /// windows (`Config::reorder_buffer_max`): past it, the newest are dropped and counted.
 const FUTURE_WINDOWS: usize = 16;
@@ -51,12 +54,12 @@ pub enum Status {
 /// call drain [`Engine::poll_transmit`], then [`Engine::poll_event`], and sleep until
 /// [`Engine::poll_timeout`].
 ///
-/// A decision this process leads as the membership's leader is applied here only once its
-/// commits are out: the input that commits it stops there, and `poll_transmit`, having
-/// given the frames before it, applies it and goes on (so the other members apply it
-/// while this one does, not after). Every input applies such a decision first; the state
-/// queries (`status`, `view`, `outstanding`, ...) show the process as before it until
-/// `poll_transmit` has been drained.
+/// As the membership's leader, an input that sends a round's prepares or commits stops
+/// there, and `poll_transmit`, once it gave those frames, goes on (freezes this process's
+/// own groups, applies the decision): the other members do their part while this one does,
+/// not after it. Every input first finishes what one before it stopped short of; the state
+/// queries (`status`, `view`, `outstanding`, ...) show the process as it was at the stop
+/// until `poll_transmit` has been drained.
 pub struct Engine {
     config: Config,
     me: ProcessId,
@@ -75,9 +78,10 @@ pub struct Engine {
     dirty: BTreeSet<GroupName>,
     /// Frames are held back until `uncork` (see [`Engine::cork`]).
     corked: bool,
-    /// A decision this process led, committed and sent, to be applied here once its
-    /// commits are on their way (see [`Engine::resume`]).
-    deferred: Option<(Instant, Arc<Decision>, Option<Arc<Snapshot>>)>,
+    /// Where an input stopped short to let frames that start work at the other members go
+    /// first (a round's prepares, a decision's commits), with the decision this process
+    /// led, if that is what waits (see [`Engine::poll_transmit`]).
+    deferred: Option<(Instant, Option<Committed>)>,
     counter: u64,
     queries: Queries,
     events: EventQueue,
@@ -119,9 +123,9 @@ pub struct Engine {
     /// longer hold are dropped when they come first, so `shown_epoch` does not scan every
     /// group for each message.
     gated_index: BTreeSet<(u64, GroupName)>,
-    /// (epoch, group) for each group frozen by a promise, kept the same way for
-    /// `frozen_ahead`.
-    frozen_index: BTreeSet<(u64, GroupName)>,
+    /// The groups frozen by a promise, by its epoch, kept the same way for `frozen_ahead`
+    /// (a round that removes a process freezes each of its groups: an entry is a push).
+    frozen_index: BTreeMap<u64, Vec<GroupName>>,
     /// Groups whose state fetch waits to be asked again (at least those: see
     /// `retry_state_fetches`).
     fetch_retries: BTreeSet<GroupName>,
@@ -223,7 +227,7 @@ impl Engine {
             lift_pending: false,
             left_gated: BTreeMap::new(),
             gated_index: BTreeSet::new(),
-            frozen_index: BTreeSet::new(),
+            frozen_index: BTreeMap::new(),
             fetch_retries: BTreeSet::new(),
             streamed_joins: BTreeSet::new(),
             state_out: VecDeque::new(),
@@ -481,7 +485,7 @@ impl Engine {
 
     fn on_ctl(&mut self, now: Instant, from: &ProcessId, ctl: Ctl) {
         // (A decision deferred by an earlier message of this input is applied first.)
-        self.resume();
+        self.resume_in_input();
         match ctl {
             Ctl::JoinCluster { weight } if self.status == Status::Member => {
                 let mut out = GmsOut::default();
@@ -1103,23 +1107,47 @@ impl Engine {
 
     // ------------------------------------------------------------------ outputs
 
-    /// The next frame to send. A decision this process led is applied here once the frames
-    /// before it (its commits among them) are out: the other members apply it meanwhile, so
-    /// a change of thousands of groups costs the round one application of it, not two.
+    /// The next frame to send. Where the leader of a round stopped an input short, once
+    /// the frames that start the others' work (its prepares, its commits) are taken, it goes
+    /// on here (freezing its own groups, applying the decision) while the others do theirs.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         if self.transmits.is_empty() {
-            if let Some((now, ..)) = self.deferred {
-                self.resume();
+            if let Some((now, committed)) = self.deferred.take() {
+                self.apply_committed(now, committed);
                 self.after_input(now);
             }
         }
         self.transmits.pop_front()
     }
 
-    /// Applies the decision this process led and deferred (see `deferred`): before any
-    /// input, and in `poll_transmit` once the frames queued before it went.
+    /// Whether an input stopped short for frames that start work at the other members (see
+    /// [`Engine`]): a runtime handling a batch of inputs drains `poll_transmit` now rather
+    /// than after the batch, so that they start at once (the next input would finish the
+    /// work first, and hold those frames back meanwhile).
+    pub fn deferring(&self) -> bool {
+        self.deferred.is_some()
+    }
+
+    /// Finishes what an input stopped short of (see `deferred`) before the next input.
     fn resume(&mut self) {
-        if let Some((now, decision, snapshot)) = self.deferred.take() {
+        while let Some((now, committed)) = self.deferred.take() {
+            self.apply_committed(now, committed);
+            if self.alive() {
+                self.settle(now);
+            }
+        }
+    }
+
+    /// Within an input: a decision that waited is applied before its next message (the
+    /// input's own settling follows).
+    fn resume_in_input(&mut self) {
+        if let Some((now, committed)) = self.deferred.take() {
+            self.apply_committed(now, committed);
+        }
+    }
+
+    fn apply_committed(&mut self, now: Instant, committed: Option<Committed>) {
+        if let Some((decision, snapshot)) = committed {
             self.apply_decision(now, decision, snapshot);
         }
     }
@@ -1156,7 +1184,9 @@ impl Engine {
     /// Carries out what the membership asked for, in order.
     fn apply_gms(&mut self, now: Instant, out: GmsOut) {
         self.stats.rounds += out.rounds;
+        let mut prepares = false;
         for (to, m) in out.sends {
+            prepares |= matches!(m, Msg::Prepare { .. }) && to != self.me;
             self.send_to(&to, m);
         }
         for (to, c) in out.ctl {
@@ -1170,7 +1200,7 @@ impl Engine {
             let mut reports = Vec::new();
             let mut freeze = |g: &GroupName, gs: &mut GroupState, report: bool| {
                 gs.frozen = Some(p.epoch);
-                self.frozen_index.insert((p.epoch, g.clone()));
+                self.frozen_index.entry(p.epoch).or_default().push(g.clone());
                 if report || !gs.quiet() {
                     reports.push(gs.report());
                 }
@@ -1195,13 +1225,13 @@ impl Engine {
             let promise = Msg::Promise { ballot: p.ballot, committed: p.committed, accepted: p.accepted, reports };
             self.send_to(&p.to, promise);
         }
-        if let Some((decision, snapshot)) = out.commit {
-            if out.led {
-                // Applied once its commits are out (the input stops here: see `settle`).
-                self.deferred = Some((now, decision, snapshot));
-            } else {
-                self.apply_decision(now, decision, snapshot);
-            }
+        // A round this process leads: the input stops here (see `settle`), and goes on
+        // once its prepares or commits are out (`poll_transmit`).
+        match out.commit {
+            Some(committed) if out.led => self.deferred = Some((now, Some(committed))),
+            Some((decision, snapshot)) => self.apply_decision(now, decision, snapshot),
+            None if prepares => self.deferred = Some((now, None)),
+            None => {}
         }
     }
 
@@ -1373,7 +1403,7 @@ impl Engine {
 
     fn on_msg(&mut self, now: Instant, from: &ProcessId, msg: Msg) {
         // (A decision deferred by an earlier message of this input is applied first.)
-        self.resume();
+        self.resume_in_input();
         match msg {
             Msg::Data { ref group, view, epoch, .. } | Msg::Order { ref group, view, epoch, .. } => {
                 let group = group.clone();
@@ -1514,17 +1544,20 @@ impl Engine {
     /// Whether some group here is frozen for an epoch not decided yet.
     fn frozen_ahead(&mut self) -> bool {
         let (groups, epoch) = (&self.groups, self.gms.epoch());
-        if self.frozen_index.first().is_some_and(|(e, _)| *e <= epoch) {
+        if self.frozen_index.first_key_value().is_some_and(|(e, _)| *e <= epoch) {
             // Entries of decided epochs tell nothing: a group frozen for a later one has
             // an entry of its own. (A round that froze thousands of groups is over: its
             // entries go at once, not with a lookup each.)
-            self.frozen_index = self.frozen_index.split_off(&(epoch + 1, GroupName::new("")));
+            self.frozen_index = self.frozen_index.split_off(&(epoch + 1));
         }
-        while let Some((_, g)) = self.frozen_index.first() {
-            if groups.get(g).is_some_and(|gs| gs.frozen.is_some_and(|e| e > epoch)) {
-                return true;
+        while let Some(mut first) = self.frozen_index.first_entry() {
+            while let Some(g) = first.get().last() {
+                if groups.get(g).is_some_and(|gs| gs.frozen.is_some_and(|e| e > epoch)) {
+                    return true;
+                }
+                first.get_mut().pop();
             }
-            self.frozen_index.pop_first();
+            first.remove();
         }
         false
     }
@@ -2377,8 +2410,8 @@ impl Engine {
     fn settle(&mut self, now: Instant) {
         loop {
             if self.deferred.is_some() {
-                // A decision this process led waits to be applied: everything after it
-                // follows it (`poll_transmit`).
+                // A round this process leads waits for its frames to go out: the rest
+                // follows (`poll_transmit`).
                 return;
             }
             self.sync_opened();

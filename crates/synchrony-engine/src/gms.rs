@@ -102,7 +102,6 @@ struct Plan {
     group_joins: BTreeMap<GroupName, Vec<ProcessId>>,
     group_leaves: BTreeMap<GroupName, BTreeSet<ProcessId>>,
     gbcasts: BTreeMap<GroupName, Vec<DataMsg>>,
-    groups: BTreeSet<GroupName>,
     refused: Vec<(GroupName, ProcessId)>,
     /// Some member's groups are frozen by a round that never ended (its leader lost the
     /// lead to an older member with nothing to change): a round must end it.
@@ -125,7 +124,9 @@ impl Plan {
         self.failed.is_empty()
             && self.leaving.is_empty()
             && self.joins.is_empty()
-            && self.groups.is_empty()
+            && self.group_joins.is_empty()
+            && self.group_leaves.is_empty()
+            && self.gbcasts.is_empty()
             && self.refused.is_empty()
             && !self.resume
     }
@@ -764,15 +765,8 @@ impl Gms {
                 plan.joins.push((p.clone(), *w));
             }
         }
-        let gone: BTreeSet<&ProcessId> = plan.failed.iter().chain(plan.leaving.iter()).collect();
-        for (g, v) in &self.views {
-            if v.members.iter().any(|m| gone.contains(m)) {
-                plan.groups.insert(g.clone());
-            }
-        }
-        plan.groups.extend(plan.group_joins.keys().cloned());
-        plan.groups.extend(plan.group_leaves.keys().cloned());
-        plan.groups.extend(plan.gbcasts.keys().cloned());
+        // (The groups of the removed processes are not listed: the decision looks only at
+        // those a survivor reported on, the others change as implied.)
         plan
     }
 
@@ -989,7 +983,7 @@ impl Gms {
         let groups: Vec<GroupName> = plan.explicit().into_iter().cloned().collect();
         let removing = plan.removing();
         out.rounds += 1;
-        tracing::debug!(me = %ctx.me, epoch, ?plan.failed, joins = plan.joins.len(), groups = plan.groups.len(), "starting a membership round");
+        tracing::debug!(me = %ctx.me, epoch, ?plan.failed, joins = plan.joins.len(), groups = groups.len(), "starting a membership round");
         for p in &waiting {
             let (groups, removing) = (groups.clone(), removing.clone());
             out.send(p, Msg::Prepare { ballot: ballot.clone(), epoch, groups, removing });
@@ -1075,8 +1069,17 @@ impl Gms {
         }
         let explicit = plan.explicit();
         let unknown = GroupView { id: ViewId(0), members: Vec::new() };
-        for g in &plan.groups {
+        // The round's groups are those it names and those of the removed processes; of the
+        // latter only those some survivor reported on can need more than their implied
+        // change (see `implied_changes`), so only they are looked at, not every group of a
+        // crashed process.
+        let reported = by_group.keys().map(|(g, _)| *g);
+        let candidates: BTreeSet<&GroupName> = explicit.iter().copied().chain(reported).collect();
+        for g in candidates {
             let old = self.views.get(g).unwrap_or(&unknown);
+            if !explicit.contains(g) && !old.members.iter().any(|m| gone.contains(m)) {
+                continue; // not a group of this round
+            }
             // The survivors' reports; a survivor that sent none is quiet in the group (or
             // holds nothing of it).
             let mut reports: Vec<&Report> = Vec::new();
