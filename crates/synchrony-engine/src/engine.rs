@@ -29,9 +29,6 @@ use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
-/// A committed decision and, for a process that joins by it, the configuration.
-type Committed = (Arc<Decision>, Option<Arc<Snapshot>>);
-
 /// Messages held for views or epochs not installed here yet, across all groups, in reorder
 /// windows (`Config::reorder_buffer_max`): past it, the newest are dropped and counted.
 const FUTURE_WINDOWS: usize = 16;
@@ -53,13 +50,6 @@ pub enum Status {
 /// a thread. Feed it packets, commands and timeouts with the current time; after every
 /// call drain [`Engine::poll_transmit`], then [`Engine::poll_event`], and sleep until
 /// [`Engine::poll_timeout`].
-///
-/// As the membership's leader, an input that sends a round's prepares or commits stops
-/// there, and `poll_transmit`, once it gave those frames, goes on (freezes this process's
-/// own groups, applies the decision): the other members do their part while this one does,
-/// not after it. Every input first finishes what one before it stopped short of; the state
-/// queries (`status`, `view`, `outstanding`, ...) show the process as it was at the stop
-/// until `poll_transmit` has been drained.
 pub struct Engine {
     config: Config,
     me: ProcessId,
@@ -78,10 +68,6 @@ pub struct Engine {
     dirty: BTreeSet<GroupName>,
     /// Frames are held back until `uncork` (see [`Engine::cork`]).
     corked: bool,
-    /// Where an input stopped short to let frames that start work at the other members go
-    /// first (a round's prepares, a decision's commits), with the decision this process
-    /// led, if that is what waits (see [`Engine::poll_transmit`]).
-    deferred: Option<(Instant, Option<Committed>)>,
     counter: u64,
     queries: Queries,
     events: EventQueue,
@@ -206,7 +192,6 @@ impl Engine {
             local: VecDeque::new(),
             dirty: BTreeSet::new(),
             corked: false,
-            deferred: None,
             counter: 0,
             queries: Queries::default(),
             events: EventQueue::default(),
@@ -319,7 +304,6 @@ impl Engine {
     /// the latest, so that neither a backlog of unread frames nor one long input of this
     /// process's own gets a live peer suspected. Nothing else changes.
     pub fn handle_heard(&mut self, peer: &ProcessId, at: Instant) {
-        self.resume();
         if let Some(link) = self.links.get_mut(peer) {
             link.heard_by_transport(at);
         }
@@ -328,7 +312,6 @@ impl Engine {
     /// Installs (or with `None` removes) the join verifier of `group`: while this process
     /// is a member, a process may join the group only if the verifier admits it.
     pub fn set_join_verifier(&mut self, group: GroupName, verifier: Option<crate::JoinVerifier>) {
-        self.resume();
         self.gms.set_join_verifier(group, verifier);
     }
 
@@ -346,14 +329,12 @@ impl Engine {
     /// A frame arrived from the network. Bad frames are dropped and counted, never a panic;
     /// the error says why, so that a runtime can close the connection it came on.
     pub fn handle_packet(&mut self, now: Instant, frame: &[u8]) -> Result<(), DecodeError> {
-        self.resume();
         self.on_frame(now, frame, None)
     }
 
     /// A frame arrived, as [`Engine::handle_packet`], held in a `Bytes` that the delivered
     /// payloads share instead of being copied out of it.
     pub fn handle_frame(&mut self, now: Instant, frame: &Bytes) -> Result<(), DecodeError> {
-        self.resume();
         self.on_frame(now, frame, Some(frame))
     }
 
@@ -391,7 +372,6 @@ impl Engine {
     /// new one: a suspicion (as if the failure detector had timed out), not a verdict; the
     /// leader still runs the view change that excludes it.
     pub fn handle_unreachable(&mut self, now: Instant, name: &str) {
-        self.resume();
         if self.status != Status::Member {
             return;
         }
@@ -407,7 +387,6 @@ impl Engine {
     /// not suspect them: silence it did not listen to is no evidence. On resuming, each
     /// peer's silence counts from where it stood when reading stopped.
     pub fn handle_listening(&mut self, now: Instant, listening: bool) {
-        self.resume();
         match (listening, self.deaf_since) {
             (false, None) => self.deaf_since = Some(now),
             (true, Some(since)) => {
@@ -425,7 +404,6 @@ impl Engine {
     /// this process stops (`PartitionReason::Stalled`), and being silent from then on, is
     /// excluded by the others.
     pub fn handle_stalled(&mut self, now: Instant) {
-        self.resume();
         self.stop(PartitionReason::Stalled);
         self.after_input(now);
     }
@@ -484,8 +462,6 @@ impl Engine {
     }
 
     fn on_ctl(&mut self, now: Instant, from: &ProcessId, ctl: Ctl) {
-        // (A decision deferred by an earlier message of this input is applied first.)
-        self.resume_in_input();
         match ctl {
             Ctl::JoinCluster { weight } if self.status == Status::Member => {
                 let mut out = GmsOut::default();
@@ -542,7 +518,6 @@ impl Engine {
 
     /// Timers: call when [`Engine::poll_timeout`] is reached (calling early is harmless).
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.resume();
         self.wake_check(now);
         if !self.alive() {
             return;
@@ -645,7 +620,6 @@ impl Engine {
     /// The runtime found the listed peer `name` (bootstrap from a peer list): it takes part
     /// in the bootstrap, and is a contact to join through.
     pub fn add_peer(&mut self, name: &str) {
-        self.resume();
         if *name == *self.me.name {
             return;
         }
@@ -673,7 +647,6 @@ impl Engine {
     /// Joins a group (creating it if nobody is in it). The view arrives as an event; if the
     /// group had members, so does its state.
     pub fn join(&mut self, now: Instant, group: GroupName) -> Result<(), MembershipError> {
-        self.resume();
         self.request_join(now, wire::GroupOp::Join(group))
     }
 
@@ -681,7 +654,6 @@ impl Engine {
     /// every member failed or leaves, `JoinRefused` comes instead (a restarting process
     /// must not found again, empty or from a stale log, a group it meant to rejoin).
     pub fn join_running(&mut self, now: Instant, group: GroupName) -> Result<(), MembershipError> {
-        self.resume();
         self.request_join(now, wire::GroupOp::JoinRunning(group))
     }
 
@@ -693,7 +665,6 @@ impl Engine {
         now: Instant,
         groups: impl IntoIterator<Item = GroupName>,
     ) -> Vec<Result<(), MembershipError>> {
-        self.resume();
         let results = groups.into_iter().map(|g| self.ask_join(wire::GroupOp::Join(g))).collect();
         self.after_input(now);
         results
@@ -737,7 +708,6 @@ impl Engine {
 
     /// Leaves a group. A `Left` event follows once the group has moved on without it.
     pub fn leave(&mut self, now: Instant, group: GroupName) -> Result<(), MembershipError> {
-        self.resume();
         if !self.alive() {
             return Err(MembershipError::Stopped);
         }
@@ -763,7 +733,6 @@ impl Engine {
     /// would lose its state) and lets its own sends arrive (new ones are refused meanwhile);
     /// [`Status::Left`] says when it is done.
     pub fn leave_cluster(&mut self, now: Instant) {
-        self.resume();
         if self.status == Status::Member {
             self.leave_when_served = true;
             self.leave_asked = true;
@@ -786,7 +755,6 @@ impl Engine {
     /// Multicasts to a group. Members send on their own stream; gbcasts go through the
     /// membership leader. Returns the message id the trace uses.
     pub fn send(&mut self, now: Instant, group: GroupName, order: Order, payload: Bytes) -> Result<MsgId, SendError> {
-        self.resume();
         self.query(now, group, order, payload, Replies::None)
     }
 
@@ -800,7 +768,6 @@ impl Engine {
         payload: Bytes,
         replies: Replies,
     ) -> Result<MsgId, SendError> {
-        self.resume();
         let sent = self.enqueue(group, order, payload, replies);
         if sent.is_ok() {
             self.after_input(now);
@@ -818,7 +785,6 @@ impl Engine {
         order: Order,
         payloads: impl IntoIterator<Item = Bytes>,
     ) -> Vec<Result<MsgId, SendError>> {
-        self.resume();
         let sent: Vec<_> = payloads.into_iter().map(|p| self.enqueue(group.clone(), order, p, Replies::None)).collect();
         if sent.iter().any(Result::is_ok) {
             self.after_input(now);
@@ -951,7 +917,6 @@ impl Engine {
 
     /// Replies to a delivered query (`None`: a null reply, "I will not answer").
     pub fn reply(&mut self, now: Instant, query: &MsgId, payload: Option<Bytes>) {
-        self.resume();
         if self.status != Status::Member {
             return;
         }
@@ -967,7 +932,6 @@ impl Engine {
     /// Asks for a `Flushed` event once every message this process has sent to the group
     /// so far is stable (held by every member of the view) (G12).
     pub fn flush(&mut self, now: Instant, group: &GroupName) -> Result<(), FlushError> {
-        self.resume();
         if self.status != Status::Member {
             return Err(FlushError::Stopped);
         }
@@ -988,7 +952,6 @@ impl Engine {
 
     /// The application's answer to a `StateRequest`: the group's state at that point.
     pub fn provide_state(&mut self, now: Instant, group: &GroupName, view: ViewId, state: Bytes) {
-        self.resume();
         if let Some(cp) = self.groups.get_mut(group).and_then(|g| g.checkpoints.get_mut(&view)) {
             // The engine's part of the state (captured at the join point) goes first.
             cp.state = Some(StateBytes::whole(cp.head(), state));
@@ -1006,7 +969,6 @@ impl Engine {
     /// how much is held. (A joiner that comes to this provider from another one in the
     /// middle of a transfer starts again from the beginning.)
     pub fn begin_state(&mut self, now: Instant, group: &GroupName, view: ViewId) {
-        self.resume();
         if let Some(cp) = self.groups.get_mut(group).and_then(|g| g.checkpoints.get_mut(&view)) {
             cp.state = Some(StateBytes::streamed(cp.head()));
         }
@@ -1017,7 +979,6 @@ impl Engine {
 
     /// The next part of a state begun with [`Engine::begin_state`]; `last` ends it.
     pub fn provide_state_part(&mut self, now: Instant, group: &GroupName, view: ViewId, part: Bytes, last: bool) {
-        self.resume();
         let Some(cp) = self.groups.get_mut(group).and_then(|g| g.checkpoints.get_mut(&view)) else { return };
         let Some(state) = cp.state.as_mut().filter(|s| s.is_streamed() && !s.is_done()) else { return };
         state.append(part);
@@ -1032,7 +993,6 @@ impl Engine {
     /// stopped writing it): its joiners ask another member, or learn that the state is
     /// lost.
     pub fn abandon_state(&mut self, now: Instant, group: &GroupName, view: ViewId) {
-        self.resume();
         let cp = self.groups.get_mut(group).and_then(|g| g.checkpoints.remove(&view));
         for j in cp.map(|cp| cp.joiners).unwrap_or_default() {
             self.send_to(&j, Msg::StateUnavailable { group: group.clone(), view });
@@ -1054,19 +1014,16 @@ impl Engine {
     /// events). The joiner fetches the next window of it only once the application has read
     /// (`state_read`) most of what it was handed.
     pub fn stream_state(&mut self, group: GroupName) {
-        self.resume();
         self.streamed_joins.insert(group);
     }
 
     /// The next part of a state read as a stream (see [`Engine::stream_state`]).
     pub fn poll_state_data(&mut self) -> Option<StateData> {
-        self.resume();
         self.state_out.pop_front()
     }
 
     /// The application read `bytes` more of the state parts it was handed for `group`.
     pub fn state_read(&mut self, now: Instant, group: &GroupName, bytes: u64) {
-        self.resume();
         if let Some(JoinState::Waiting { stream: Some(s), .. }) = self.groups.get_mut(group).map(|g| &mut g.join) {
             s.unread = s.unread.saturating_sub(bytes);
             self.fetch_more(group);
@@ -1078,7 +1035,6 @@ impl Engine {
     /// request): the joiners ask another member that has it, or, with none left, learn
     /// that the state is lost (`StateLost`) and leave; this group's later events go on.
     pub fn decline_state(&mut self, now: Instant, group: &GroupName, view: ViewId) {
-        self.resume();
         let joiners = self
             .groups
             .get_mut(group)
@@ -1099,7 +1055,6 @@ impl Engine {
     /// The caller of a query stops waiting (its deadline passed): a `QueryDone` with the
     /// replies received so far (`satisfied` unless enough came); later replies are ignored.
     pub fn give_up_query(&mut self, id: &MsgId) {
-        self.resume();
         if let Some(done) = self.queries.give_up(id) {
             self.events.push(Event::QueryDone(done));
         }
@@ -1107,54 +1062,13 @@ impl Engine {
 
     // ------------------------------------------------------------------ outputs
 
-    /// The next frame to send. Where the leader of a round stopped an input short, once
-    /// the frames that start the others' work (its prepares, its commits) are taken, it goes
-    /// on here (freezing its own groups, applying the decision) while the others do theirs.
+    /// The next frame to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        if self.transmits.is_empty() {
-            if let Some((now, committed)) = self.deferred.take() {
-                self.apply_committed(now, committed);
-                self.after_input(now);
-            }
-        }
         self.transmits.pop_front()
-    }
-
-    /// Whether an input stopped short for frames that start work at the other members (see
-    /// [`Engine`]): a runtime handling a batch of inputs drains `poll_transmit` now rather
-    /// than after the batch, so that they start at once (the next input would finish the
-    /// work first, and hold those frames back meanwhile).
-    pub fn deferring(&self) -> bool {
-        self.deferred.is_some()
-    }
-
-    /// Finishes what an input stopped short of (see `deferred`) before the next input.
-    fn resume(&mut self) {
-        while let Some((now, committed)) = self.deferred.take() {
-            self.apply_committed(now, committed);
-            if self.alive() {
-                self.settle(now);
-            }
-        }
-    }
-
-    /// Within an input: a decision that waited is applied before its next message (the
-    /// input's own settling follows).
-    fn resume_in_input(&mut self) {
-        if let Some((now, committed)) = self.deferred.take() {
-            self.apply_committed(now, committed);
-        }
-    }
-
-    fn apply_committed(&mut self, now: Instant, committed: Option<Committed>) {
-        if let Some((decision, snapshot)) = committed {
-            self.apply_decision(now, decision, snapshot);
-        }
     }
 
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.resume();
         self.events.pop()
     }
 
@@ -1184,9 +1098,7 @@ impl Engine {
     /// Carries out what the membership asked for, in order.
     fn apply_gms(&mut self, now: Instant, out: GmsOut) {
         self.stats.rounds += out.rounds;
-        let mut prepares = false;
         for (to, m) in out.sends {
-            prepares |= matches!(m, Msg::Prepare { .. }) && to != self.me;
             self.send_to(&to, m);
         }
         for (to, c) in out.ctl {
@@ -1225,13 +1137,8 @@ impl Engine {
             let promise = Msg::Promise { ballot: p.ballot, committed: p.committed, accepted: p.accepted, reports };
             self.send_to(&p.to, promise);
         }
-        // A round this process leads: the input stops here (see `settle`), and goes on
-        // once its prepares or commits are out (`poll_transmit`).
-        match out.commit {
-            Some(committed) if out.led => self.deferred = Some((now, Some(committed))),
-            Some((decision, snapshot)) => self.apply_decision(now, decision, snapshot),
-            None if prepares => self.deferred = Some((now, None)),
-            None => {}
+        if let Some((decision, snapshot)) = out.commit {
+            self.apply_decision(now, decision, snapshot);
         }
     }
 
@@ -1402,8 +1309,6 @@ impl Engine {
     // ------------------------------------------------------------------ routing
 
     fn on_msg(&mut self, now: Instant, from: &ProcessId, msg: Msg) {
-        // (A decision deferred by an earlier message of this input is applied first.)
-        self.resume_in_input();
         match msg {
             Msg::Data { ref group, view, epoch, .. } | Msg::Order { ref group, view, epoch, .. } => {
                 let group = group.clone();
@@ -2409,11 +2314,6 @@ impl Engine {
     /// membership's requests and rounds, until nothing is left.
     fn settle(&mut self, now: Instant) {
         loop {
-            if self.deferred.is_some() {
-                // A round this process leads waits for its frames to go out: the rest
-                // follows (`poll_transmit`).
-                return;
-            }
             self.sync_opened();
             if std::mem::take(&mut self.lift_pending) {
                 self.lift_barrier(now);
@@ -2424,9 +2324,6 @@ impl Engine {
                 if !self.alive() {
                     return;
                 }
-            }
-            if self.deferred.is_some() {
-                return;
             }
             loop {
                 for g in std::mem::take(&mut self.dirty) {
@@ -2447,7 +2344,7 @@ impl Engine {
                 }
             }
             self.gms_drive(now);
-            if !self.alive() || self.local.is_empty() || self.deferred.is_some() {
+            if !self.alive() || self.local.is_empty() {
                 return;
             }
         }

@@ -59,8 +59,6 @@ pub(crate) struct GmsOut {
     pub(crate) promise: Option<Promise>,
     /// A committed decision (with the configuration, for a process that joins by it).
     pub(crate) commit: Option<(Arc<Decision>, Option<Arc<Snapshot>>)>,
-    /// `commit` is a decision this process led, and its commits are in `sends`.
-    pub(crate) led: bool,
     /// Rounds this process started.
     pub(crate) rounds: u64,
 }
@@ -1049,7 +1047,6 @@ impl Gms {
                 out.send(p, Msg::Commit { decision: decision.clone(), snapshot: Some(snap.clone()) });
             }
         }
-        out.led = out.sends.iter().any(|(_, m)| matches!(m, Msg::Commit { .. }));
         out.commit = Some((decision, None));
     }
 

@@ -824,18 +824,6 @@ impl Driver {
         }
     }
 
-    /// A decision this node leads waits for its commits: they go out now, in the middle of
-    /// a batch of inputs (and the engine applies the decision while the others do), not
-    /// after the batch.
-    fn send_commits(&mut self, now: Instant) {
-        let Some(e) = self.engine.as_mut() else { return };
-        e.uncork(now);
-        while let Some(t) = e.poll_transmit() {
-            self.peers.send(&t.to.name, net::Outgoing::engine(t.frame));
-        }
-        e.cork();
-    }
-
     /// Moves the engine's output to sockets and the application.
     async fn pump(&mut self) {
         let now = self.now();
@@ -1756,9 +1744,6 @@ impl Driver {
                             self.peers.close(&name);
                         }
                         return;
-                    }
-                    if e.deferring() {
-                        self.send_commits(now);
                     }
                 }
             }

@@ -379,6 +379,10 @@ impl<A: App> Sim<'_, A> {
                 }
             }
             let ev = engine.poll_event();
+            // Read at every step, not only once the engine is drained: an event may stop
+            // the process (its engine dropped) before that, and its count with it.
+            let anomalies = engine.stats().cut_anomalies;
+            self.anomalies = self.anomalies.max(anomalies);
             for t in frames {
                 if let Some(c) = cost {
                     self.charge(idx, c.per_kib.mul_f64(t.frame.len() as f64 / 1024.0));
@@ -392,11 +396,7 @@ impl<A: App> Sim<'_, A> {
                     }
                     self.on_event(idx, ev)
                 }
-                None => {
-                    let anomalies = self.nodes[idx].engine.as_ref().map_or(0, |e| e.stats().cut_anomalies);
-                    self.anomalies = self.anomalies.max(anomalies);
-                    break;
-                }
+                None => break,
             }
         }
         if cost.is_some() {
