@@ -1736,8 +1736,8 @@ impl Driver {
         let now = self.now();
         match ev {
             NetEvent::Frames { name, conn, frames } => {
+                let Some(e) = self.engine.as_mut() else { return };
                 for frame in &frames {
-                    let Some(e) = self.engine.as_mut() else { return };
                     if let Err(err) = e.handle_frame(now, frame) {
                         tracing::warn!(peer = %name, error = %err, "rejected a frame; closing its connection");
                         if self.peers.conns.get(&name).is_some_and(|c| c.id == conn) {
