@@ -98,57 +98,35 @@ pub enum GroupEvent {
 /// The events of one group this node joined ([`Runtime::join`]), in the order the engine
 /// produced them. The driver hands deliveries over in batches; `recv` gives them one by one.
 #[derive(Debug)]
-pub struct GroupEvents {
-    rx: mpsc::Receiver<Vec<GroupEvent>>,
-    ahead: std::collections::VecDeque<GroupEvent>,
-}
+pub struct GroupEvents(merged::Batches<GroupEvent>);
 
 impl GroupEvents {
     pub(crate) fn new(rx: mpsc::Receiver<Vec<GroupEvent>>) -> Self {
-        Self { rx, ahead: std::collections::VecDeque::new() }
+        Self(merged::Batches::new(rx))
     }
 
     /// The next event; `None` once the node has shut down or left the group. Cancel-safe
     /// (in `select!`, no event is lost).
     pub async fn recv(&mut self) -> Option<GroupEvent> {
-        loop {
-            if let Some(ev) = self.ahead.pop_front() {
-                return Some(ev);
-            }
-            self.ahead.extend(self.rx.recv().await?);
-        }
+        std::future::poll_fn(|cx| self.0.poll_recv(cx)).await
     }
 
     /// Polls for the next event (`Ready(None)` once the node has shut down or left the
     /// group): what a `Stream` of the events is built on.
     pub fn poll_recv(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<GroupEvent>> {
-        loop {
-            if let Some(ev) = self.ahead.pop_front() {
-                return std::task::Poll::Ready(Some(ev));
-            }
-            match self.rx.poll_recv(cx) {
-                std::task::Poll::Ready(Some(batch)) => self.ahead.extend(batch),
-                std::task::Poll::Ready(None) => return std::task::Poll::Ready(None),
-                std::task::Poll::Pending => return std::task::Poll::Pending,
-            }
-        }
+        self.0.poll_recv(cx)
     }
 
     /// Takes no more batches from the driver (those already handed over can still be
     /// read with `try_recv`): the driver then treats the group's handle as dropped (it
     /// leaves the group and declines the state requests it still had to hand over).
     pub fn close(&mut self) {
-        self.rx.close();
+        self.0.close();
     }
 
     /// The next event if one is ready.
     pub fn try_recv(&mut self) -> Option<GroupEvent> {
-        loop {
-            if let Some(ev) = self.ahead.pop_front() {
-                return Some(ev);
-            }
-            self.ahead.extend(self.rx.try_recv().ok()?);
-        }
+        self.0.try_recv()
     }
 }
 

@@ -40,8 +40,7 @@ pub(crate) type MergedTx = (MergedId, mpsc::Sender<MergedBatch>);
 pub struct MergedEvents {
     id: MergedId,
     tx: mpsc::WeakSender<MergedBatch>,
-    rx: mpsc::Receiver<MergedBatch>,
-    ahead: VecDeque<(GroupName, GroupEvent)>,
+    events: Batches<(GroupName, GroupEvent)>,
 }
 
 impl MergedEvents {
@@ -49,7 +48,7 @@ impl MergedEvents {
     pub(crate) fn new() -> (Self, MergedTx) {
         let (tx, rx) = mpsc::channel(crate::driver::GROUP_QUEUE);
         let id = MergedId::fresh();
-        (Self { id, tx: tx.downgrade(), rx, ahead: VecDeque::new() }, (id, tx))
+        (Self { id, tx: tx.downgrade(), events: Batches::new(rx) }, (id, tx))
     }
 
     pub(crate) fn id(&self) -> MergedId {
@@ -63,12 +62,70 @@ impl MergedEvents {
 
     /// The next event and its group; `None` once the node has shut down. Cancel-safe.
     pub async fn recv(&mut self) -> Option<(GroupName, GroupEvent)> {
-        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+        std::future::poll_fn(|cx| self.events.poll_recv(cx)).await
     }
 
     /// Every event handed over so far (at least one; waits for one if there is none);
     /// `None` once the node has shut down. Cancel-safe.
     pub async fn recv_batch(&mut self) -> Option<Vec<(GroupName, GroupEvent)>> {
+        self.events.recv_batch().await
+    }
+
+    /// Polls for the next event (`Ready(None)` once the node has shut down).
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<(GroupName, GroupEvent)>> {
+        self.events.poll_recv(cx)
+    }
+
+    /// The next event if one is ready.
+    pub fn try_recv(&mut self) -> Option<(GroupName, GroupEvent)> {
+        self.events.try_recv()
+    }
+
+    /// Takes no more batches from the driver (those already handed over can still be read
+    /// with `try_recv`): the driver then leaves every group in it and declines the state
+    /// requests it still had to hand over.
+    pub fn close(&mut self) {
+        self.events.close();
+    }
+}
+
+/// What the driver hands over in batches, taken one item at a time: the receiving side of
+/// a group's own handle ([`crate::GroupEvents`]) and of a merged one.
+#[derive(Debug)]
+pub(crate) struct Batches<T> {
+    rx: mpsc::Receiver<Vec<T>>,
+    ahead: VecDeque<T>,
+}
+
+impl<T> Batches<T> {
+    pub(crate) fn new(rx: mpsc::Receiver<Vec<T>>) -> Self {
+        Self { rx, ahead: VecDeque::new() }
+    }
+
+    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        loop {
+            if let Some(x) = self.ahead.pop_front() {
+                return Poll::Ready(Some(x));
+            }
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(batch)) => self.ahead.extend(batch),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    pub(crate) fn try_recv(&mut self) -> Option<T> {
+        loop {
+            if let Some(x) = self.ahead.pop_front() {
+                return Some(x);
+            }
+            self.ahead.extend(self.rx.try_recv().ok()?);
+        }
+    }
+
+    /// Everything handed over so far, waiting for at least one.
+    pub(crate) async fn recv_batch(&mut self) -> Option<Vec<T>> {
         if self.ahead.is_empty() {
             let first = std::future::poll_fn(|cx| self.rx.poll_recv(cx)).await?;
             self.ahead.extend(first);
@@ -79,34 +136,7 @@ impl MergedEvents {
         Some(self.ahead.drain(..).collect())
     }
 
-    /// Polls for the next event (`Ready(None)` once the node has shut down).
-    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<(GroupName, GroupEvent)>> {
-        loop {
-            if let Some(ev) = self.ahead.pop_front() {
-                return Poll::Ready(Some(ev));
-            }
-            match self.rx.poll_recv(cx) {
-                Poll::Ready(Some(batch)) => self.ahead.extend(batch),
-                Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-    }
-
-    /// The next event if one is ready.
-    pub fn try_recv(&mut self) -> Option<(GroupName, GroupEvent)> {
-        loop {
-            if let Some(ev) = self.ahead.pop_front() {
-                return Some(ev);
-            }
-            self.ahead.extend(self.rx.try_recv().ok()?);
-        }
-    }
-
-    /// Takes no more batches from the driver (those already handed over can still be read
-    /// with `try_recv`): the driver then leaves every group in it and declines the state
-    /// requests it still had to hand over.
-    pub fn close(&mut self) {
+    pub(crate) fn close(&mut self) {
         self.rx.close();
     }
 }
