@@ -93,7 +93,7 @@ pub enum Causality {
 }
 
 /// What to check beyond safety.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Options {
     /// How far causality reaches for G6.
     pub causality: Causality,
@@ -102,6 +102,40 @@ pub struct Options {
     /// With `quiescent`: a crashed process must be out of every surviving view of its groups
     /// within this many microseconds of its crash.
     pub crash_bound_us: Option<u64>,
+    /// A process whose trace ends without a `leave`, `partitioned` or `crash` event, and
+    /// which later views of each group it was still in no longer contain, is taken as
+    /// crashed after its last event (TRACE.md: a SIGKILL writes nothing). On by default; a
+    /// harness that writes every crash (the simulator) turns it off to be strict.
+    pub infer_crashes: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { causality: Causality::default(), quiescent: false, crash_bound_us: None, infer_crashes: true }
+    }
+}
+
+/// A process taken as crashed because its trace just ends (see [`Options::infer_crashes`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InferredCrash {
+    /// The process (`name#incarnation`).
+    pub process: String,
+    /// Its last event: it crashed after it.
+    pub last: TraceEvent,
+    /// The groups whose later views exclude it.
+    pub groups: Vec<String>,
+}
+
+impl fmt::Display for InferredCrash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} taken as crashed after its last event (its trace ends without leave, partitioned or crash, \
+             and later views of {} exclude it)",
+            self.process,
+            self.groups.join(", ")
+        )
+    }
 }
 
 /// What a check found.
@@ -115,6 +149,8 @@ pub struct Report {
     pub violations: Vec<Violation>,
     /// What the trace did not allow to check, said once per kind.
     pub skipped: Vec<String>,
+    /// Processes taken as crashed at the end of their traces ([`Options::infer_crashes`]).
+    pub inferred_crashes: Vec<InferredCrash>,
 }
 
 /// A process and the total/safe messages it delivered, with their event indices.
@@ -134,7 +170,7 @@ fn carries_causality(order: Option<Order>) -> bool {
 /// Checks every guarantee over `events` (any number of processes, in any order).
 pub fn check(events: &[TraceEvent], opts: &Options) -> Report {
     let mut v = Vec::new();
-    let ix = Index::build(events, &mut v);
+    let ix = Index::build(events, opts.infer_crashes, &mut v);
     g1_one_view_per_id(&ix, &mut v);
     g2_g3_deliveries(&ix, &mut v);
     g4_same_set(&ix, &mut v);
@@ -149,6 +185,13 @@ pub fn check(events: &[TraceEvent], opts: &Options) -> Report {
         g13_liveness(&ix, &states, opts, &mut v);
     }
     let mut skipped = Vec::new();
+    if opts.quiescent && opts.crash_bound_us.is_some() && !ix.silent.is_empty() {
+        skipped.push(format!(
+            "G13: whether {} processes taken as crashed were excluded within the bound (when they \
+             crashed is not in their traces)",
+            ix.silent.len()
+        ));
+    }
     if states.own > 0 {
         skipped.push(format!(
             "G11: {} joiner states are the application's own (no \"content\":\"delivered\"): checked that \
@@ -157,7 +200,16 @@ pub fn check(events: &[TraceEvent], opts: &Options) -> Report {
             states.own
         ));
     }
-    Report { events: events.len(), processes: ix.by_p.len(), violations: v, skipped }
+    let inferred_crashes = ix
+        .silent
+        .iter()
+        .map(|(p, (k, groups))| InferredCrash {
+            process: p.to_string(),
+            last: events[*k].clone(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        })
+        .collect();
+    Report { events: events.len(), processes: ix.by_p.len(), violations: v, skipped, inferred_crashes }
 }
 
 /// G1: one membership per view id; G10: no view is non-primary.

@@ -45,8 +45,12 @@ pub(crate) struct Index<'a> {
     pub(crate) by_p: BTreeMap<&'a str, Vec<usize>>,
     /// Each message's send: (event, index among its sender's sends to that group).
     pub(crate) sends: BTreeMap<&'a str, (usize, usize)>,
-    /// Each process that crashed or stopped: its first such event.
+    /// Each process that crashed or stopped: its first such event (for a process whose
+    /// trace just ends, taken as crashed: its last event).
     pub(crate) dead: BTreeMap<&'a str, usize>,
+    /// The processes taken as crashed because their traces just end: their last event, and
+    /// the groups whose later views exclude them.
+    pub(crate) silent: BTreeMap<&'a str, (usize, Vec<&'a str>)>,
     /// Episodes of group membership per (group, process).
     pub(crate) eps: BTreeMap<(&'a str, &'a str), Vec<Episode>>,
     /// The first event of each view (group, id).
@@ -57,7 +61,9 @@ pub(crate) struct Index<'a> {
 
 impl<'a> Index<'a> {
     /// Indexes `ev`; what one process's own history breaks goes into `v`.
-    pub(crate) fn build(ev: &'a [TraceEvent], v: &mut Vec<Violation>) -> Self {
+    /// With `infer_crashes`, a process whose trace ends silently and whom later views
+    /// exclude is taken as crashed (see `Options::infer_crashes`).
+    pub(crate) fn build(ev: &'a [TraceEvent], infer_crashes: bool, v: &mut Vec<Violation>) -> Self {
         let mut by_p: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for (k, e) in ev.iter().enumerate() {
             by_p.entry(e.p.as_str()).or_default().push(k);
@@ -70,6 +76,7 @@ impl<'a> Index<'a> {
             by_p,
             sends: BTreeMap::new(),
             dead: BTreeMap::new(),
+            silent: BTreeMap::new(),
             eps: BTreeMap::new(),
             views: BTreeMap::new(),
             first_delivery: BTreeMap::new(),
@@ -87,7 +94,42 @@ impl<'a> Index<'a> {
                 _ => {}
             }
         }
+        if infer_crashes {
+            ix.infer_crashes();
+        }
         ix
+    }
+
+    /// Takes as crashed each process whose trace ends without a leave, stop or crash while
+    /// it is still in some group, where every such group went on to a later view without
+    /// it (the survivors excluded it: it was killed, as a SIGKILL writes nothing). A process
+    /// that the survivors still count as a member stays alive, and owes and is owed as one.
+    fn infer_crashes(&mut self) {
+        let ev = self.ev;
+        // Per process: the groups it is still in at the end, and the view it ended in.
+        let mut open: BTreeMap<&str, Vec<(&str, u64)>> = BTreeMap::new();
+        for (&(g, p), eps) in &self.eps {
+            if let Some(seg) = eps.last().filter(|ep| !ep.left).and_then(|ep| ep.segs.last()) {
+                open.entry(p).or_default().push((g, seg.view));
+            }
+        }
+        for (p, groups) in open {
+            let Some(&last) = self.by_p.get(p).and_then(|l| l.last()) else { continue };
+            if self.dead.contains_key(p) || ev[last].is(EventKind::Leave) {
+                continue;
+            }
+            // Each group's last view, if later than the one `p` ended in, must leave it out.
+            let excluded = groups.iter().all(|&(g, view)| {
+                let later = self.views.range((g, view + 1)..=(g, u64::MAX)).next_back();
+                later.is_some_and(|(_, &k)| !ev[k].members.as_ref().is_some_and(|m| m.iter().any(|x| x == p)))
+            });
+            if excluded {
+                self.silent.insert(p, (last, groups.into_iter().map(|(g, _)| g).collect()));
+            }
+        }
+        for (p, (last, _)) in &self.silent {
+            self.dead.insert(p, *last);
+        }
     }
 
     fn index_sends(&mut self) {

@@ -19,4 +19,4 @@
 mod check;
 mod index;
 
-pub use check::{check, Causality, Guarantee, Options, Report, Violation};
+pub use check::{check, Causality, Guarantee, InferredCrash, Options, Report, Violation};

@@ -336,3 +336,69 @@ fn g6_across_groups_fifo_neither_waits_nor_makes_others_wait() {
     // The same order as the first case, but the first message is fifo: no violation.
     assert_eq!(across(&two_groups("fifo")), Vec::<Guarantee>::new());
 }
+
+/// `c#1` joins in view 3, sends, and its trace just ends (SIGKILLed: nothing written);
+/// `a#1` and `b#1` go on in view 4 without it.
+fn killed_silently() -> String {
+    let rest = r#"{"p":"a#1","i":8,"t":40,"ev":"state_sent","group":"g","view":3,"to":"c#1","digest":"D3","content":"delivered"}
+{"p":"a#1","i":9,"t":41,"ev":"view","group":"g","view":3,"members":["a#1","b#1","c#1"],"primary":true}
+{"p":"b#1","i":6,"t":41,"ev":"view","group":"g","view":3,"members":["a#1","b#1","c#1"],"primary":true}
+{"p":"c#1","i":0,"t":42,"ev":"view","group":"g","view":3,"members":["a#1","b#1","c#1"],"primary":true}
+{"p":"c#1","i":1,"t":43,"ev":"state","group":"g","view":3,"digest":"D3","content":"delivered"}
+{"p":"c#1","i":2,"t":44,"ev":"send","group":"g","msg":"c#1/0","order":"total","view":3}
+{"p":"c#1","i":3,"t":45,"ev":"deliver","group":"g","msg":"c#1/0","from":"c#1","order":"total","view":3}
+{"p":"a#1","i":10,"t":46,"ev":"deliver","group":"g","msg":"c#1/0","from":"c#1","order":"total","view":3}
+{"p":"b#1","i":7,"t":46,"ev":"deliver","group":"g","msg":"c#1/0","from":"c#1","order":"total","view":3}
+{"p":"a#1","i":11,"t":900,"ev":"view","group":"g","view":4,"members":["a#1","b#1"],"primary":true}
+{"p":"b#1","i":8,"t":900,"ev":"view","group":"g","view":4,"members":["a#1","b#1"],"primary":true}
+"#;
+    good() + &rest.replace("D3", &synchrony_trace::digest(["a#1/0", "a#1/1", "b#1/0"]))
+}
+
+fn report(trace: &str, opts: &Options) -> synchrony_check::Report {
+    let report = check(&parse(trace).expect("parses"), opts);
+    for v in &report.violations {
+        eprint!("{v}");
+    }
+    report
+}
+
+#[test]
+fn a_trace_that_just_ends_is_taken_as_a_crash() {
+    let quiescent = Options { quiescent: true, ..Default::default() };
+    let r = report(&killed_silently(), &quiescent);
+    assert_eq!(r.violations, vec![], "the killed process owes and is owed nothing");
+    assert_eq!(r.inferred_crashes.len(), 1);
+    assert_eq!(r.inferred_crashes[0].process, "c#1");
+    assert_eq!(r.inferred_crashes[0].last.i, 3, "crashed after its last event");
+    assert_eq!(r.inferred_crashes[0].groups, vec!["g".to_string()]);
+    // Strict, as a harness that writes every crash asks: the same trace fails G13.
+    let strict = report(&killed_silently(), &Options { infer_crashes: false, ..quiescent.clone() });
+    assert!(strict.violations.iter().any(|v| v.guarantee == Guarantee::G13));
+    assert!(strict.inferred_crashes.is_empty());
+    // A process still in the survivors' last view is not taken as crashed: it owes its
+    // deliveries (the baseline trace ends with both members silent and in view 2).
+    assert!(report(&good(), &quiescent).inferred_crashes.is_empty());
+}
+
+#[test]
+fn a_delivery_really_missing_still_fails_beside_a_silent_end() {
+    let quiescent = Options { quiescent: true, ..Default::default() };
+    // A survivor's message that the other survivor never gets.
+    let t = killed_silently()
+        + r#"{"p":"a#1","i":12,"t":910,"ev":"send","group":"g","msg":"a#1/2","order":"fifo","view":4}
+{"p":"a#1","i":13,"t":911,"ev":"deliver","group":"g","msg":"a#1/2","from":"a#1","order":"fifo","view":4}
+"#;
+    let r = report(&t, &quiescent);
+    assert!(r.violations.iter().any(|v| v.guarantee == Guarantee::G13 && v.what.contains("b#1 never got a#1/2")));
+    // The killed process's message delivered by one survivor only, before both went on to
+    // the same next view: virtual synchrony is broken whoever sent it.
+    let t = killed_silently().replace(
+        "{\"p\":\"b#1\",\"i\":7,\"t\":46,\"ev\":\"deliver\",\"group\":\"g\",\"msg\":\"c#1/0\",\"from\":\"c#1\",\"order\":\"total\",\"view\":3}\n",
+        "",
+    );
+    let t = t.replace(r#""p":"b#1","i":8,"#, r#""p":"b#1","i":7,"#);
+    let r = report(&t, &quiescent);
+    assert_eq!(r.inferred_crashes.len(), 1);
+    assert!(r.violations.iter().any(|v| v.guarantee == Guarantee::G4), "{:?}", r.violations);
+}

@@ -68,10 +68,18 @@ enum Cmd {
         within_groups: bool,
     },
     /// Check traces (JSON Lines, TRACE.md format) for the guarantees G1 to G13.
+    ///
+    /// A process whose trace ends without a leave, partitioned or crash event, and which
+    /// later views of its groups no longer contain, is taken as crashed after its last event
+    /// (a SIGKILL writes nothing; TRACE.md); the report names each one.
     Check {
         /// The run ended quiescent: also check liveness (G13).
         #[arg(long)]
         quiescent: bool,
+        /// Take no process as crashed unless its trace has a `crash` event (a harness that
+        /// writes every crash can check strictly).
+        #[arg(long)]
+        no_inferred_crashes: bool,
         /// Check causal order (G6) within each group only, not across groups as DESIGN.md
         /// words it (for processes run with causal order across groups switched off).
         #[arg(long)]
@@ -86,6 +94,9 @@ enum Cmd {
     Demo(demo::DemoArgs),
     /// Draw a time-space diagram of traces: one line per process, view bands, an arrow
     /// per delivery, crashes and state transfers, violations circled.
+    ///
+    /// A process whose trace just ends and which later views exclude is drawn as crashed
+    /// after its last event (marked "trace ends: taken as crashed"), as `check` takes it.
     Viz {
         /// Trace files, merged.
         #[arg(required = true)]
@@ -134,7 +145,7 @@ pub(crate) fn write_diagram(
     output: &std::path::Path,
 ) -> Result<String> {
     let report = check(events, &Options { quiescent, crash_bound_us: None, ..Default::default() });
-    let d = synchrony_viz::Diagram::new(events, &report.violations);
+    let d = synchrony_viz::Diagram::of_report(events, &report);
     let svg = output.extension().is_some_and(|e| e == "svg");
     let text = if svg {
         synchrony_viz::render_svg(&d)
@@ -293,19 +304,23 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Check { quiescent, within_groups, traces } => {
+        Cmd::Check { quiescent, no_inferred_crashes, within_groups, traces } => {
             let mut all = Vec::new();
             for t in &traces {
                 let text = std::fs::read_to_string(t).with_context(|| format!("reading {}", t.display()))?;
                 all.extend(parse(&text).with_context(|| format!("parsing {}", t.display()))?);
             }
             let causality = if within_groups { Causality::WithinGroups } else { Causality::AcrossGroups };
-            let report = check(&all, &Options { quiescent, crash_bound_us: None, causality });
+            let infer_crashes = !no_inferred_crashes;
+            let report = check(&all, &Options { quiescent, crash_bound_us: None, causality, infer_crashes });
             for v in &report.violations {
                 print!("{v}");
             }
             for s in &report.skipped {
                 println!("not checked: {s}");
+            }
+            for c in &report.inferred_crashes {
+                println!("{c}");
             }
             println!(
                 "{} events from {} processes: {} violations",

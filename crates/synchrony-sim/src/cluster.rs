@@ -1170,7 +1170,9 @@ impl<'a, A: App> Sim<'a, A> {
     /// The trace checked (quiescent: every process still running at the end is alive;
     /// crashed ones were recorded), and the app's own invariants.
     fn outcome(self, steps: u64) -> Outcome {
-        let options = Options { quiescent: true, crash_bound_us: None, causality: self.cfg.causality };
+        // Every crash is in the trace: nothing is inferred (a silent end would be a bug).
+        let options =
+            Options { quiescent: true, crash_bound_us: None, causality: self.cfg.causality, infer_crashes: false };
         let report = if self.cfg.profile.peer_list {
             // Each cluster is a world of its own (a new one starts its groups afresh): each
             // is checked alone, with the incarnations that were its members.

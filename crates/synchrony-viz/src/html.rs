@@ -25,7 +25,7 @@ canvas {{ border: 1px solid #ccc; cursor: grab; }}
 <body>
 <h3>{title}</h3>
 <p style="font-size:12px">{events} events, {procs} processes, {groups} groups, {ms:.1} ms. Wheel: zoom. Drag: pan.
-Marks: | view installed, &#x2715; crash, &#x25AE; partitioned (stopped), &#x25CB; new incarnation, &#x25A0; state loaded,
+Marks: | view installed, &#x2715; crash (dashed: the trace just ends and later views exclude it), &#x25AE; partitioned (stopped), &#x25CB; new incarnation, &#x25A0; state loaded,
 &#x203A; left the group, &#x2022; flush returned, red circle: a checker violation. The axis is run time since the first event. <button id="reset">reset</button></p>
 <div id="filters"></div><div id="legend"></div>
 <canvas id="c"></canvas>

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 use std::collections::BTreeMap;
-use synchrony_check::Violation;
+use synchrony_check::{Report, Violation};
 use synchrony_engine::Order;
 use synchrony_trace::{EventKind, TraceEvent};
 
@@ -27,11 +27,14 @@ pub enum MarkKind {
     Leave = 5,
     /// A joiner loaded its state.
     State = 6,
+    /// The process's trace ends here and later views exclude it: taken as crashed (a
+    /// SIGKILL writes nothing).
+    SilentEnd = 7,
 }
 
 impl MarkKind {
     /// Every kind, in legend order.
-    pub const ALL: [MarkKind; 7] = [
+    pub const ALL: [MarkKind; 8] = [
         MarkKind::View,
         MarkKind::Crash,
         MarkKind::Partitioned,
@@ -39,6 +42,7 @@ impl MarkKind {
         MarkKind::Flush,
         MarkKind::Leave,
         MarkKind::State,
+        MarkKind::SilentEnd,
     ];
 
     /// What the mark means, as the legend says it.
@@ -51,6 +55,7 @@ impl MarkKind {
             MarkKind::Flush => "flush returned",
             MarkKind::Leave => "left the group",
             MarkKind::State => "state loaded",
+            MarkKind::SilentEnd => "trace ends: taken as crashed",
         }
     }
 }
@@ -145,6 +150,19 @@ impl Diagram {
     /// Builds the diagram of `events` (any order; sorted here by time) and the checker's
     /// `violations`.
     pub fn new(events: &[TraceEvent], violations: &[Violation]) -> Self {
+        Self::build(events, violations, &[])
+    }
+
+    /// Builds the diagram of `events` and the checker's report of them: its violations,
+    /// and the processes it took as crashed where their traces end (marked there, their
+    /// view bands ending with them).
+    pub fn of_report(events: &[TraceEvent], report: &Report) -> Self {
+        let ends: Vec<(&str, u64)> = report.inferred_crashes.iter().map(|c| (c.last.p.as_str(), c.last.i)).collect();
+        Self::build(events, &report.violations, &ends)
+    }
+
+    /// `silent_ends`: the last events (process, index) of processes taken as crashed there.
+    fn build(events: &[TraceEvent], violations: &[Violation], silent_ends: &[(&str, u64)]) -> Self {
         let mut ev: Vec<&TraceEvent> = events.iter().collect();
         ev.sort_by_key(|e| (e.t, e.p.clone(), e.i));
         let start = ev.first().map_or(0, |e| e.t);
@@ -228,6 +246,13 @@ impl Diagram {
                     }
                 }
                 _ => {}
+            }
+            if silent_ends.contains(&(e.p.as_str(), e.i)) {
+                let mine: Vec<usize> = open.keys().filter(|(p, _)| *p == e.p).map(|(_, g)| *g).collect();
+                for g in mine {
+                    close(&mut open, g, &mut bands);
+                }
+                marks.push(Mark { t, row, kind: MarkKind::SilentEnd, event: k });
             }
         }
         for ((p, g), (t0, view, members)) in open {

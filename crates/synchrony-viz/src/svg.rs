@@ -157,7 +157,7 @@ pub fn render_svg(d: &Diagram) -> String {
         }
     }
     arrows(s, d, &x, &y);
-    let mut used = [false; 7];
+    let mut used = [false; MarkKind::ALL.len()];
     for m in &d.marks {
         used[m.kind as usize] = true;
         mark(s, m.kind, x(m.t), y(m.row));
@@ -305,6 +305,12 @@ fn mark(s: &mut String, kind: MarkKind, mx: f64, my: f64) {
             mx - 6.0,
             my - 6.0
         ),
+        MarkKind::SilentEnd => write!(
+            s,
+            r##"<path class="mark silent-end" d="M{:.1} {:.1} l12 12 m0 -12 l-12 12" stroke="#d50000" stroke-width="2" stroke-dasharray="3 2"/>"##,
+            mx - 6.0,
+            my - 6.0
+        ),
         MarkKind::Partitioned => write!(
             s,
             r##"<rect class="mark partitioned" x="{:.1}" y="{:.1}" width="5" height="22" fill="#ff6d00"/>"##,
@@ -336,7 +342,7 @@ fn mark(s: &mut String, kind: MarkKind, mx: f64, my: f64) {
 /// The legend under the lines: every order class drawn, state transfer, every mark
 /// drawn, and violations when there are some; wrapped so nothing overlaps. Returns its
 /// bottom.
-fn legend(s: &mut String, d: &Diagram, used: [bool; 7], top: f64, labels: &mut Labels) -> f64 {
+fn legend(s: &mut String, d: &Diagram, used: [bool; MarkKind::ALL.len()], top: f64, labels: &mut Labels) -> f64 {
     let mut kinds = [false; 7];
     for a in &d.arrows {
         kinds[a.kind as usize] = true;

@@ -143,6 +143,9 @@
       case "View": ctx.strokeStyle = "#000"; ctx.beginPath(); ctx.moveTo(x, y - 8); ctx.lineTo(x, y + 8); ctx.stroke(); break;
       case "Crash": ctx.strokeStyle = "#d50000"; ctx.lineWidth = 3; ctx.beginPath();
         ctx.moveTo(x - 6, y - 6); ctx.lineTo(x + 6, y + 6); ctx.moveTo(x + 6, y - 6); ctx.lineTo(x - 6, y + 6); ctx.stroke(); ctx.lineWidth = 1; break;
+      case "SilentEnd": ctx.strokeStyle = "#d50000"; ctx.lineWidth = 2; ctx.setLineDash([3, 2]); ctx.beginPath();
+        ctx.moveTo(x - 6, y - 6); ctx.lineTo(x + 6, y + 6); ctx.moveTo(x + 6, y - 6); ctx.lineTo(x - 6, y + 6); ctx.stroke();
+        ctx.setLineDash([]); ctx.lineWidth = 1; break;
       case "Partitioned": ctx.fillStyle = "#ff6d00"; ctx.fillRect(x - 2.5, y - 11, 5, 22); break;
       case "Incarnation": ctx.fillStyle = "#fff"; ctx.strokeStyle = "#000"; ctx.lineWidth = 2; ctx.beginPath();
         ctx.arc(x, y, 5, 0, 2 * Math.PI); ctx.fill(); ctx.stroke(); ctx.lineWidth = 1; break;

@@ -187,3 +187,29 @@ document.body.setAttribute('data-legend', [...document.querySelectorAll('text.le
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A process whose trace just ends (SIGKILLed) and which later views exclude is drawn as
+/// crashed there, as the checker takes it: its band ends with its last event, and a mark
+/// says so (not alive to the end of the run).
+#[test]
+fn a_trace_that_just_ends_is_drawn_as_a_crash() {
+    let trace = r#"{"p":"a#1","i":0,"t":0,"ev":"view","group":"g","view":1,"members":["a#1","b#1"],"primary":true}
+{"p":"b#1","i":0,"t":2,"ev":"view","group":"g","view":1,"members":["a#1","b#1"],"primary":true}
+{"p":"b#1","i":1,"t":5,"ev":"send","group":"g","msg":"b#1/0","order":"fifo","view":1}
+{"p":"a#1","i":1,"t":6,"ev":"deliver","group":"g","msg":"b#1/0","from":"b#1","order":"fifo","view":1}
+{"p":"b#1","i":2,"t":7,"ev":"deliver","group":"g","msg":"b#1/0","from":"b#1","order":"fifo","view":1}
+{"p":"a#1","i":2,"t":100,"ev":"view","group":"g","view":2,"members":["a#1"],"primary":true}"#;
+    let events = parse(trace).expect("parses");
+    let report = check(&events, &Options { quiescent: true, ..Options::default() });
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    let d = Diagram::of_report(&events, &report);
+    let ends: Vec<_> = d.marks.iter().filter(|m| m.kind == MarkKind::SilentEnd).collect();
+    assert_eq!(ends.len(), 1);
+    assert_eq!((ends[0].t, d.rows[ends[0].row].as_str()), (7, "b"));
+    let b_band = d.bands.iter().find(|band| d.rows[band.row] == "b").expect("b's band");
+    assert_eq!(b_band.t1, 7, "b's view band ends where its trace does, not at the end of the run");
+    assert!(render_svg(&d).contains("silent-end"));
+    // Without the report's inferences, b looks alive to the end.
+    let plain = Diagram::new(&events, &report.violations);
+    assert!(plain.marks.iter().all(|m| m.kind != MarkKind::SilentEnd));
+}
