@@ -3,15 +3,16 @@
 
 use crate::config::Config;
 use crate::listed::Listed;
-use crate::merged::{MergedBatch, MergedId, MergedOut, MergedTx};
+use crate::merged::{MergedBatch, MergedId, MergedOut, MergedTx, GROUP_QUEUE};
 use crate::net::{self, DialTarget, Hello, NetError, NetEvent};
 use crate::state_stream::{Digest, Piece, StateWriteError};
 use crate::status::{GroupStatus, NetCounters, NodeStatus};
 use crate::trace::TraceWriter;
+use crate::transport::{Admitted, Conn, Peers};
 use crate::{GroupEvent, NodeEvent, Verifiers};
 use bytes::Bytes;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 use synchrony_engine::{
@@ -19,14 +20,9 @@ use synchrony_engine::{
     QueryOutcome, Replies, SendError, ViewId,
 };
 use synchrony_trace::TraceEvent;
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant as TokioInstant;
 
-/// Group events queued for one group handle before the driver waits for the application.
-/// Batches of events queued for one group's handle (at most [`GROUP_BATCH`] each): about
-/// 65k events before the driver waits for the application.
-pub(crate) const GROUP_QUEUE: usize = 256;
 /// Deliveries handed to a group's handle at once (one channel operation and one wake-up).
 const GROUP_BATCH: usize = 256;
 /// Events moved to the application between checks of the engine's timers.
@@ -37,8 +33,6 @@ const HOUSEKEEPING: Duration = Duration::from_millis(50);
 const INPUT_BATCH: usize = 512;
 /// Own messages whose send-to-delivery time is being measured at once.
 const IN_FLIGHT_MAX: usize = 65_536;
-const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// A message handed to the engine: its id, and for a query the place its outcome goes.
 pub(crate) struct Sent {
@@ -158,17 +152,6 @@ pub(crate) enum Command {
     },
 }
 
-struct Conn {
-    id: u64,
-    tx: mpsc::Sender<net::Outgoing>,
-    by_me: bool,
-    incarnation: u64,
-    reader: tokio::task::AbortHandle,
-    /// When its reader last heard the peer, and what of it the engine was told.
-    heard: net::Heard,
-    passed: Option<Duration>,
-}
-
 /// Messages sent and delivered per second, over the last second or so.
 struct Rates {
     since: TokioInstant,
@@ -195,205 +178,9 @@ impl Rates {
     }
 }
 
-/// Connections to peers, by name.
-struct Peers {
-    my_name: String,
-    hello: Hello,
-    book: HashMap<String, String>,
-    conns: HashMap<String, Conn>,
-    connecting: HashSet<DialTarget>,
-    retry_at: HashMap<String, (TokioInstant, Duration)>,
-    /// Names whose connection dropped: if a new one cannot be made, the engine hears of it.
-    lost: HashSet<String>,
-    pending: HashMap<String, VecDeque<net::Outgoing>>,
-    queue_max: usize,
-    keepalive: net::Keepalive,
-    /// The transport's runtime (`net::spawn_thread`).
-    net: tokio::runtime::Handle,
-    next_conn: Arc<AtomicU64>,
-    events: net::NetSenders,
-    counters: NetCounters,
-}
-
-impl Peers {
-    fn send(&mut self, to: &str, frame: net::Outgoing) {
-        if to == self.my_name {
-            return;
-        }
-        if let Some(c) = self.conns.get(to) {
-            if c.tx.try_send(frame).is_err() {
-                self.counters.frames_dropped += 1; // the peer is slow or gone; the engine retransmits
-            }
-            return;
-        }
-        let q = self.pending.entry(to.to_string()).or_default();
-        if q.len() >= self.queue_max {
-            q.pop_front();
-            self.counters.frames_dropped += 1;
-        }
-        q.push_back(frame);
-        self.connect(to, false);
-    }
-
-    /// Starts a connection to `name` unless one is under way or backing off.
-    fn connect(&mut self, name: &str, now_anyway: bool) {
-        let target = DialTarget::Peer(name.to_string());
-        if self.connecting.contains(&target) || self.conns.contains_key(name) {
-            return;
-        }
-        if !now_anyway && self.retry_at.get(name).is_some_and(|(t, _)| *t > TokioInstant::now()) {
-            return;
-        }
-        let Some(addr) = self.book.get(name).cloned() else { return };
-        self.connecting.insert(target.clone());
-        self.dial(target, addr);
-    }
-
-    /// Dials `addr` for `target`.
-    fn dial(&self, target: DialTarget, addr: String) {
-        let (hello, secret, events, ids) =
-            (self.hello.clone(), self.keepalive.secret.clone(), self.events.clone(), self.next_conn.clone());
-        let (queue, keepalive) = (self.queue_max, self.keepalive.clone());
-        self.net.spawn(async move {
-            match net::connect(&addr, &hello, secret.as_deref()).await {
-                Ok((stream, theirs)) => {
-                    let id = ids.fetch_add(1, Ordering::Relaxed);
-                    let up = establish(stream, theirs, true, id, events.clone(), queue, &keepalive);
-                    let _ = events.send(up).await;
-                }
-                Err(error) => {
-                    let _ = events.send(NetEvent::ConnectFailed { target, error }).await;
-                }
-            }
-        });
-    }
-
-    fn book_frame(&self) -> net::Outgoing {
-        let entries: Vec<(String, String)> = self.book.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        net::control_body(net::KIND_BOOK, &entries, self.keepalive.secret.as_deref())
-    }
-
-    fn broadcast_book(&mut self) {
-        let f = self.book_frame();
-        for c in self.conns.values() {
-            let _ = c.tx.try_send(f.clone());
-        }
-    }
-
-    fn close(&mut self, name: &str) {
-        if let Some(c) = self.conns.remove(name) {
-            c.reader.abort();
-        }
-    }
-
-    fn backoff(&mut self, name: &str) {
-        let next = self.retry_at.get(name).map_or(BACKOFF_MIN, |(_, d)| (*d * 2).min(BACKOFF_MAX));
-        self.retry_at.insert(name.to_string(), (TokioInstant::now() + next, next));
-    }
-}
-
-/// Splits an established stream into its reader and writer tasks; the writer takes at
-/// most `queue` frames (`Config::peer_queue_frames`) before the driver drops more, and
-/// keeps the peer hearing from this node (`keepalive`).
-pub(crate) fn establish(
-    stream: tokio::net::TcpStream,
-    theirs: Hello,
-    by_me: bool,
-    conn: u64,
-    events: net::NetSenders,
-    queue: usize,
-    keepalive: &net::Keepalive,
-) -> NetEvent {
-    let (r, w) = stream.into_split();
-    let (tx, rx) = mpsc::channel(queue.max(1));
-    tokio::spawn(net::writer(w, rx, keepalive.clone()));
-    let heard = net::Heard::new(keepalive.epoch, keepalive.every);
-    let secret = keepalive.secret.clone();
-    let reader = tokio::spawn(net::reader(r, theirs.name.clone(), conn, secret, events, heard.clone())).abort_handle();
-    let (name, incarnation, listen) = (theirs.name, theirs.incarnation, theirs.listen);
-    NetEvent::Up { name, incarnation, listen, conn, tx, by_me, reader, heard }
-}
-
-/// Accepts connections: handshakes and status requests. (On the transport's runtime: the
-/// listener is registered with it here.)
-pub(crate) async fn accept_loop(
-    listener: std::net::TcpListener,
-    hello: Hello,
-    secret: Option<Vec<u8>>,
-    events: net::NetSenders,
-    ids: Arc<AtomicU64>,
-    queue: usize,
-    keepalive: net::Keepalive,
-) {
-    let Ok(listener) = TcpListener::from_std(listener) else {
-        tracing::error!("the listener could not be registered with the transport");
-        return;
-    };
-    loop {
-        let Ok((mut stream, addr)) = listener.accept().await else { continue };
-        let (hello, secret, events, ids) = (hello.clone(), secret.clone(), events.clone(), ids.clone());
-        let keepalive = keepalive.clone();
-        tokio::spawn(async move {
-            let _ = stream.set_nodelay(true);
-            let first = tokio::time::timeout(net::HANDSHAKE_TIMEOUT, net::read_frame(&mut stream)).await;
-            let result = match first {
-                Err(_) => Err(NetError::Timeout),
-                Ok(Err(e)) => Err(e),
-                Ok(Ok((net::KIND_STATUS_REQUEST, body))) => {
-                    match net::open_control::<()>(net::KIND_STATUS_REQUEST, &body, secret.as_deref()) {
-                        Ok(()) => {
-                            let (reply, rx) = oneshot::channel();
-                            let _ = events.send(NetEvent::Status { reply }).await;
-                            if let Ok(json) = rx.await {
-                                use tokio::io::AsyncWriteExt;
-                                let _ = stream.write_all(&net::frame(net::KIND_STATUS, &json)).await;
-                            }
-                            return;
-                        }
-                        Err(e) => Err(e),
-                    }
-                }
-                Ok(Ok((net::KIND_HELLO, body))) => {
-                    net::open_control::<Hello>(net::KIND_HELLO, &body, secret.as_deref())
-                }
-                Ok(Ok((kind, _))) => Err(NetError::Malformed(format!("expected a hello, got kind {kind}"))),
-            };
-            match result {
-                Ok(theirs) if !theirs.name.is_empty() => {
-                    use tokio::io::AsyncWriteExt;
-                    if stream.write_all(&net::control(net::KIND_HELLO, &hello, secret.as_deref())).await.is_err() {
-                        return;
-                    }
-                    let id = ids.fetch_add(1, Ordering::Relaxed);
-                    let up = establish(stream, theirs, false, id, events.clone(), queue, &keepalive);
-                    let _ = events.send(up).await;
-                }
-                Ok(_) => {
-                    let error = NetError::Malformed("empty name".into());
-                    let _ = events.send(NetEvent::Rejected { from: addr.to_string(), error }).await;
-                }
-                Err(NetError::Io(_)) => {}
-                Err(error) => {
-                    if matches!(error, NetError::Auth) {
-                        use tokio::io::AsyncWriteExt;
-                        let _ = stream.write_all(&net::frame(net::KIND_REFUSED, b"authentication")).await;
-                    }
-                    let _ = events.send(NetEvent::Rejected { from: addr.to_string(), error }).await;
-                }
-            }
-        });
-    }
-}
-
-/// How often a source refused again and again is warned about.
-const REJECTION_LOG_EVERY: Duration = Duration::from_secs(10);
-
 /// The engine, and everything the application and the network are waiting on.
 pub(crate) struct Driver {
     config: Config,
-    /// When refused connections were last warned about, per source host, and how many
-    /// since.
-    rejections_logged: std::collections::BTreeMap<String, (TokioInstant, u64)>,
     /// Contacts that could not be joined through, and why, for `Runtime::start`'s error.
     refusals: Option<mpsc::UnboundedSender<(String, NetError)>>,
     epoch: TokioInstant,
@@ -491,9 +278,9 @@ impl Driver {
             next_conn: ids,
             events,
             counters: NetCounters::default(),
+            rejections_logged: std::collections::BTreeMap::new(),
         };
         let mut d = Self {
-            rejections_logged: std::collections::BTreeMap::new(),
             refusals: None,
             config,
             epoch: keepalive.epoch,
@@ -1748,36 +1535,10 @@ impl Driver {
                 }
             }
             NetEvent::Up { name, incarnation, listen, conn, tx, by_me, reader, heard } => {
-                if name == self.config.name {
-                    reader.abort(); // a contact address that is this node
-                    return;
-                }
-                self.peers.connecting.remove(&DialTarget::Peer(name.clone()));
-                let engine_up = self.engine.is_some();
-                self.peers.connecting.retain(|t| !(engine_up && matches!(t, DialTarget::Contact(_))));
-                self.peers.retry_at.remove(&name);
-                self.peers.lost.remove(&name);
-                self.peers.counters.connections_opened += 1;
                 let new = Conn { id: conn, tx, by_me, incarnation, reader, heard, passed: None };
-                let keep_new = match self.peers.conns.get(&name) {
-                    None => true,
-                    Some(old) if new.incarnation != old.incarnation || new.by_me == old.by_me => true,
-                    // Both sides dialled at once: both keep the one dialled by the smaller name.
-                    Some(_) => new.by_me == (self.config.name < name),
-                };
-                if !keep_new {
-                    new.reader.abort();
+                let engine_up = self.engine.is_some();
+                if let Admitted::Dropped = self.peers.admit(name.clone(), incarnation, listen, new, engine_up) {
                     return;
-                }
-                self.peers.close(&name);
-                let book_changed = self.peers.book.insert(name.clone(), listen.clone()).as_ref() != Some(&listen);
-                let _ = new.tx.try_send(self.peers.book_frame());
-                for f in self.peers.pending.remove(&name).unwrap_or_default() {
-                    let _ = new.tx.try_send(f);
-                }
-                self.peers.conns.insert(name.clone(), new);
-                if book_changed {
-                    self.peers.broadcast_book();
                 }
                 if self.engine.is_none() {
                     self.contact_names.insert(name);
@@ -1785,79 +1546,22 @@ impl Driver {
                 }
                 self.pass_listed();
             }
-            NetEvent::Down { name, conn, error } => {
-                if let Some(err) = &error {
-                    if err.is_rejection() {
-                        self.peers.counters.rejected_frames += 1;
-                        tracing::warn!(peer = %name, error = %err, "closed a connection that sent a bad frame");
-                    }
-                }
-                if self.peers.conns.get(&name).is_some_and(|c| c.id == conn) {
-                    self.peers.conns.remove(&name);
-                    self.peers.counters.connections_lost += 1;
-                    self.peers.lost.insert(name.clone());
-                    self.peers.connect(&name, true);
-                }
-            }
+            NetEvent::Down { name, conn, error } => self.peers.down(&name, conn, error.as_ref()),
             NetEvent::ConnectFailed { target, error } => {
-                self.peers.connecting.remove(&target);
-                if error.is_rejection() {
-                    self.peers.counters.rejected_handshakes += 1;
-                    tracing::warn!(peer = %target, error = %error, "a peer failed the handshake");
+                let unreachable = self.peers.dial_failed(&target, &error);
+                if let (DialTarget::Contact(addr), Some(tx)) = (&target, &self.refusals) {
+                    let _ = tx.send((addr.clone(), error));
                 }
-                let DialTarget::Peer(name) = target else {
-                    tracing::info!(%target, error = %error, "contact did not answer");
-                    if let (DialTarget::Contact(addr), Some(tx)) = (&target, &self.refusals) {
-                        let _ = tx.send((addr.clone(), error));
-                    }
-                    return;
-                };
-                self.peers.backoff(&name);
-                if self.peers.lost.remove(&name) {
-                    if let Some(e) = self.engine.as_mut() {
-                        e.handle_unreachable(now, &name);
-                    }
+                if let (Some(name), Some(e)) = (unreachable, self.engine.as_mut()) {
+                    e.handle_unreachable(now, &name);
                 }
             }
             NetEvent::Book { entries } => {
-                let mut changed = false;
-                for (n, a) in entries {
-                    if n != self.config.name && self.peers.book.get(&n) != Some(&a) {
-                        self.peers.book.insert(n, a);
-                        changed = true;
-                    }
-                }
-                if changed {
-                    self.peers.broadcast_book();
+                if self.peers.merge_book(entries) {
                     self.pass_listed();
                 }
             }
-            NetEvent::Rejected { from, error } => {
-                match error {
-                    NetError::Auth => self.peers.counters.rejected_handshakes += 1,
-                    _ => self.peers.counters.rejected_frames += 1,
-                }
-                // Once per source host per interval: a misconfigured peer retries fast.
-                let host = from.rsplit_once(':').map_or(from.as_str(), |(h, _)| h).to_string();
-                let now = TokioInstant::now();
-                let due = match self.rejections_logged.get_mut(&host) {
-                    Some((at, quiet)) if now.duration_since(*at) < REJECTION_LOG_EVERY => {
-                        *quiet += 1;
-                        None
-                    }
-                    Some((at, quiet)) => {
-                        *at = now;
-                        Some(std::mem::take(quiet))
-                    }
-                    None => {
-                        self.rejections_logged.insert(host.clone(), (now, 0));
-                        Some(0)
-                    }
-                };
-                if let Some(quiet) = due {
-                    tracing::warn!(peer = %from, error = %error, "refused a connection ({quiet} more from {host} since the last warning)");
-                }
-            }
+            NetEvent::Rejected { from, error } => self.peers.refused(&from, &error),
             NetEvent::Status { reply } => {
                 let s = self.status(self.me());
                 let _ = reply.send(Bytes::from(serde_json::to_vec(&s).unwrap_or_default()));

@@ -29,6 +29,7 @@ mod spool;
 mod state_stream;
 mod status;
 mod trace;
+mod transport;
 
 pub use config::{Config, ConfigError};
 pub use merged::MergedEvents;
@@ -346,7 +347,7 @@ impl Runtime {
         let (transport, stop_transport) =
             net::spawn_thread(&config.name).map_err(|source| StartError::Listen { addr: listen.clone(), source })?;
         let listener = listener.into_std().map_err(|source| StartError::Listen { addr: listen.clone(), source })?;
-        transport.spawn(driver::accept_loop(
+        transport.spawn(transport::accept_loop(
             listener,
             hello,
             config.engine.secret.clone(),

@@ -10,6 +10,10 @@ use std::task::{Context, Poll};
 use synchrony_engine::GroupName;
 use tokio::sync::mpsc;
 
+/// Batches of events queued for one handle or merged receiver (a batch holds at most 256
+/// events): about 65k events before the driver waits for the application.
+pub(crate) const GROUP_QUEUE: usize = 256;
+
 /// Events of many groups, each with its group's name, handed over together.
 pub(crate) type MergedBatch = Vec<(GroupName, GroupEvent)>;
 
@@ -46,7 +50,7 @@ pub struct MergedEvents {
 impl MergedEvents {
     /// A new receiver and the sender its first join gives the driver.
     pub(crate) fn new() -> (Self, MergedTx) {
-        let (tx, rx) = mpsc::channel(crate::driver::GROUP_QUEUE);
+        let (tx, rx) = mpsc::channel(GROUP_QUEUE);
         let id = MergedId::fresh();
         (Self { id, tx: tx.downgrade(), events: Batches::new(rx) }, (id, tx))
     }

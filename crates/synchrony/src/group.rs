@@ -14,6 +14,17 @@ use synchrony_engine::{
 };
 use synchrony_runtime::{GroupEvent, NodeStopped, Runtime, StateStream};
 
+/// Why a join failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// The engine refused (already a member, or this node stopped).
+    #[error(transparent)]
+    Membership(#[from] MembershipError),
+    /// A member's join verifier refused this node.
+    #[error("a member of group {0} refused this node's join")]
+    Refused(GroupName),
+}
+
 /// Why a send or query on a [`Group`] failed.
 #[derive(Debug, thiserror::Error)]
 pub enum GroupSendError {

@@ -1,7 +1,6 @@
 //! Many groups read as one: every group's events on one stream.
 
-use crate::group::{event_of, Event, GroupSender};
-use crate::node::JoinError;
+use crate::group::{event_of, Event, GroupSender, JoinError};
 use std::collections::HashMap;
 use std::task::{Context, Poll};
 use synchrony_engine::{GroupName, GroupView, MembershipError};

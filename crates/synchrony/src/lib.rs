@@ -58,10 +58,10 @@ mod state_writer;
 pub mod tools;
 
 pub use group::{
-    Event, Group, GroupSendError, GroupSender, Message, ReplyError, StateRequest, StateWriter, ValueReplies,
+    Event, Group, GroupSendError, GroupSender, JoinError, Message, ReplyError, StateRequest, StateWriter, ValueReplies,
 };
 pub use group_set::GroupSet;
-pub use node::{JoinError, JoinOptions, Node, NodeEvent};
+pub use node::{JoinOptions, Node, NodeEvent};
 pub use synchrony_engine::{
     Delivery, FlushError, GroupName, GroupView, MembershipError, MsgId, Order, PartitionReason, ProcessId,
     QueryOutcome, Replies, SendError, ViewId,

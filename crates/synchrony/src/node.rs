@@ -1,10 +1,10 @@
 //! The node: one process's membership in the cluster.
 
-use crate::group::Group;
+use crate::group::{Group, JoinError};
 use crate::group_set::GroupSet;
 use bytes::Bytes;
 use std::sync::Arc;
-use synchrony_engine::{GroupName, MembershipError, MsgId, Order, ProcessId, QueryOutcome, Replies, SendError};
+use synchrony_engine::{GroupName, MsgId, Order, ProcessId, QueryOutcome, Replies, SendError};
 use synchrony_runtime::{Config, NodeStatus, NodeStopped, Runtime, StartError, Verifiers};
 use tokio::sync::mpsc;
 
@@ -60,17 +60,6 @@ impl JoinOptions {
         self.stream_state = true;
         self
     }
-}
-
-/// Why a join failed.
-#[derive(Debug, thiserror::Error)]
-pub enum JoinError {
-    /// The engine refused (already a member, or this node stopped).
-    #[error(transparent)]
-    Membership(#[from] MembershipError),
-    /// A member's join verifier refused this node.
-    #[error("a member of group {0} refused this node's join")]
-    Refused(GroupName),
 }
 
 /// A process in a synchrony cluster. Share it (`Arc<Node>`) to join, send and call from
