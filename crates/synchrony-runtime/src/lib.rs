@@ -19,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 
+mod command;
 mod config;
 mod driver;
 mod listed;
@@ -35,16 +36,17 @@ pub use config::{Config, ConfigError};
 pub use merged::MergedEvents;
 pub use net::NetError;
 pub use spool::SendReaderError;
-pub use state_stream::{StatePart, StateStream, StateWriteError};
+pub use state_stream::{StatePart, StateStream};
 pub use status::{GroupStatus, NetCounters, NodeStatus};
+pub use synchrony_host::{GroupEvent, MessageVerifier, NodeEvent, StateWriteError, Verifiers};
 
 use bytes::Bytes;
-use driver::{Command, Driver};
+use command::Command;
+use driver::Driver;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use synchrony_engine::{
-    Delivery, FlushError, GroupName, GroupView, MembershipError, MsgId, Order, PartitionReason, ProcessId,
-    QueryOutcome, Replies, SendError, ViewId,
+    FlushError, GroupName, MembershipError, MsgId, Order, ProcessId, QueryOutcome, Replies, SendError, ViewId,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -55,46 +57,6 @@ const NET_EVENT_QUEUE: usize = 4096;
 const COMMAND_QUEUE: usize = 4096;
 /// Node events waiting for the application; past it they are dropped and counted.
 const NODE_EVENT_QUEUE: usize = 1024;
-
-/// What a group handle receives, in the order the engine produced it.
-#[derive(Clone, Debug)]
-pub enum GroupEvent {
-    /// A new view is installed.
-    View(GroupView),
-    /// A multicast is delivered (answer queries with [`Runtime::reply`]).
-    Message(Delivery),
-    /// Joiners need the group's state: answer with [`Runtime::provide_state`] before
-    /// anything else of this group happens here.
-    StateRequest {
-        /// The joiners' first view.
-        view: ViewId,
-        /// Who joins.
-        joiners: Vec<ProcessId>,
-    },
-    /// This node joined and here is the group's state at its join point.
-    State {
-        /// The join view.
-        view: ViewId,
-        /// The state as a member's application produced it.
-        state: Bytes,
-    },
-    /// This node joined with [`Runtime::join_streaming`] and its state, `len` bytes, has
-    /// all come through the [`StateStream`]: its place among the group's events (no message
-    /// is delivered before it).
-    StateStreamed {
-        /// The join view.
-        view: ViewId,
-        /// The state's length.
-        len: u64,
-    },
-    /// This node left the group (or its state could not be fetched).
-    Left,
-    /// A member's join verifier refused this node's join.
-    JoinRefused,
-    /// This incarnation stopped (excluded, or cut off from the majority). With
-    /// `Config::rejoin`, a new incarnation joins the group again and its views follow.
-    Partitioned(PartitionReason),
-}
 
 /// The events of one group this node joined ([`Runtime::join`]), in the order the engine
 /// produced them. The driver hands deliveries over in batches; `recv` gives them one by one.
@@ -129,57 +91,6 @@ impl GroupEvents {
     pub fn try_recv(&mut self) -> Option<GroupEvent> {
         self.0.try_recv()
     }
-}
-
-/// Decides whether a delivered message reaches the application (by sender and payload). It
-/// must decide the same way at every member, or members would see different messages.
-pub type MessageVerifier = std::sync::Arc<dyn Fn(&ProcessId, &[u8]) -> bool + Send + Sync>;
-
-/// The checks a member installs on a group it joins.
-#[derive(Clone, Default)]
-pub struct Verifiers {
-    /// Admits or refuses processes asking to join (see [`synchrony_engine::JoinVerifier`]).
-    pub join: Option<synchrony_engine::JoinVerifier>,
-    /// Drops delivered messages it rejects (a rejected query gets a null reply); counted in
-    /// the status as `rejected_by_verifier`.
-    pub message: Option<MessageVerifier>,
-    /// Join only a running group: refused (as a verifier's refusal is) when no member goes
-    /// on in it to hand over its state (see `Engine::join_running`).
-    pub only_if_running: bool,
-}
-
-impl std::fmt::Debug for Verifiers {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Verifiers")
-            .field("join", &self.join.is_some())
-            .field("message", &self.message.is_some())
-            .field("only_if_running", &self.only_if_running)
-            .finish()
-    }
-}
-
-/// What concerns the node as a whole.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub enum NodeEvent {
-    /// This node (incarnation `me`) is a member of the cluster.
-    Joined {
-        /// Its process id.
-        me: ProcessId,
-    },
-    /// This incarnation stopped.
-    Partitioned {
-        /// Why.
-        reason: PartitionReason,
-    },
-    /// A message this node sent to a group it is not in may be lost: every member of the
-    /// group failed or left before it was known to be delivered.
-    SendLost {
-        /// The group.
-        group: GroupName,
-        /// The message.
-        id: MsgId,
-    },
 }
 
 /// When set (to a directory), every node started in the process writes its trace there, as
@@ -254,12 +165,6 @@ pub struct Runtime {
     me: ProcessId,
     listen: String,
     spool: std::sync::Arc<spool::Spool>,
-}
-
-impl std::fmt::Debug for Command {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Command")
-    }
 }
 
 /// The incarnation to start with: one more than the last, kept in the data directory, or

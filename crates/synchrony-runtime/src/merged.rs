@@ -19,7 +19,7 @@ pub(crate) type MergedBatch = Vec<(GroupName, GroupEvent)>;
 
 /// Names one merged receiver in the driver.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct MergedId(u64);
+pub(crate) struct MergedId(pub(crate) u64);
 
 impl MergedId {
     fn fresh() -> Self {
@@ -142,21 +142,5 @@ impl<T> Batches<T> {
 
     pub(crate) fn close(&mut self) {
         self.rx.close();
-    }
-}
-
-/// The driver's side of one merged receiver.
-pub(crate) struct MergedOut {
-    pub(crate) tx: mpsc::Sender<MergedBatch>,
-    /// Events not yet handed over (at the end of the pump, or once a batch is full).
-    pub(crate) pending: MergedBatch,
-    /// Batches the receiver had no room for (the driver reads nothing from the network
-    /// while any wait, as for a group's own handle).
-    pub(crate) backlog: VecDeque<MergedBatch>,
-}
-
-impl MergedOut {
-    pub(crate) fn new(tx: mpsc::Sender<MergedBatch>) -> Self {
-        Self { tx, pending: Vec::new(), backlog: VecDeque::new() }
     }
 }

@@ -7,7 +7,6 @@
 
 use crate::status::NetCounters;
 use std::net::SocketAddr;
-use std::time::Duration;
 use synchrony_engine::Stats;
 
 /// Installs the Prometheus recorder with an HTTP listener on `addr` (once per process).
@@ -63,9 +62,4 @@ pub(crate) fn publish(e: &Stats, net: &NetCounters, pending: usize, members: usi
     c("synchrony_rejected_by_verifier_total", net.rejected_by_verifier);
     metrics::gauge!("synchrony_peer_queue_frames").set(pending as f64);
     metrics::gauge!("synchrony_members").set(members as f64);
-}
-
-/// Records a duration in a histogram.
-pub(crate) fn time(name: &'static str, d: Duration) {
-    metrics::histogram!(name).record(d.as_secs_f64());
 }

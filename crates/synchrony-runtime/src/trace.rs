@@ -4,28 +4,23 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
-use synchrony_trace::{Recorder, TraceEvent};
+use synchrony_trace::TraceEvent;
 
-/// Writes one process's trace (successive incarnations share the file).
+/// Writes one process's trace (successive incarnations share the file). The host stamps
+/// each event with its process and number; the writer gives it the wall clock's time.
 pub(crate) struct TraceWriter {
     file: File,
-    recorder: Recorder,
 }
 
 impl TraceWriter {
     pub(crate) fn create(path: &Path) -> std::io::Result<Self> {
         let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(Self { file, recorder: Recorder::default() })
+        Ok(Self { file })
     }
 
-    /// A new incarnation: its own `p`, its counter from 0.
-    pub(crate) fn set_process(&mut self, p: String) {
-        self.recorder.set_process(p);
-    }
-
-    pub(crate) fn record(&mut self, e: TraceEvent) {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
-        let mut line = self.recorder.stamp(e, t).to_json_line();
+    /// Writes one event (stamped already), as one line in one `write`.
+    pub(crate) fn write(&mut self, e: &TraceEvent) {
+        let mut line = e.to_json_line();
         line.push('\n');
         if let Err(err) = self.file.write_all(line.as_bytes()) {
             tracing::error!(error = %err, "cannot write the trace");
