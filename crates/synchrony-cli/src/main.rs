@@ -47,7 +47,9 @@ enum Cmd {
         /// Fault profile: calm, lossy, churn, partition, leader-crash, pause, deaf (the application pauses, not the process), chaos, corked, batched (corked with batched sends), leaves (clean leaves of the cluster and restarts), many-groups (7 processes, 2,000 groups, mass joins and leaves, crashes, work that costs virtual time), total-failure
         /// (a logged ledger whose group fails whole, with a durability check), large (chaos with
         /// messages and states of many small fragments), bootstrap (every process started with
-        /// the same peer list in a random order, total failures; never two clusters at once).
+        /// the same peer list in a random order, total failures; never two clusters at once),
+        /// backpressure (chaos with applications that read late from small queues and senders
+        /// that block on a small window).
         #[arg(long, default_value = "chaos")]
         profile: String,
         /// Processes in the cluster (default: 5, or the profile's own: many-groups has 7).

@@ -274,6 +274,10 @@ pub struct HostConfig {
     pub consumer_queue: usize,
     /// Write a trace ([`crate::Host::poll_trace`]).
     pub trace: bool,
+    /// How the trace digests a state, if not as [`HostConfig::trace_states_as_delivered_sets`]
+    /// says: a function of the whole state (an application whose state carries the set of
+    /// message ids it delivered, framed its own way, as the simulator's does).
+    pub state_digest: Option<fn(&[u8]) -> String>,
     /// The application's state is the set of message ids it delivered (see
     /// [`crate::Digest`]).
     pub trace_states_as_delivered_sets: bool,

@@ -3,10 +3,10 @@
 
 use crate::host::{Host, IN_FLIGHT_MAX};
 use crate::outbox::Sink;
-use crate::state::{Digest, StateWriteError, Writer};
+use crate::state::{StateWriteError, Writer};
 use crate::{Command, ConsumerId, JoinInto, Reply, Verifiers, WaiterId};
 use bytes::Bytes;
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use synchrony_engine::{FlushError, GroupName, Instant, MembershipError, MsgId, Order, SendError, Status, ViewId};
 use synchrony_trace::TraceEvent;
 
@@ -112,7 +112,7 @@ impl Host {
                 // nothing: its trace says nothing either.)
                 let running = self.running();
                 if let Some(joiners) = self.state_requests.remove(&(group.clone(), view)).filter(|_| running) {
-                    let dg = Digest::of(&state, self.config.trace_states_as_delivered_sets);
+                    let dg = self.digest_of(&state);
                     for j in joiners {
                         let dg = dg.clone();
                         self.record_state(now, || TraceEvent::state_sent(group.as_str(), view.0, j.to_string(), dg));
@@ -125,7 +125,7 @@ impl Host {
             Command::DeclineState { group, view } => self.decline_state(now, &group, view),
             Command::BeginState { group, view } => {
                 let joiners = self.state_requests.remove(&(group.clone(), view)).unwrap_or_default();
-                let digest = Digest::new(self.config.trace_states_as_delivered_sets);
+                let digest = self.digest();
                 self.writers.insert((group.clone(), view), Writer { joiners, digest, waiting: None });
                 if let Some(e) = self.engine.as_mut() {
                     e.begin_state(now, &group, view);
@@ -173,7 +173,7 @@ impl Host {
             if verifiers.only_if_running { e.join_running(now, group.clone()) } else { e.join(now, group.clone()) };
         if asked.is_ok() {
             if stream {
-                let digest = Digest::new(self.config.trace_states_as_delivered_sets);
+                let digest = self.digest();
                 self.state_sinks.insert(group.clone(), digest);
             }
             self.open_sink(now, group, verifiers, Sink::Own(consumer));
@@ -190,7 +190,7 @@ impl Host {
         }
         // Groups joined already, or named twice, are redundant; the rest go to the engine
         // at once.
-        let mut seen = HashSet::new();
+        let mut seen = BTreeSet::new();
         let fresh: Vec<bool> =
             groups.iter().map(|g| !(self.has_sink(g) && self.wanted.contains(g)) && seen.insert(g.clone())).collect();
         let Some(e) = self.engine.as_mut() else {

@@ -3,7 +3,7 @@
 use crate::outbox::{MergedOut, Sink};
 use crate::state::{Digest, Writer};
 use crate::{Command, ConsumerId, HostConfig, HostCounters, Output, Verifiers, WaiterId};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 use synchrony_engine::{Engine, GroupName, Instant, MsgId, ProcessId, Status, Transmit, ViewId};
 use synchrony_trace::{Recorder, TraceEvent};
@@ -24,7 +24,8 @@ pub enum Pumped {
 pub(crate) type FlushWaiter = (Option<WaiterId>, Option<String>, Instant);
 
 /// The node's policy around its [`Engine`], sans-IO like the engine: it reads no clock (every
-/// input carries `now`), opens no socket and starts no thread. A runtime feeds it commands
+/// input carries `now`), opens no socket and starts no thread, and its maps are ordered, so
+/// what it does is a function of its inputs (a simulated run replays exactly). A runtime feeds it commands
 /// ([`Host::handle_command`]), frames and timer expiries, and carries out its outputs in
 /// order: [`Host::poll_transmit`] (frames to peers), [`Host::poll_output`] (replies, event
 /// batches for consumers, node events, state pieces, a stop) and [`Host::poll_trace`]; it
@@ -44,42 +45,42 @@ pub struct Host {
     pub(crate) tracing: bool,
     pub(crate) trace: VecDeque<TraceEvent>,
     pub(crate) out: VecDeque<Output>,
-    pub(crate) sinks: HashMap<GroupName, Sink>,
+    pub(crate) sinks: BTreeMap<GroupName, Sink>,
     /// Batches each consumer can take before it tells of room again.
-    pub(crate) room: HashMap<ConsumerId, usize>,
+    pub(crate) room: BTreeMap<ConsumerId, usize>,
     /// Consumers shared by many groups.
-    pub(crate) merged: HashMap<ConsumerId, MergedOut>,
+    pub(crate) merged: BTreeMap<ConsumerId, MergedOut>,
     /// Shared consumers with events not yet handed over (see `hand_over_all`).
     pub(crate) merged_pending: Vec<ConsumerId>,
     /// Deliveries not yet handed to their groups' own consumers (see `deliver_to_group`).
-    pub(crate) outgoing: HashMap<GroupName, Vec<GroupEvent>>,
+    pub(crate) outgoing: BTreeMap<GroupName, Vec<GroupEvent>>,
     /// Batches a group's own consumer had no room for: while any wait, the engine is told
     /// this node is not listening (the runtime reads nothing from the network).
-    pub(crate) backlog: HashMap<GroupName, VecDeque<Vec<GroupEvent>>>,
+    pub(crate) backlog: BTreeMap<GroupName, VecDeque<Vec<GroupEvent>>>,
     /// Since when a consumer has been behind.
     pub(crate) behind_since: Option<Instant>,
     pub(crate) wanted: BTreeSet<GroupName>,
-    pub(crate) verifiers: HashMap<GroupName, Verifiers>,
+    pub(crate) verifiers: BTreeMap<GroupName, Verifiers>,
     /// The view each group's consumer was last given (only while tracing: a `sent` event
     /// names it).
-    pub(crate) installed: HashMap<GroupName, ViewId>,
-    pub(crate) queries: HashMap<MsgId, WaiterId>,
-    pub(crate) flushes: HashMap<GroupName, VecDeque<FlushWaiter>>,
+    pub(crate) installed: BTreeMap<GroupName, ViewId>,
+    pub(crate) queries: BTreeMap<MsgId, WaiterId>,
+    pub(crate) flushes: BTreeMap<GroupName, VecDeque<FlushWaiter>>,
     /// When each group's join was asked (for the state transfer histogram).
-    pub(crate) join_started: HashMap<GroupName, Instant>,
+    pub(crate) join_started: BTreeMap<GroupName, Instant>,
     /// Commands waiting: sends for room in their group's window, joins for a past
     /// membership's events to go; in order per group.
-    pub(crate) parked: HashMap<GroupName, VecDeque<(Option<WaiterId>, Command)>>,
+    pub(crate) parked: BTreeMap<GroupName, VecDeque<(Option<WaiterId>, Command)>>,
     /// Own messages in flight to their local delivery (bounded; for the latency histogram).
-    pub(crate) in_flight: HashMap<MsgId, Instant>,
-    pub(crate) last_sent: HashMap<GroupName, MsgId>,
-    pub(crate) state_requests: HashMap<(GroupName, ViewId), Vec<ProcessId>>,
+    pub(crate) in_flight: BTreeMap<MsgId, Instant>,
+    pub(crate) last_sent: BTreeMap<GroupName, MsgId>,
+    pub(crate) state_requests: BTreeMap<(GroupName, ViewId), Vec<ProcessId>>,
     /// States read as streams: the digest of what came (for the trace); then, once one is
     /// complete, its view, length and digest until its `State` event places it.
-    pub(crate) state_sinks: HashMap<GroupName, Digest>,
-    pub(crate) streamed: HashMap<GroupName, (ViewId, u64, String)>,
+    pub(crate) state_sinks: BTreeMap<GroupName, Digest>,
+    pub(crate) streamed: BTreeMap<GroupName, (ViewId, u64, String)>,
     /// States this node writes in parts, and the write waiting for its joiners to fetch.
-    pub(crate) writers: HashMap<(GroupName, ViewId), Writer>,
+    pub(crate) writers: BTreeMap<(GroupName, ViewId), Writer>,
     /// A shutdown under way: its waiter, and when to stop at the latest.
     pub(crate) shutdown: Option<(Option<WaiterId>, Instant)>,
     pub(crate) finished: bool,
@@ -98,26 +99,26 @@ impl Host {
             recorder: Recorder::default(),
             trace: VecDeque::new(),
             out: VecDeque::new(),
-            sinks: HashMap::new(),
-            room: HashMap::new(),
-            merged: HashMap::new(),
+            sinks: BTreeMap::new(),
+            room: BTreeMap::new(),
+            merged: BTreeMap::new(),
             merged_pending: Vec::new(),
-            outgoing: HashMap::new(),
-            backlog: HashMap::new(),
+            outgoing: BTreeMap::new(),
+            backlog: BTreeMap::new(),
             behind_since: None,
             wanted: BTreeSet::new(),
-            verifiers: HashMap::new(),
-            installed: HashMap::new(),
-            queries: HashMap::new(),
-            flushes: HashMap::new(),
-            join_started: HashMap::new(),
-            parked: HashMap::new(),
-            in_flight: HashMap::new(),
-            last_sent: HashMap::new(),
-            state_requests: HashMap::new(),
-            state_sinks: HashMap::new(),
-            streamed: HashMap::new(),
-            writers: HashMap::new(),
+            verifiers: BTreeMap::new(),
+            installed: BTreeMap::new(),
+            queries: BTreeMap::new(),
+            flushes: BTreeMap::new(),
+            join_started: BTreeMap::new(),
+            parked: BTreeMap::new(),
+            in_flight: BTreeMap::new(),
+            last_sent: BTreeMap::new(),
+            state_requests: BTreeMap::new(),
+            state_sinks: BTreeMap::new(),
+            streamed: BTreeMap::new(),
+            writers: BTreeMap::new(),
             shutdown: None,
             finished: false,
             counters: HostCounters::default(),
@@ -163,6 +164,23 @@ impl Host {
     /// Sends waiting for room in their groups' windows (or joins parked).
     pub fn waiting(&self) -> usize {
         self.parked.values().map(VecDeque::len).sum()
+    }
+
+    /// Whether commands to `group` wait (a send for room in its window, a join for a past
+    /// membership's events): a sender that waits for its answer is blocked.
+    pub fn is_waiting(&self, group: &GroupName) -> bool {
+        self.parked.contains_key(group)
+    }
+
+    /// Takes the answer to `waiter` out of the outputs, if it is there already (a command
+    /// answered at once), ahead of the outputs before it: for a host whose caller wants
+    /// the answer of the command it just gave (the simulator's applications).
+    pub fn take_reply(&mut self, waiter: WaiterId) -> Option<crate::Reply> {
+        let at = self.out.iter().rposition(|o| matches!(o, Output::Reply { waiter: w, .. } if *w == waiter))?;
+        match self.out.remove(at) {
+            Some(Output::Reply { reply, .. }) => Some(reply),
+            _ => None,
+        }
     }
 
     /// Stops or starts writing the trace (a process about to exit without leaving stops, so
@@ -336,6 +354,22 @@ impl Host {
     pub(crate) fn record_state(&mut self, now: Instant, e: impl FnOnce() -> TraceEvent) {
         let delivered = self.config.trace_states_as_delivered_sets;
         self.record(now, || if delivered { e().of_delivered_set() } else { e() });
+    }
+
+    /// An empty digest of a state, as the trace digests one.
+    pub(crate) fn digest(&self) -> Digest {
+        match self.config.state_digest {
+            Some(f) => Digest::Whole(f, Vec::new()),
+            None => Digest::new(self.config.trace_states_as_delivered_sets),
+        }
+    }
+
+    /// The trace's digest of a state given whole.
+    pub(crate) fn digest_of(&self, state: &[u8]) -> String {
+        match self.config.state_digest {
+            Some(f) => f(state),
+            None => Digest::of(state, self.config.trace_states_as_delivered_sets),
+        }
     }
 
     /// Answers a waiter (if anyone waits).

@@ -2,7 +2,7 @@
 //! the deliveries before it), to a waiter, or to the node's events, and into the trace.
 
 use crate::host::Host;
-use crate::state::{Digest, Piece, StateWriteError};
+use crate::state::{Piece, StateWriteError};
 use crate::{GroupEvent, NodeEvent, Output, Reply};
 use synchrony_engine::{Delivery, Event, FlushError, GroupName, Instant, PartitionReason, StateData};
 use synchrony_trace::TraceEvent;
@@ -101,10 +101,14 @@ impl Host {
         tracing::info!(me = %me, "joined the cluster");
         self.out.push_back(Output::Node(NodeEvent::Joined { me }));
         let wanted: Vec<GroupName> = self.wanted.iter().cloned().collect();
-        if let Some(e) = &mut self.engine {
-            for g in wanted {
-                let _ = e.join(now, g);
-            }
+        let Some(e) = &mut self.engine else { return };
+        for g in wanted {
+            // A group joined only if it runs is joined again the same way: a new incarnation
+            // must not start it anew, empty, while its members are down.
+            let _ = match self.verifiers.get(&g).is_some_and(|v| v.only_if_running) {
+                true => e.join_running(now, g),
+                false => e.join(now, g),
+            };
         }
     }
 
@@ -119,9 +123,8 @@ impl Host {
                 self.deliver_to_group(&group, GroupEvent::StateStreamed { view, len });
             }
             None => {
-                let delivered_sets = self.config.trace_states_as_delivered_sets;
                 if self.tracing {
-                    let dg = Digest::of(&state, delivered_sets);
+                    let dg = self.digest_of(&state);
                     self.record_state(now, || TraceEvent::state_loaded(group.as_str(), view.0, dg));
                 }
                 self.deliver_to_group(&group, GroupEvent::State { view, state });
@@ -185,8 +188,8 @@ impl Host {
     /// A part of a state read as a stream goes to its reader; the empty last part ends the
     /// stream.
     pub(crate) fn on_state_data(&mut self, now: Instant, d: StateData) {
-        let delivered_sets = self.config.trace_states_as_delivered_sets;
         let tracing = self.tracing;
+        let fresh = if tracing && d.offset == 0 { Some(self.digest()) } else { None };
         let Some(digest) = self.state_sinks.get_mut(&d.group) else {
             // Nobody reads it: it counts as read (the transfer must not wait for it).
             return self.handle_state_unread(now, &d.group, d.data.len() as u64);
@@ -198,8 +201,8 @@ impl Host {
             return;
         }
         if tracing {
-            if d.offset == 0 {
-                *digest = Digest::new(delivered_sets);
+            if let Some(fresh) = fresh {
+                *digest = fresh;
             }
             digest.write(&d.data);
         }

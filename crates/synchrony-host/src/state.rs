@@ -43,6 +43,9 @@ pub enum Digest {
     Bytes(Fnv1a),
     /// Of the set of lines.
     Lines(LineSet),
+    /// By a function of the whole state (see [`crate::HostConfig::state_digest`]): the
+    /// bytes so far.
+    Whole(fn(&[u8]) -> String, Vec<u8>),
 }
 
 impl Digest {
@@ -60,6 +63,7 @@ impl Digest {
         match self {
             Digest::Bytes(h) => h.write(bytes),
             Digest::Lines(l) => l.write(bytes),
+            Digest::Whole(_, b) => b.extend_from_slice(bytes),
         }
     }
 
@@ -68,6 +72,7 @@ impl Digest {
         match self {
             Digest::Bytes(h) => format!("{:016x}", h.finish()),
             Digest::Lines(l) => l.digest(),
+            Digest::Whole(f, b) => f(b),
         }
     }
 

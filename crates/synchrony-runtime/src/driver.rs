@@ -88,6 +88,7 @@ fn host_config(config: &Config, on_list: bool, trace: bool) -> HostConfig {
         on_list,
         consumer_queue: crate::merged::GROUP_QUEUE,
         trace,
+        state_digest: None,
         trace_states_as_delivered_sets: config.trace_states_as_delivered_sets,
         time_deliveries: config.metrics.is_some(),
         heartbeat_interval: config.engine.heartbeat_interval,

@@ -366,11 +366,13 @@ impl App for Ledger {
                 }
             }
             Phase::Member => {
-                if ctx.in_group(&ledger()) && ctx.rng().gen_bool(0.5) {
+                // (A sender blocked on flow control sends nothing more until its send went.)
+                if ctx.in_group(&ledger()) && !ctx.blocked(&ledger()) && ctx.rng().gen_bool(0.5) {
                     self.counter += 1;
                     let key = format!("{}/{}", ctx.me(), self.counter);
                     let (_, payload) = Replica::<Book>::update(&MapUpdate::Put(key.clone(), self.counter));
-                    if let Ok(id) = ctx.send(&ledger(), Order::Safe, payload) {
+                    // (One that waits for room in the window is not followed: its id comes later.)
+                    if let Ok(Some(id)) = ctx.send(&ledger(), Order::Safe, payload) {
                         self.sent.insert(id, key);
                     }
                 }

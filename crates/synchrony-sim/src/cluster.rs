@@ -1,8 +1,9 @@
-//! The simulated cluster: engines, a virtual clock, a faulty network, a workload, a trace.
+//! The simulated cluster: hosts (each around its engine, as the runtime hosts one), a
+//! virtual clock, a faulty network, a workload, a trace.
 
-use crate::app::{App, Ctx, Proc, Writing};
+use crate::app::{joined_late, App, Ctx, Pending, Proc, Writing};
 use crate::profile::Profile;
-use crate::workload::Traffic;
+use crate::workload::{Traffic, SEND_WINDOW};
 use bytes::Bytes;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -10,7 +11,10 @@ use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::time::Duration;
 use synchrony_check::{Causality, Options};
-use synchrony_engine::{Config, Engine, Event, GroupName, Instant, PeerList, ProcessId, RoundPhase, Status};
+use synchrony_engine::{Config, Event, GroupName, Instant, PeerList, ProcessId, RoundPhase, Status};
+use synchrony_host::{
+    ConsumerId, GroupEvent, Host, HostConfig, HostCounters, NodeEvent, Output, Piece, Reply, WaiterId,
+};
 use synchrony_trace::{EventKind, Recorder, TraceEvent};
 
 /// The shape of one simulated run.
@@ -81,6 +85,8 @@ pub struct Outcome {
     pub anomalies: u64,
     /// Processes that were cluster members at the end (0: the run ended in total failure).
     pub survivors: usize,
+    /// What the processes' hosts counted, added up over the run.
+    pub host_counters: HostCounters,
 }
 
 impl Outcome {
@@ -141,6 +147,16 @@ struct Sim<'a, A: App> {
     /// trace name), and the next cluster's number.
     clusters: BTreeMap<String, u64>,
     next_cluster: u64,
+    /// What the hosts gone so far counted.
+    host_counters: HostCounters,
+}
+
+/// Adds what one host counted to `sum`.
+fn add_counters(sum: &mut HostCounters, host: &Host) {
+    let c = host.counters();
+    sum.rejected_by_verifier += c.rejected_by_verifier;
+    sum.reading_paused += c.reading_paused;
+    sum.flow_waits += c.flow_waits;
 }
 
 /// A kind of fault a profile schedules, each at its own mean interval (see [`Profile`]).
@@ -260,10 +276,26 @@ impl<A: App> Sim<'_, A> {
         self.nodes[idx].record(self.now, &mut self.trace, e);
     }
 
-    /// Records what an engine event makes by itself in the trace, as the runtime does.
-    fn record_engine_event(&mut self, idx: usize, ev: &Event) {
-        if let Some(e) = TraceEvent::of_engine(ev) {
-            self.record(idx, e);
+    /// What a process's host does (the runtime's defaults where the simulation does not
+    /// say otherwise; the flow control window is the workload's).
+    fn host_config(&self) -> HostConfig {
+        let p = &self.cfg.profile;
+        let engine = Config::fast();
+        HostConfig {
+            send_window: p.slow_readers.map_or(SEND_WINDOW, |s| s.send_window),
+            send_window_bytes: 64 << 20,
+            app_stall_timeout: p.slow_readers.map_or(Duration::from_secs(10), |s| s.stall_timeout),
+            rejoin: self.app.rejoins(),
+            on_list: p.peer_list,
+            consumer_queue: p.slow_readers.map_or(256, |s| s.queue),
+            trace: true,
+            // States carry the delivered ids, which the trace's digest is of (G11).
+            state_digest: Some(crate::app::state_digest),
+            trace_states_as_delivered_sets: true,
+            time_deliveries: false,
+            heartbeat_interval: engine.heartbeat_interval,
+            failure_timeout: engine.failure_timeout,
+            state_window_bytes: p.fragments.map_or(engine.state_window_bytes, |f| f.state_window),
         }
     }
 
@@ -280,9 +312,14 @@ impl<A: App> Sim<'_, A> {
         (self.app, ctx)
     }
 
+    /// Starts process `idx`'s next incarnation: on its host if it has one that rejoins (it
+    /// was excluded, or left the cluster), else on a fresh host (it crashed, or its app
+    /// starts afresh), whose app joins its groups once it is a member.
     fn start(&mut self, idx: usize) {
         let inc = self.nodes[idx].incarnation + 1;
         let config = self.config_for(idx, inc);
+        let host_config = self.host_config();
+        let now = self.now;
         let n = &mut self.nodes[idx];
         n.incarnation = inc;
         n.recorder.set_process(format!("{}#{inc}", n.name));
@@ -292,21 +329,30 @@ impl<A: App> Sim<'_, A> {
         n.held.clear();
         n.restart_at = None;
         n.uncork_at = None;
-        n.last_sent.clear();
-        n.flushes.clear();
         n.inbox.clear();
         n.work = Duration::ZERO;
         n.cluster = None;
         n.incoming.clear();
         n.writing.clear();
-        n.busy_until = self.now;
-        n.engine = Some(Engine::new(config, ProcessId::new(n.name.as_str(), inc), self.now));
+        n.unread.clear();
+        n.read_at = None;
+        n.busy_until = now;
+        if n.host.is_none() {
+            n.host = Some(Host::new(host_config));
+            n.fresh = true;
+            n.pending.clear();
+        }
+        let me = ProcessId::new(n.name.as_str(), inc);
+        n.host.as_mut().expect("made").start(now, me, config);
         self.app.started(idx);
         self.pump(idx);
     }
 
     fn crash(&mut self, idx: usize, restart_after: Duration) {
-        if self.nodes[idx].engine.take().is_some() {
+        let Some(host) = self.nodes[idx].host.take() else { return };
+        add_counters(&mut self.host_counters, &host);
+        // (A process stopped already, waiting to rejoin, writes nothing more.)
+        if host.engine().is_some_and(|e| e.status() != Status::Partitioned) {
             // What it had sent but not yet put on the wire dies with it: half of its
             // packets still in flight are lost.
             let net = std::mem::take(&mut self.net);
@@ -315,16 +361,16 @@ impl<A: App> Sim<'_, A> {
                     self.net.push(f);
                 }
             }
-            self.nodes[idx].inbox.clear();
             self.record(idx, TraceEvent::bare(EventKind::Crash));
-            self.nodes[idx].restart_at = Some(self.now + restart_after);
         }
+        self.nodes[idx].inbox.clear();
+        self.nodes[idx].restart_at = Some(self.now + restart_after);
     }
 
     fn live(&self) -> Vec<usize> {
         (0..self.nodes.len())
             .filter(|&i| {
-                self.nodes[i].engine.as_ref().is_some_and(|e| e.status() == Status::Member)
+                self.nodes[i].engine().is_some_and(|e| e.status() == Status::Member)
                     && self.nodes[i].paused_until.is_none()
             })
             .collect()
@@ -336,7 +382,7 @@ impl<A: App> Sim<'_, A> {
     fn crash_leader_in_round(&mut self) {
         let Some(when) = self.leader_crash_armed else { return };
         for i in 0..self.nodes.len() {
-            let phase = self.nodes[i].engine.as_ref().and_then(|e| e.round_phase());
+            let phase = self.nodes[i].engine().and_then(|e| e.round_phase());
             let was = std::mem::replace(&mut self.nodes[i].last_phase, phase);
             let hit = match when {
                 LeaderCrash::InPrepare => phase == Some(RoundPhase::Prepare),
@@ -352,51 +398,41 @@ impl<A: App> Sim<'_, A> {
         }
     }
 
-    /// Drains an engine's outputs: frames into the network, events into the application.
+    /// Drains a host's outputs: frames into the network, the rest to the application, until
+    /// nothing more comes (what the app does makes more).
     fn pump(&mut self, idx: usize) {
         let cost = self.cost();
         let now = self.now;
-        while let Some(n) = self.nodes.get_mut(idx).filter(|n| n.engine.is_some()) {
-            let engine = n.engine.as_mut().expect("live");
+        while let Some(n) = self.nodes.get_mut(idx).filter(|n| n.host.is_some()) {
+            let host = n.host.as_mut().expect("live");
+            host.pump(now, usize::MAX);
             let mut frames = Vec::new();
-            while let Some(t) = engine.poll_transmit() {
+            while let Some(t) = host.poll_transmit() {
                 frames.push(t);
             }
-            // The parts of a state read as a stream, read at once (before the `State` event
-            // that ends it).
-            while let Some(d) = engine.poll_state_data() {
-                if d.data.is_empty() {
-                    continue; // the end: the `State` event follows
-                }
-                let buf = n.incoming.entry((d.group.clone(), d.view)).or_default();
-                if d.offset == 0 {
-                    buf.clear();
-                }
-                buf.extend_from_slice(&d.data);
-                engine.state_read(now, &d.group, d.data.len() as u64);
-                while let Some(t) = engine.poll_transmit() {
-                    frames.push(t);
-                }
+            let mut outs = Vec::new();
+            while let Some(o) = host.poll_output() {
+                outs.push(o);
             }
-            let ev = engine.poll_event();
-            // Read at every step, not only once the engine is drained: an event may stop
-            // the process (its engine dropped) before that, and its count with it.
-            let anomalies = engine.stats().cut_anomalies;
+            // Read at every step, not only once the engine is drained: an output may stop
+            // the process (its host dropped) before that, and its count with it.
+            let anomalies = host.engine().map_or(0, |e| e.stats().cut_anomalies);
             self.anomalies = self.anomalies.max(anomalies);
+            n.take_trace(now, &mut self.trace);
             for t in frames {
                 if let Some(c) = cost {
                     self.charge(idx, c.per_kib.mul_f64(t.frame.len() as f64 / 1024.0));
                 }
                 self.transmit(idx, t.to.name.as_ref(), t.frame);
             }
-            match ev {
-                Some(ev) => {
-                    if let Some(c) = cost {
-                        self.charge(idx, c.per_event);
-                    }
-                    self.on_event(idx, ev)
+            if outs.is_empty() {
+                break;
+            }
+            for o in outs {
+                if let Some(c) = cost {
+                    self.charge(idx, c.per_event);
                 }
-                None => break,
+                self.on_output(idx, o);
             }
         }
         if cost.is_some() {
@@ -427,99 +463,187 @@ impl<A: App> Sim<'_, A> {
         }
     }
 
-    fn on_event(&mut self, idx: usize, ev: Event) {
-        let now = self.now;
-        match &ev {
-            Event::Joined => {
-                if self.cfg.profile.peer_list {
-                    self.note_cluster(idx);
-                }
-                let app = &self.app;
-                self.nodes[idx].wanted.retain(|g| app.rejoin_on_restart(g));
-                let wanted: Vec<GroupName> = self.nodes[idx].wanted.iter().cloned().collect();
-                let streams = self.nodes[idx].streams;
-                let e = self.nodes[idx].engine.as_mut().expect("live");
-                for g in wanted {
-                    if streams {
-                        e.stream_state(g.clone());
-                    }
-                    let _ = e.join(now, g);
+    /// One output of process `idx`'s host (which is running).
+    fn on_output(&mut self, idx: usize, out: Output) {
+        if self.nodes[idx].host.is_none() {
+            return; // it stopped for good in an earlier output of the same pump
+        }
+        match out {
+            Output::Reply { waiter, reply } => self.on_reply(idx, waiter, reply),
+            Output::Forget(waiter) => drop(self.nodes[idx].pending.remove(&waiter)),
+            Output::Events { consumer, group, events } => self.on_batch(idx, consumer, group, events),
+            Output::Merged { consumer, events } => {
+                for (group, ev) in events {
+                    self.on_batch(idx, consumer, group, vec![ev]);
                 }
             }
-            Event::View { group, .. } => {
-                self.record_engine_event(idx, &ev);
-                self.nodes[idx].delivered.entry(group.clone()).or_default();
+            Output::Node(NodeEvent::Joined { .. }) => self.on_joined(idx),
+            Output::Node(NodeEvent::SendLost { group, id }) => self.tell_app(idx, &Event::SendLost { group, id }),
+            Output::Node(_) => {}
+            Output::StatePiece { group, piece } => {
+                // Read at once (before the `StateStreamed` event that ends it).
+                let Piece::Data { offset, data } = piece else { return };
+                let n = &mut self.nodes[idx];
+                let buf = n.incoming.entry(group.clone()).or_default();
+                if offset == 0 {
+                    buf.clear();
+                }
+                buf.extend_from_slice(&data);
+                n.tell(self.now, synchrony_host::Command::StateRead { group, bytes: data.len() as u64 });
             }
-            Event::Deliver(d) => {
-                self.record_engine_event(idx, &ev);
-                self.nodes[idx].delivered.entry(d.group.clone()).or_default().insert(d.id.to_string());
-            }
-            Event::StateRequest { group, view, joiners } => {
-                let (app, mut ctx) = self.ctx(idx);
-                let state = app.state(&mut ctx, group);
-                ctx.provide_state(group, *view, joiners, state);
-                return;
-            }
-            Event::State { group, view, state } => {
-                // Read as a stream: the parts came before. (They are not behind the group's
-                // earlier events, as this event is: parts of a later join may have come too.)
-                let incoming = &mut self.nodes[idx].incoming;
-                let state = incoming.remove(&(group.clone(), *view)).map_or_else(|| state.clone(), Bytes::from);
-                incoming.retain(|(g, v), _| g != group || v > view);
-                let (app, mut ctx) = self.ctx(idx);
-                let state = ctx.load_state(group, *view, &state);
-                app.event(&mut ctx, &Event::State { group: group.clone(), view: *view, state });
-                return;
-            }
-            Event::Flushed { group, view } => {
-                let covers = self.nodes[idx].flushes.get_mut(group).and_then(|q| q.pop_front()).flatten();
-                self.record(idx, TraceEvent::flushed(group.as_str(), view.0, covers));
-            }
-            Event::Left { group } | Event::StateLost { group } => {
-                self.nodes[idx].delivered.remove(group);
-                self.record_engine_event(idx, &ev);
-            }
-            Event::Partitioned { reason } => {
+            Output::Stopped { reason, rejoin } => {
                 if self.cfg.profile.no_false_suspicions {
                     let who = format!("{}#{}", self.nodes[idx].name, self.nodes[idx].incarnation);
                     self.sim_violations.push(format!(
                         "{who} stopped ({reason:?}) at {:?} though only crashes were injected: a live process was suspected",
-                        now.since_epoch()
+                        self.now.since_epoch()
                     ));
                 }
-                self.record_engine_event(idx, &ev);
-                self.nodes[idx].engine = None;
+                if !rejoin {
+                    // The app starts afresh (its host is gone: nothing of it rejoins).
+                    if let Some(h) = self.nodes[idx].host.take() {
+                        add_counters(&mut self.host_counters, &h);
+                    }
+                }
                 let back = Duration::from_millis(self.rng.gen_range(50..300));
-                self.nodes[idx].restart_at = Some(now + back);
-                return;
+                self.nodes[idx].restart_at = Some(self.now + back);
             }
-            // The app sees these as they are; they make no trace events of their own.
-            Event::QueryDone(_) | Event::JoinRefused { .. } | Event::SendLost { .. } => {}
         }
+    }
+
+    /// Process `idx` is a member of the cluster. A fresh host's app joins the groups it
+    /// wants (those it joins again after a restart); a host that rejoined did so itself.
+    fn on_joined(&mut self, idx: usize) {
+        if self.cfg.profile.peer_list {
+            self.note_cluster(idx);
+        }
+        if !std::mem::take(&mut self.nodes[idx].fresh) {
+            return;
+        }
+        let app = &self.app;
+        self.nodes[idx].wanted.retain(|g| app.rejoin_on_restart(g));
+        let wanted: Vec<GroupName> = self.nodes[idx].wanted.iter().cloned().collect();
+        let (_, mut ctx) = self.ctx(idx);
+        for g in wanted {
+            ctx.join(&g);
+        }
+    }
+
+    /// A command's answer that came later.
+    fn on_reply(&mut self, idx: usize, waiter: WaiterId, reply: Reply) {
+        let Some(p) = self.nodes[idx].pending.remove(&waiter) else { return };
+        match (p, reply) {
+            (Pending::Send { group, outcome }, Reply::Sent(Ok(id))) => {
+                if let Some(o) = outcome {
+                    self.nodes[idx].pending.insert(o, Pending::Query(Some(id.clone())));
+                }
+                let (app, mut ctx) = self.ctx(idx);
+                app.sent(&mut ctx, &group, &id, outcome.is_some());
+            }
+            (Pending::Query(_), Reply::QueryDone(q)) => self.tell_app(idx, &Event::QueryDone(q)),
+            (Pending::Join(group), Reply::Joined(r)) => joined_late(&mut self.nodes[idx], &group, &r),
+            (Pending::Flush(group), Reply::Flushed(Ok(view))) => self.tell_app(idx, &Event::Flushed { group, view }),
+            (Pending::Write { group, view }, Reply::StateWritten(r)) => {
+                let n = &mut self.nodes[idx];
+                let w = n.writing.iter().position(|w| w.group == group && w.view == view);
+                match (w, r) {
+                    (Some(k), Ok(())) => n.writing[k].waiting = false,
+                    (Some(k), Err(_)) => drop(n.writing.remove(k)),
+                    (None, _) => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A batch of a group's events for process `idx`: read now, or (with slow readers)
+    /// when the app next reads, if it has not fallen too far behind.
+    fn on_batch(&mut self, idx: usize, consumer: ConsumerId, group: GroupName, events: Vec<GroupEvent>) {
+        if self.cfg.profile.slow_readers.is_some() {
+            self.nodes[idx].unread.entry(consumer).or_default().push_back((group, events));
+            if self.nodes[idx].read_at.is_none() {
+                let at = self.now + self.read_gap();
+                self.nodes[idx].read_at = Some(at);
+            }
+            return;
+        }
+        for ev in events {
+            self.on_group_event(idx, &group, ev);
+        }
+        // Read at once: its consumer has all its room again.
+        let (now, queue) = (self.now, self.host_config().consumer_queue);
+        if let Some(h) = self.nodes[idx].host.as_mut() {
+            h.handle_room(now, consumer, queue);
+        }
+    }
+
+    /// One of a group's events, as its consumer reads it.
+    fn on_group_event(&mut self, idx: usize, group: &GroupName, ev: GroupEvent) {
+        if self.nodes[idx].host.is_none() {
+            return;
+        }
+        let group = group.clone();
+        match ev {
+            GroupEvent::View(view) => {
+                self.nodes[idx].delivered.entry(group.clone()).or_default();
+                self.tell_app(idx, &Event::View { group, view });
+            }
+            GroupEvent::Message(d) => {
+                self.nodes[idx].delivered.entry(d.group.clone()).or_default().insert(d.id.to_string());
+                self.tell_app(idx, &Event::Deliver(d));
+            }
+            GroupEvent::StateRequest { view, joiners } => {
+                let (app, mut ctx) = self.ctx(idx);
+                let state = app.state(&mut ctx, &group);
+                ctx.provide_state(&group, view, &joiners, state);
+            }
+            GroupEvent::State { view, state } => self.load_state(idx, group, view, state),
+            GroupEvent::StateStreamed { view, .. } => {
+                // Read as a stream: the parts came before.
+                let state = self.nodes[idx].incoming.remove(&group).map(Bytes::from).unwrap_or_default();
+                self.load_state(idx, group, view, state);
+            }
+            GroupEvent::Left => {
+                self.nodes[idx].delivered.remove(&group);
+                self.tell_app(idx, &Event::Left { group });
+            }
+            GroupEvent::JoinRefused => {
+                self.nodes[idx].wanted.remove(&group);
+                self.tell_app(idx, &Event::JoinRefused { group });
+            }
+            GroupEvent::Partitioned(_) => {}
+        }
+    }
+
+    /// A joiner's state: the delivered ids the checker needs are taken out, the rest is
+    /// the app's.
+    fn load_state(&mut self, idx: usize, group: GroupName, view: synchrony_engine::ViewId, state: Bytes) {
         let (app, mut ctx) = self.ctx(idx);
-        app.event(&mut ctx, &ev);
+        let state = ctx.load_state(&group, &state);
+        app.event(&mut ctx, &Event::State { group, view, state });
+    }
+
+    /// Hands an event to the app at process `idx`.
+    fn tell_app(&mut self, idx: usize, ev: &Event) {
+        let (app, mut ctx) = self.ctx(idx);
+        app.event(&mut ctx, ev);
     }
 
     /// One application action at a random live process.
     fn act(&mut self, churn: bool) {
         let live = self.live();
         let Some(&idx) = live.choose(&mut self.rng) else { return };
-        let now = self.now;
         if churn {
             let g = self.groups.choose(&mut self.rng).expect("groups").clone();
             let several = self.nodes[idx].wanted.len() > 1;
-            let e = self.nodes[idx].engine.as_mut().expect("live");
-            let member = e.my_groups().any(|x| *x == g);
-            if !member && self.cfg.profile.streamed_state {
-                e.stream_state(g.clone());
-            }
+            let member = self.nodes[idx].engine().is_some_and(|e| e.my_groups().any(|x| *x == g));
+            let (_, mut ctx) = self.ctx(idx);
             if member && several {
-                if e.leave(now, g.clone()).is_ok() {
-                    self.nodes[idx].wanted.remove(&g);
-                }
-            } else if !member && e.join(now, g.clone()).is_ok() {
-                self.nodes[idx].wanted.insert(g);
+                ctx.leave(&g);
+            } else if !member {
+                ctx.join(&g);
             }
+            drop(ctx);
             if let Some(c) = self.cost() {
                 self.charge(idx, c.per_input);
             }
@@ -528,6 +652,7 @@ impl<A: App> Sim<'_, A> {
         }
         let (app, mut ctx) = self.ctx(idx);
         app.act(&mut ctx);
+        drop(ctx);
         if let Some(c) = self.cost() {
             self.charge(idx, c.per_input);
         }
@@ -539,14 +664,11 @@ impl<A: App> Sim<'_, A> {
     /// excluded), more than half must be live and not in `out`. Faults are meant to be
     /// survivable; a total failure is the durability layer's case.
     fn majority_survives(&self, live: &[usize], out: &[usize]) -> bool {
-        let view =
-            live.iter().filter_map(|&i| self.nodes[i].engine.as_ref()).map(|e| e.members()).max_by_key(|m| m.len());
+        let view = live.iter().filter_map(|&i| self.nodes[i].engine()).map(|e| e.members()).max_by_key(|m| m.len());
         let Some(view) = view else { return false };
         let up = view
             .iter()
-            .filter(|m| {
-                live.iter().any(|&i| !out.contains(&i) && self.nodes[i].engine.as_ref().is_some_and(|e| e.id() == *m))
-            })
+            .filter(|m| live.iter().any(|&i| !out.contains(&i) && self.nodes[i].engine().is_some_and(|e| e.id() == *m)))
             .count();
         up > view.len() / 2
     }
@@ -555,7 +677,7 @@ impl<A: App> Sim<'_, A> {
     /// failure of the group), keeping a working majority of the cluster; all restart after.
     fn crash_group(&mut self) {
         let live = self.live();
-        let busy = self.nodes.iter().any(|n| n.paused_until.is_some() || n.crash_at.is_some() || n.engine.is_none());
+        let busy = self.nodes.iter().any(|n| n.paused_until.is_some() || n.crash_at.is_some() || n.engine().is_none());
         if self.heal_at.is_some() || busy {
             return;
         }
@@ -563,7 +685,7 @@ impl<A: App> Sim<'_, A> {
         let mut targets: Vec<usize> = live
             .iter()
             .copied()
-            .filter(|&i| self.nodes[i].engine.as_ref().is_some_and(|e| e.my_groups().any(|x| x == g)))
+            .filter(|&i| self.nodes[i].engine().is_some_and(|e| e.my_groups().any(|x| x == g)))
             .collect();
         if targets.is_empty() || !self.majority_survives(&live, &targets) {
             return;
@@ -603,7 +725,7 @@ impl<A: App> Sim<'_, A> {
     fn total_failure(&mut self) {
         for i in 0..self.nodes.len() {
             let back = Duration::from_millis(self.rng.gen_range(50..800));
-            if self.nodes[i].engine.is_some() {
+            if self.nodes[i].host.is_some() {
                 self.crash(i, back);
             } else {
                 self.nodes[i].restart_at = Some(self.now + back);
@@ -616,37 +738,24 @@ impl<A: App> Sim<'_, A> {
     fn mass_churn(&mut self) {
         let live = self.live();
         let Some(&idx) = live.choose(&mut self.rng) else { return };
-        let now = self.now;
         let n = self.rng.gen_range(100..500);
         let join = self.rng.gen_bool(0.5);
-        let e = self.nodes[idx].engine.as_mut().expect("live");
-        let mine: BTreeSet<GroupName> = e.my_groups().cloned().collect();
+        let mine: BTreeSet<GroupName> =
+            self.nodes[idx].engine().map(|e| e.my_groups().cloned().collect()).unwrap_or_default();
         let mut pick: Vec<GroupName> = self.groups.iter().filter(|g| mine.contains(*g) != join).cloned().collect();
         pick.shuffle(&mut self.rng);
         pick.truncate(n);
+        // (It keeps at least the first group: a process in no group has no traffic.)
+        let first = self.groups[0].clone();
+        let (_, mut ctx) = self.ctx(idx);
         if join {
-            if self.cfg.profile.streamed_state {
-                for g in &pick {
-                    e.stream_state(g.clone());
-                }
-            }
-            let results = e.join_many(now, pick.iter().cloned());
-            for (g, r) in pick.into_iter().zip(results) {
-                if r.is_ok() {
-                    self.nodes[idx].wanted.insert(g);
-                }
-            }
+            ctx.join_many(pick);
         } else {
-            // (It keeps at least the first group: a process in no group has no traffic.)
-            let first = self.groups[0].clone();
-            let n = &mut self.nodes[idx];
-            let e = n.engine.as_mut().expect("live");
             for g in pick.into_iter().filter(|g| *g != first) {
-                if e.leave(now, g.clone()).is_ok() {
-                    n.wanted.remove(&g);
-                }
+                ctx.leave(&g);
             }
         }
+        drop(ctx);
         self.charge(idx, self.cost().map_or(Duration::ZERO, |c| c.per_input));
         self.pump(idx);
     }
@@ -658,6 +767,49 @@ impl<A: App> Sim<'_, A> {
     /// Adds to the work of the input process `idx` is handling (see [`crate::Cost`]).
     fn charge(&mut self, idx: usize, d: Duration) {
         self.nodes[idx].work += d;
+    }
+
+    /// Whether process `idx`'s app is behind on its events (its host then reads no frames).
+    fn behind(&self, idx: usize) -> bool {
+        self.nodes[idx].host.as_ref().is_some_and(|h| h.behind())
+    }
+
+    /// With slow readers: how long until an app next reads its events.
+    fn read_gap(&mut self) -> Duration {
+        let gap = self.cfg.profile.slow_readers.map_or(Duration::ZERO, |s| s.read_every);
+        exp(&mut self.rng, gap)
+    }
+
+    /// With slow readers: the app at process `i` reads a few batches of each of its
+    /// consumers, and its host hears that they have room again.
+    fn read_events(&mut self, i: usize) {
+        let Some(slow) = self.cfg.profile.slow_readers else { return };
+        self.nodes[i].read_at = None;
+        let consumers: Vec<ConsumerId> = self.nodes[i].unread.keys().copied().collect();
+        for c in consumers {
+            let take = self.rng.gen_range(1..=slow.queue);
+            for _ in 0..take {
+                let Some((group, events)) = self.nodes[i].unread.get_mut(&c).and_then(|q| q.pop_front()) else {
+                    break;
+                };
+                for ev in events {
+                    self.on_group_event(i, &group, ev);
+                }
+            }
+            let n = &mut self.nodes[i];
+            let left = n.unread.get(&c).map_or(0, |q| q.len());
+            if left == 0 {
+                n.unread.remove(&c);
+            }
+            let now = self.now;
+            if let Some(h) = n.host.as_mut() {
+                h.handle_room(now, c, slow.queue.saturating_sub(left));
+            }
+        }
+        if !self.nodes[i].unread.is_empty() {
+            self.nodes[i].read_at = Some(self.now + self.read_gap());
+        }
+        self.pump(i);
     }
 
     /// Whether process `idx` is still busy with earlier work.
@@ -678,7 +830,7 @@ impl<A: App> Sim<'_, A> {
         };
         let back = Duration::from_millis(self.rng.gen_range(300..900));
         let now = self.now;
-        if let Some(e) = self.nodes[t].engine.as_mut() {
+        if let Some(e) = self.nodes[t].engine_mut() {
             e.leave_cluster(now);
         }
         self.pump(t);
@@ -696,10 +848,10 @@ impl<A: App> Sim<'_, A> {
             // The leader, preferably in the middle of a view change (it is then
             // crashed as soon as it is there: see `crash_leader_in_round`).
             let leader = live.iter().copied().find(|&i| {
-                let e = self.nodes[i].engine.as_ref().expect("live");
+                let e = self.nodes[i].engine().expect("live");
                 e.leader() == Some(e.id())
             });
-            if leader.is_some_and(|l| self.nodes[l].engine.as_ref().is_some_and(|e| e.round_phase().is_none())) {
+            if leader.is_some_and(|l| self.nodes[l].engine().is_some_and(|e| e.round_phase().is_none())) {
                 // (Drawn as a u8, as it always was: the same seeds make the same runs.)
                 let when = [LeaderCrash::InPrepare, LeaderCrash::InAccept, LeaderCrash::AfterCommit];
                 self.leader_crash_armed = Some(when[usize::from(self.rng.gen_range(0..3u8))]);
@@ -753,8 +905,9 @@ impl<A: App> Sim<'_, A> {
             self.nodes[t].paused_until = Some(self.now + d);
             if self.cfg.profile.deaf {
                 self.nodes[t].deaf = true;
-                if let Some(e) = self.nodes[t].engine.as_mut() {
-                    e.handle_listening(self.now, false);
+                let now = self.now;
+                if let Some(e) = self.nodes[t].engine_mut() {
+                    e.handle_listening(now, false);
                 }
             }
         }
@@ -790,8 +943,18 @@ pub fn run_app<A: App>(cfg: SimConfig, app: &mut A) -> Outcome {
         }
     }
     if std::env::var_os("SYNCHRONY_SIM_DEBUG").is_some() {
-        for e in sim.nodes.iter().filter_map(|n| n.engine.as_ref()) {
+        for e in sim.nodes.iter().filter_map(|n| n.engine()) {
             eprintln!("{e:?}\n");
+        }
+        for n in &sim.nodes {
+            let queries: Vec<_> = n
+                .pending
+                .values()
+                .filter_map(|p| if let Pending::Query(Some(id)) = p { Some(id) } else { None })
+                .collect();
+            if !queries.is_empty() {
+                eprintln!("{}#{}: queries whose outcome did not come: {queries:?}", n.name, n.incarnation);
+            }
         }
     }
     sim.outcome(steps)
@@ -811,7 +974,8 @@ impl<'a, A: App> Sim<'a, A> {
                 Proc {
                     name: format!("n{}", i + 1),
                     incarnation: 0,
-                    engine: None,
+                    host: None,
+                    fresh: false,
                     recorder: Recorder::default(),
                     delivered: BTreeMap::new(),
                     wanted,
@@ -822,8 +986,6 @@ impl<'a, A: App> Sim<'a, A> {
                     crash_at: None,
                     uncork_at: None,
                     last_phase: None,
-                    last_sent: BTreeMap::new(),
-                    flushes: BTreeMap::new(),
                     busy_until: Instant::ZERO,
                     inbox: std::collections::VecDeque::new(),
                     work: Duration::ZERO,
@@ -831,6 +993,10 @@ impl<'a, A: App> Sim<'a, A> {
                     streams: cfg.profile.streamed_state,
                     incoming: BTreeMap::new(),
                     writing: Vec::new(),
+                    next_id: 0,
+                    pending: BTreeMap::new(),
+                    unread: BTreeMap::new(),
+                    read_at: None,
                 }
             })
             .collect();
@@ -858,6 +1024,7 @@ impl<'a, A: App> Sim<'a, A> {
             sim_violations: Vec::new(),
             clusters: BTreeMap::new(),
             next_cluster: 1,
+            host_counters: HostCounters::default(),
             cfg,
         }
     }
@@ -882,14 +1049,15 @@ impl<'a, A: App> Sim<'a, A> {
         }
         for n in &self.nodes {
             let crash = n.crash_at.map(|(c, _)| c);
-            for x in [n.restart_at, crash, n.uncork_at, n.paused_until].into_iter().flatten() {
+            let read = n.read_at.filter(|_| n.paused_until.is_none());
+            for x in [n.restart_at, crash, n.uncork_at, n.paused_until, read].into_iter().flatten() {
                 t = t.min(x);
             }
-            for w in n.writing.iter().filter(|_| n.paused_until.is_none() && n.engine.is_some()) {
+            for w in n.writing.iter().filter(|w| n.paused_until.is_none() && n.host.is_some() && !w.waiting) {
                 t = t.min(w.next_at.max(n.busy_until));
             }
             if n.paused_until.is_none() || n.deaf {
-                if let Some(x) = n.engine.as_ref().and_then(|e| e.poll_timeout()) {
+                if let Some(x) = n.host.as_ref().and_then(|h| h.poll_timeout()) {
                     // (A busy process's timers wait for it: see below.)
                     t = t.min(if self.cost().is_some() { x.max(n.busy_until) } else { x });
                 }
@@ -925,14 +1093,19 @@ impl<'a, A: App> Sim<'a, A> {
         for i in 0..self.nodes.len() {
             self.wake(i, sch.faults_end);
         }
-        if self.cost().is_some() {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].read_at.is_some_and(|r| r <= now) && self.nodes[i].paused_until.is_none() {
+                self.read_events(i);
+            }
+        }
+        if self.cost().is_some() || self.cfg.profile.slow_readers.is_some() {
             self.read_inboxes();
         }
         self.deliver_packets();
         for i in 0..self.nodes.len() {
             if self.nodes[i].uncork_at.is_some_and(|u| u <= now) {
                 self.nodes[i].uncork_at = None;
-                if let Some(e) = self.nodes[i].engine.as_mut() {
+                if let Some(e) = self.nodes[i].engine_mut() {
                     e.uncork(now);
                 }
                 self.pump(i);
@@ -942,13 +1115,13 @@ impl<'a, A: App> Sim<'a, A> {
             if self.nodes[i].paused_until.is_some() && !self.nodes[i].deaf {
                 continue;
             }
-            let due = self.nodes[i].engine.as_ref().and_then(|e| e.poll_timeout()).is_some_and(|x| x <= now);
+            let due = self.nodes[i].host.as_ref().and_then(|h| h.poll_timeout()).is_some_and(|x| x <= now);
             if due && !self.busy(i) {
                 if let Some(c) = self.cost() {
                     self.charge(i, c.per_input);
                     self.hear_keepalives(i);
                 }
-                self.nodes[i].engine.as_mut().expect("live").handle_timeout(now);
+                self.nodes[i].host.as_mut().expect("live").handle_timeout(now);
                 self.pump(i);
             }
         }
@@ -977,35 +1150,30 @@ impl<'a, A: App> Sim<'a, A> {
         }
     }
 
-    /// A provider writes the next part of each state it writes whose time has come, while
-    /// what its joiners have not fetched is under two of their windows; it stops writing a
-    /// state nobody needs any more.
+    /// A provider writes the next part of each state it writes whose time has come, unless
+    /// its last part waits for the joiners to fetch what came before (the host answers
+    /// the write then); it stops writing a state nobody needs any more.
     fn write_states(&mut self, i: usize) {
         let now = self.now;
         let n = &mut self.nodes[i];
-        let Some(e) = n.engine.as_mut() else {
+        if n.engine().is_none_or(|e| e.status() != Status::Member) {
             // It stopped: its states die with it.
             n.writing.clear();
             return;
-        };
-        let window = 2 * self.cfg.profile.fragments.map_or(8 << 20, |f| f.state_window) as u64;
+        }
+        let mut writing = std::mem::take(&mut n.writing);
         let mut wrote = false;
-        n.writing.retain_mut(|w| {
-            if w.next_at > now {
+        writing.retain_mut(|w| {
+            if w.waiting || w.next_at > now {
                 return true;
             }
             w.next_at = now + Writing::GAP;
-            match e.state_backlog(&w.group, w.view) {
-                None => false,
-                Some(held) if held >= window => true,
-                Some(_) => {
-                    let part = w.rest.split_to(Writing::PART.min(w.rest.len()));
-                    e.provide_state_part(now, &w.group, w.view, part, w.rest.is_empty());
-                    wrote = true;
-                    !w.rest.is_empty()
-                }
-            }
+            wrote = true;
+            w.write_part(n, now)
         });
+        // (Answers that came meanwhile went to the writings put aside: none can, as the
+        // host answers a waiting write only when it pumps.)
+        n.writing.extend(writing);
         if wrote {
             if let Some(c) = self.cost() {
                 self.charge(i, c.per_input);
@@ -1017,11 +1185,12 @@ impl<'a, A: App> Sim<'a, A> {
     /// Process `idx` became a member: of the cluster of the members it names that are
     /// running (it joined one), or of a new one (it formed one: a bootstrap chose it).
     fn note_cluster(&mut self, idx: usize) {
-        let Some(e) = self.nodes[idx].engine.as_ref() else { return };
+        let Some(e) = self.nodes[idx].engine() else { return };
         let mut found = BTreeSet::new();
         for m in e.members() {
             for n in &self.nodes {
-                if n.name.as_str() == &*m.name && n.incarnation == m.incarnation && n.engine.is_some() {
+                let running = n.engine().is_some_and(|e| e.status() != Status::Partitioned);
+                if n.name.as_str() == &*m.name && n.incarnation == m.incarnation && running {
                     found.extend(n.cluster);
                 }
             }
@@ -1046,7 +1215,7 @@ impl<'a, A: App> Sim<'a, A> {
     fn check_one_cluster(&mut self) {
         let mut running = BTreeMap::new();
         for n in &self.nodes {
-            if n.paused_until.is_none() && n.engine.as_ref().is_some_and(|e| e.status() == Status::Member) {
+            if n.paused_until.is_none() && n.engine().is_some_and(|e| e.status() == Status::Member) {
                 if let Some(c) = n.cluster {
                     running.entry(c).or_insert_with(Vec::new).push(format!("{}#{}", n.name, n.incarnation));
                 }
@@ -1073,10 +1242,10 @@ impl<'a, A: App> Sim<'a, A> {
             let sending = peer.busy_until > now
                 && peer.paused_until.is_none()
                 && !self.blocked.contains(&(j, i))
-                && peer.engine.as_ref().is_some_and(|e| matches!(e.status(), Status::Member | Status::Joining));
+                && peer.engine().is_some_and(|e| matches!(e.status(), Status::Member | Status::Joining));
             if sending {
                 let id = ProcessId::new(peer.name.as_str(), peer.incarnation);
-                if let Some(e) = self.nodes[i].engine.as_mut() {
+                if let Some(e) = self.nodes[i].engine_mut() {
                     e.handle_heard(&id, at);
                 }
             }
@@ -1091,7 +1260,7 @@ impl<'a, A: App> Sim<'a, A> {
             self.crash(i, back);
         }
         if self.nodes[i].restart_at.is_some_and(|r| r <= now) {
-            if self.nodes[i].engine.as_ref().is_some_and(|e| matches!(e.status(), Status::Member | Status::Joining)) {
+            if self.nodes[i].engine().is_some_and(|e| matches!(e.status(), Status::Member | Status::Joining)) {
                 // Its clean leave did not finish in time: it is stopped all the same.
                 self.crash(i, Duration::ZERO);
             }
@@ -1100,17 +1269,17 @@ impl<'a, A: App> Sim<'a, A> {
         if self.nodes[i].paused_until.is_some_and(|u| u <= now || now >= faults_end) {
             self.nodes[i].paused_until = None;
             if std::mem::take(&mut self.nodes[i].deaf) {
-                if let Some(e) = self.nodes[i].engine.as_mut() {
+                if let Some(e) = self.nodes[i].engine_mut() {
                     e.handle_listening(now, true);
                 }
             }
             let held = std::mem::take(&mut self.nodes[i].held);
             for f in held {
-                if let Some(e) = self.nodes[i].engine.as_mut() {
+                if let Some(e) = self.nodes[i].engine_mut() {
                     let _ = e.handle_frame(now, &f);
                 }
             }
-            if let Some(e) = self.nodes[i].engine.as_mut() {
+            if let Some(e) = self.nodes[i].engine_mut() {
                 e.handle_timeout(now);
             }
             self.pump(i);
@@ -1128,7 +1297,10 @@ impl<'a, A: App> Sim<'a, A> {
                 n.held.push(f.frame);
                 continue;
             }
-            if self.cfg.profile.cost.is_some() && n.busy_until > now {
+            // A busy process reads later; so does one whose app is behind on its events (the
+            // runtime reads no frames then).
+            let behind = n.host.as_ref().is_some_and(|h| h.behind());
+            if (self.cfg.profile.cost.is_some() && n.busy_until > now) || behind {
                 n.inbox.push_back(f.frame);
                 continue;
             }
@@ -1143,24 +1315,26 @@ impl<'a, A: App> Sim<'a, A> {
             self.charge(to, c.per_input + c.per_kib.mul_f64(frame.len() as f64 / 1024.0));
         }
         let n = &mut self.nodes[to];
-        {
-            if let Some(e) = n.engine.as_mut() {
-                // Corking as a runtime does: the packets of the next moments, and what the
-                // node does about them, go out together.
-                if let (Some(d), None) = (self.cfg.profile.cork, n.uncork_at) {
-                    e.cork();
-                    n.uncork_at = Some(now + d);
-                }
-                let _ = e.handle_frame(now, frame);
-                self.pump(to);
+        let uncork = n.uncork_at;
+        if let Some(e) = n.engine_mut() {
+            // Corking as a runtime does: the packets of the next moments, and what the
+            // node does about them, go out together.
+            let corks = matches!((self.cfg.profile.cork, uncork), (Some(_), None));
+            if corks {
+                e.cork();
             }
+            let _ = e.handle_frame(now, frame);
+            if corks {
+                n.uncork_at = self.cfg.profile.cork.map(|d| now + d);
+            }
+            self.pump(to);
         }
     }
 
     /// Frames that waited while their process was busy, in order, as long as it is not.
     fn read_inboxes(&mut self) {
         for i in 0..self.nodes.len() {
-            while !self.busy(i) && self.nodes[i].paused_until.is_none() {
+            while !self.busy(i) && self.nodes[i].paused_until.is_none() && !self.behind(i) {
                 let Some(f) = self.nodes[i].inbox.pop_front() else { break };
                 self.handle_frame(i, &f);
             }
@@ -1169,7 +1343,7 @@ impl<'a, A: App> Sim<'a, A> {
 
     /// The trace checked (quiescent: every process still running at the end is alive;
     /// crashed ones were recorded), and the app's own invariants.
-    fn outcome(self, steps: u64) -> Outcome {
+    fn outcome(mut self, steps: u64) -> Outcome {
         // Every crash is in the trace: nothing is inferred (a silent end would be a bug).
         let options =
             Options { quiescent: true, crash_bound_us: None, causality: self.cfg.causality, infer_crashes: false };
@@ -1192,6 +1366,27 @@ impl<'a, A: App> Sim<'a, A> {
             synchrony_check::check(&self.trace, &options)
         };
         let live = self.live();
+        // At quiescence every command of a running process has had its answer: a send that
+        // waited for room went, a join that waited went, a flush returned, a write of a state
+        // in parts went on. (Not yet a query's outcome: a non-member's query whose message was
+        // delivered late may never end, chaos seed 12; to be found in the engine.)
+        for &i in &live {
+            let n = &self.nodes[i];
+            let open: Vec<_> = n.pending.iter().filter(|(_, p)| !matches!(p, Pending::Query(_))).collect();
+            if let Some((w, p)) = open.first() {
+                self.sim_violations.push(format!(
+                    "{}#{}: {} commands never answered, e.g. waiter {} ({p:?})",
+                    n.name,
+                    n.incarnation,
+                    open.len(),
+                    w.0
+                ));
+            }
+        }
+        let mut host_counters = self.host_counters.clone();
+        for h in self.nodes.iter().filter_map(|n| n.host.as_ref()) {
+            add_counters(&mut host_counters, h);
+        }
         let mut app_violations = self.app.finish(&live);
         app_violations.extend(self.sim_violations);
         Outcome {
@@ -1202,6 +1397,7 @@ impl<'a, A: App> Sim<'a, A> {
             packets: self.packets,
             anomalies: self.anomalies,
             survivors: live.len(),
+            host_counters,
         }
     }
 }

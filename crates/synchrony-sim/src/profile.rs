@@ -72,6 +72,24 @@ pub struct Profile {
     /// Mean time between total failures: every process crashes, and all restart (at random
     /// moments) with the same command.
     pub total_failure_every: Option<Duration>,
+    /// Applications that read their events late and senders that block on flow control
+    /// (see [`SlowReaders`]): the hosts' backlogs, paused reading, parked sends and the
+    /// stall timeout all come into play.
+    pub slow_readers: Option<SlowReaders>,
+}
+
+/// How slowly the applications of a profile read, and how small their hosts' queues are.
+#[derive(Clone, Copy, Debug)]
+pub struct SlowReaders {
+    /// Batches a consumer holds before its host keeps the rest (and stops reading frames).
+    pub queue: usize,
+    /// Mean time between an application's reads (each takes up to `queue` batches of each
+    /// of its groups).
+    pub read_every: Duration,
+    /// Messages a process may have outstanding per group before its sends wait.
+    pub send_window: usize,
+    /// How long a host lets its application take nothing before it stops the node.
+    pub stall_timeout: Duration,
 }
 
 /// How the engines of a profile with large messages fragment them (`Config::fragment_bytes`,
@@ -110,7 +128,7 @@ const MS: fn(u64) -> Duration = Duration::from_millis;
 
 impl Profile {
     /// Every profile's name.
-    pub const NAMES: [&'static str; 16] = [
+    pub const NAMES: [&'static str; 17] = [
         "calm",
         "lossy",
         "churn",
@@ -127,6 +145,7 @@ impl Profile {
         "large",
         "streamed",
         "bootstrap",
+        "backpressure",
     ];
 
     /// The profile called `name`.
@@ -155,6 +174,7 @@ impl Profile {
             streamed_state: false,
             peer_list: false,
             total_failure_every: None,
+            slow_readers: None,
         };
         Some(match name {
             "calm" => base,
@@ -234,6 +254,20 @@ impl Profile {
                 name: "bootstrap",
                 peer_list: true,
                 total_failure_every: Some(MS(1800)),
+                ..Profile::named("chaos")?
+            },
+            // Applications that read late (a few batches at a time, every few milliseconds)
+            // with small queues, and senders that block on a small window, among crashes,
+            // partitions and churn: hosts keep what a reader has no room for (reading no
+            // frames meanwhile), parked sends go in order, and nothing is lost or reordered.
+            "backpressure" => Profile {
+                name: "backpressure",
+                slow_readers: Some(SlowReaders {
+                    queue: 2,
+                    read_every: MS(3),
+                    send_window: 4,
+                    stall_timeout: Duration::from_secs(5),
+                }),
                 ..Profile::named("chaos")?
             },
             _ => return None,

@@ -66,7 +66,9 @@ fn intact(payload: &[u8]) -> bool {
 }
 
 /// Sends of one process to one group in flight before it waits.
-const SEND_WINDOW: usize = 32;
+/// Messages a process may have outstanding per group before its sends wait (the hosts' flow
+/// control window in the simulator).
+pub(crate) const SEND_WINDOW: usize = 32;
 
 const ORDERS: [Order; 5] = [Order::Unordered, Order::Fifo, Order::Causal, Order::Total, Order::Safe];
 
@@ -102,10 +104,11 @@ impl App for Traffic {
         if member && !ctx.in_group(&g) {
             return;
         }
-        // Flow control, as the runtime's send window: a process whose sends to the group
-        // are not getting through (held for causal order across groups, queued behind a
-        // view change, not yet stable) waits rather than piling up more.
-        if ctx.engine().outstanding(&g) >= SEND_WINDOW {
+        // A sender whose send waits for room in the group's window (the host's flow
+        // control: its sends are not getting through, held for causal order across groups,
+        // queued behind a view change, not yet stable) is blocked, as one of the public API
+        // is until its send returns.
+        if ctx.blocked(&g) {
             return;
         }
         if roll < 0.05 {

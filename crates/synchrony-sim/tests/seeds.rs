@@ -146,7 +146,8 @@ fn bootstrap() {
 /// it names five each take two for a majority, and a partition lets two clusters form.
 #[test]
 fn a_peer_list_too_short_forms_two_clusters_and_the_run_fails() {
-    let two = (40..60).find_map(|seed| {
+    // (About one seed in fifty: 74 and 92 here, since the simulator hosts the host.)
+    let two = (60..100).find_map(|seed| {
         let out = run(SimConfig { listed: Some(3), ..SimConfig::new(seed, Profile::named("bootstrap").unwrap()) });
         out.app_violations.iter().find(|v| v.contains("two clusters at once")).cloned()
     });
@@ -308,4 +309,22 @@ fn thirty_two_members_two_hundred_groups_under_churn() {
         .max()
         .unwrap_or(0);
     assert_eq!(busiest, 200, "the busiest process was in {busiest} groups");
+}
+
+/// Applications that read late and senders that block on a small window, among chaos: the
+/// hosts keep what a reader has no room for, stop reading frames meanwhile, and let parked
+/// sends go in order (`synchrony sim --profile backpressure --seeds 1000` is the long run).
+#[test]
+fn backpressure() {
+    seeds("backpressure", 15000, 40);
+}
+
+/// The backpressure profile does what it says: consumers fall behind (their hosts stop
+/// reading frames), and senders wait for room in their windows.
+#[test]
+fn slow_readers_fall_behind_and_senders_wait() {
+    let out = run(SimConfig::new(15000, Profile::named("backpressure").unwrap()));
+    assert!(out.passed(), "{:?}", out.first_problem());
+    assert!(out.host_counters.reading_paused > 0, "no host ever had a reader behind: {:?}", out.host_counters);
+    assert!(out.host_counters.flow_waits > 0, "no send ever waited for room: {:?}", out.host_counters);
 }

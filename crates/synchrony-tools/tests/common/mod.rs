@@ -73,7 +73,7 @@ impl<S: Scenario> Host<S> {
                     let _ = ctx.send(&g, order, payload);
                 }
                 Effect::Query { order, payload, replies } => {
-                    if let Ok(id) = ctx.query(&g, order, payload, replies) {
+                    if let Ok(Some(id)) = ctx.query(&g, order, payload, replies) {
                         self.scenario.queried(ctx.slot(), &id);
                     }
                 }
@@ -99,6 +99,13 @@ impl<S: Scenario> App for Host<S> {
 
     fn started(&mut self, slot: usize) {
         self.cores[slot] = None;
+    }
+
+    fn sent(&mut self, ctx: &mut Ctx<'_>, group: &GroupName, id: &synchrony_engine::MsgId, query: bool) {
+        // A query that waited for room in the window went out.
+        if query && *group == tool_group() {
+            self.scenario.queried(ctx.slot(), id);
+        }
     }
 
     fn event(&mut self, ctx: &mut Ctx<'_>, event: &Event) {
