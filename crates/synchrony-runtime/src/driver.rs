@@ -392,6 +392,8 @@ impl Driver {
             e.uncork(now);
         }
         loop {
+            // The frames the inputs made go out first, before their events are handed on.
+            self.send_transmits();
             let pumped = self.host.pump(now, TIMERS_EVERY);
             let restarted = self.carry_out(now);
             match pumped {
@@ -407,9 +409,7 @@ impl Driver {
     fn carry_out(&mut self, now: Instant) -> bool {
         let mut restarted = false;
         loop {
-            while let Some(t) = self.host.poll_transmit() {
-                self.peers.send(&t.to.name, net::Outgoing::engine(t.frame));
-            }
+            self.send_transmits();
             let mut gone: HashMap<ConsumerId, Batch> = HashMap::new();
             while let Some(out) = self.host.poll_output() {
                 match out {
@@ -429,6 +429,13 @@ impl Driver {
                 self.waiters.consumers.remove(&c);
                 self.host.handle_consumer_gone(now, c, batch);
             }
+        }
+    }
+
+    /// The engine's frames, to their peers.
+    fn send_transmits(&mut self) {
+        while let Some(t) = self.host.poll_transmit() {
+            self.peers.send(&t.to.name, net::Outgoing::engine(t.frame));
         }
     }
 
