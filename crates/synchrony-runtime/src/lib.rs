@@ -244,7 +244,7 @@ impl Runtime {
         let (frames_tx, frames_rx) = mpsc::channel(NET_EVENT_QUEUE);
         let net_tx = net::NetSenders { control: control_tx, frames: frames_tx };
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
-        let (node_tx, mut node_rx) = mpsc::channel(NODE_EVENT_QUEUE);
+        let (node_tx, node_rx) = mpsc::channel(NODE_EVENT_QUEUE);
         let ids = Arc::new(AtomicU64::new(1));
         let hello = net::Hello::new(&config.name, incarnation, &listen);
         let queue = config.peer_queue_frames;
@@ -281,64 +281,13 @@ impl Runtime {
         }
         let mut driver =
             Driver::new(config, incarnation, listen.clone(), net_tx, ids, node_tx, trace, keepalive, transport, listed);
-        let (refused_tx, mut refused_rx) = mpsc::unbounded_channel::<(String, NetError)>();
+        let (refused_tx, refused_rx) = mpsc::unbounded_channel::<(String, NetError)>();
         driver.report_refusals(refused_tx);
         tokio::spawn(async move {
             driver.run(cmd_rx, control_rx, frames_rx).await;
             let _ = stop_transport.send(());
         });
-        // Wait to be a member; pass on whatever else comes first.
-        let (out_tx, out_rx) = mpsc::channel(NODE_EVENT_QUEUE);
-        let mut refused = std::collections::BTreeSet::new();
-        let mut last_error: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
-        let joined = tokio::time::timeout(join_timeout, async {
-            loop {
-                tokio::select! {
-                    ev = node_rx.recv() => {
-                        let ev = ev?;
-                        if let NodeEvent::Joined { me } = &ev {
-                            let me = me.clone();
-                            let _ = out_tx.send(ev).await;
-                            return Some(Ok(me));
-                        }
-                        let _ = out_tx.send(ev).await;
-                    }
-                    Some((by, error)) = refused_rx.recv() => {
-                        last_error.insert(by.clone(), error.to_string());
-                        if !matches!(error, NetError::Refused) {
-                            continue;
-                        }
-                        refused.insert(by);
-                        // Every contact said no: nothing will let this node in.
-                        if !contacts.is_empty() && contacts.is_subset(&refused) {
-                            return Some(Err(()));
-                        }
-                    }
-                }
-            }
-        })
-        .await;
-        let me = match joined {
-            Ok(Some(Ok(me))) => me,
-            // (Dropping the command sender stops the driver, as after a timeout.)
-            Ok(Some(Err(()))) => return Err(StartError::Refused(refused.into_iter().collect())),
-            _ if !refused.is_empty() => return Err(StartError::Refused(refused.into_iter().collect())),
-            _ => {
-                let seen = if last_error.is_empty() {
-                    "no contact answered (are they up?)".to_string()
-                } else {
-                    last_error.iter().map(|(c, e)| format!("contact {c}: {e}")).collect::<Vec<_>>().join("; ")
-                };
-                return Err(StartError::JoinTimeout { waited: join_timeout, seen });
-            }
-        };
-        tokio::spawn(async move {
-            while let Some(ev) = node_rx.recv().await {
-                if out_tx.send(ev).await.is_err() {
-                    return;
-                }
-            }
-        });
+        let (me, out_rx) = await_membership(node_rx, refused_rx, &contacts, join_timeout).await?;
         Ok((Runtime { commands: cmd_tx, me, listen, spool }, out_rx))
     }
 
@@ -626,6 +575,69 @@ impl Runtime {
             }
         }
     }
+}
+
+/// Waits until the node is a member (passing on whatever node events come first), every
+/// contact refused it, or `join_timeout` passed; then hands the node's events on to the
+/// receiver it returns.
+async fn await_membership(
+    mut node_rx: mpsc::Receiver<NodeEvent>,
+    mut refused_rx: mpsc::UnboundedReceiver<(String, NetError)>,
+    contacts: &std::collections::BTreeSet<String>,
+    join_timeout: std::time::Duration,
+) -> Result<(ProcessId, mpsc::Receiver<NodeEvent>), StartError> {
+    let (out_tx, out_rx) = mpsc::channel(NODE_EVENT_QUEUE);
+    let mut refused = std::collections::BTreeSet::new();
+    let mut last_error: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+    let joined = tokio::time::timeout(join_timeout, async {
+        loop {
+            tokio::select! {
+                ev = node_rx.recv() => {
+                    let ev = ev?;
+                    if let NodeEvent::Joined { me } = &ev {
+                        let me = me.clone();
+                        let _ = out_tx.send(ev).await;
+                        return Some(Ok(me));
+                    }
+                    let _ = out_tx.send(ev).await;
+                }
+                Some((by, error)) = refused_rx.recv() => {
+                    last_error.insert(by.clone(), error.to_string());
+                    if !matches!(error, NetError::Refused) {
+                        continue;
+                    }
+                    refused.insert(by);
+                    // Every contact said no: nothing will let this node in.
+                    if !contacts.is_empty() && contacts.is_subset(&refused) {
+                        return Some(Err(()));
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    let me = match joined {
+        Ok(Some(Ok(me))) => me,
+        // (Dropping the command sender stops the driver, as after a timeout.)
+        Ok(Some(Err(()))) => return Err(StartError::Refused(refused.into_iter().collect())),
+        _ if !refused.is_empty() => return Err(StartError::Refused(refused.into_iter().collect())),
+        _ => {
+            let seen = if last_error.is_empty() {
+                "no contact answered (are they up?)".to_string()
+            } else {
+                last_error.iter().map(|(c, e)| format!("contact {c}: {e}")).collect::<Vec<_>>().join("; ")
+            };
+            return Err(StartError::JoinTimeout { waited: join_timeout, seen });
+        }
+    };
+    tokio::spawn(async move {
+        while let Some(ev) = node_rx.recv().await {
+            if out_tx.send(ev).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok((me, out_rx))
 }
 
 /// The node's driver has stopped: it takes no more commands.
