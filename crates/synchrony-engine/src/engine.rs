@@ -147,6 +147,9 @@ impl std::fmt::Debug for Engine {
                 self.forward_ack_epoch
             )?;
         }
+        if !self.queries.is_empty() {
+            write!(f, "\n  queries: {}", self.queries.debug_state())?;
+        }
         write!(f, "\n  events: {:?}", self.events)?;
         for g in self.gms.views().keys() {
             let pending: Vec<String> = self.gms.pending_gbcasts_of(g).map(|id| id.to_string()).collect();

@@ -64,11 +64,15 @@ impl Queries {
     }
 
     /// This process's own query was delivered here, in a view of `members`: unless known,
-    /// they are who must answer. Returns the outcome if that completes it.
+    /// they are who must answer. A message is delivered in one view (G3): of the members a
+    /// non-member's query expected (those it knew of when it sent), one not in that view
+    /// never delivers it and will not answer (it left before; waited for, the query would
+    /// never end, chaos seed 12). Returns the outcome if that completes it.
     pub(crate) fn delivered(&mut self, id: &MsgId, members: Option<&[ProcessId]>) -> Option<QueryOutcome> {
         if let (Some(q), Some(m)) = (self.map.get_mut(id), members) {
-            if q.expected.is_none() {
-                q.expected = Some(m.iter().cloned().collect());
+            match &q.expected {
+                None => q.expected = Some(m.iter().cloned().collect()),
+                Some(_) => q.fail_unanswered(|p| !m.contains(p)),
             }
         }
         self.check(id)
@@ -116,6 +120,25 @@ impl Queries {
         })
     }
 
+    /// The outstanding queries, for a debug dump: each one's expected members, who
+    /// answered, who failed.
+    pub(crate) fn debug_state(&self) -> String {
+        let show = |s: &mut dyn Iterator<Item = &ProcessId>| s.map(|p| p.to_string()).collect::<Vec<_>>().join(" ");
+        self.map
+            .iter()
+            .map(|(id, q)| {
+                let expected = q.expected.as_ref().map(|e| show(&mut e.iter())).unwrap_or_else(|| "?".into());
+                let replied = show(&mut q.replies.iter().map(|(p, _)| p).chain(q.nulls.iter()));
+                format!(
+                    "{id} in {}: expects [{expected}] answered [{replied}] failed [{}]",
+                    q.group,
+                    show(&mut q.failed.iter())
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
     /// Whether no query is outstanding (a view change of thousands of groups looks here
     /// first).
     pub(crate) fn is_empty(&self) -> bool {
@@ -156,5 +179,29 @@ impl Queries {
     pub(crate) fn fail_all(&mut self) -> Vec<QueryOutcome> {
         let groups: BTreeSet<GroupName> = self.map.values().map(|q| q.group.clone()).collect();
         groups.iter().flat_map(|g| self.fail_group(g)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(name: &str) -> ProcessId {
+        ProcessId::new(name, 1)
+    }
+
+    /// A non-member's query expects the members it knew of; once it joined and delivered
+    /// the query itself, one of them not in that view will not answer (chaos seed 12: a
+    /// member it knew of left without delivering it, and the query never ended).
+    #[test]
+    fn a_query_delivered_at_its_sender_does_not_wait_for_who_left_before() {
+        let mut q = Queries::default();
+        let id = MsgId { sender: p("c"), counter: 7 };
+        let g = GroupName::new("g");
+        q.track(&id, &g, Replies::All, Some([p("a"), p("b")].into_iter().collect()));
+        assert!(q.delivered(&id, Some(&[p("a"), p("c")])).is_none());
+        let done = q.on_reply(&p("a"), &id, Some(Bytes::from_static(b"a"))).expect("every member expected answered");
+        assert_eq!(done.replies.len(), 1);
+        assert_eq!(done.failed, vec![p("b")], "b left before the view it was delivered in");
     }
 }

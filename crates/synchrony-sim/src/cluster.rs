@@ -1368,8 +1368,9 @@ impl<'a, A: App> Sim<'a, A> {
         let live = self.live();
         // At quiescence every command of a running process has had its answer: a send that
         // waited for room went, a join that waited went, a flush returned, a write of a state
-        // in parts went on. (Not yet a query's outcome: a non-member's query whose message was
-        // delivered late may never end, chaos seed 12; to be found in the engine.)
+        // in parts went on. (Not yet a query's outcome: a member's query to a group it then
+        // left may never end, chaos seeds 59 and 87, backpressure 3; to be found in the
+        // engine. `SYNCHRONY_SIM_DEBUG` lists those whose outcome did not come.)
         for &i in &live {
             let n = &self.nodes[i];
             let open: Vec<_> = n.pending.iter().filter(|(_, p)| !matches!(p, Pending::Query(_))).collect();
