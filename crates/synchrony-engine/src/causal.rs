@@ -108,6 +108,15 @@ impl CrossGroup {
         self.flushes.push((group, last));
     }
 
+    /// This process's membership of `group` ended: the flushes it asked there, still
+    /// waiting for held sends, are answered no more (the runtime told their callers the
+    /// process left). Kept, they would be handed on to a later membership of the group and
+    /// complete there at once, answering that membership's flushes early (G12, chaos seed
+    /// 3055).
+    pub(crate) fn left(&mut self, group: &GroupName) {
+        self.flushes.retain(|(g, _)| g != group);
+    }
+
     /// Drops everything (the process stopped or left: its queries fail all at once).
     pub(crate) fn clear(&mut self) {
         self.touched.clear();
@@ -227,6 +236,18 @@ mod tests {
         let snapshot = |_: &GroupName| Some((ViewId(1), 0, vec![3]));
         assert_eq!(counters(&gate.release(snapshot, |_| false).0), [0]);
         assert_eq!(counters(&gate.release(snapshot, |_| false).0), [1]);
+    }
+
+    /// A flush deferred behind held sends of a group this process then left is not handed
+    /// on to a later membership of the group (where it would complete at once: G12).
+    #[test]
+    fn a_deferred_flush_ends_with_the_membership_it_was_asked_in() {
+        let mut gate = CrossGroup::default();
+        gate.defer_flush(g("b"), 3);
+        gate.defer_flush(g("c"), 4);
+        gate.left(&g("b"));
+        let (_, due) = gate.release(|_| None, |_| false);
+        assert_eq!(due, vec![(g("c"), 4)]);
     }
 
     #[test]

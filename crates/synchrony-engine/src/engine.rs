@@ -1845,6 +1845,7 @@ impl Engine {
                     self.events.drop_gate(g);
                 }
                 self.fail_queries_of(g);
+                self.cross.left(g);
                 self.events.push(Event::Left { group: g.clone() });
                 if let Some(e) = old_decision.filter(|_| self.events.is_gated(g)) {
                     // Its deliveries are still held back: later data waits all the same.
