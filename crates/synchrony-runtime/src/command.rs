@@ -114,6 +114,7 @@ impl std::fmt::Debug for Command {
 }
 
 /// A consumer's channel: a group's own handle, or a receiver many groups share.
+#[derive(Clone)]
 pub(crate) enum Consumer {
     Own(mpsc::Sender<Vec<GroupEvent>>),
     Merged(mpsc::Sender<crate::merged::MergedBatch>),

@@ -237,15 +237,13 @@ impl Driver {
             let behind = self.host.behind();
             // A consumer with a backlog, to wait for room in. (The permit goes unused: what
             // waits goes in order on the next pump.)
-            let full = self.host.behind_consumer().and_then(|c| match self.waiters.consumers.get(&c) {
-                Some(Consumer::Own(tx)) => Some((c, Room::Own(tx.clone()))),
-                Some(Consumer::Merged(tx)) => Some((c, Room::Merged(tx.clone()))),
-                None => None,
-            });
+            let full = self.host.behind_consumer().and_then(|c| Some((c, self.waiters.consumers.get(&c)?.clone())));
             let room = async move {
                 match full {
-                    Some((c, Room::Own(tx))) => (c, tx.reserve_owned().await.map(|p| p.release().capacity()).ok()),
-                    Some((c, Room::Merged(tx))) => (c, tx.reserve_owned().await.map(|p| p.release().capacity()).ok()),
+                    Some((c, Consumer::Own(tx))) => (c, tx.reserve_owned().await.map(|p| p.release().capacity()).ok()),
+                    Some((c, Consumer::Merged(tx))) => {
+                        (c, tx.reserve_owned().await.map(|p| p.release().capacity()).ok())
+                    }
                     None => std::future::pending().await,
                 }
             };
@@ -655,12 +653,6 @@ impl Driver {
             }
         }
     }
-}
-
-/// A consumer's channel, to wait for room in.
-enum Room {
-    Own(mpsc::Sender<Vec<crate::GroupEvent>>),
-    Merged(mpsc::Sender<crate::merged::MergedBatch>),
 }
 
 #[cfg(test)]
