@@ -430,8 +430,11 @@ impl Driver {
         }
     }
 
-    /// The engine's frames, to their peers.
+    /// The engine's frames, to their peers; what the trace holds is written first (a frame
+    /// must not reach a peer before its send is in this node's trace: a SIGKILL between the
+    /// two would leave a delivery of a message never sent, G2).
     fn send_transmits(&mut self) {
+        self.write_trace();
         while let Some(t) = self.host.poll_transmit() {
             self.peers.send(&t.to.name, net::Outgoing::engine(t.frame));
         }
